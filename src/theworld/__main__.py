@@ -1,0 +1,3 @@
+from theworld.cli.main import main
+
+raise SystemExit(main())

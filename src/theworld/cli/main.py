@@ -1,0 +1,56 @@
+"""`theworld` command line: one subcommand per module in `theworld.cli`.
+
+Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`. Modules are
+imported only when their command runs, so `theworld --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from theworld.errors import TheWorldUserError
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("theworld.cli.train", "train TheWorld in a named stage"),
+    "cache-latents": ("theworld.cli.cache_latents", "encode training images once into a latent cache"),
+    "eval": ("theworld.cli.eval", "evaluate on a spatial benchmark, with controls"),
+    "compare": ("theworld.cli.compare", "compare evaluation runs with paired statistics"),
+    "parity": ("theworld.cli.parity", "compare two models' logits and find where they diverge"),
+    "make-data": ("theworld.cli.make_data", "generate the synthetic 'what happens next?' clips"),
+    "demo": ("theworld.cli.demo", "the end-to-end demo: data, training, controls, report"),
+    "make-tiny": ("theworld.cli.make_tiny", "write tiny random Gemma 3 / Cosmos VAE checkpoints"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="theworld", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    top, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=top.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module_name, help_text = COMMANDS[top.command]
+    module = importlib.import_module(module_name)
+    cmd_parser = argparse.ArgumentParser(prog=f"theworld {top.command}", description=help_text)
+    module.add_arguments(cmd_parser)
+    args = cmd_parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except TheWorldUserError as err:
+        print(f"theworld {top.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

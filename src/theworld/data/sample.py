@@ -1,0 +1,33 @@
+"""The one in-memory form of a conversation sample, whatever file format it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Sample:
+    """A conversation with its visuals, in the Hugging Face chat format.
+
+    `messages` is a list of `{"role": "user"|"assistant"|"system", "content": [...]}` whose
+    content items are `{"type": "text", "text": str}`, `{"type": "image", "image": X}` or
+    `{"type": "video", "video": [X, ...]}`, where X is an absolute file path or a `PIL.Image`.
+    A video is a short clip given as its frames; the world path encodes the clip, Gemma's image
+    path sees one frame of it (see `TheWorldProcessor`).
+    """
+
+    id: str
+    messages: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def visuals(self) -> list[Any]:
+        """Images and clips in prompt order: a path/PIL image, or a list of frames for a clip."""
+        out: list[Any] = []
+        for message in self.messages:
+            for item in message["content"] if isinstance(message["content"], list) else []:
+                if item.get("type") == "image":
+                    out.append(item["image"])
+                elif item.get("type") == "video":
+                    out.append(item["video"])
+        return out
