@@ -1,0 +1,194 @@
+"""The LLaVA conversation format (the field's de facto training format), and LLaVA-CC3M.
+
+Record: `{"id", "image": str | [str], "video": clip?, "conversations": [{"from", "value"}]}`,
+as a JSON array or JSON Lines. `<image>` in a turn marks where an image goes; we put the image
+item exactly there so the prompt the model trains on matches what the data author wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from theworld.data.images import (
+    DEFAULT_MAX_SKIP_FRACTION,
+    convert_records,
+    naming_sample,
+    resolve_clip,
+    resolve_path,
+)
+from theworld.data.loading import iter_records, record_id
+from theworld.data.sample import Sample
+from theworld.errors import TheWorldUserError
+
+ROLES: dict[str, str] = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
+
+_MARKER = re.compile(r"(<image>|<video>)")
+
+
+def visual_items(record: dict[str, Any], image_folder: str | None) -> tuple[list[dict], list[dict]]:
+    """The record's images and clips as content items with absolute paths: (images, videos)."""
+    images = record.get("image")
+    if images is None:
+        images = []
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    videos = record.get("video")
+    if videos is None:
+        videos = []
+    elif not (isinstance(videos, list) and videos and isinstance(videos[0], list)):
+        videos = [videos]  # one clip: a path, or a list of frames
+    return (
+        [{"type": "image", "image": resolve_path(str(p), image_folder)} for p in images],
+        [{"type": "video", "video": resolve_clip(v, image_folder)} for v in videos],
+    )
+
+
+def conversations_to_messages(
+    turns: list[dict[str, Any]],
+    images: list[dict[str, Any]],
+    videos: list[dict[str, Any]],
+    sample_id: str,
+) -> list[dict[str, Any]]:
+    """LLaVA turns -> HF chat messages, with each visual placed at its marker.
+
+    `<image>` markers take the images in order and `<video>` markers the clips. Data that marks
+    clips with `<image>` too (LLaVA-Video style) has no `<video>` marker: then `<image>` markers
+    take images then clips. With no marker at all, every visual goes to the start of the first
+    user turn. Any other count mismatch is a data error naming the sample.
+    """
+    if not isinstance(turns, list) or not turns:
+        raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list")
+    texts = [(_role(turn, sample_id), _text(turn, sample_id)) for turn in turns]
+    joined = "\n".join(text for _, text in texts)
+    n_image_marks, n_video_marks = joined.count("<image>"), joined.count("<video>")
+    if n_video_marks:
+        queues = {"<image>": iter(images), "<video>": iter(videos)}
+        expected = {"<image>": (n_image_marks, len(images)), "<video>": (n_video_marks, len(videos))}
+    else:
+        shared = images + videos
+        queues = {"<image>": iter(shared)}
+        expected = {"<image>": (n_image_marks, len(shared))}
+        if n_image_marks == 0 and shared:
+            return _visuals_first(texts, shared, sample_id)
+    for marker, (marks, given) in expected.items():
+        if marks != given:
+            raise TheWorldUserError(
+                f"sample {sample_id}: {marks} {marker} marker(s) in the conversation but "
+                f"{given} visual(s) given for them"
+            )
+    return [
+        {"role": role, "content": _split_at_markers(text, queues)} for role, text in texts
+    ]
+
+
+def _role(turn: dict[str, Any], sample_id: str) -> str:
+    speaker = turn.get("from", turn.get("role"))
+    if speaker not in ROLES:
+        raise TheWorldUserError(
+            f"sample {sample_id}: unknown speaker {speaker!r}; expected one of {sorted(ROLES)}"
+        )
+    return ROLES[speaker]
+
+
+def _text(turn: dict[str, Any], sample_id: str) -> str:
+    value = turn.get("value", turn.get("content"))
+    if not isinstance(value, str):
+        raise TheWorldUserError(f"sample {sample_id}: a turn has no text `value`: {turn!r}")
+    return value
+
+
+def _split_at_markers(text: str, queues: dict[str, Iterator[dict[str, Any]]]) -> list[dict]:
+    """Content items for one turn: text pieces (stripped, empty ones dropped) and visuals."""
+    content: list[dict[str, Any]] = []
+    for piece in _MARKER.split(text):
+        if piece in queues:  # counts were checked, so the queue has an item left
+            content.append(next(queues[piece]))
+        elif piece.strip():
+            content.append({"type": "text", "text": piece.strip()})
+    return content or [{"type": "text", "text": ""}]
+
+
+def _visuals_first(
+    texts: list[tuple[str, str]], visuals: list[dict[str, Any]], sample_id: str
+) -> list[dict[str, Any]]:
+    """Messages with all visuals at the start of the first user turn (no markers given)."""
+    users = [i for i, (role, _) in enumerate(texts) if role == "user"]
+    if not users:
+        raise TheWorldUserError(f"sample {sample_id}: has visuals but no user turn to hold them")
+    messages = []
+    for i, (role, text) in enumerate(texts):
+        content = [{"type": "text", "text": text.strip()}]
+        messages.append({"role": role, "content": (visuals + content) if i == users[0] else content})
+    return messages
+
+
+def llava_record_to_sample(
+    record: dict[str, Any], *, image_folder: str | None, sample_id: str
+) -> Sample:
+    """One LLaVA record -> `Sample` (text-only records allowed)."""
+    with naming_sample(sample_id):
+        images, videos = visual_items(record, image_folder)
+    messages = conversations_to_messages(record.get("conversations"), images, videos, sample_id)
+    return Sample(id=sample_id, messages=messages, meta={"format": "llava"})
+
+
+def llava_samples(
+    records: Iterable[dict[str, Any]],
+    *,
+    source: str,
+    image_folder: str | None,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    limit: int | None = None,
+) -> list[Sample]:
+    """Convert and validate LLaVA records (the `load_samples` hook for `llava`/`cc3m`)."""
+
+    def convert(record: dict[str, Any], index: int) -> Sample:
+        sample_id = record_id(record, index, source)
+        return llava_record_to_sample(record, image_folder=image_folder, sample_id=sample_id)
+
+    return convert_records(
+        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
+    )
+
+
+def load_llava(
+    path: str,
+    image_folder: str | None = None,
+    *,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    limit: int | None = None,
+) -> list[Sample]:
+    """Load a LLaVA JSON/JSONL file; images are relative to `image_folder` (default: its folder)."""
+    folder = image_folder if image_folder is not None else os.path.dirname(os.path.abspath(path))
+    return llava_samples(
+        iter_records(path),
+        source=path,
+        image_folder=folder,
+        max_skip_fraction=max_skip_fraction,
+        limit=limit,
+    )
+
+
+def load_cc3m(
+    path: str,
+    image_folder: str | None = None,
+    *,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    limit: int | None = None,
+) -> list[Sample]:
+    """LLaVA-CC3M-Pretrain-595K (`chat.json`, images from `images.zip` in `image_folder`).
+
+    The alignment-stage data is plain LLaVA format (one human turn with `<image>` and a
+    describe-the-image instruction, one gpt turn with the caption; extra fields such as
+    `blip_caption` are ignored), so this only names the data set in configs and code.
+    """
+    return load_llava(path, image_folder, max_skip_fraction=max_skip_fraction, limit=limit)

@@ -1,0 +1,230 @@
+"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s with one region naming.
+
+In the raw data a human turn names regions with `<mask> <depth>` (or `<mask>`), and the gpt
+turn answers with `Region [k]`, k counting the masks of *its own question*: `Region [0]` means a
+different object in every turn. Gemma has no mask encoder, so regions must be named in text
+(and optionally drawn on the image) with one numbering for the whole conversation: mask
+occurrence g (counted over all human turns, which is also the index into `bbox`) becomes
+`Region [g]` everywhere, and each answer is rewritten to the same global numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont, features
+
+from theworld.data.images import (
+    CORRUPT_IMAGE_ERRORS,
+    DEFAULT_MAX_SKIP_FRACTION,
+    UnreadableVisual,
+    convert_records,
+    naming_sample,
+    resolve_path,
+)
+from theworld.data.llava import ROLES, conversations_to_messages
+from theworld.data.loading import iter_records, record_id
+from theworld.data.sample import Sample
+from theworld.errors import TheWorldUserError
+
+_MASK = re.compile(r"<mask>(?:\s*<depth>)?")
+_REGION = re.compile(r"Region \[(\d+)\]")
+_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
+
+
+def default_cache_dir() -> str:
+    """Where boxed copies of images go unless told otherwise (XDG cache, not the data folder,
+    which is often read-only or shared)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "theworld", "openspatial_boxes")
+
+
+def renumber_regions(
+    turns: list[dict[str, Any]], sample_id: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Rewrite masks and `Region [k]` references to global numbers; also return the mask count.
+
+    Each `<mask>` (with an optional following `<depth>`) in a human turn becomes `Region [g]`,
+    g the global index of that occurrence; `Region [k]` in the next gpt turn becomes the global
+    index of the k-th mask of the preceding question. An out-of-range k is a data error.
+    """
+    if not isinstance(turns, list) or not turns:
+        raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list")
+    next_index = 0
+    local: list[int] = []  # global indices of the preceding question's masks
+    rewritten = []
+    for turn in turns:
+        role = ROLES.get(turn.get("from", turn.get("role")))
+        text = turn.get("value", turn.get("content"))
+        if not isinstance(text, str):
+            raise TheWorldUserError(f"sample {sample_id}: a turn has no text `value`: {turn!r}")
+        if role == "user":
+            local = []
+
+            def to_global(_: re.Match[str]) -> str:
+                nonlocal next_index
+                local.append(next_index)
+                next_index += 1
+                return f"Region [{local[-1]}]"
+
+            text = _MASK.sub(to_global, text)
+        elif role == "assistant":
+            text = _REGION.sub(lambda m: f"Region [{_lookup(local, int(m.group(1)), sample_id)}]", text)
+        rewritten.append({**turn, "value": text})
+    return rewritten, next_index
+
+
+def _lookup(local: list[int], k: int, sample_id: str) -> int:
+    if k >= len(local):
+        raise TheWorldUserError(
+            f"sample {sample_id}: an answer names Region [{k}] but its question has "
+            f"{len(local)} region(s)"
+        )
+    return local[k]
+
+
+def draw_numbered_boxes(
+    image_path: str, boxes: list[list[float]], out_path: str
+) -> None:
+    """Save a copy of the image with box g outlined and labelled `g` (shared boxes: `0,2`).
+
+    A region mentioned in two questions has two identical boxes; drawing both labels on one
+    outline keeps the picture readable while every number in the text still points at a box.
+    """
+    with Image.open(image_path) as source:
+        image = source.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    font_size = max(12, min(width, height) // 30)
+    font = (
+        ImageFont.load_default(size=font_size)
+        if features.check_module("freetype2")
+        else ImageFont.load_default()
+    )
+    line = max(2, min(width, height) // 200)
+    labels: dict[tuple[float, ...], list[int]] = {}
+    for index, box in enumerate(boxes):
+        labels.setdefault(tuple(box), []).append(index)
+    for colour_index, (box, numbers) in enumerate(labels.items()):
+        x1, y1, x2, y2 = box
+        x1, x2 = sorted((max(0.0, x1), min(width - 1.0, x2)))
+        y1, y2 = sorted((max(0.0, y1), min(height - 1.0, y2)))
+        colour = _COLOURS[colour_index % len(_COLOURS)]
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
+        text = ",".join(str(n) for n in numbers)
+        left, top, right, bottom = draw.textbbox((x1 + line, y1 + line), text, font=font)
+        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
+        draw.text((x1 + line, y1 + line), text, fill="white", font=font)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    partial = f"{out_path}.{os.getpid()}.tmp"
+    image.save(partial, format="JPEG", quality=95)
+    os.replace(partial, out_path)  # atomic: parallel workers never see half a file
+
+
+def boxed_image(image_path: str, boxes: list[list[float]], cache_dir: str, name: str) -> str:
+    """The cached boxed copy for these boxes, drawn on first use (keyed by the boxes' hash,
+    since one photo appears in many records with different regions)."""
+    digest = hashlib.sha1(json.dumps(boxes).encode()).hexdigest()[:12]
+    out_path = os.path.join(os.path.abspath(cache_dir), f"{name}-{digest}.jpg")
+    if not os.path.exists(out_path):
+        if not os.path.isfile(image_path):
+            raise UnreadableVisual(image_path, "file not found")
+        try:
+            draw_numbered_boxes(image_path, boxes, out_path)
+        except CORRUPT_IMAGE_ERRORS as err:
+            raise UnreadableVisual(
+                image_path, f"unreadable image ({type(err).__name__}: {err})"
+            ) from err
+    return out_path
+
+
+def openspatial_record_to_sample(
+    record: dict[str, Any],
+    *,
+    image_folder: str | None,
+    sample_id: str,
+    draw_boxes: bool = False,
+    cache_dir: str | None = None,
+) -> Sample:
+    """One OpenSpatial record -> `Sample` with globally numbered regions.
+
+    `meta["boxes"]` holds box g for `Region [g]`. With `draw_boxes`, the image is a cached copy
+    with the numbered boxes drawn, so the model can see which region is which.
+    """
+    filename = record.get("filename")
+    if not isinstance(filename, str) or not filename:
+        raise TheWorldUserError(f"sample {sample_id}: no `filename`")
+    name = filename if filename.lower().endswith(".jpg") else f"{filename}.jpg"
+    turns, n_masks = renumber_regions(record.get("conversations"), sample_id)
+    boxes = [[float(v) for v in box] for box in record.get("bbox") or []]
+    if len(boxes) != n_masks or any(len(box) != 4 for box in boxes):
+        raise TheWorldUserError(
+            f"sample {sample_id}: {n_masks} <mask> occurrence(s) but {len(boxes)} bbox entries "
+            f"(need one [x1, y1, x2, y2] per <mask>)"
+        )
+    image = resolve_path(name, image_folder)
+    if draw_boxes:
+        with naming_sample(sample_id):
+            image = boxed_image(image, boxes, cache_dir or default_cache_dir(), name[:-4])
+    messages = conversations_to_messages(turns, [{"type": "image", "image": image}], [], sample_id)
+    return Sample(
+        id=sample_id, messages=messages, meta={"format": "openspatial", "boxes": boxes}
+    )
+
+
+def openspatial_samples(
+    records: Iterable[dict[str, Any]],
+    *,
+    source: str,
+    image_folder: str | None,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    limit: int | None = None,
+    draw_boxes: bool = False,
+    cache_dir: str | None = None,
+) -> list[Sample]:
+    """Convert and validate OpenSpatial records (the `load_samples` hook for `openspatial`)."""
+
+    def convert(record: dict[str, Any], index: int) -> Sample:
+        # Records have no id; one photo has many records, so the index disambiguates.
+        sample_id = record_id(record, index, source)
+        if record.get("id") is None and record.get("filename"):
+            sample_id = f"{record['filename']}#{index}"
+        return openspatial_record_to_sample(
+            record,
+            image_folder=image_folder,
+            sample_id=sample_id,
+            draw_boxes=draw_boxes,
+            cache_dir=cache_dir,
+        )
+
+    return convert_records(
+        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
+    )
+
+
+def load_openspatial(
+    path: str,
+    image_folder: str | None = None,
+    *,
+    draw_boxes: bool = False,
+    cache_dir: str | None = None,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    limit: int | None = None,
+) -> list[Sample]:
+    """Stream an OpenSpatialDataset JSON array (ijson) or JSONL; images are `<id>.jpg` files
+    in `image_folder` (default: the data file's folder)."""
+    folder = image_folder if image_folder is not None else os.path.dirname(os.path.abspath(path))
+    return openspatial_samples(
+        iter_records(path),
+        source=path,
+        image_folder=folder,
+        max_skip_fraction=max_skip_fraction,
+        limit=limit,
+        draw_boxes=draw_boxes,
+        cache_dir=cache_dir,
+    )

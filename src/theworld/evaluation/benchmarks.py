@@ -1,0 +1,569 @@
+"""Benchmark loaders: each published format read into `EvalItem`s, every problem a clear error.
+
+Each loader is `load_<name>(data, image_folder=None, split=None, limit=None) -> list[EvalItem]`
+and is registered in `BENCHMARKS`. `data` is a local file (.jsonl, .json array, .parquet), a
+local folder holding split files (a Hub snapshot: `<folder>[/<config>]/**/<split>-*.parquet`,
+`<split>.jsonl`, ...), or a Hub id read with `datasets.load_dataset` (needs network). Relative
+image paths are resolved against `image_folder`, by default the data file's own folder.
+
+Evaluation must never drop items quietly (a shrunken denominator inflates accuracy), so a
+missing file or image, an unreadable row, an answer outside its choices or a duplicate id raises
+`TheWorldUserError` naming the file and row.
+
+Per-benchmark conventions (see the loader docstrings): BLINK answers "(A)" become the choice
+text; VSR captions become true/false questions; SpatialRGPT-Bench regions become "Region [k]"
+with numbered boxes drawn on the image (`draw_region_boxes`).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from theworld.errors import TheWorldUserError
+from theworld.evaluation.items import EvalItem
+from theworld.evaluation.parsing import parse_clock, parse_quantity
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[..., list[EvalItem]]
+Row = tuple[str, dict[str, Any]]  # (where: "file row i" for messages, the record)
+
+# Where each benchmark lives on the Hub, for callers that want a default `data`.
+HUB_SOURCES: dict[str, str] = {
+    "blink-relative-depth": "BLINK-Benchmark/BLINK",
+    "blink-spatial-relation": "BLINK-Benchmark/BLINK",
+    "vsr": "cambridgeltl/vsr_random",
+    "spatialrgpt-bench": "a8cheng/SpatialRGPT-Bench",
+}
+
+_SUFFIXES = (".jsonl", ".json", ".parquet")
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+# Drawn SpatialRGPT images are kept in memory; Gemma sees 896x896 and the VAE less, so a
+# longer side above this only costs memory (1406 full-size images would take several GB).
+MAX_DRAWN_SIDE = 1024
+_PALETTE = [(230, 25, 75), (0, 130, 200), (60, 180, 75), (245, 130, 48), (145, 30, 180), (0, 150, 150)]
+
+
+# ---------------------------------------------------------------------------- reading rows
+
+
+def _looks_like_hub_id(data: str) -> bool:
+    """`owner/name` with no file suffix and no local-path prefix; anything else is a local path."""
+    if data.startswith(("/", ".", "~")) or data.lower().endswith(_SUFFIXES):
+        return False
+    return _HUB_ID_RE.fullmatch(data) is not None
+
+
+def _read_file(path: Path, limit: int | None) -> list[Row]:
+    suffix = path.suffix.lower()
+    rows: list[Any] = []
+    if suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if limit is not None and len(rows) >= limit:
+                    break
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((f"{path}:{lineno}", json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise TheWorldUserError(f"{path}:{lineno}: not valid JSON ({err})") from err
+    elif suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise TheWorldUserError(f"{path}: not valid JSON ({err})") from err
+        if not isinstance(data, list):
+            raise TheWorldUserError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+        rows = [(f"{path} row {i}", rec) for i, rec in enumerate(data[:limit] if limit is not None else data)]
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as err:
+            raise TheWorldUserError(f"{path}: unreadable parquet file ({err})") from err
+        if limit is not None:
+            table = table.slice(0, limit)
+        rows = [(f"{path} row {i}", rec) for i, rec in enumerate(table.to_pylist())]
+    else:
+        raise TheWorldUserError(f"{path}: unsupported file type (expected one of {', '.join(_SUFFIXES)})")
+    for where, rec in rows:
+        if not isinstance(rec, dict):
+            raise TheWorldUserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    return rows
+
+
+def _split_files(folder: Path, config: str | None, split: str | None) -> list[Path]:
+    """The files of one split in a local snapshot: names whose -/_/. parts include the split."""
+    root = folder / config if config and (folder / config).is_dir() else folder
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
+    if split is not None:
+        files = [p for p in files if split in re.split(r"[-_.]", p.stem)]
+    if not files:
+        raise TheWorldUserError(f"{root}: no {'/'.join(_SUFFIXES)} file for split {split!r}")
+    if split is None and len(files) > 1:
+        raise TheWorldUserError(f"{root}: several data files ({', '.join(p.name for p in files)}); give a split")
+    return files
+
+
+def _read_hub(data: str, config: str | None, split: str | None, limit: int | None) -> list[Row]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(data, name=config, split=split)
+    except (OSError, ValueError) as err:  # not found, offline, bad config/split
+        raise TheWorldUserError(
+            f"could not load Hub dataset {data!r} (config {config!r}, split {split!r}): {err}"
+        ) from err
+    records = islice(dataset, limit) if limit is not None else dataset
+    return [(f"{data}[{split}] row {i}", dict(rec)) for i, rec in enumerate(records)]
+
+
+def read_rows(
+    data: str, config: str | None, split: str | None, limit: int | None
+) -> tuple[list[Row], Path | None]:
+    """Records of a local file, local snapshot folder or Hub dataset, and the default image folder."""
+    if limit is not None and limit < 0:
+        raise TheWorldUserError(f"limit must be >= 0, got {limit}")
+    path = Path(data).expanduser()
+    if path.is_file():
+        return _read_file(path, limit), path.parent.resolve()
+    if path.is_dir():
+        rows: list[Row] = []
+        for file in _split_files(path, config, split):
+            rows.extend(_read_file(file, None if limit is None else limit - len(rows)))
+        return rows, path.resolve()
+    if _looks_like_hub_id(data):
+        return _read_hub(data, config, split, limit), None
+    raise TheWorldUserError(f"{data}: no such file or folder (and it is not a Hub id such as 'owner/name')")
+
+
+# ---------------------------------------------------------------------------- field helpers
+
+
+def _require(row: dict[str, Any], key: str, where: str) -> Any:
+    value = row.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise TheWorldUserError(f"{where}: missing field {key!r}")
+    return value
+
+
+def _literal(value: Any, key: str, where: str) -> Any:
+    """A field that some exports store as a string-serialised Python literal (never `eval`)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as err:
+        raise TheWorldUserError(f"{where}: field {key!r} is not a readable literal: {value[:80]!r}") from err
+
+
+def _resolve_path(name: str, folder: Path | None, where: str, subdirs: Sequence[str] = ()) -> str:
+    """An existing absolute image path: `name` itself, or under `folder` (or its `subdirs`)."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    elif folder is None:
+        raise TheWorldUserError(f"{where}: image {name!r} is a relative path and no image folder was given")
+    else:
+        candidates = [folder / path] + [folder / sub / path for sub in subdirs]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate.resolve())
+    raise TheWorldUserError(f"{where}: image not found: {', '.join(str(c) for c in candidates)}")
+
+
+def _decode(data: bytes, where: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except OSError as err:  # includes PIL.UnidentifiedImageError
+        raise TheWorldUserError(f"{where}: embedded image cannot be decoded ({err})") from err
+    return image
+
+
+def _visual(value: Any, folder: Path | None, where: str, subdirs: Sequence[str] = ()) -> Image.Image | str:
+    """A PIL image (embedded: PIL, bytes, or parquet's {"bytes", "path"}) or an absolute path."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return _decode(value["bytes"], where)
+        if value.get("path"):
+            return _resolve_path(str(value["path"]), folder, where, subdirs)
+        raise TheWorldUserError(f"{where}: image record has neither bytes nor path")
+    if isinstance(value, (bytes, bytearray)):
+        return _decode(bytes(value), where)
+    if isinstance(value, str) and value.strip():
+        return _resolve_path(value, folder, where, subdirs)
+    raise TheWorldUserError(f"{where}: unusable image value of type {type(value).__name__}")
+
+
+def _open_rgb(visual: Image.Image | str, where: str) -> Image.Image:
+    if isinstance(visual, Image.Image):
+        return visual.convert("RGB")
+    try:
+        with Image.open(visual) as image:
+            return image.convert("RGB")
+    except OSError as err:
+        raise TheWorldUserError(f"{where}: cannot read image {visual} ({err})") from err
+
+
+def _check_unique(items: list[EvalItem], where: str) -> list[EvalItem]:
+    """Paired comparisons match items by id, so ids must be unique within a benchmark."""
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise TheWorldUserError(f"{where}: duplicate item id {item.id!r}")
+        seen.add(item.id)
+    return items
+
+
+def _folder(image_folder: str | None, default: Path | None) -> Path | None:
+    return Path(image_folder).expanduser().resolve() if image_folder else default
+
+
+# ---------------------------------------------------------------------------- BLINK
+
+_LETTER_RE = re.compile(r"\(?\s*([A-Za-z])\s*\)?")
+
+
+def _blink_answer(raw: Any, choices: list[str], where: str) -> str | None:
+    """ "(A)" -> choices[0]; a missing answer (hidden test split) -> None."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    match = _LETTER_RE.fullmatch(str(raw).strip())
+    index = ord(match.group(1).upper()) - ord("A") if match else -1
+    if not 0 <= index < len(choices):
+        raise TheWorldUserError(f"{where}: answer {raw!r} does not name one of {len(choices)} choices")
+    return choices[index]
+
+
+def _load_blink(task: str, name: str, data: str, image_folder: str | None, split: str | None, limit: int | None):
+    split = split or "val"
+    rows, default_folder = read_rows(data, task, split, limit)
+    folder = _folder(image_folder, default_folder)
+    items = []
+    for where, row in rows:
+        choices = _literal(_require(row, "choices", where), "choices", where)
+        if not isinstance(choices, list) or not choices:
+            raise TheWorldUserError(f"{where}: 'choices' must be a non-empty list")
+        choices = [str(c) for c in choices]
+        visuals = [_visual(row[k], folder, where) for k in ("image_1", "image_2", "image_3", "image_4") if row.get(k)]
+        if not visuals:
+            raise TheWorldUserError(f"{where}: no image in image_1..image_4")
+        items.append(
+            EvalItem(
+                id=str(_require(row, "idx", where)),
+                question=str(_require(row, "question", where)),
+                choices=choices,
+                answer=_blink_answer(row.get("answer"), choices, where),
+                visuals=visuals,
+                category=str(row.get("sub_task") or task),
+                kind="choice",
+                meta={"benchmark": name, "task": task, "answer_letter": row.get("answer"), "prompt": row.get("prompt")},
+            )
+        )
+    return _check_unique(items, data)
+
+
+def load_blink_relative_depth(
+    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
+) -> list[EvalItem]:
+    """BLINK Relative_Depth (config of `BLINK-Benchmark/BLINK`, split `val` by default).
+
+    Rows: idx, question, image_1..image_4 (PIL from the Hub, {"bytes", "path"} in parquet),
+    choices, answer "(A)" -> the choice text; scored by log-likelihood over the choices.
+    """
+    return _load_blink("Relative_Depth", "blink-relative-depth", data, image_folder, split, limit)
+
+
+def load_blink_spatial_relation(
+    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
+) -> list[EvalItem]:
+    """BLINK Spatial_Relation; same format and conventions as `load_blink_relative_depth`."""
+    return _load_blink("Spatial_Relation", "blink-spatial-relation", data, image_folder, split, limit)
+
+
+# ---------------------------------------------------------------------------- VSR
+
+VSR_TEMPLATE = 'Is this statement about the image true or false? "{caption}"'
+
+
+def _vsr_label(raw: Any, where: str) -> str:
+    text = str(raw).strip().lower()
+    if text in ("1", "true"):
+        return "true"
+    if text in ("0", "false"):
+        return "false"
+    raise TheWorldUserError(f"{where}: label must be 1/0 (or true/false), got {raw!r}")
+
+
+def load_vsr(
+    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
+) -> list[EvalItem]:
+    """VSR (`cambridgeltl/vsr_random` / `vsr_zeroshot`, JSONL per split, `test` by default).
+
+    Rows: image (COCO 2017 file name), image_link, caption, label (1 = true), relation, subj,
+    obj. Each caption becomes a true/false question, category = relation. Images are looked up
+    in `image_folder`, then its `train2017`/`val2017` subfolders (the link names the right one).
+    Rows carry no id, so the id is the row index and image name (stable for a given file).
+    """
+    rows, default_folder = read_rows(data, None, split or "test", limit)
+    folder = _folder(image_folder, default_folder)
+    items = []
+    for index, (where, row) in enumerate(rows):
+        image = _require(row, "image", where)
+        link_dir = Path(str(row.get("image_link") or "")).parent.name
+        subdirs = [d for d in (link_dir, "train2017", "val2017") if d]
+        stem = Path(image).stem if isinstance(image, str) else "image"
+        items.append(
+            EvalItem(
+                id=f"{index:05d}-{stem}",
+                question=VSR_TEMPLATE.format(caption=str(_require(row, "caption", where)).strip()),
+                choices=["true", "false"],
+                answer=_vsr_label(_require(row, "label", where), where),
+                visuals=[_visual(image, folder, where, subdirs)],
+                category=row.get("relation"),
+                kind="choice",
+                meta={"benchmark": "vsr", "subj": row.get("subj"), "obj": row.get("obj"), "image": image},
+            )
+        )
+    return _check_unique(items, data)
+
+
+# ---------------------------------------------------------------------------- SpatialRGPT-Bench
+
+_MASK_RE = re.compile(r"<mask>(?:\s*<depth>)?")
+_REGION_NAME_RE = re.compile(r"Region \[(\d+)\]")
+_TWO_REGION_CHOICE_RE = re.compile(r"Region \[\d+\],? or Region \[\d+\]")
+
+
+def name_regions(text: str) -> tuple[str, int]:
+    """Replace each `<mask>` (with an optional `<depth>`) by "Region [k]", k counting from 0.
+
+    k is the mask's position in the text, which is also its index in the row's `bbox` list, so
+    the text, the drawn labels and the reference answers (which already say "Region [k]") agree.
+    Returns the new text and the number of masks replaced.
+    """
+    counter = iter(range(10**6))
+    named = _MASK_RE.sub(lambda _: f"Region [{next(counter)}]", text)
+    return named, next(counter)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def draw_region_boxes(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Image:
+    """A copy of `image` with box k outlined and labelled "Region [k]" (same words as the text).
+
+    Boxes are [x1, y1, x2, y2] in pixels, clamped to the image. Colours cycle through a small
+    palette; line width and font size scale with the image. The copy is then shrunk so its
+    longer side is at most `MAX_DRAWN_SIDE` (boxes are drawn first, at full resolution).
+    """
+    out = image.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    width, height = out.size
+    line = max(2, round(min(width, height) / 200))
+    font = _font(max(12, min(width, height) // 30))
+    pad = max(1, line)
+    for k, box in enumerate(boxes):
+        x1, x2 = sorted(min(max(float(v), 0.0), width - 1.0) for v in (box[0], box[2]))
+        y1, y2 = sorted(min(max(float(v), 0.0), height - 1.0) for v in (box[1], box[3]))
+        color = _PALETTE[k % len(_PALETTE)]
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=line)
+        label = f"Region [{k}]"
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        box_h = bottom - top + 2 * pad
+        ty = y1 - box_h if y1 - box_h >= 0 else y1  # above the box when there is room
+        draw.rectangle([x1, ty, x1 + right - left + 2 * pad, ty + box_h], fill=color)
+        draw.text((x1 + pad - left, ty + pad - top), label, fill=(255, 255, 255), font=font)
+    if max(out.size) > MAX_DRAWN_SIDE:
+        out.thumbnail((MAX_DRAWN_SIDE, MAX_DRAWN_SIDE), Image.Resampling.LANCZOS)
+    return out
+
+
+def _boxes(value: Any, where: str) -> list[list[float]]:
+    boxes = _literal(value if value is not None else [], "bbox", where)
+    ok = isinstance(boxes, (list, tuple)) and all(
+        isinstance(b, (list, tuple)) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) for b in boxes
+    )
+    if not ok:
+        raise TheWorldUserError(f"{where}: 'bbox' must be a list of [x1, y1, x2, y2] boxes")
+    return [[float(v) for v in b] for b in boxes]
+
+
+def _srgpt_texts(row: dict[str, Any], where: str) -> tuple[str, str]:
+    """The question (first human turn, else text_q) and the reference answer (first gpt turn)."""
+    turns = _literal(_require(row, "conversations", where), "conversations", where)
+    if not isinstance(turns, list) or len(turns) < 2 or not all(isinstance(t, dict) and "value" in t for t in turns):
+        raise TheWorldUserError(f"{where}: 'conversations' must hold a question turn and an answer turn")
+    question = str(turns[0]["value"] or row.get("text_q") or "")
+    question = re.sub(r"<image>\s*", "", question).strip()
+    return question, str(turns[1]["value"]).strip()
+
+
+def _srgpt_scoring(
+    qa_type: str, category: str, question: str, answer: str, where: str
+) -> tuple[str, list[str] | None, str, dict[str, Any]]:
+    """(kind, choices, answer, extra meta) from the benchmark's own type and category.
+
+    Direction -> "clock"; other quantitative -> "numeric"; qualitative -> "choice" when the
+    question offers two named regions ("Which is taller, Region [0] or Region [1]?") and the
+    answer names exactly one of them, else "qualitative_free". A metric or clock answer with
+    no readable value (e.g. "they overlap") falls back to "qualitative_free" (judged), flagged
+    in meta, so it is still evaluated rather than dropped.
+    """
+    if "direction" in category:
+        hour = parse_clock(answer)
+        if hour is not None:
+            return "clock", None, answer, {"answer_hour": hour}
+        return "qualitative_free", None, answer, {"scoring_note": "no clock hour in the reference answer"}
+    if qa_type == "quantitative":
+        meters = parse_quantity(answer)
+        if meters is not None:
+            return "numeric", None, answer, {"answer_m": meters}
+        return "qualitative_free", None, answer, {"scoring_note": "no quantity in the reference answer"}
+    if qa_type != "qualitative":
+        raise TheWorldUserError(f"{where}: qa_info.type must be qualitative or quantitative, got {qa_type!r}")
+    names = list(dict.fromkeys(f"Region [{k}]" for k in _REGION_NAME_RE.findall(question)))
+    if len(names) >= 2 and (category.endswith("_choice") or _TWO_REGION_CHOICE_RE.search(question)):
+        named = [n for n in names if n in answer]
+        if len(named) == 1:
+            return "choice", names, named[0], {}
+    return "qualitative_free", None, answer, {}
+
+
+def load_spatialrgpt_bench(
+    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
+) -> list[EvalItem]:
+    """SpatialRGPT-Bench (`a8cheng/SpatialRGPT-Bench`, split `val`; or its JSON/JSONL export).
+
+    Rows: id, image (embedded) or image_info.file_path (relative to `image_folder`), text_q,
+    conversations (question with `<mask>` per region, then answer), bbox (one per mask, in
+    order), rle (ignored), qa_info {type, category}. conversations/bbox/qa_info/image_info may
+    be string-serialised Python literals. Masks become "Region [k]" and box k is drawn and
+    labelled on the image (`draw_region_boxes`); scoring kind: see `_srgpt_scoring`.
+    """
+    rows, default_folder = read_rows(data, None, split or "val", limit)
+    folder = _folder(image_folder, default_folder)
+    items, fallbacks = [], 0
+    for index, (where, row) in enumerate(rows):
+        question, answer = _srgpt_texts(row, where)
+        question, n_masks = name_regions(question)
+        answer, _ = name_regions(answer)
+        boxes = _boxes(row.get("bbox"), where)
+        used = [int(k) for k in _REGION_NAME_RE.findall(question)]
+        if max(used, default=-1) >= len(boxes) or n_masks > len(boxes):
+            raise TheWorldUserError(f"{where}: the question names {max(n_masks, len(used))} regions but bbox has {len(boxes)}")
+        if row.get("image") is not None:
+            source: Any = row["image"]
+        else:
+            info = _literal(_require(row, "image_info", where), "image_info", where)
+            if not isinstance(info, dict) or not info.get("file_path"):
+                raise TheWorldUserError(f"{where}: no embedded image and no image_info.file_path")
+            source = str(info["file_path"])
+        image = draw_region_boxes(_open_rgb(_visual(source, folder, where), where), boxes)
+        qa_info = _literal(_require(row, "qa_info", where), "qa_info", where)
+        if not isinstance(qa_info, dict):
+            raise TheWorldUserError(f"{where}: 'qa_info' must be a dict with type and category")
+        qa_type = str(qa_info.get("type", "")).strip().lower()
+        category = str(qa_info.get("category") or "").strip()
+        kind, choices, target, extra = _srgpt_scoring(qa_type, category, question, answer, where)
+        fallbacks += "scoring_note" in extra
+        meta = {"benchmark": "spatialrgpt-bench", "qa_type": qa_type, "answer_text": answer, "bbox": boxes}
+        meta.update({"text_q": row.get("text_q"), **extra})
+        items.append(
+            EvalItem(
+                id=str(row.get("id") if row.get("id") is not None else index),
+                question=question,
+                choices=choices,
+                answer=target,
+                visuals=[image],
+                category=category or None,
+                kind=kind,  # type: ignore[arg-type]
+                meta=meta,
+            )
+        )
+    if fallbacks:
+        logger.warning("%s: %d metric/direction answers had no readable value; judged as free text", data, fallbacks)
+    return _check_unique(items, data)
+
+
+# ---------------------------------------------------------------------------- generic JSONL
+
+
+def load_jsonl(
+    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
+) -> list[EvalItem]:
+    """The generic QA format of `theworld.data.qa` (id, question, choices?, answer, image /
+    images / video, category?). Paths are relative to `image_folder`, default the file's folder.
+
+    Scoring kind: the optional field "kind" if present, else "choice" when choices are given and
+    "qualitative_free" otherwise. `split` only picks a file when `data` is a folder.
+    """
+    rows, default_folder = read_rows(data, None, split, limit)
+    folder = _folder(image_folder, default_folder)
+    items = []
+    for where, row in rows:
+        choices = row.get("choices")
+        if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
+            raise TheWorldUserError(f"{where}: 'choices' must be a list of strings")
+        visuals: list[Any] = []
+        if row.get("image") is not None:
+            visuals.append(_visual(row["image"], folder, where))
+        for key in ("images", "video"):
+            value = row.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, list) or not value:
+                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths")
+            paths = [_visual(v, folder, where) for v in value]
+            visuals.extend(paths if key == "images" else [paths])
+        answer = row.get("answer")
+        items.append(
+            EvalItem(
+                id=str(_require(row, "id", where)),
+                question=str(_require(row, "question", where)),
+                choices=choices or None,
+                answer=None if answer is None else str(answer),
+                visuals=visuals,
+                category=row.get("category"),
+                kind=row.get("kind") or ("choice" if choices else "qualitative_free"),
+                meta={"benchmark": "jsonl", "source": where},
+            )
+        )
+    return _check_unique(items, data)
+
+
+BENCHMARKS: dict[str, Loader] = {
+    "blink-relative-depth": load_blink_relative_depth,
+    "blink-spatial-relation": load_blink_spatial_relation,
+    "vsr": load_vsr,
+    "spatialrgpt-bench": load_spatialrgpt_bench,
+    "jsonl": load_jsonl,
+}
+
+
+def load_benchmark(
+    name: str, data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
+) -> list[EvalItem]:
+    """Dispatch to the registered loader; an unknown name is a user error listing the known ones."""
+    if name not in BENCHMARKS:
+        raise TheWorldUserError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
+    items = BENCHMARKS[name](data, image_folder=image_folder, split=split, limit=limit)
+    logger.info("loaded %d items of %s from %s", len(items), name, data)
+    return items

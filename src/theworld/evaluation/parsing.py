@@ -1,0 +1,214 @@
+"""Reading metric quantities and clock directions out of free-text answers, and scoring them.
+
+SpatialRGPT-Bench's quantitative questions are scored by relative error (success when it is at
+most 25%) and its direction questions by clock position. The published protocol asks an LLM to
+convert both texts to numbers; a deterministic parser is reproducible, free and testable, and
+the conventions it applies are stated here:
+
+- Region references ("Region [0]") are removed first so their indices are never read as values.
+- Thousands separators ("1,200") are removed; decimals use a point.
+- Units: m/meter(s)/metre(s), cm, mm, km, in/inch(es)/" , ft/foot/feet/' , yd/yard(s), mile(s).
+  A bare "in" counts as inches only when no word follows it ("3 in." yes, "3 in the box" no).
+- Feet-and-inches combinations (5'10", 5 ft 10 in, 5 feet 10 inches) are added up.
+- Ranges ("2-3 meters", "2 to 3 m", "between 2 and 3 m") give their midpoint.
+- Number words (one..twenty, thirty..ninety, "twenty-five") are read when a unit follows them.
+- The first quantity that carries a unit wins; if no number has a unit, the first bare number is
+  taken **in meters** (the benchmark's own unit); text without a number gives None.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from theworld.errors import TheWorldUserError
+
+# canonical unit -> meters
+_UNIT_METERS: dict[str, float] = {
+    "m": 1.0,
+    "cm": 0.01,
+    "mm": 0.001,
+    "km": 1000.0,
+    "in": 0.0254,
+    "ft": 0.3048,
+    "yd": 0.9144,
+    "mi": 1609.344,
+}
+
+# Alternatives are tried in order: longer spellings before their prefixes.
+_UNIT_PATTERNS: list[tuple[str, str]] = [
+    ("mm", r"mm|millimet(?:er|re)s?"),
+    ("cm", r"cm|centimet(?:er|re)s?"),
+    ("km", r"km|kilomet(?:er|re)s?"),
+    ("mi", r"miles?"),
+    ("m", r"met(?:er|re)s?|m"),
+    ("in", r"inch(?:es)?|\"|''|in(?=\s*(?:$|[^a-z\s]))"),
+    ("ft", r"feet|foot|ft|'"),
+    ("yd", r"yards?|yds?"),
+]
+_UNIT_RE = re.compile(
+    r"\s*-?\s*(?:" + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _UNIT_PATTERNS) + r")(?![a-z])"
+)
+_NUMBER_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)")
+_REGION_RE = re.compile(r"region\s*\[\s*\d+\s*\]|\[\s*\d+\s*\]")
+_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_RANGE_GAP_RE = re.compile(r"\s*(?:-|–|—|to|and)\s*")
+_COMBO_GAP_RE = re.compile(r"\s*(?:,|and)?\s*")
+
+_ONES = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen", "twenty",
+]  # fmt: skip
+_TENS = {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+WORD_NUMBERS: dict[str, int] = {word: value for value, word in enumerate(_ONES)} | _TENS
+_TENS_ALL = {"twenty": 20} | _TENS
+_UNIT_AHEAD = r"(?=\s*-?\s*(?:" + "|".join(p for _, p in _UNIT_PATTERNS) + r")(?![a-z]))"
+_COMPOUND_WORD_RE = re.compile(
+    r"\b(" + "|".join(_TENS_ALL) + r")[\s-](one|two|three|four|five|six|seven|eight|nine)\b" + _UNIT_AHEAD
+)
+_WORD_RE = re.compile(r"\b(" + "|".join(sorted(WORD_NUMBERS, key=len, reverse=True)) + r")\b" + _UNIT_AHEAD)
+
+_CLOCK_RE = re.compile(
+    r"(?<![\w.])(\d{1,2}|" + "|".join(_ONES[1:13]) + r")(?::00)?\s*o\s*'?\s*clock"
+)
+
+
+def _normalise(text: str) -> str:
+    """Lower-case, plain quotes, no region indices, no thousands separators."""
+    text = text.lower()
+    for fancy, plain in (("’", "'"), ("‘", "'"), ("′", "'"), ("″", '"'), ("“", '"'), ("”", '"')):
+        text = text.replace(fancy, plain)
+    text = _REGION_RE.sub(" ", text)
+    return _THOUSANDS_RE.sub("", text)
+
+
+def _words_to_digits(text: str) -> str:
+    """Number words followed by a unit become digits ("six feet" -> "6 feet")."""
+    text = _COMPOUND_WORD_RE.sub(lambda m: str(_TENS_ALL[m.group(1)] + WORD_NUMBERS[m.group(2)]), text)
+    return _WORD_RE.sub(lambda m: str(WORD_NUMBERS[m.group(1)]), text)
+
+
+@dataclass
+class _Token:
+    value: float
+    unit: str | None
+    start: int
+    end: int  # after the unit when there is one
+
+
+def _tokens(text: str) -> list[_Token]:
+    out: list[_Token] = []
+    for match in _NUMBER_RE.finditer(text):
+        unit_match = _UNIT_RE.match(text, match.end())
+        if unit_match:
+            unit = next(name for name, _ in _UNIT_PATTERNS if unit_match.group(name) is not None)
+            out.append(_Token(float(match.group(1)), unit, match.start(), unit_match.end()))
+        else:
+            out.append(_Token(float(match.group(1)), None, match.start(), match.end()))
+    return out
+
+
+def _meters(token: _Token, unit: str | None = None) -> float:
+    return token.value * _UNIT_METERS[unit or token.unit or "m"]
+
+
+def _quantities(text: str) -> list[tuple[float, bool]]:
+    """Every quantity in reading order as (meters, had_unit), with combos and ranges merged."""
+    tokens = _tokens(text)
+    out: list[tuple[float, bool]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        gap = text[tok.end : nxt.start] if nxt else ""
+        # 5'10", 5 ft 10 in, 5 feet 10 (inches implied after a feet value)
+        if tok.unit == "ft" and nxt and nxt.unit in ("in", None) and _COMBO_GAP_RE.fullmatch(gap):
+            out.append((_meters(tok) + nxt.value * _UNIT_METERS["in"], True))
+            i += 2
+            continue
+        # 2-3 m, 2 to 3 m, between 2 and 3 m, 2 m - 3 m
+        if nxt and nxt.unit and tok.unit in (None, nxt.unit) and _RANGE_GAP_RE.fullmatch(gap):
+            is_and = gap.strip() == "and"
+            if not is_and or re.search(r"between\s*$", text[: tok.start]):
+                out.append(((_meters(tok, nxt.unit) + _meters(nxt)) / 2.0, True))
+                i += 2
+                continue
+        followed_by_letter = re.match(r"[a-z]", text[tok.end : tok.end + 1]) is not None
+        if tok.unit or not followed_by_letter:
+            out.append((_meters(tok), tok.unit is not None))
+        i += 1
+    return out
+
+
+def parse_quantity(text: str | None) -> float | None:
+    """A length in meters read from free text, or None when it holds no number (see module doc)."""
+    if not text:
+        return None
+    found = _quantities(_words_to_digits(_normalise(text)))
+    for value, had_unit in found:
+        if had_unit:
+            return value
+    return found[0][0] if found else None
+
+
+def parse_clock(text: str | None) -> int | None:
+    """The clock hour (1..12) of the first "N o'clock" in the text, digits or words; else None."""
+    if not text:
+        return None
+    match = _CLOCK_RE.search(_normalise(text))
+    if not match:
+        return None
+    word = match.group(1)
+    hour = int(word) if word.isdigit() else WORD_NUMBERS[word]
+    return hour if 1 <= hour <= 12 else None
+
+
+def clock_distance(a: int, b: int) -> int:
+    """Hours between two clock positions the short way round (0..6): 11 and 1 are 2 apart."""
+    for hour in (a, b):
+        if not 1 <= hour <= 12:
+            raise ValueError(f"clock hour must be 1..12, got {hour}")
+    d = abs(a - b) % 12
+    return min(d, 12 - d)
+
+
+def score_numeric(pred_text: str | None, target_text: str) -> dict[str, Any]:
+    """Relative error of a predicted quantity and success at 10/25/50%; `correct` is the 25% rule.
+
+    An unreadable prediction counts as a failure (the model gave no usable number); an unreadable
+    target is a data error and raises, because no score would mean anything.
+    """
+    target = parse_quantity(target_text)
+    if target is None:
+        raise TheWorldUserError(f"reference answer has no quantity: {target_text!r}")
+    pred = parse_quantity(pred_text)
+    if pred is None:
+        rel: float | None = None
+    elif target == 0:
+        rel = 0.0 if pred == 0 else math.inf
+    else:
+        rel = abs(pred - target) / abs(target)
+    result: dict[str, Any] = {"pred_m": pred, "target_m": target, "rel_error": rel}
+    for pct in (10, 25, 50):
+        result[f"success_{pct}"] = rel is not None and rel <= pct / 100.0
+    result["correct"] = result["success_25"]
+    return result
+
+
+def score_clock(pred_text: str | None, target_text: str) -> dict[str, Any]:
+    """Clock-direction score: `correct` when the hours match, `within_1` when at most 1 h apart."""
+    target = parse_clock(target_text)
+    if target is None:
+        raise TheWorldUserError(f"reference answer has no clock direction: {target_text!r}")
+    pred = parse_clock(pred_text)
+    distance = None if pred is None else clock_distance(pred, target)
+    return {
+        "pred_hour": pred,
+        "target_hour": target,
+        "distance": distance,
+        "correct": distance == 0,
+        "within_1": distance is not None and distance <= 1,
+    }

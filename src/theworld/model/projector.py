@@ -1,0 +1,62 @@
+"""World projector: normalised VAE latents -> world tokens in Gemma's text embedding space."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from theworld.model.configuration import TheWorldConfig
+
+
+def space_to_depth(latents: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, T, (H/p)*(W/p), C*p*p): each p x p latent patch becomes one token.
+
+    Tokens are in raster order within a latent frame and frame-major across frames.
+    """
+    b, c, t, h, w = latents.shape
+    x = latents.reshape(b, c, t, h // patch, patch, w // patch, patch)
+    x = x.permute(0, 2, 3, 5, 1, 4, 6)  # (B, T, H/p, W/p, C, p, p)
+    return x.reshape(b, t, (h // patch) * (w // patch), c * patch * patch)
+
+
+class WorldProjector(nn.Module):
+    """Space-to-depth, a small MLP to the text hidden size, a learned embedding per latent frame.
+
+    The output is RMS-normalised and scaled by `output_scale` (initialised to the RMS of Gemma's
+    scaled text embeddings), so world tokens enter the language model at the scale text tokens do:
+    too large and they swamp the prompt, too small and the frozen LM ignores them.
+    """
+
+    def __init__(self, config: TheWorldConfig) -> None:
+        super().__init__()
+        self.patch = config.world_patch_size
+        self.tokens_per_frame = config.world_tokens_per_frame
+        in_dim = config.world_latent_channels * self.patch * self.patch
+        hidden = config.text_config.hidden_size
+        if config.world_projector_type == "mlp":
+            self.proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, hidden))
+        else:
+            self.proj = nn.Sequential(nn.Linear(in_dim, hidden))
+        self.temporal_embedding = nn.Parameter(torch.zeros(config.world_max_latent_frames, hidden))
+        self.output_scale = nn.Parameter(torch.ones(()))
+        self.eps = config.text_config.rms_norm_eps
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) normalised latents -> (B, T * tokens_per_frame, hidden)."""
+        b, c, t, h, w = latents.shape
+        if t > self.temporal_embedding.shape[0]:
+            raise ValueError(
+                f"world input has {t} latent frames, more than world_num_frames allows "
+                f"({self.temporal_embedding.shape[0]} latent frames)"
+            )
+        if h % self.patch or w % self.patch or (h // self.patch) * (w // self.patch) != self.tokens_per_frame:
+            raise ValueError(
+                f"world latents of {h}x{w} do not give world_tokens_per_frame={self.tokens_per_frame} "
+                f"tokens with {self.patch}x{self.patch} space-to-depth (check world_image_size)"
+            )
+        weight = self.proj[0].weight
+        tokens = space_to_depth(latents.to(weight.dtype), self.patch)  # (B, T, N, C*p*p)
+        x = self.proj(tokens)  # (B, T, N, hidden)
+        x = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps).to(x.dtype)
+        x = x * self.output_scale + self.temporal_embedding[:t, None, :]
+        return x.reshape(b, t * self.tokens_per_frame, -1)

@@ -1,0 +1,235 @@
+"""`TheWorldProcessor`: Gemma 3's processor plus world blocks and world pixels.
+
+For every image (or clip) in a prompt the processor puts, right before Gemma's image block,
+
+    <start_of_world> + N x <world_soft_token> + <end_of_world>
+
+with N = latent frames x `world_tokens_per_frame`, and returns `world_pixel_values` of shape
+(num_visuals, 3, frames, world_image_size, world_image_size) scaled to [-1, 1] for the VAE.
+
+Clips: a chat item `{"type": "video", "video": [frame, ...]}` (or a `Clip` given to `__call__`) is
+encoded whole by the world path; Gemma's image path sees one frame of it, the **last** one (the
+present moment a "what happens next?" question is about; `world_clip_frame="first"` changes it).
+
+With `enable_world=False` it is exactly `Gemma3Processor` (clips reduced to their Gemma frame).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import Gemma3Processor
+from transformers.image_utils import load_image
+
+from theworld.processing.tokens import resolve_world_tokens
+
+PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
+
+
+class Clip(list):
+    """A short video given as its frames (PIL images, paths or URLs); 4k+1 frames."""
+
+
+class TheWorldProcessor(Gemma3Processor):
+    """Gemma 3 processor that also expands world blocks and prepares the VAE's input pixels."""
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        chat_template=None,
+        image_seq_length: int = 256,
+        enable_world: bool = True,
+        world_image_size: int = 512,
+        world_tokens_per_frame: int = 256,
+        world_num_frames: int = 17,
+        world_temporal_compression: int = 4,
+        world_clip_frame: str = "last",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, image_seq_length=image_seq_length, **kwargs)
+        if world_clip_frame not in ("last", "first"):
+            raise ValueError(f"world_clip_frame={world_clip_frame!r}: expected 'last' or 'first'")
+        self.enable_world = enable_world
+        self.world_image_size = world_image_size
+        self.world_tokens_per_frame = world_tokens_per_frame
+        self.world_num_frames = world_num_frames
+        self.world_temporal_compression = world_temporal_compression
+        self.world_clip_frame = world_clip_frame
+        tokens = resolve_world_tokens(tokenizer)
+        self.start_of_world_token, self.world_token, self.end_of_world_token = tokens.start, tokens.world, tokens.end
+        self.world_token_id = tokens.world_id
+
+    @classmethod
+    def from_model_config(cls, name_or_path: str, config: Any, **kwargs: Any) -> TheWorldProcessor:
+        """A processor whose world settings match a `TheWorldConfig` (token budget, frame size)."""
+        return cls.from_pretrained(
+            name_or_path,
+            enable_world=config.enable_world,
+            world_image_size=config.world_image_size,
+            world_tokens_per_frame=config.world_tokens_per_frame,
+            world_num_frames=config.world_num_frames,
+            world_temporal_compression=config.world_temporal_compression,
+            **kwargs,
+        )
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return super().model_input_names + ["world_pixel_values"]
+
+    # ------------------------------------------------------------------------------------------
+    def world_tokens_for(self, visual: Any) -> int:
+        frames = len(visual) if isinstance(visual, Clip) else 1
+        return (1 + (frames - 1) // self.world_temporal_compression) * self.world_tokens_per_frame
+
+    def world_block(self, visual: Any) -> str:
+        return self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
+
+    def gemma_image(self, visual: Any) -> Any:
+        """What Gemma's image path sees: the image, or one frame of a clip."""
+        if isinstance(visual, Clip):
+            if not visual:
+                raise ValueError("a clip has no frames")
+            return visual[-1] if self.world_clip_frame == "last" else visual[0]
+        return visual
+
+    def world_pixels(self, visual: Any) -> np.ndarray:
+        """(3, T, S, S) float32 in [-1, 1]: RGB, resized to world_image_size (PIL bicubic on uint8 cannot overshoot)."""
+        frames = list(visual) if isinstance(visual, Clip) else [visual]
+        if (len(frames) - 1) % self.world_temporal_compression or len(frames) > self.world_num_frames:
+            raise ValueError(
+                f"a clip has {len(frames)} frames: world clips need 4k+1 frames (1, 5, 9, ...) and at most "
+                f"world_num_frames={self.world_num_frames}"
+            )
+        size = (self.world_image_size, self.world_image_size)
+        arrays = [np.asarray(_to_pil(f).convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for f in frames]
+        pixels = np.stack(arrays, axis=0) / 127.5 - 1.0  # (T, S, S, 3)
+        return pixels.transpose(3, 0, 1, 2)  # (3, T, S, S)
+
+    def insert_world_blocks(self, text: str, visuals: Sequence[Any]) -> str:
+        parts = text.split(self.boi_token)
+        if len(parts) - 1 != len(visuals):
+            raise ValueError(
+                f"a prompt has {len(parts) - 1} {self.boi_token} markers but {len(visuals)} images/clips were given"
+            )
+        out = parts[0]
+        for visual, part in zip(visuals, parts[1:]):
+            out += self.world_block(visual) + self.boi_token + part
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def __call__(self, images: Any = None, text: Any = None, **kwargs: Any):
+        if images is None:
+            return super().__call__(images=None, text=text, **kwargs)
+        texts, visuals = _nest(images, text)
+        gemma_images = [[_to_pil(self.gemma_image(v)) for v in sample] for sample in visuals]
+        if not self.enable_world:
+            return super().__call__(images=gemma_images, text=text if texts is None else texts, **kwargs)
+        if texts is None:
+            texts = [" ".join([self.boi_token] * len(sample)) for sample in visuals]
+        texts = [self.insert_world_blocks(t, v) for t, v in zip(texts, visuals)]
+        out = super().__call__(images=gemma_images, text=texts, **kwargs)
+        pixels = [self.world_pixels(v) for sample in visuals for v in sample]
+        if pixels:
+            frame_counts = sorted({p.shape[1] for p in pixels})
+            if len(frame_counts) > 1:
+                raise ValueError(f"clips in one batch must have the same number of frames, got {frame_counts}")
+            stacked = np.stack(pixels)  # (N, 3, T, S, S)
+            out["world_pixel_values"] = torch.from_numpy(stacked) if kwargs.get("return_tensors") == "pt" else stacked
+        return out
+
+    def apply_chat_template(
+        self,
+        conversation: list[dict] | list[list[dict]],
+        chat_template: str | None = None,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        add_generation_prompt: bool = False,
+        continue_final_message: bool = False,
+        **kwargs: Any,
+    ):
+        """Render with Gemma's chat template; images and clips ({"type": "video", "video": frames}) become
+        Gemma image markers, and `__call__` adds the world blocks."""
+        batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
+        conversations = conversation if batched else [conversation]
+        stripped, visuals = zip(*(_extract_visuals(c) for c in conversations)) if conversations else ((), ())
+        processor_kwargs = {k: kwargs.pop(k) for k in PROCESSOR_KWARGS if k in kwargs}
+        rendered = super().apply_chat_template(
+            list(stripped) if batched else stripped[0],
+            chat_template=chat_template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            **kwargs,
+        )
+        if not tokenize:
+            return rendered
+        texts = list(rendered) if batched else [rendered]
+        bos = self.tokenizer.bos_token
+        # The template already writes BOS; the tokenizer must not add a second one.
+        processor_kwargs["add_special_tokens"] = not (bos is not None and texts[0].startswith(bos))
+        has_visuals = any(len(v) for v in visuals)
+        out = self(text=texts, images=[list(v) for v in visuals] if has_visuals else None, **processor_kwargs)
+        return out if return_dict else out["input_ids"]
+
+
+def _to_pil(visual: Any) -> Image.Image:
+    if isinstance(visual, Image.Image):
+        return visual
+    if isinstance(visual, np.ndarray):
+        return Image.fromarray(visual)
+    if isinstance(visual, str):
+        return load_image(visual)
+    raise TypeError(f"unsupported image type {type(visual).__name__}: give a PIL image, a path or a URL")
+
+
+def _nest(images: Any, text: Any) -> tuple[list[str] | None, list[list[Any]]]:
+    """Per-sample lists of visuals (an image or a `Clip`), aligned with the texts."""
+    texts = [text] if isinstance(text, str) else (list(text) if text is not None else None)
+
+    def as_list(sample: Any) -> list[Any]:
+        return list(sample) if isinstance(sample, (list, tuple)) and not isinstance(sample, Clip) else [sample]
+
+    if texts is None or len(texts) == 1:
+        nested = [as_list(images)]
+        if len(nested[0]) == 1 and isinstance(nested[0][0], (list, tuple)) and not isinstance(nested[0][0], Clip):
+            nested = [list(nested[0][0])]
+    else:
+        if not isinstance(images, (list, tuple)) or len(images) != len(texts):
+            raise ValueError(f"{len(texts)} texts need a list of {len(texts)} per-sample image lists")
+        nested = [as_list(sample) for sample in images]
+    return texts, nested
+
+
+def _extract_visuals(conversation: list[dict]) -> tuple[list[dict], list[Any]]:
+    """Replace image/video items by bare Gemma image items; return the loaded visuals in order."""
+    conversation = copy.deepcopy(list(conversation))
+    visuals: list[Any] = []
+    for message in conversation:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        new_content = []
+        for item in content:
+            kind = item.get("type")
+            if kind == "image":
+                source = next((item[k] for k in ("image", "url", "path") if k in item), None)
+                if source is None:
+                    raise ValueError(f"an image item has no image/url/path: {item}")
+                visuals.append(_to_pil(source))
+                new_content.append({"type": "image"})
+            elif kind == "video":
+                frames = item.get("video")
+                if not isinstance(frames, (list, tuple)):
+                    raise ValueError("a video item must give its clip as a list of frames (video files are not decoded)")
+                visuals.append(Clip(_to_pil(f) for f in frames))
+                new_content.append({"type": "image"})
+            else:
+                new_content.append(item)
+        message["content"] = new_content
+    return conversation, visuals

@@ -1,0 +1,44 @@
+"""Which tokenizer tokens mark a world block.
+
+Gemma's vocabulary reserves `<unusedN>` tokens. TheWorld's three world markers take the first
+three of them, so the vocabulary (and the logit shape) stays exactly Gemma's: no resize, no new
+embedding rows that would start untrained. Only a tokenizer without reserved tokens gets new ones.
+In decoded text the markers therefore read `<unused0>`, `<unused1>`, `<unused2>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NAMED_TOKENS = ("<start_of_world>", "<world_soft_token>", "<end_of_world>")
+RESERVED_TOKENS = ("<unused0>", "<unused1>", "<unused2>")
+
+
+@dataclass(frozen=True)
+class WorldTokens:
+    start: str
+    world: str
+    end: str
+    start_id: int
+    world_id: int
+    end_id: int
+    added: bool  # True when the tokenizer had no reserved tokens and new ones were added
+
+
+def _ids_if_present(tokenizer, tokens: tuple[str, str, str]) -> list[int] | None:
+    vocab = tokenizer.get_vocab()
+    if all(token in vocab for token in tokens):
+        return [vocab[token] for token in tokens]
+    return None
+
+
+def resolve_world_tokens(tokenizer) -> WorldTokens:
+    """Named world tokens if the tokenizer has them, else Gemma's reserved ones, else new tokens."""
+    for tokens in (NAMED_TOKENS, RESERVED_TOKENS):
+        ids = _ids_if_present(tokenizer, tokens)
+        if ids is not None:
+            return WorldTokens(*tokens, *ids, added=False)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(NAMED_TOKENS)}, replace_extra_special_tokens=False)
+    ids = _ids_if_present(tokenizer, NAMED_TOKENS)
+    assert ids is not None
+    return WorldTokens(*NAMED_TOKENS, *ids, added=True)

@@ -1,0 +1,224 @@
+"""Tiny random Gemma 3 and Cosmos-style VAE checkpoints, built offline and seeded.
+
+No weights can be downloaded on the development machines, so tests and the demo run the real
+loading code on checkpoints made here: a Gemma-style BPE tokenizer trained on a small corpus
+(with Gemma's special tokens and reserved `<unusedN>` tokens), a Gemma-like chat template, a tiny
+`Gemma3ForConditionalGeneration`, and a tiny `AutoencoderKLWan` with the Cosmos latent layout
+(16 channels, 8x space, 4x causal time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = [
+    "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
+    "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+] + [f"<unused{i}>" for i in range(8)]  # fmt: skip
+BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
+
+# Gemma 3's chat template in spirit: turns marked <start_of_turn>role ... <end_of_turn>, a system
+# message folded into the first user turn, images as <start_of_image>, BOS written by the template.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+_CORPUS_WORDS = (
+    "the a an is are was of to in on at and or not yes no true false left right up down toward away "
+    "ball square circle red blue green yellow object objects moving moves move which way what where "
+    "happens next will it reach hit wall within steps closer farther image picture clip video frame "
+    "describe this scene there one two three four five more less than near far behind front above "
+    "below between options answer with option question statement about region depth distance meters "
+    "how many tall short big small wide thin direction clock o'clock person car dog cat table chair"
+).split()
+
+
+@dataclass
+class TinyGemmaSpec:
+    """Sizes of the tiny Gemma 3; defaults give a model that runs a forward in milliseconds."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 16
+    sliding_window: int = 256
+    vision_hidden_size: int = 32
+    vision_image_size: int = 32
+    vision_patch_size: int = 8
+    mm_tokens_per_image: int = 4
+    vocab_size: int = 1024
+    seed: int = 0
+    layer_types: list[str] = field(default_factory=lambda: ["sliding_attention", "full_attention"])
+
+
+@dataclass
+class TinyVAESpec:
+    base_dim: int = 8
+    z_dim: int = 16
+    num_res_blocks: int = 1
+    seed: int = 0
+
+
+def corpus() -> list[str]:
+    """A deterministic training corpus for the tiny tokenizer."""
+    lines = [" ".join(_CORPUS_WORDS[i : i + 7]) for i in range(0, len(_CORPUS_WORDS), 3)]
+    lines += [w.capitalize() + "?" for w in _CORPUS_WORDS] + [f"{w}." for w in _CORPUS_WORDS]
+    lines += ["0 1 2 3 4 5 6 7 8 9 10 100 1.5 2.0", "Options: left, right.", "Answer with one of the options."]
+    return lines * 3
+
+
+def build_tokenizer(vocab_size: int = 1024):
+    """A Gemma-style BPE tokenizer (byte fallback, '▁' for spaces) with Gemma's special tokens."""
+    from transformers import GemmaTokenizer
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    backend.normalizer = normalizers.Replace(" ", "▁")
+    backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + BYTE_TOKENS, show_progress=False
+    )
+    backend.train_from_iterator(corpus(), trainer=trainer)
+    model = json.loads(backend.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tokenizer = GemmaTokenizer(
+        vocab=model["vocab"],
+        merges=merges,
+        add_bos_token=True,
+        extra_special_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+    )
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"] + [f"<unused{i}>" for i in range(8)]},
+        replace_extra_special_tokens=False,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_gemma_config(tokenizer, spec: TinyGemmaSpec | None = None):
+    from transformers import Gemma3Config
+
+    spec = spec or TinyGemmaSpec()
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.head_dim,
+        query_pre_attn_scalar=spec.head_dim,
+        sliding_window=spec.sliding_window,
+        layer_types=list(spec.layer_types),
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=2 * spec.vision_hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=spec.vision_image_size,
+        patch_size=spec.vision_patch_size,
+        vision_use_head=False,
+    )
+    return Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=spec.mm_tokens_per_image,
+        boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def build_gemma_processor(tokenizer, spec: TinyGemmaSpec | None = None):
+    """Plain Gemma 3 processor for the tiny model (PIL image processor: no torchvision here)."""
+    from transformers import Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    spec = spec or TinyGemmaSpec()
+    image_processor = Gemma3ImageProcessorPil(
+        size={"height": spec.vision_image_size, "width": spec.vision_image_size},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        image_seq_length=spec.mm_tokens_per_image,
+    )
+
+
+def make_tiny_gemma(output_dir: str | Path, spec: TinyGemmaSpec | None = None) -> Path:
+    """Write a tiny random Gemma 3 checkpoint (weights, tokenizer, chat template, processor)."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    spec = spec or TinyGemmaSpec()
+    out = Path(output_dir)
+    tokenizer = build_tokenizer(spec.vocab_size)
+    config = build_gemma_config(tokenizer, spec)
+    torch.manual_seed(spec.seed)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():
+        # Gemma zero-initialises this projection; without values the image would not affect logits.
+        proj = model.model.multi_modal_projector.mm_input_projection_weight
+        proj.normal_(0.0, 0.5 / proj.shape[0] ** 0.5)
+    model.save_pretrained(out)
+    build_gemma_processor(tokenizer, spec).save_pretrained(out)
+    logger.info("Wrote tiny Gemma 3 to %s", out)
+    return out
+
+
+def make_tiny_vae(output_dir: str | Path, spec: TinyVAESpec | None = None) -> Path:
+    """Write a tiny random `AutoencoderKLWan` in a Cosmos-style layout (`<dir>/vae/`)."""
+    from diffusers import AutoencoderKLWan
+
+    spec = spec or TinyVAESpec()
+    out = Path(output_dir)
+    torch.manual_seed(spec.seed)
+    vae = AutoencoderKLWan(
+        base_dim=spec.base_dim, z_dim=spec.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=spec.num_res_blocks
+    )
+    vae.save_pretrained(out / "vae")
+    logger.info("Wrote tiny Cosmos-style VAE to %s", out / "vae")
+    return out
+
+
+TINY_WORLD_SETTINGS = dict(world_image_size=64, world_tokens_per_frame=16, world_num_frames=9)

@@ -1,0 +1,169 @@
+"""The Cosmos-Predict2 VAE, encoder half only, as TheWorld's world encoder.
+
+Cosmos-Predict2's VAE is the Wan 2.1 VAE (`diffusers.AutoencoderKLWan`). TheWorld only ever
+encodes, and the decoder is about 60% of the weights, so it is never built: the VAE is created on
+the meta device, its decoder side is removed, and only `encoder.*` / `quant_conv.*` tensors are
+read from the checkpoint. Encoding still goes through the VAE's own `encode`, so its causal
+temporal chunking (1 + (T-1)//4 latent frames) is the library's, not ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKLWan
+from safetensors import safe_open
+from torch import nn
+
+from theworld.errors import TheWorldUserError
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")
+
+
+class CosmosWorldEncoder(nn.Module):
+    """Pixels in [-1, 1], shape (B, 3, T, H, W) -> normalised latents (B, 16, 1 + (T-1)//4, H/8, W/8).
+
+    Latents are the posterior mode (deterministic) normalised per channel with the VAE config's
+    `latents_mean`/`latents_std`, as the Cosmos pipeline does before its diffusion model sees them.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        super().__init__()
+        self.vae = vae
+        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        # Non-persistent: recomputed from the VAE config on every load, never read from a checkpoint.
+        self.register_buffer("latents_mean", mean, persistent=False)
+        self.register_buffer("latents_inv_std", 1.0 / std, persistent=False)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.z_dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.ndim != 5 or pixel_values.shape[1] != 3:
+            raise ValueError(f"world pixels must be (batch, 3, frames, height, width), got {tuple(pixel_values.shape)}")
+        frames = pixel_values.shape[2]
+        if (frames - 1) % 4:
+            raise ValueError(f"a world clip has {frames} frames; the VAE needs 4k+1 frames (1, 5, 9, ...)")
+        param = next(self.vae.parameters())
+        pixel_values = pixel_values.to(device=param.device, dtype=param.dtype)
+        latents = self.vae.encode(pixel_values).latent_dist.mode()  # (B, 16, Tl, H/8, W/8)
+        latents = (latents.float() - self.latents_mean) * self.latents_inv_std
+        return latents
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> CosmosWorldEncoder:
+        """Load the encoder half of an `AutoencoderKLWan` from a hub id or a directory.
+
+        `name_or_path` may be a Cosmos repo (its `vae/` subfolder is used), a VAE directory, or a
+        TheWorld save's `world_encoder/` directory (which holds the encoder half only).
+        """
+        vae_dir, files = _resolve_vae_files(str(name_or_path))
+        with open(files["config"], encoding="utf-8") as handle:
+            config = json.load(handle)
+        with init_empty_weights():
+            vae = AutoencoderKLWan.from_config(config)
+        # The decoder side is never used: drop it before any memory is allocated for it.
+        vae.decoder = None
+        vae.post_quant_conv = None
+        state = _read_encoder_state(files["weights"])
+        if dtype is not None:
+            state = {k: v.to(dtype) for k, v in state.items()}
+        missing = sorted(set(vae.state_dict()) - set(state))
+        if missing:
+            raise TheWorldUserError(f"VAE weights in {vae_dir} lack encoder tensors: {missing[:5]} ...")
+        vae.load_state_dict(state, strict=True, assign=True)
+        vae.requires_grad_(False).eval()
+        encoder = cls(vae)
+        if device is not None:
+            encoder.to(device=device)
+        logger.info("Loaded world encoder (VAE encoder only) from %s", vae_dir)
+        return encoder
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write the encoder half in diffusers' layout (config + safetensors), loadable by `from_pretrained`."""
+        from safetensors.torch import save_file
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "config.json", "w", encoding="utf-8") as handle:
+            json.dump(dict(self.vae.config), handle, indent=2, sort_keys=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.vae.state_dict().items()}
+        save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def _resolve_vae_files(name: str) -> tuple[str, dict[str, str]]:
+    """Find config.json and the weights for a VAE given as a directory or a hub id."""
+    if os.path.isdir(name):
+        for candidate in (os.path.join(name, "vae"), name):
+            if os.path.isfile(os.path.join(candidate, "config.json")):
+                return candidate, _local_files(candidate)
+        raise TheWorldUserError(f"no VAE found in {name}: expected {name}/vae/config.json or {name}/config.json")
+    if os.path.exists(name) or name.startswith((".", "/")) or name.count("/") != 1:
+        raise TheWorldUserError(f"world model {name!r} is neither a directory nor a hub id (owner/name)")
+    return _hub_files(name)
+
+
+def _local_files(folder: str) -> dict[str, str]:
+    weights = os.path.join(folder, WEIGHTS_NAME)
+    index = os.path.join(folder, WEIGHTS_INDEX_NAME)
+    if os.path.isfile(weights):
+        return {"config": os.path.join(folder, "config.json"), "weights": weights}
+    if os.path.isfile(index):
+        return {"config": os.path.join(folder, "config.json"), "weights": index}
+    raise TheWorldUserError(f"no VAE weights in {folder}: expected {WEIGHTS_NAME}")
+
+
+def _hub_files(repo_id: str) -> tuple[str, dict[str, str]]:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        config = hf_hub_download(repo_id, "config.json", subfolder="vae")
+        subfolder: str | None = "vae"
+    except EntryNotFoundError:
+        config = hf_hub_download(repo_id, "config.json")
+        subfolder = None
+    try:
+        weights = hf_hub_download(repo_id, WEIGHTS_NAME, subfolder=subfolder)
+    except EntryNotFoundError:
+        index = hf_hub_download(repo_id, WEIGHTS_INDEX_NAME, subfolder=subfolder)
+        with open(index, encoding="utf-8") as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+        for shard in shards:
+            hf_hub_download(repo_id, shard, subfolder=subfolder)
+        weights = index
+    return f"{repo_id}/{subfolder or ''}", {"config": config, "weights": weights}
+
+
+def _read_encoder_state(weights: str) -> dict[str, torch.Tensor]:
+    """Read only the encoder-side tensors, from one safetensors file or a sharded index."""
+    if weights.endswith(".index.json"):
+        with open(weights, encoding="utf-8") as handle:
+            weight_map: dict[str, str] = json.load(handle)["weight_map"]
+        shards = sorted({f for k, f in weight_map.items() if k.startswith(ENCODER_PREFIXES)})
+        paths = [os.path.join(os.path.dirname(weights), shard) for shard in shards]
+    else:
+        paths = [weights]
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        with safe_open(path, framework="pt") as handle:
+            for key in handle.keys():
+                if key.startswith(ENCODER_PREFIXES):
+                    state[key] = handle.get_tensor(key)
+    return state
