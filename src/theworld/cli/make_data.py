@@ -32,8 +32,8 @@ _FLAGS = {"image_size": "--image-size", "num_frames": "--num-frames", "tasks": "
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, type=Path, help="folder for the JSONL files and frames")
-    parser.add_argument("--train", type=int, default=1200, help="training clips (default 1200)")
-    parser.add_argument("--heldout", type=int, default=300, help="held-out clips; 0 skips the split (default 300)")
+    parser.add_argument("--train", type=int, default=1200, help="training clips, 2 x tasks divides it (default 1200)")
+    parser.add_argument("--heldout", type=int, default=300, help="held-out clips, 0 skips them (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="train seed; held-out uses seed + 1_000_003 (default 0)")
     parser.add_argument("--image-size", type=int, default=64, help="frame width and height in pixels (default 64)")
     parser.add_argument("--num-frames", type=int, default=9, help="frames per clip, 4k+1 (default 9)")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if count == 0:
             continue
         clips = tqdm(iter_clips(count, seed, config, split), total=count, desc=f"{split} clips", unit="clip")
-        path = write_split(clips, out, split)
-        logger.info("%s: %d clips (seed %d) -> %s, frames in %s", split, count, seed, path.resolve(),
-                    (out / split / "frames").resolve())
+        write_split(clips, out, split)
+        logger.info("%s split: seed %d", split, seed)
+    logger.info("synthetic data in %s: point training / evaluation at its .jsonl files", out.resolve())
     return 0

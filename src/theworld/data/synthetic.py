@@ -204,10 +204,12 @@ def _point(rng: np.random.Generator, margin: float, image_size: int) -> np.ndarr
 
 
 def _heading(speed: float, angle: float) -> np.ndarray:
+    """A velocity in pixels per frame (angle 0 = rightward, y down)."""
     return np.array([speed * math.cos(angle), speed * math.sin(angle)])
 
 
 def _turn(rng: np.random.Generator) -> float:
+    """A random stray from the main axis, so motion is not all perfectly axis-aligned."""
     return math.radians(rng.uniform(-_MAX_TURN_DEG, _MAX_TURN_DEG))
 
 
