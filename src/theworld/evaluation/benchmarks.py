@@ -238,6 +238,7 @@ def _folder(image_folder: str | None, default: Path | None) -> Path | None:
 # ---------------------------------------------------------------------------- BLINK
 
 _LETTER_RE = re.compile(r"\(?\s*([A-Za-z])\s*\)?")
+_BLINK_IMAGES = ("image_1", "image_2", "image_3", "image_4")
 
 
 def _blink_answer(raw: Any, choices: list[str], where: str) -> str | None:
@@ -251,7 +252,16 @@ def _blink_answer(raw: Any, choices: list[str], where: str) -> str | None:
     return choices[index]
 
 
-def _load_blink(task: str, name: str, data: str, image_folder: str | None, split: str | None, limit: int | None):
+def _present(value: Any) -> bool:
+    """Unused BLINK image slots are null, or in some exports a {"bytes": None, "path": None}."""
+    if isinstance(value, dict):
+        return bool(value.get("bytes") or value.get("path"))
+    return value is not None
+
+
+def _load_blink(
+    task: str, name: str, data: str, image_folder: str | None, split: str | None, limit: int | None
+) -> list[EvalItem]:
     split = split or "val"
     rows, default_folder = read_rows(data, task, split, limit)
     folder = _folder(image_folder, default_folder)
@@ -261,7 +271,7 @@ def _load_blink(task: str, name: str, data: str, image_folder: str | None, split
         if not isinstance(choices, list) or not choices:
             raise TheWorldUserError(f"{where}: 'choices' must be a non-empty list")
         choices = [str(c) for c in choices]
-        visuals = [_visual(row[k], folder, where) for k in ("image_1", "image_2", "image_3", "image_4") if row.get(k)]
+        visuals = [_visual(row[k], folder, where) for k in _BLINK_IMAGES if _present(row.get(k))]
         if not visuals:
             raise TheWorldUserError(f"{where}: no image in image_1..image_4")
         items.append(
@@ -358,9 +368,14 @@ def name_regions(text: str) -> tuple[str, int]:
     the text, the drawn labels and the reference answers (which already say "Region [k]") agree.
     Returns the new text and the number of masks replaced.
     """
-    counter = iter(range(10**6))
-    named = _MASK_RE.sub(lambda _: f"Region [{next(counter)}]", text)
-    return named, next(counter)
+    count = 0
+
+    def region(_: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return f"Region [{count - 1}]"
+
+    return _MASK_RE.sub(region, text), count
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -468,7 +483,7 @@ def load_spatialrgpt_bench(
         boxes = _boxes(row.get("bbox"), where)
         used = [int(k) for k in _REGION_NAME_RE.findall(question)]
         if max(used, default=-1) >= len(boxes) or n_masks > len(boxes):
-            raise TheWorldUserError(f"{where}: the question names {max(n_masks, len(used))} regions but bbox has {len(boxes)}")
+            raise TheWorldUserError(f"{where}: the question names more regions than bbox has ({len(boxes)})")
         if row.get("image") is not None:
             source: Any = row["image"]
         else:

@@ -1,0 +1,247 @@
+"""Compare evaluation runs: accuracies with intervals, and paired tests on their shared items.
+
+A run folder (written by `theworld eval`) holds `predictions.jsonl` (one line per item: id,
+prediction, target, correct, optional scores) and `metrics.json` (accuracy, n, ci95, control,
+model). Differences of a few points on ~130 items are noise unless a paired test says
+otherwise, so the report puts a paired-bootstrap interval and McNemar's p next to every
+difference, computed only on the items both runs answered. A run whose metrics.json disagrees
+with its own predictions (a stale or truncated file) is rejected instead of being reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from theworld.errors import TheWorldUserError
+from theworld.evaluation.stats import bootstrap_ci, mcnemar, paired_bootstrap
+
+logger = logging.getLogger(__name__)
+
+_TOLERANCE = 1e-6
+
+
+@dataclass
+class Run:
+    """One evaluation run: its headline numbers and per-item scores (id -> 0..1)."""
+
+    name: str
+    path: Path
+    model: str
+    control: str
+    accuracy: float
+    n: int
+    ci95: tuple[float, float]
+    scores: dict[str, float]
+
+
+@dataclass
+class Pair:
+    """Two runs compared on their common items."""
+
+    a: str
+    b: str
+    n: int
+    acc_a: float
+    acc_b: float
+    diff: float
+    lo: float
+    hi: float
+    p_mcnemar: float | None  # None when scores are not right/wrong
+
+
+def _score(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
+        return float(value)
+    raise TheWorldUserError(f"{where}: 'correct' must be true/false or a number in [0, 1], got {value!r}")
+
+
+def _read_predictions(path: Path) -> dict[str, float]:
+    if not path.is_file():
+        raise TheWorldUserError(f"{path}: missing (expected one JSON line per evaluated item)")
+    scores: dict[str, float] = {}
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise TheWorldUserError(f"{where}: not valid JSON ({err})") from err
+            if not isinstance(record, dict) or "id" not in record or "correct" not in record:
+                raise TheWorldUserError(f"{where}: each line needs 'id' and 'correct'")
+            item_id = str(record["id"])
+            if item_id in scores:
+                raise TheWorldUserError(f"{where}: duplicate id {item_id!r}")
+            scores[item_id] = _score(record["correct"], where)
+    if not scores:
+        raise TheWorldUserError(f"{path}: no predictions")
+    return scores
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TheWorldUserError(f"{path}: missing (expected accuracy, n, ci95, control, model)")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise TheWorldUserError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(metrics, dict):
+        raise TheWorldUserError(f"{path}: expected a JSON object")
+    return metrics
+
+
+def load_run(path: str | Path, n_boot: int = 2000, seed: int = 0) -> Run:
+    """Read and cross-check one run folder; a missing ci95 is recomputed by bootstrap."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise TheWorldUserError(f"{folder}: not a run folder")
+    scores = _read_predictions(folder / "predictions.jsonl")
+    metrics = _read_metrics(folder / "metrics.json")
+    mean = sum(scores.values()) / len(scores)
+    accuracy = float(metrics.get("accuracy", mean))
+    n = int(metrics.get("n", len(scores)))
+    if n != len(scores) or abs(accuracy - mean) > _TOLERANCE:
+        raise TheWorldUserError(
+            f"{folder}: metrics.json says accuracy {accuracy:.4f} over n={n}, but predictions.jsonl "
+            f"gives {mean:.4f} over {len(scores)} items (stale or truncated run?)"
+        )
+    ci = metrics.get("ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        ci95 = (float(ci[0]), float(ci[1]))
+    else:
+        ci95 = bootstrap_ci(list(scores.values()), n_boot=n_boot, seed=seed)
+    return Run(
+        name=folder.name,
+        path=folder,
+        model=str(metrics.get("model") or "?"),
+        control=str(metrics.get("control") or "none"),
+        accuracy=accuracy,
+        n=n,
+        ci95=ci95,
+        scores=scores,
+    )
+
+
+def compare_pair(a: Run, b: Run, n_boot: int = 2000, seed: int = 0) -> Pair | None:
+    """Paired statistics of a vs b on their common items; None when they share no item."""
+    common = sorted(a.scores.keys() & b.scores.keys())
+    if not common:
+        return None
+    xa = [a.scores[i] for i in common]
+    xb = [b.scores[i] for i in common]
+    diff = paired_bootstrap(xa, xb, n_boot=n_boot, seed=seed)
+    binary = all(v in (0.0, 1.0) for v in xa + xb)
+    return Pair(
+        a=a.name,
+        b=b.name,
+        n=len(common),
+        acc_a=sum(xa) / len(xa),
+        acc_b=sum(xb) / len(xb),
+        diff=diff.diff,
+        lo=diff.lo,
+        hi=diff.hi,
+        p_mcnemar=mcnemar(xa, xb) if binary else None,
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f}"
+
+
+def render_markdown(runs: Sequence[Run], pairs: Sequence[tuple[Run, Run, Pair | None]], image_name: str) -> str:
+    """The report: one row per run, then one row per pair of runs (percentage points)."""
+    lines = [
+        "# Evaluation comparison",
+        "",
+        "| system | model | control | accuracy (%) | 95% CI | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        ci = f"[{_pct(run.ci95[0])}, {_pct(run.ci95[1])}]"
+        lines.append(f"| {run.name} | {run.model} | {run.control} | {_pct(run.accuracy)} | {ci} | {run.n} |")
+    if pairs:
+        lines += [
+            "",
+            "## Paired comparisons (items common to both runs)",
+            "",
+            "| A | B | n common | A (%) | B (%) | A - B (pts) | 95% CI (paired bootstrap) | McNemar p |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for a, b, pair in pairs:
+            if pair is None:
+                lines.append(f"| {a.name} | {b.name} | 0 | - | - | - | - | - |")
+                continue
+            p = "n/a" if pair.p_mcnemar is None else f"{pair.p_mcnemar:.3g}"
+            ci = f"[{100 * pair.lo:+.1f}, {100 * pair.hi:+.1f}]"
+            lines.append(
+                f"| {a.name} | {b.name} | {pair.n} | {_pct(pair.acc_a)} | {_pct(pair.acc_b)} "
+                f"| {100 * pair.diff:+.1f} | {ci} | {p} |"
+            )
+    lines += ["", f"![accuracy with 95% CI]({image_name})", ""]
+    return "\n".join(lines)
+
+
+def plot_accuracies(runs: Sequence[Run], path: Path) -> None:
+    """Bar chart of accuracies with 95% CI error bars (Agg canvas: no display, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.0, 1.2 * len(runs) + 2.0), 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = list(range(len(runs)))
+    accs = [100.0 * r.accuracy for r in runs]
+    err = [
+        [max(0.0, 100.0 * (r.accuracy - r.ci95[0])) for r in runs],
+        [max(0.0, 100.0 * (r.ci95[1] - r.accuracy)) for r in runs],
+    ]
+    ax.bar(xs, accs, yerr=err, capsize=6, color="#4c72b0")
+    ax.set_xticks(xs, [r.name for r in runs], rotation=20, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Accuracy with 95% CI")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _unique_names(runs: list[Run]) -> None:
+    """Folders with the same basename (a/out, b/out) are told apart by their full path."""
+    names = [r.name for r in runs]
+    for run in runs:
+        if names.count(run.name) > 1:
+            run.name = str(run.path)
+
+
+def compare_runs(out_dirs: Sequence[str | Path], output: str | Path, n_boot: int = 2000, seed: int = 0) -> Path:
+    """Write the markdown report to `output` and the accuracy plot next to it (same stem, .png)."""
+    if not out_dirs:
+        raise TheWorldUserError("compare needs at least one run folder")
+    runs = [load_run(d, n_boot=n_boot, seed=seed) for d in out_dirs]
+    _unique_names(runs)
+    pairs = []
+    for a, b in combinations(runs, 2):
+        pair = compare_pair(a, b, n_boot=n_boot, seed=seed)
+        if pair is None:
+            logger.warning("%s and %s share no item ids; no paired comparison", a.name, b.name)
+        elif pair.n < min(a.n, b.n):
+            logger.warning("%s vs %s: only %d items in common", a.name, b.name, pair.n)
+        pairs.append((a, b, pair))
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image = out.with_suffix(".png")
+    plot_accuracies(runs, image)
+    out.write_text(render_markdown(runs, pairs, image.name), encoding="utf-8")
+    logger.info("wrote %s and %s", out, image)
+    if any(math.isnan(r.accuracy) for r in runs):
+        raise TheWorldUserError("a run has a NaN accuracy")
+    return out

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny random checkpoints built once per test session, offline and seeded."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from theworld.testing.tiny import TINY_WORLD_SETTINGS, make_tiny_gemma, make_tiny_vae
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory):
+    """A tiny Gemma 3 checkpoint: weights, trained tokenizer, chat template, processor."""
+    return str(make_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma")))
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_dir(tmp_path_factory):
+    """A tiny Cosmos-style repo holding `vae/` (an `AutoencoderKLWan`)."""
+    return str(make_tiny_vae(tmp_path_factory.mktemp("tiny_cosmos")))
+
+
+@pytest.fixture(scope="session")
+def world_settings():
+    return dict(TINY_WORLD_SETTINGS)
