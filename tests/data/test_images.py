@@ -93,9 +93,8 @@ def test_resolve_clip_folder_list_and_video_file(tmp_path: Path) -> None:
 
 
 def test_naming_sample_attaches_the_id() -> None:
-    with pytest.raises(UnreadableVisual) as info:
-        with naming_sample("s-7"):
-            raise UnreadableVisual("/p.png", "bad")
+    with pytest.raises(UnreadableVisual) as info, naming_sample("s-7"):
+        raise UnreadableVisual("/p.png", "bad")
     assert info.value.sample_id == "s-7"
 
 

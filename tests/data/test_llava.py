@@ -105,7 +105,10 @@ def test_no_marker_puts_image_first_and_text_only_is_allowed(tmp_path: Path) -> 
                 {"from": "gpt", "value": "Blue."},
             ],
         },
-        {"id": "t", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+        {
+            "id": "t",
+            "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}],
+        },
     ]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     marked, text_only = load_llava(str(tmp_path / "d.jsonl"))
@@ -124,23 +127,44 @@ def test_no_marker_puts_image_first_and_text_only_is_allowed(tmp_path: Path) -> 
 def test_video_clips_from_frame_folder_with_image_or_video_marker(tmp_path: Path) -> None:
     frames = [write_png(tmp_path / "clip" / f"{i:05d}.png") for i in range(5)]
     records = [
-        {"id": "v1", "video": "clip", "conversations": [
-            {"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "A ball."}]},
-        {"id": "v2", "video": "clip", "conversations": [
-            {"from": "human", "value": "<video> What moves?"}, {"from": "gpt", "value": "A ball."}]},
+        {
+            "id": "v1",
+            "video": "clip",
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat moves?"},
+                {"from": "gpt", "value": "A ball."},
+            ],
+        },
+        {
+            "id": "v2",
+            "video": "clip",
+            "conversations": [
+                {"from": "human", "value": "<video> What moves?"},
+                {"from": "gpt", "value": "A ball."},
+            ],
+        },
     ]
     (tmp_path / "v.jsonl").write_text("\n".join(json.dumps(r) for r in records))
     for sample in load_llava(str(tmp_path / "v.jsonl")):
-        assert sample.messages[0]["content"] == [{"type": "video", "video": frames}, text("What moves?")]
+        assert sample.messages[0]["content"] == [
+            {"type": "video", "video": frames},
+            text("What moves?"),
+        ]
 
 
 def test_video_file_is_skipped_with_reason_and_counted(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png")
     (tmp_path / "clip.mp4").write_bytes(b"\x00\x00")
-    ok = {"id": "ok", "image": "a.png", "conversations": [
-        {"from": "human", "value": "<image> q"}, {"from": "gpt", "value": "a"}]}
-    video = {"id": "mp4", "video": "clip.mp4", "conversations": [
-        {"from": "human", "value": "<video> q"}, {"from": "gpt", "value": "a"}]}
+    ok = {
+        "id": "ok",
+        "image": "a.png",
+        "conversations": [{"from": "human", "value": "<image> q"}, {"from": "gpt", "value": "a"}],
+    }
+    video = {
+        "id": "mp4",
+        "video": "clip.mp4",
+        "conversations": [{"from": "human", "value": "<video> q"}, {"from": "gpt", "value": "a"}],
+    }
     (tmp_path / "d.json").write_text(json.dumps([ok, video]))
     with pytest.raises(TheWorldUserError, match=r"mp4: video files are not decoded"):
         load_llava(str(tmp_path / "d.json"))
@@ -150,8 +174,14 @@ def test_video_file_is_skipped_with_reason_and_counted(tmp_path: Path) -> None:
 def test_missing_images_are_skipped_until_budget_is_exceeded(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png")
     records = [
-        {"id": f"r{i}", "image": "a.png" if i != 3 else "lost.png",
-         "conversations": [{"from": "human", "value": "<image> q"}, {"from": "gpt", "value": "a"}]}
+        {
+            "id": f"r{i}",
+            "image": "a.png" if i != 3 else "lost.png",
+            "conversations": [
+                {"from": "human", "value": "<image> q"},
+                {"from": "gpt", "value": "a"},
+            ],
+        }
         for i in range(4)
     ]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in records))
@@ -166,18 +196,34 @@ def test_missing_images_are_skipped_until_budget_is_exceeded(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ({"id": "x1", "image": ["a.png"], "conversations": [
-            {"from": "human", "value": "<image><image> q"}, {"from": "gpt", "value": "a"}]},
-         "sample x1: 2 <image> marker(s) in the conversation but 1 visual(s)"),
-        ({"id": "x2", "conversations": [
-            {"from": "robot", "value": "q"}, {"from": "gpt", "value": "a"}]},
-         "sample x2: unknown speaker 'robot'"),
-        ({"id": "x3", "image": "a.png", "conversations": [{"from": "gpt", "value": "a"}]},
-         "sample x3: has visuals but no user turn"),
+        (
+            {
+                "id": "x1",
+                "image": ["a.png"],
+                "conversations": [
+                    {"from": "human", "value": "<image><image> q"},
+                    {"from": "gpt", "value": "a"},
+                ],
+            },
+            "sample x1: 2 <image> marker(s) in the conversation but 1 visual(s)",
+        ),
+        (
+            {
+                "id": "x2",
+                "conversations": [{"from": "robot", "value": "q"}, {"from": "gpt", "value": "a"}],
+            },
+            "sample x2: unknown speaker 'robot'",
+        ),
+        (
+            {"id": "x3", "image": "a.png", "conversations": [{"from": "gpt", "value": "a"}]},
+            "sample x3: has visuals but no user turn",
+        ),
         ({"id": "x4", "conversations": []}, "sample x4: `conversations` must be a non-empty list"),
     ],
 )
-def test_malformed_records_raise_naming_the_sample(tmp_path: Path, record: dict, message: str) -> None:
+def test_malformed_records_raise_naming_the_sample(
+    tmp_path: Path, record: dict, message: str
+) -> None:
     (tmp_path / "d.json").write_text(json.dumps([record]))
     with pytest.raises(TheWorldUserError) as info:
         load_llava(str(tmp_path / "d.json"))
@@ -191,7 +237,10 @@ def test_cc3m_chat_json(tmp_path: Path) -> None:
             "id": "GCC_train_002582585",
             "image": "GCC_train_002582585.jpg",
             "conversations": [
-                {"from": "human", "value": "Provide a brief description of the given image.\n<image>"},
+                {
+                    "from": "human",
+                    "value": "Provide a brief description of the given image.\n<image>",
+                },
                 {"from": "gpt", "value": "olive oil is a healthy ingredient used liberally ."},
             ],
             "blip_caption": "a bottle of olive oil next to a bowl",
@@ -200,7 +249,10 @@ def test_cc3m_chat_json(tmp_path: Path) -> None:
             "id": "GCC_train_002275631",
             "image": "GCC_train_002275631.jpg",
             "conversations": [
-                {"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
+                {
+                    "from": "human",
+                    "value": "<image>\nWrite a terse but informative summary of the picture.",
+                },
                 {"from": "gpt", "value": "a man walks along the beach at sunset"},
             ],
             "blip_caption": "a man walking on the beach",
@@ -213,10 +265,20 @@ def test_cc3m_chat_json(tmp_path: Path) -> None:
     one, two = load_cc3m(str(tmp_path / "chat.json"), str(folder))
     assert one.id == "GCC_train_002582585"
     assert one.messages == [
-        {"role": "user", "content": [
-            text("Provide a brief description of the given image."), {"type": "image", "image": first}]},
-        {"role": "assistant", "content": [text("olive oil is a healthy ingredient used liberally .")]},
+        {
+            "role": "user",
+            "content": [
+                text("Provide a brief description of the given image."),
+                {"type": "image", "image": first},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [text("olive oil is a healthy ingredient used liberally .")],
+        },
     ]
     assert two.messages[0]["content"] == [
-        {"type": "image", "image": second}, text("Write a terse but informative summary of the picture.")]
+        {"type": "image", "image": second},
+        text("Write a terse but informative summary of the picture."),
+    ]
     assert "blip" not in json.dumps(one.messages + two.messages)

@@ -31,19 +31,38 @@ def write_jsonl(path: Path, records: list[dict]) -> str:
     return str(path)
 
 
-LLAVA = {"id": "l", "image": "a.png", "conversations": [
-    {"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}
-MESSAGES = {"id": "m", "messages": [{"role": "user", "content": [{"type": "image"}]}], "images": ["a.png"]}
+LLAVA = {
+    "id": "l",
+    "image": "a.png",
+    "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+}
+MESSAGES = {
+    "id": "m",
+    "messages": [{"role": "user", "content": [{"type": "image"}]}],
+    "images": ["a.png"],
+}
 QA = {"id": "q", "question": "q?", "answer": "a", "image": "a.png"}
-OPENSPATIAL = {"filename": "a", "conversations": [
-    {"from": "human", "value": "<image>\n<mask>?"}, {"from": "gpt", "value": "Region [0]."}],
-    "bbox": [[0, 0, 4, 4]], "rle": []}
+OPENSPATIAL = {
+    "filename": "a",
+    "conversations": [
+        {"from": "human", "value": "<image>\n<mask>?"},
+        {"from": "gpt", "value": "Region [0]."},
+    ],
+    "bbox": [[0, 0, 4, 4]],
+    "rle": [],
+}
 VSR = {"image": "a.png", "caption": "c", "label": 1, "relation": "r", "subj": "s", "obj": "o"}
 
 
 @pytest.mark.parametrize(
     ("record", "expected"),
-    [(LLAVA, "llava"), (MESSAGES, "messages"), (QA, "qa"), (OPENSPATIAL, "openspatial"), (VSR, "vsr")],
+    [
+        (LLAVA, "llava"),
+        (MESSAGES, "messages"),
+        (QA, "qa"),
+        (OPENSPATIAL, "openspatial"),
+        (VSR, "vsr"),
+    ],
 )
 def test_auto_detects_every_format_and_loads(tmp_path: Path, record: dict, expected: str) -> None:
     image = write_png(tmp_path / "imgs" / "a.png")
@@ -66,7 +85,9 @@ def test_cc3m_format_name_and_default_image_folder(tmp_path: Path) -> None:
 
 def test_limit_and_skip_budget_are_passed_through(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png")
-    records = [{**QA, "id": f"q{i}", "image": "a.png" if i % 2 == 0 else "missing.png"} for i in range(6)]
+    records = [
+        {**QA, "id": f"q{i}", "image": "a.png" if i % 2 == 0 else "missing.png"} for i in range(6)
+    ]
     path = write_jsonl(tmp_path / "qa.jsonl", records)
     assert [s.id for s in load_samples(path, limit=2, max_skip_fraction=0.5)] == ["q0", "q2"]
     with pytest.raises(TheWorldUserError, match="skipped 3 of 6 samples"):
@@ -136,6 +157,10 @@ def test_undetectable_and_empty_and_broken_files(tmp_path: Path) -> None:
 
 
 def test_iter_records_streams_arrays_with_bom_and_floats(tmp_path: Path) -> None:
-    (tmp_path / "a.json").write_bytes(b"\xef\xbb\xbf  \n" + json.dumps([{"v": 1.5}, {"v": 2}]).encode())
+    (tmp_path / "a.json").write_bytes(
+        b"\xef\xbb\xbf  \n" + json.dumps([{"v": 1.5}, {"v": 2}]).encode()
+    )
     assert list(iter_records(str(tmp_path / "a.json"))) == [{"v": 1.5}, {"v": 2}]
     assert type(next(iter_records(str(tmp_path / "a.json")))["v"]) is float
+    (tmp_path / "b.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"v": 1}\n\n{"v": 2}\n')
+    assert list(iter_records(str(tmp_path / "b.jsonl"))) == [{"v": 1}, {"v": 2}]

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from theworld.data.messages import load_messages, load_qa, messages_record_to_sample
+from theworld.data.messages import (
+    load_messages,
+    load_qa,
+    messages_record_to_sample,
+    messages_samples,
+)
 from theworld.errors import TheWorldUserError
 
 
@@ -40,10 +45,23 @@ def test_placeholders_filled_in_order_and_string_content(tmp_path: Path) -> None
         "id": "chat-1",
         "messages": [
             {"role": "system", "content": "You see two photos."},
-            {"role": "user", "content": [
-                {"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"},
-                {"type": "text", "text": "Which is left?"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image"},
+                    {"type": "text", "text": "and"},
+                    {"type": "image"},
+                    {"type": "text", "text": "Which is left?"},
+                ],
+            },
             {"role": "assistant", "content": [{"type": "text", "text": "The first."}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": "a.png"},
+                    {"type": "text", "text": "And this?"},
+                ],
+            },
         ],
         "images": ["a.png", {"path": "b.png", "bytes": None}],
     }
@@ -51,10 +69,17 @@ def test_placeholders_filled_in_order_and_string_content(tmp_path: Path) -> None
     assert sample.id == "chat-1"
     assert sample.messages == [
         {"role": "system", "content": [text("You see two photos.")]},
-        {"role": "user", "content": [
-            {"type": "image", "image": a}, text("and"), {"type": "image", "image": b},
-            text("Which is left?")]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": a},
+                text("and"),
+                {"type": "image", "image": b},
+                text("Which is left?"),
+            ],
+        },
         {"role": "assistant", "content": [text("The first.")]},
+        {"role": "user", "content": [{"type": "image", "image": a}, text("And this?")]},
     ]
 
 
@@ -62,9 +87,13 @@ def test_embedded_bytes_and_arrow_style_none_fields(tmp_path: Path) -> None:
     """Rows from HF datasets carry every key on every item (`text: None` on image items)."""
     record = {
         "messages": [
-            {"role": "user", "content": [
-                {"type": "image", "text": None, "image": None},
-                {"type": "text", "text": "Colour?", "image": None}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "text": None, "image": None},
+                    {"type": "text", "text": "Colour?", "image": None},
+                ],
+            },
             {"role": "assistant", "content": [{"type": "text", "text": "Red.", "image": None}]},
         ],
         "images": [{"bytes": png_bytes((255, 0, 0)), "path": "red.png"}],
@@ -77,11 +106,12 @@ def test_embedded_bytes_and_arrow_style_none_fields(tmp_path: Path) -> None:
 
 
 def test_corrupt_bytes_skip_the_sample(tmp_path: Path) -> None:
-    bad = {"id": "bad", "messages": [{"role": "user", "content": [{"type": "image"}]}],
-           "images": [{"bytes": b"junk", "path": "junk.png"}]}
+    bad = {
+        "id": "bad",
+        "messages": [{"role": "user", "content": [{"type": "image"}]}],
+        "images": [{"bytes": b"junk", "path": "junk.png"}],
+    }
     good = {"id": "good", "messages": [{"role": "user", "content": "hello"}]}
-    from theworld.data.messages import messages_samples
-
     kept = messages_samples([bad, good], source="mem", image_folder=None, max_skip_fraction=0.5)
     assert [s.id for s in kept] == ["good"]
     with pytest.raises(TheWorldUserError, match=r"bad: unreadable image bytes .*\(junk.png\)"):
@@ -92,13 +122,24 @@ def test_corrupt_bytes_skip_the_sample(tmp_path: Path) -> None:
     ("images", "message"),
     [
         (["a.png"], "sample two-images: 2 {'type': 'image'} placeholder(s) but 1"),
-        (["a.png", "a.png", "a.png"], "sample two-images: 2 {'type': 'image'} placeholder(s) but 3"),
+        (
+            ["a.png", "a.png", "a.png"],
+            "sample two-images: 2 {'type': 'image'} placeholder(s) but 3",
+        ),
     ],
 )
 def test_count_mismatch_names_the_record(tmp_path: Path, images: list, message: str) -> None:
     write_png(tmp_path / "a.png")
-    record = {"id": "two-images", "images": images, "messages": [
-        {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "q"}]}]}
+    record = {
+        "id": "two-images",
+        "images": images,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "q"}],
+            }
+        ],
+    }
     with pytest.raises(TheWorldUserError) as info:
         load_messages(write_jsonl(tmp_path / "c.jsonl", [record]))
     assert message in str(info.value)
@@ -114,22 +155,42 @@ def test_qa_records_become_two_turns(tmp_path: Path) -> None:
     a, b = write_png(tmp_path / "a.png"), write_png(tmp_path / "b.png")
     frames = [write_png(tmp_path / "clip" / f"f{i}.png") for i in range(5)]
     records = [
-        {"id": "clip-000017", "question": "Which way does the ball move?",
-         "choices": ["left", "right"], "answer": "left", "video": [f"clip/f{i}.png" for i in range(5)],
-         "category": "direction"},
-        {"id": "pair-1", "question": " Which is brighter? ", "images": ["a.png", "b.png"], "answer": "neither"},
+        {
+            "id": "clip-000017",
+            "question": "Which way does the ball move?",
+            "choices": ["left", "right"],
+            "answer": "left",
+            "video": [f"clip/f{i}.png" for i in range(5)],
+            "category": "direction",
+        },
+        {
+            "id": "pair-1",
+            "question": " Which is brighter? ",
+            "images": ["a.png", "b.png"],
+            "answer": "neither",
+        },
         {"id": "one", "question": "How many?", "image": "a.png", "answer": 3},
     ]
     clip, pair, one = load_qa(write_jsonl(tmp_path / "qa.jsonl", records))
     assert clip.messages == [
-        {"role": "user", "content": [
-            {"type": "video", "video": frames},
-            text("Which way does the ball move?\nOptions: left, right.\nAnswer with one of the options.")]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "video", "video": frames},
+                text(
+                    "Which way does the ball move?\nOptions: left, right.\n"
+                    "Answer with one of the options."
+                ),
+            ],
+        },
         {"role": "assistant", "content": [text("left")]},
     ]
     assert clip.meta == {"format": "qa", "category": "direction", "choices": ["left", "right"]}
     assert pair.messages[0]["content"] == [
-        {"type": "image", "image": a}, {"type": "image", "image": b}, text("Which is brighter?")]
+        {"type": "image", "image": a},
+        {"type": "image", "image": b},
+        text("Which is brighter?"),
+    ]
     assert one.messages[1]["content"] == [text("3")]
 
 

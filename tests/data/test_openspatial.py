@@ -17,7 +17,7 @@ LAMP = [60, 5, 75, 35]
 RLE = {"size": [96, 96], "counts": "PPY14`1"}
 
 RECORDS = [
-    {   # two questions; the person is named in both (bbox entries 0 and 3 are the same box)
+    {  # two questions; the person is named in both (bbox entries 0 and 3 are the same box)
         "filename": "0a1b2c3d4e5f6a7b",
         "conversations": [
             {"from": "human", "value": "<image>\nIs <mask> <depth> taller than <mask> <depth>?"},
@@ -28,7 +28,7 @@ RECORDS = [
         "bbox": [PERSON, TABLE, LAMP, PERSON],
         "rle": [RLE, RLE, RLE, RLE],
     },
-    {   # a bare <mask>; numbering restarts for every conversation
+    {  # a bare <mask>; numbering restarts for every conversation
         "filename": "ffee00112233aabb",
         "conversations": [
             {"from": "human", "value": "<image>\nHow wide is <mask>?"},
@@ -37,10 +37,13 @@ RECORDS = [
         "bbox": [LAMP],
         "rle": [RLE],
     },
-    {   # the same photo as the first record with other regions
+    {  # the same photo as the first record with other regions
         "filename": "0a1b2c3d4e5f6a7b",
         "conversations": [
-            {"from": "human", "value": "<image>\nWhich is closer, <mask> <depth> or <mask> <depth>?"},
+            {
+                "from": "human",
+                "value": "<image>\nWhich is closer, <mask> <depth> or <mask> <depth>?",
+            },
             {"from": "gpt", "value": "Region [1] is closer."},
         ],
         "bbox": [TABLE, LAMP],
@@ -68,9 +71,13 @@ def test_regions_get_global_numbers_in_questions_and_answers(tmp_path: Path) -> 
     first, second, third = load_openspatial(str(tmp_path / "os.json"), str(tmp_path / "openimages"))
     assert first.id == "0a1b2c3d4e5f6a7b#0" and third.id == "0a1b2c3d4e5f6a7b#2"
     assert first.messages == [
-        {"role": "user", "content": [
-            {"type": "image", "image": images["0a1b2c3d4e5f6a7b"]},
-            text("Is Region [0] taller than Region [1]?")]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": images["0a1b2c3d4e5f6a7b"]},
+                text("Is Region [0] taller than Region [1]?"),
+            ],
+        },
         {"role": "assistant", "content": [text("Yes, Region [0] is taller than Region [1].")]},
         {"role": "user", "content": [text("How far is Region [2] from Region [3]?")]},
         {"role": "assistant", "content": [text("Region [3] is 1.5 meters from Region [2].")]},
@@ -91,8 +98,13 @@ def test_jsonl_gives_the_same_samples(tmp_path: Path) -> None:
 
 
 def test_renumber_rejects_a_region_its_question_does_not_have() -> None:
-    turns = [{"from": "human", "value": "Is <mask> big?"}, {"from": "gpt", "value": "Region [1] is."}]
-    with pytest.raises(TheWorldUserError, match=r"sample s: an answer names Region \[1\] but its question has 1"):
+    turns = [
+        {"from": "human", "value": "Is <mask> big?"},
+        {"from": "gpt", "value": "Region [1] is."},
+    ]
+    with pytest.raises(
+        TheWorldUserError, match=r"sample s: an answer names Region \[1\] but its question has 1"
+    ):
         renumber_regions(turns, "s")
 
 
@@ -100,12 +112,14 @@ def test_bbox_count_must_match_masks(tmp_path: Path) -> None:
     write_images(tmp_path)
     record = {**RECORDS[1], "bbox": [LAMP, TABLE]}
     (tmp_path / "os.jsonl").write_text(json.dumps(record))
-    with pytest.raises(TheWorldUserError, match=r"ffee00112233aabb#0: 1 <mask> occurrence\(s\) but 2 bbox"):
+    with pytest.raises(
+        TheWorldUserError, match=r"ffee00112233aabb#0: 1 <mask> occurrence\(s\) but 2 bbox"
+    ):
         load_openspatial(str(tmp_path / "os.jsonl"))
 
 
 def close(pixel: tuple[int, ...], colour: tuple[int, int, int]) -> bool:
-    return all(abs(a - b) < 40 for a, b in zip(pixel, colour))
+    return all(abs(a - b) < 40 for a, b in zip(pixel, colour, strict=True))
 
 
 def test_draw_boxes_uses_a_cached_boxed_copy(tmp_path: Path) -> None:
@@ -120,7 +134,7 @@ def test_draw_boxes_uses_a_cached_boxed_copy(tmp_path: Path) -> None:
     assert len(set(paths)) == 3  # same photo, different boxes -> different copies
     assert Path(paths[0]).name.startswith("0a1b2c3d4e5f6a7b-")
     with Image.open(paths[0]) as boxed:
-        assert close(boxed.getpixel((10, 60)), (230, 25, 75))  # person's left edge, 1st colour
+        assert close(boxed.getpixel((10, 60))[:3], (230, 25, 75))  # person's left edge, 1st colour
         assert close(boxed.getpixel((89, 60)), (60, 180, 75))  # table's right edge, 2nd colour
         assert close(boxed.getpixel((30, 60)), (255, 255, 255))  # inside: untouched
     stamp = Path(paths[0]).stat().st_mtime_ns
@@ -135,7 +149,9 @@ def test_missing_image_is_skipped_with_draw_boxes(tmp_path: Path) -> None:
     (tmp_path / "ffee00112233aabb.jpg").unlink()
     (tmp_path / "os.json").write_text(json.dumps(RECORDS))
     kept = load_openspatial(
-        str(tmp_path / "os.json"), draw_boxes=True, cache_dir=str(tmp_path / "c"),
+        str(tmp_path / "os.json"),
+        draw_boxes=True,
+        cache_dir=str(tmp_path / "c"),
         max_skip_fraction=0.5,
     )
     assert [s.id for s in kept] == ["0a1b2c3d4e5f6a7b#0", "0a1b2c3d4e5f6a7b#2"]

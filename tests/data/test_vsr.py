@@ -12,12 +12,24 @@ from theworld.data.vsr import load_vsr, vsr_prompt
 from theworld.errors import TheWorldUserError
 
 RECORDS = [
-    {"image": "000000085637.jpg", "image_link": "http://images.cocodataset.org/train2017/000000085637.jpg",
-     "caption": "The umbrella is under the bed.", "label": 0, "relation": "under",
-     "subj": "umbrella", "obj": "bed"},
-    {"image": "000000003466.jpg", "image_link": "http://images.cocodataset.org/val2017/000000003466.jpg",
-     "caption": "The cat is on the suitcase.", "label": 1, "relation": "on",
-     "subj": "cat", "obj": "suitcase"},
+    {
+        "image": "000000085637.jpg",
+        "image_link": "http://images.cocodataset.org/train2017/000000085637.jpg",
+        "caption": "The umbrella is under the bed.",
+        "label": 0,
+        "relation": "under",
+        "subj": "umbrella",
+        "obj": "bed",
+    },
+    {
+        "image": "000000003466.jpg",
+        "image_link": "http://images.cocodataset.org/val2017/000000003466.jpg",
+        "caption": "The cat is on the suitcase.",
+        "label": 1,
+        "relation": "on",
+        "subj": "cat",
+        "obj": "suitcase",
+    },
 ]
 
 
@@ -39,11 +51,18 @@ def test_vsr_records_become_true_false_turns(tmp_path: Path) -> None:
     umbrella, cat = load_vsr(write_jsonl(tmp_path / "train.jsonl", RECORDS), str(coco))
     assert umbrella.id == "000000085637.jpg#0"
     assert umbrella.messages == [
-        {"role": "user", "content": [
-            {"type": "image", "image": first},
-            {"type": "text", "text": 'Is this statement about the image true or false? '
-                                     '"The umbrella is under the bed."\nOptions: true, false.\n'
-                                     'Answer with one of the options.'}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": first},
+                {
+                    "type": "text",
+                    "text": "Is this statement about the image true or false? "
+                    '"The umbrella is under the bed."\nOptions: true, false.\n'
+                    "Answer with one of the options.",
+                },
+            ],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "false"}]},
     ]
     assert umbrella.meta == {"format": "vsr", "relation": "under", "subj": "umbrella", "obj": "bed"}
@@ -55,7 +74,9 @@ def test_vsr_records_become_true_false_turns(tmp_path: Path) -> None:
 def test_bad_label_names_the_sample(tmp_path: Path) -> None:
     write_jpg(tmp_path / "000000085637.jpg")
     path = write_jsonl(tmp_path / "dev.jsonl", [{**RECORDS[0], "label": 2}])
-    with pytest.raises(TheWorldUserError, match=r"sample 000000085637.jpg#0: VSR label must be 1 or 0, got 2"):
+    with pytest.raises(
+        TheWorldUserError, match=r"sample 000000085637.jpg#0: VSR label must be 1 or 0, got 2"
+    ):
         load_vsr(path)
 
 
@@ -63,5 +84,7 @@ def test_missing_coco_image_is_counted(tmp_path: Path) -> None:
     write_jpg(tmp_path / "000000085637.jpg")
     path = write_jsonl(tmp_path / "dev.jsonl", RECORDS)
     assert [s.id for s in load_vsr(path, max_skip_fraction=0.5)] == ["000000085637.jpg#0"]
-    with pytest.raises(TheWorldUserError, match=r"skipped 1 of 2 samples .*000000003466.jpg#1: file not found"):
+    with pytest.raises(
+        TheWorldUserError, match=r"skipped 1 of 2 samples .*000000003466.jpg#1: file not found"
+    ):
         load_vsr(path)

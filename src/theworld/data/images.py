@@ -130,7 +130,9 @@ def decode_image_bytes(data: bytes, label: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
     except CORRUPT_IMAGE_ERRORS as err:
-        raise UnreadableVisual(label, f"unreadable image bytes ({type(err).__name__}: {err})") from err
+        raise UnreadableVisual(
+            label, f"unreadable image bytes ({type(err).__name__}: {err})"
+        ) from err
     return image
 
 
@@ -180,9 +182,7 @@ class SkipCounter:
         """
         if not self.skipped or self.fraction <= self.max_skip_fraction:
             return
-        examples = "; ".join(
-            f"{s.sample_id}: {s.reason} ({s.path})" for s in self.skipped[:3]
-        )
+        examples = "; ".join(f"{s.sample_id}: {s.reason} ({s.path})" for s in self.skipped[:3])
         raise TheWorldUserError(
             f"{source}: skipped {len(self.skipped)} of {self.total} samples "
             f"({self.fraction:.1%}), more than max_skip_fraction={self.max_skip_fraction}. "
@@ -191,7 +191,9 @@ class SkipCounter:
         )
 
 
-def visual_problem(visual: Any, verified: dict[str, str | None] | None = None) -> tuple[str, str] | None:
+def visual_problem(
+    visual: Any, verified: dict[str, str | None] | None = None
+) -> tuple[str, str] | None:
     """`(path, reason)` for the first unusable file of one visual, or None when all are fine.
 
     A clip (list of frames) is checked frame by frame: one broken frame breaks the clip.
@@ -258,7 +260,5 @@ def convert_records(
             samples.append(sample)
     counter.raise_if_too_many(source)
     if counter.skipped:
-        logger.info(
-            "%s: kept %d samples, skipped %d", source, len(samples), len(counter.skipped)
-        )
+        logger.info("%s: kept %d samples, skipped %d", source, len(samples), len(counter.skipped))
     return samples

@@ -72,7 +72,10 @@ def conversations_to_messages(
     n_image_marks, n_video_marks = joined.count("<image>"), joined.count("<video>")
     if n_video_marks:
         queues = {"<image>": iter(images), "<video>": iter(videos)}
-        expected = {"<image>": (n_image_marks, len(images)), "<video>": (n_video_marks, len(videos))}
+        expected = {
+            "<image>": (n_image_marks, len(images)),
+            "<video>": (n_video_marks, len(videos)),
+        }
     else:
         shared = images + videos
         queues = {"<image>": iter(shared)}
@@ -85,12 +88,12 @@ def conversations_to_messages(
                 f"sample {sample_id}: {marks} {marker} marker(s) in the conversation but "
                 f"{given} visual(s) given for them"
             )
-    return [
-        {"role": role, "content": _split_at_markers(text, queues)} for role, text in texts
-    ]
+    return [{"role": role, "content": _split_at_markers(text, queues)} for role, text in texts]
 
 
-def _role(turn: dict[str, Any], sample_id: str) -> str:
+def _role(turn: Any, sample_id: str) -> str:
+    if not isinstance(turn, dict):
+        raise TheWorldUserError(f"sample {sample_id}: a turn is not an object: {turn!r}")
     speaker = turn.get("from", turn.get("role"))
     if speaker not in ROLES:
         raise TheWorldUserError(
@@ -127,7 +130,9 @@ def _visuals_first(
     messages = []
     for i, (role, text) in enumerate(texts):
         content = [{"type": "text", "text": text.strip()}]
-        messages.append({"role": role, "content": (visuals + content) if i == users[0] else content})
+        messages.append(
+            {"role": role, "content": (visuals + content) if i == users[0] else content}
+        )
     return messages
 
 

@@ -39,6 +39,7 @@ FORMATS: tuple[str, ...] = ("auto", *_SAMPLERS)
 
 # `owner/name` or `owner/name:split`; a data file name is never taken for one.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]+)?$")
+_BOM = b"\xef\xbb\xbf"
 _DATA_FILE = re.compile(r"\.(json|jsonl|ndjson|txt|csv|parquet)$", re.IGNORECASE)
 
 
@@ -59,6 +60,8 @@ def iter_records(path: str) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as handle:
         first = _first_char(handle)
         handle.seek(0)
+        if handle.read(3) != _BOM:  # ijson does not skip a BOM itself
+            handle.seek(0)
         if first == b"[":
             yield from _array_records(handle, path)
         else:
@@ -68,7 +71,7 @@ def iter_records(path: str) -> Iterator[dict[str, Any]]:
 def _first_char(handle: Any) -> bytes:
     """The first non-blank byte after an optional UTF-8 BOM; it tells an array from JSONL."""
     head = handle.read(4096)
-    if head.startswith(b"\xef\xbb\xbf"):
+    if head.startswith(_BOM):
         head = head[3:]
     while head:
         stripped = head.lstrip()
@@ -92,7 +95,7 @@ def _array_records(handle: Any, path: str) -> Iterator[dict[str, Any]]:
 def _jsonl_records(handle: Any, path: str) -> Iterator[dict[str, Any]]:
     """Parse one JSON object per non-blank line."""
     for line_number, raw in enumerate(handle, start=1):
-        line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8").strip()
+        line = raw.decode("utf-8").strip()
         if not line:
             continue
         try:

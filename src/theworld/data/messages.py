@@ -68,10 +68,15 @@ def messages_record_to_sample(
     if not isinstance(messages, list) or not messages:
         raise TheWorldUserError(f"sample {sample_id}: `messages` must be a non-empty list")
     checked = [_checked_message(message, sample_id) for message in messages]
-    columns = {"image": _column(record, "images", "image"), "video": _column(record, "videos", "video")}
+    columns = {
+        "image": _column(record, "images", "image"),
+        "video": _column(record, "videos", "video"),
+    }
     for kind, column in columns.items():
         wanted = sum(
-            1 for _, items in checked for item in items
+            1
+            for _, items in checked
+            for item in items
             if item.get("type") == kind and item.get(kind) is None
         )
         if wanted != len(column):
@@ -84,7 +89,10 @@ def messages_record_to_sample(
     with naming_sample(sample_id):
         for role, items in checked:
             out.append(
-                {"role": role, "content": [_filled(item, queues, image_folder, sample_id) for item in items]}
+                {
+                    "role": role,
+                    "content": [_filled(item, queues, image_folder, sample_id) for item in items],
+                }
             )
     return Sample(id=sample_id, messages=out, meta={"format": "messages"})
 
@@ -93,7 +101,9 @@ def _checked_message(message: Any, sample_id: str) -> tuple[str, list[dict[str, 
     """(role, content items) of one message; a plain-string content becomes one text item."""
     role = message.get("role") if isinstance(message, dict) else None
     if role not in ROLES:
-        raise TheWorldUserError(f"sample {sample_id}: unknown role {role!r}; expected one of {ROLES}")
+        raise TheWorldUserError(
+            f"sample {sample_id}: unknown role {role!r}; expected one of {ROLES}"
+        )
     content = message.get("content")
     if isinstance(content, str):
         return role, [{"type": "text", "text": content}]

@@ -10,6 +10,7 @@ occurrence g (counted over all human turns, which is also the index into `bbox`)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -53,8 +54,10 @@ def renumber_regions(
     g the global index of that occurrence; `Region [k]` in the next gpt turn becomes the global
     index of the k-th mask of the preceding question. An out-of-range k is a data error.
     """
-    if not isinstance(turns, list) or not turns:
-        raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list")
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
+        raise TheWorldUserError(
+            f"sample {sample_id}: `conversations` must be a non-empty list of turns"
+        )
     next_index = 0
     local: list[int] = []  # global indices of the preceding question's masks
     rewritten = []
@@ -64,33 +67,32 @@ def renumber_regions(
         if not isinstance(text, str):
             raise TheWorldUserError(f"sample {sample_id}: a turn has no text `value`: {turn!r}")
         if role == "user":
-            local = []
-
-            def to_global(_: re.Match[str]) -> str:
-                nonlocal next_index
-                local.append(next_index)
-                next_index += 1
-                return f"Region [{local[-1]}]"
-
-            text = _MASK.sub(to_global, text)
+            pieces = _MASK.split(text)
+            local = list(range(next_index, next_index + len(pieces) - 1))
+            next_index += len(local)
+            text = pieces[0] + "".join(
+                f"Region [{g}]{piece}" for g, piece in zip(local, pieces[1:], strict=True)
+            )
         elif role == "assistant":
-            text = _REGION.sub(lambda m: f"Region [{_lookup(local, int(m.group(1)), sample_id)}]", text)
+            text = _REGION.sub(
+                functools.partial(_to_global, local=local, sample_id=sample_id), text
+            )
         rewritten.append({**turn, "value": text})
     return rewritten, next_index
 
 
-def _lookup(local: list[int], k: int, sample_id: str) -> int:
+def _to_global(match: re.Match[str], *, local: list[int], sample_id: str) -> str:
+    """`Region [k]` of an answer -> `Region [g]` of the k-th mask of its question."""
+    k = int(match.group(1))
     if k >= len(local):
         raise TheWorldUserError(
             f"sample {sample_id}: an answer names Region [{k}] but its question has "
             f"{len(local)} region(s)"
         )
-    return local[k]
+    return f"Region [{local[k]}]"
 
 
-def draw_numbered_boxes(
-    image_path: str, boxes: list[list[float]], out_path: str
-) -> None:
+def draw_numbered_boxes(image_path: str, boxes: list[list[float]], out_path: str) -> None:
     """Save a copy of the image with box g outlined and labelled `g` (shared boxes: `0,2`).
 
     A region mentioned in two questions has two identical boxes; drawing both labels on one
@@ -172,9 +174,7 @@ def openspatial_record_to_sample(
         with naming_sample(sample_id):
             image = boxed_image(image, boxes, cache_dir or default_cache_dir(), name[:-4])
     messages = conversations_to_messages(turns, [{"type": "image", "image": image}], [], sample_id)
-    return Sample(
-        id=sample_id, messages=messages, meta={"format": "openspatial", "boxes": boxes}
-    )
+    return Sample(id=sample_id, messages=messages, meta={"format": "openspatial", "boxes": boxes})
 
 
 def openspatial_samples(
