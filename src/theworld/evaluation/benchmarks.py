@@ -12,7 +12,7 @@ missing file or image, an unreadable row, an answer outside its choices or a dup
 
 Per-benchmark conventions (see the loader docstrings): BLINK answers "(A)" become the choice
 text; VSR captions become true/false questions; SpatialRGPT-Bench regions become "Region [k]"
-with numbered boxes drawn on the image (`draw_region_boxes`).
+with box k drawn and numbered k on the image (`draw_region_boxes`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, features
 
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
@@ -52,7 +52,8 @@ _HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Drawn SpatialRGPT images are kept in memory; Gemma sees 896x896 and the VAE less, so a
 # longer side above this only costs memory (1406 full-size images would take several GB).
 MAX_DRAWN_SIDE = 1024
-_PALETTE = [(230, 25, 75), (0, 130, 200), (60, 180, 75), (245, 130, 48), (145, 30, 180), (0, 150, 150)]
+# The colour order of training's boxed images (theworld.data.openspatial), so both look alike.
+_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
 
 
 # ---------------------------------------------------------------------------- reading rows
@@ -131,9 +132,7 @@ def _read_hub(data: str, config: str | None, split: str | None, limit: int | Non
     return [(f"{data}[{split}] row {i}", dict(rec)) for i, rec in enumerate(records)]
 
 
-def read_rows(
-    data: str, config: str | None, split: str | None, limit: int | None
-) -> tuple[list[Row], Path | None]:
+def read_rows(data: str, config: str | None, split: str | None, limit: int | None) -> tuple[list[Row], Path | None]:
     """Records of a local file, local snapshot folder or Hub dataset, and the default image folder."""
     if limit is not None and limit < 0:
         raise TheWorldUserError(f"limit must be >= 0, got {limit}")
@@ -379,33 +378,39 @@ def name_regions(text: str) -> tuple[str, int]:
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
+    if features.check_module("freetype2"):
+        return ImageFont.load_default(size=size)
+    return ImageFont.load_default()  # bitmap font: fixed size, still legible
 
 
 def draw_region_boxes(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Image:
-    """A copy of `image` with box k outlined and labelled "Region [k]" (same words as the text).
+    """A copy of `image` with box k outlined and labelled with its number k ("Region [k]").
 
-    Boxes are [x1, y1, x2, y2] in pixels, clamped to the image. Colours cycle through a small
-    palette; line width and font size scale with the image. The copy is then shrunk so its
-    longer side is at most `MAX_DRAWN_SIDE` (boxes are drawn first, at full resolution).
+    Same marks as training's boxed OpenSpatial images (`theworld.data.openspatial`), so a model
+    tuned on those sees the same kind of picture here: boxes are [x1, y1, x2, y2] in pixels,
+    clamped to the image; each distinct box gets the next palette colour and a filled label with
+    its number inside its top-left corner; identical boxes share one outline labelled "0,1".
+    Line width and font size scale with the image. The copy is then shrunk so its longer side is
+    at most `MAX_DRAWN_SIDE` (boxes are drawn first, at full resolution).
     """
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)
     width, height = out.size
-    line = max(2, round(min(width, height) / 200))
+    line = max(2, min(width, height) // 200)
     font = _font(max(12, min(width, height) // 30))
-    pad = max(1, line)
+    groups: dict[tuple[float, ...], list[int]] = {}
     for k, box in enumerate(boxes):
-        x1, x2 = sorted(min(max(float(v), 0.0), width - 1.0) for v in (box[0], box[2]))
-        y1, y2 = sorted(min(max(float(v), 0.0), height - 1.0) for v in (box[1], box[3]))
-        color = _PALETTE[k % len(_PALETTE)]
-        draw.rectangle([x1, y1, x2, y2], outline=color, width=line)
-        label = f"Region [{k}]"
-        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-        box_h = bottom - top + 2 * pad
-        ty = y1 - box_h if y1 - box_h >= 0 else y1  # above the box when there is room
-        draw.rectangle([x1, ty, x1 + right - left + 2 * pad, ty + box_h], fill=color)
-        draw.text((x1 + pad - left, ty + pad - top), label, fill=(255, 255, 255), font=font)
+        groups.setdefault(tuple(float(v) for v in box), []).append(k)
+    for colour_index, (box, numbers) in enumerate(groups.items()):
+        x1, x2 = sorted(min(max(v, 0.0), width - 1.0) for v in (box[0], box[2]))
+        y1, y2 = sorted(min(max(v, 0.0), height - 1.0) for v in (box[1], box[3]))
+        colour = _PALETTE[colour_index % len(_PALETTE)]
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
+        anchor = (x1 + line, y1 + line)
+        text = ",".join(str(k) for k in numbers)
+        left, top, right, bottom = draw.textbbox(anchor, text, font=font)
+        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
+        draw.text(anchor, text, fill="white", font=font)
     if max(out.size) > MAX_DRAWN_SIDE:
         out.thumbnail((MAX_DRAWN_SIDE, MAX_DRAWN_SIDE), Image.Resampling.LANCZOS)
     return out
@@ -471,7 +476,7 @@ def load_spatialrgpt_bench(
     conversations (question with `<mask>` per region, then answer), bbox (one per mask, in
     order), rle (ignored), qa_info {type, category}. conversations/bbox/qa_info/image_info may
     be string-serialised Python literals. Masks become "Region [k]" and box k is drawn and
-    labelled on the image (`draw_region_boxes`); scoring kind: see `_srgpt_scoring`.
+    numbered k on the image (`draw_region_boxes`); scoring kind: see `_srgpt_scoring`.
     """
     rows, default_folder = read_rows(data, None, split or "val", limit)
     folder = _folder(image_folder, default_folder)

@@ -54,7 +54,7 @@ _UNIT_RE = re.compile(
 _NUMBER_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)")
 _REGION_RE = re.compile(r"region\s*\[\s*\d+\s*\]|\[\s*\d+\s*\]")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_RANGE_GAP_RE = re.compile(r"\s*(?:-|–|—|to|and)\s*")
+_RANGE_GAP_RE = re.compile(r"\s*(?:-|\u2013|\u2014|to|and)\s*")  # hyphen, en/em dash
 _COMBO_GAP_RE = re.compile(r"\s*(?:,|and)?\s*")
 
 _ONES = [
@@ -71,16 +71,19 @@ _COMPOUND_WORD_RE = re.compile(
 )
 _WORD_RE = re.compile(r"\b(" + "|".join(sorted(WORD_NUMBERS, key=len, reverse=True)) + r")\b" + _UNIT_AHEAD)
 
-_CLOCK_RE = re.compile(
-    r"(?<![\w.])(\d{1,2}|" + "|".join(_ONES[1:13]) + r")(?::00)?\s*o\s*'?\s*clock"
+_CLOCK_RE = re.compile(r"(?<![\w.])(\d{1,2}|" + "|".join(_ONES[1:13]) + r")(?::00)?\s*o\s*'?\s*clock")
+
+
+# curly quotes and primes, as models and people type them, to the ASCII ' and "
+_PLAIN_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"', "\u2033": '"'}
 )
 
 
 def _normalise(text: str) -> str:
     """Lower-case, plain quotes, no region indices, no thousands separators."""
     text = text.lower()
-    for fancy, plain in (("’", "'"), ("‘", "'"), ("′", "'"), ("″", '"'), ("“", '"'), ("”", '"')):
-        text = text.replace(fancy, plain)
+    text = text.translate(_PLAIN_QUOTES)
     text = _REGION_RE.sub(" ", text)
     return _THOUSANDS_RE.sub("", text)
 
