@@ -39,7 +39,7 @@ class WorldProjector(nn.Module):
             self.proj = nn.Sequential(nn.Linear(in_dim, hidden))
         self.temporal_embedding = nn.Parameter(torch.zeros(config.world_max_latent_frames, hidden))
         self.output_scale = nn.Parameter(torch.ones(()))
-        self.eps = config.text_config.rms_norm_eps
+        self.eps = 1e-8  # the MLP output starts small (~1e-2 RMS): a larger eps would bias the scale
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) normalised latents -> (B, T * tokens_per_frame, hidden)."""

@@ -1,0 +1,75 @@
+"""The processor: world blocks before image blocks, [-1, 1] world pixels, Gemma-exact when off."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import Gemma3Processor
+
+from theworld import TheWorldProcessor
+from theworld.processing.processor import Clip
+from theworld.testing.inputs import clip_chat, image_chat, random_image
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_gemma_dir, world_settings):
+    return TheWorldProcessor.from_pretrained(tiny_gemma_dir, **world_settings)
+
+
+def test_world_block_precedes_image_block(processor):
+    inputs = processor.apply_chat_template(image_chat(0), tokenize=True, return_dict=True, return_tensors="pt")
+    text = processor.tokenizer.decode(inputs["input_ids"][0])
+    world = processor.start_of_world_token + processor.world_token * 16 + processor.end_of_world_token
+    assert world + "\n\n<start_of_image>" in text
+    assert text.index(world) < text.index("What happens next?")
+    assert processor.start_of_world_token == "<unused0>"  # Gemma's reserved tokens, no new vocabulary
+    assert len(processor.tokenizer) == len(Gemma3Processor.from_pretrained(processor.tokenizer.name_or_path).tokenizer)
+    pixels = inputs["world_pixel_values"]
+    assert pixels.shape == (1, 3, 1, 64, 64) and pixels.dtype == torch.float32
+    assert pixels.min() >= -1 and pixels.max() <= 1 and pixels.min() < -0.9 and pixels.max() > 0.9
+
+
+def test_world_pixels_scale(processor):
+    white = processor.world_pixels(np.full((10, 10, 3), 255, np.uint8))
+    black = processor.world_pixels(np.zeros((10, 10, 3), np.uint8))
+    assert white.shape == (3, 1, 64, 64) and np.all(white == 1.0) and np.all(black == -1.0)
+
+
+def test_clip_world_sees_all_frames_gemma_sees_last(processor):
+    chat = clip_chat(1, frames=5)
+    inputs = processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt")
+    assert inputs["world_pixel_values"].shape == (1, 3, 5, 64, 64)
+    assert int((inputs["input_ids"] == processor.world_token_id).sum()) == 2 * 16  # 5 frames -> 2 latent frames
+    last_frame = chat[0]["content"][0]["video"][-1]
+    expected = processor.image_processor(images=[last_frame], return_tensors="pt")["pixel_values"]
+    assert torch.equal(inputs["pixel_values"], expected)
+
+
+def test_world_off_is_exactly_gemma_processor(tiny_gemma_dir, world_settings):
+    ours = TheWorldProcessor.from_pretrained(tiny_gemma_dir, enable_world=False, **world_settings)
+    gemma = Gemma3Processor.from_pretrained(tiny_gemma_dir)
+    chats = [image_chat(2), image_chat(3, question="Describe this scene in more words")]
+    a = ours.apply_chat_template(chats, tokenize=True, return_dict=True, return_tensors="pt", padding=True)
+    b = gemma.apply_chat_template(chats, tokenize=True, return_dict=True, return_tensors="pt", padding=True)
+    assert set(a) == set(b) and "world_pixel_values" not in a
+    for key in b:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_batched_call_needs_per_sample_lists(processor):
+    out = processor(text=["<start_of_image> a", "<start_of_image> b"],
+                    images=[[random_image(0)], [random_image(1)]], return_tensors="pt", padding=True)
+    assert out["world_pixel_values"].shape == (2, 3, 1, 64, 64)
+    with pytest.raises(ValueError, match="same number of frames"):
+        processor(text=["<start_of_image> a", "<start_of_image> b"],
+                  images=[[random_image(0)], [Clip(random_image(i) for i in range(5))]], padding=True)
+    with pytest.raises(ValueError, match="2 texts need a list of 2"):
+        processor(text=["<start_of_image> a", "<start_of_image> b"], images=[random_image(0)])
+
+
+def test_save_load_keeps_world_settings(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    again = TheWorldProcessor.from_pretrained(tmp_path)
+    assert (again.world_image_size, again.world_tokens_per_frame, again.world_num_frames) == (64, 16, 9)
+    assert again.world_clip_frame == "last" and again.enable_world
