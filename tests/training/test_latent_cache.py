@@ -1,0 +1,271 @@
+"""The latent cache: exact latents, one encode per content, stale caches refused, resumable builds,
+and a model fed cached latents computing exactly what it computes from pixels."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from theworld.data.sample import Sample
+from theworld.errors import TheWorldUserError
+from theworld.processing.processor import Clip, TheWorldProcessor
+from theworld.testing.tiny import TinyVAESpec, make_tiny_vae
+from theworld.training.latent_cache import (
+    CacheSettings,
+    LatentCache,
+    LatentCacheMissError,
+    fingerprint_encoder,
+    fingerprint_pretrained,
+)
+from theworld.world_encoder.vae import CosmosWorldEncoder
+
+
+class CountingEncoder(torch.nn.Module):
+    """Wraps an encoder, counts the visuals it encodes, and can fail after some batches."""
+
+    def __init__(self, encoder: CosmosWorldEncoder, fail_after_batches: int | None = None) -> None:
+        super().__init__()
+        self.inner = encoder
+        self.vae = encoder.vae  # fingerprinting reads `.vae`
+        self.items = 0
+        self.batches = 0
+        self.fail_after_batches = fail_after_batches
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.fail_after_batches is not None and self.batches >= self.fail_after_batches:
+            raise RuntimeError("simulated crash mid-build")
+        self.batches += 1
+        self.items += pixels.shape[0]
+        return self.inner(pixels)
+
+
+def _image(path, seed: int, size: int = 48) -> str:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_vae_dir):
+    return CosmosWorldEncoder.from_pretrained(tiny_vae_dir)
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_gemma_dir, world_settings):
+    return TheWorldProcessor.from_pretrained(tiny_gemma_dir, **world_settings)
+
+
+@pytest.fixture(scope="module")
+def settings(world_settings):
+    return CacheSettings(world_image_size=world_settings["world_image_size"], world_num_frames=world_settings["world_num_frames"])
+
+
+@pytest.fixture(scope="module")
+def other_vae_dir(tmp_path_factory):
+    return str(make_tiny_vae(tmp_path_factory.mktemp("other_vae"), TinyVAESpec(seed=1)))
+
+
+@pytest.fixture
+def data(tmp_path):
+    """Two image files, an in-memory image, and a 5-frame clip on disk, as samples."""
+    a = _image(tmp_path / "a.png", 0)
+    b = _image(tmp_path / "b.jpg", 1, size=80)
+    memory = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    clip = [_image(tmp_path / f"clip_{i}.png", 10 + i) for i in range(5)]
+
+    def sample(sid, *items):
+        content = [{"type": "text", "text": "what is there?"}]
+        for item in items:
+            content.append({"type": "video", "video": item} if isinstance(item, list) else {"type": "image", "image": item})
+        return Sample(id=sid, messages=[{"role": "user", "content": content}])
+
+    samples = [sample("s0", a), sample("s1", b, memory), sample("s2", clip), sample("s3", a)]
+    return {"samples": samples, "visuals": [a, b, memory, clip]}
+
+
+def _direct(encoder, processor, visual):
+    visual = Clip(visual) if isinstance(visual, list) else visual
+    with torch.no_grad():
+        return encoder(torch.from_numpy(processor.world_pixels(visual))[None])[0]
+
+
+def test_cached_latents_equal_direct_encoding(tmp_path, data, encoder, processor, settings, tiny_vae_dir):
+    cache = LatentCache.open(tmp_path / "cache", fingerprint_pretrained(tiny_vae_dir), settings)
+    # batch_size=1: the encoder sees exactly what a direct call on one visual gives it.
+    stats = cache.build(data["samples"], encoder, processor, batch_size=1, shard_size=2, progress=False)
+    assert (stats.visuals, stats.unique, stats.encoded, stats.duplicates) == (5, 4, 4, 1)
+    assert len(list((tmp_path / "cache").glob("latents-*.safetensors"))) == stats.shards_written == 2
+    for visual in data["visuals"]:
+        cached = cache.latents_for(visual)
+        expected = _direct(encoder, processor, visual)
+        assert cached.dtype == torch.float32
+        assert torch.equal(cached, expected), visual
+    assert cache.latents_for(data["visuals"][3]).shape == (16, 2, 8, 8)  # 5 frames -> 2 latent frames
+
+    # A fresh process (new open, default preprocessing, no processor) serves the same latents.
+    reopened = LatentCache.open(tmp_path / "cache", fingerprint_encoder(encoder), settings)
+    assert len(reopened) == 4
+    for visual in data["visuals"]:
+        assert torch.equal(reopened.latents_for(visual), cache.latents_for(visual))
+    # Batched builds group visuals by frame count; CPU conv kernels differ in the last bit between
+    # batch 1 and larger batches (the VAE's own behaviour, not the cache's), so: close, not equal.
+    batched = LatentCache.open(tmp_path / "batched", encoder, settings)
+    batched.build(data["samples"], encoder, processor, batch_size=3, progress=False)
+    for visual in data["visuals"]:
+        torch.testing.assert_close(batched.latents_for(visual), cache.latents_for(visual), rtol=1e-5, atol=1e-5)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest["settings"]["world_image_size"] == 64
+    assert manifest["encoder"]["weights_sha256"] == fingerprint_encoder(encoder).weights_sha256
+    assert len(manifest["encoder"]["latents_mean"]) == 16
+
+
+def test_same_content_under_two_paths_is_encoded_once(tmp_path, data, encoder, settings):
+    original = data["visuals"][0]
+    copy = shutil.copy(original, tmp_path / "copy_of_a.png")
+    in_memory = Image.open(original).convert("RGB")
+    counting = CountingEncoder(encoder)
+    cache = LatentCache.open(tmp_path / "cache", encoder, settings)
+    stats = cache.build([original, copy, in_memory], counting, batch_size=4, progress=False)
+    assert counting.items == 1 and stats.encoded == 1 and stats.duplicates == 2
+    assert torch.equal(cache.latents_for(copy), cache.latents_for(original))
+    assert torch.equal(cache.latents_for(in_memory), cache.latents_for(original))
+
+
+def test_cache_of_another_vae_is_refused_then_rebuilt(tmp_path, data, encoder, settings, other_vae_dir):
+    root = tmp_path / "cache"
+    LatentCache.open(root, encoder, settings).build(data["samples"], encoder, progress=False)
+    other = CosmosWorldEncoder.from_pretrained(other_vae_dir)
+    with pytest.raises(TheWorldUserError, match="world encoder \\(VAE\\) weights") as info:
+        LatentCache.open(root, fingerprint_pretrained(other_vae_dir), settings)
+    assert "rebuild" in str(info.value)
+    assert len(list(root.glob("latents-*"))) > 0  # refusing deletes nothing
+
+    rebuilt = LatentCache.open(root, fingerprint_encoder(other), settings, on_stale="rebuild")
+    assert len(rebuilt) == 0 and not list(root.glob("latents-*"))
+    rebuilt.build(data["samples"], other, batch_size=1, progress=False)
+    image = data["visuals"][1]
+    assert torch.equal(rebuilt.latents_for(image), _direct(other, rebuilt._preprocessor, image))
+    assert not torch.equal(rebuilt.latents_for(image), _direct(encoder, rebuilt._preprocessor, image))
+    # Building with an encoder other than the one the cache was opened for is refused too.
+    with pytest.raises(TheWorldUserError, match="not the one"):
+        rebuilt.build(data["samples"], encoder, progress=False)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(world_image_size=32), "world_image_size: cache 64, now 32"),
+        (dict(dtype="bfloat16"), "dtype: cache float32, now bfloat16"),
+    ],
+)
+def test_cache_with_other_settings_is_refused_then_rebuilt(tmp_path, data, encoder, settings, change, message):
+    root = tmp_path / "cache"
+    LatentCache.open(root, encoder, settings).build(data["samples"][:1], encoder, progress=False)
+    changed = CacheSettings(**{**settings.__dict__, **change})
+    with pytest.raises(TheWorldUserError, match=message):
+        LatentCache.open(root, encoder, changed)
+    cache = LatentCache.open(root, encoder, changed, on_stale="rebuild")
+    assert len(cache) == 0
+    cache.build(data["samples"][:1], encoder, progress=False)
+    latents = cache.latents_for(data["visuals"][0])
+    assert latents.dtype == changed.torch_dtype
+    assert latents.shape[-1] == changed.world_image_size // 8
+
+
+def test_partial_build_resumes(tmp_path, data, encoder, settings):
+    root = tmp_path / "cache"
+    crashing = CountingEncoder(encoder, fail_after_batches=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cache = LatentCache.open(root, encoder, settings)
+        cache.build(data["samples"], crashing, batch_size=1, shard_size=1, progress=False)
+    assert not list(root.glob(".*.tmp"))
+    resumed = LatentCache.open(root, encoder, settings)
+    assert len(resumed) == 2  # both finished shards survive
+    counting = CountingEncoder(encoder)
+    stats = resumed.build(data["samples"], counting, batch_size=1, shard_size=1, progress=False)
+    assert counting.items == 2 and stats.already_cached == 2 and stats.encoded == 2
+    for visual in data["visuals"]:
+        assert torch.equal(resumed.latents_for(visual), _direct(encoder, resumed._preprocessor, visual))
+    again = CountingEncoder(encoder)
+    assert resumed.build(data["samples"], again, progress=False).encoded == 0 and again.items == 0
+
+
+def test_missing_visual_names_it_and_changed_files_miss(tmp_path, data, encoder, settings):
+    cache = LatentCache.open(tmp_path / "cache", encoder, settings)
+    cache.build(data["samples"][:1], encoder, progress=False)
+    stranger = _image(tmp_path / "never_cached.png", 99)
+    with pytest.raises(LatentCacheMissError, match="never_cached.png") as info:
+        cache.latents_for(stranger)
+    assert "theworld cache-latents" in str(info.value)
+    with pytest.raises(LatentCacheMissError, match="1 visual"):
+        cache.check_complete(data["samples"][:1] + [stranger])
+
+    # A reopened cache resolves unchanged files from the recorded aliases, without decoding.
+    class NoDecode:
+        def world_pixels(self, visual):
+            raise AssertionError(f"decoded {visual}")
+
+    reopened = LatentCache.open(tmp_path / "cache", encoder, settings)
+    reopened._preprocessor = NoDecode()
+    assert reopened.latents_for(data["visuals"][0]).shape == (16, 1, 8, 8)
+    # Rewritten content (new size/mtime) is hashed again and is a clear miss, never a stale hit.
+    _image(data["visuals"][0], 123, size=50)
+    fresh = LatentCache.open(tmp_path / "cache", encoder, settings)
+    with pytest.raises(LatentCacheMissError, match="a.png"):
+        fresh.latents_for(data["visuals"][0])
+
+
+def test_folder_that_is_not_a_cache_is_never_cleared(tmp_path, encoder, settings):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(TheWorldUserError, match="not a latent cache"):
+        LatentCache.open(tmp_path, encoder, settings, on_stale="rebuild")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_fingerprint_same_for_encoder_half_and_full_vae(tiny_vae_dir, encoder):
+    from diffusers import AutoencoderKLWan
+
+    full = CosmosWorldEncoder(AutoencoderKLWan.from_pretrained(os.path.join(tiny_vae_dir, "vae")))
+    a, b = fingerprint_encoder(full), fingerprint_pretrained(tiny_vae_dir)
+    assert (a.config_sha256, a.weights_sha256) == (b.config_sha256, b.weights_sha256)
+    assert fingerprint_pretrained(tiny_vae_dir, dtype=torch.bfloat16).weights_sha256 != b.weights_sha256
+
+
+def test_model_forward_with_cached_latents_is_bit_identical(tmp_path, tiny_gemma_dir, tiny_vae_dir, world_settings):
+    from theworld.model.modeling import TheWorld
+
+    torch.manual_seed(0)
+    model = TheWorld.from_pretrained(
+        tiny_gemma_dir, cosmos_model_name=tiny_vae_dir, dtype=torch.float32, attn_implementation="eager", **world_settings
+    ).eval()
+    processor = TheWorldProcessor.from_model_config(tiny_gemma_dir, model.config)
+    images = [_image(tmp_path / "x.png", 5), _image(tmp_path / "y.png", 6, size=70)]
+    conversation = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": images[0]}, {"type": "image", "image": images[1]}, {"type": "text", "text": "which is left?"}],
+        }
+    ]
+    batch = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors="pt")
+    settings = CacheSettings.from_processor(processor)
+    cache = LatentCache.open(tmp_path / "cache", fingerprint_pretrained(tiny_vae_dir), settings)
+    sample = Sample(id="x", messages=conversation)
+    # Both images in one encoder batch, as the model encodes world_pixel_values (batch size picks
+    # the CPU conv kernel, see test_cached_latents_equal_direct_encoding).
+    cache.build([sample], model.world_encoder, processor, batch_size=2, progress=False)
+    world_latents = torch.stack([cache.latents_for(v) for v in sample.visuals()])
+    with torch.no_grad():
+        assert torch.equal(world_latents, model.world_encoder(batch["world_pixel_values"]))
+
+    inputs = {k: v for k, v in batch.items() if k != "world_pixel_values"}
+    with torch.no_grad():
+        from_pixels = model(**inputs, world_pixel_values=batch["world_pixel_values"]).logits
+        from_cache = model(**inputs, world_latents=world_latents).logits
+    assert from_pixels.shape[1] == inputs["input_ids"].shape[1]
+    assert torch.equal(from_pixels, from_cache)
