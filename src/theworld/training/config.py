@@ -1,0 +1,362 @@
+"""`TrainConfig`: every setting of `theworld train`, read from YAML/JSON plus `--key value` overrides.
+
+The config is a flat dataclass so a file, the command line and the Python API all name a setting
+the same way. It is validated when it is built: an unknown key (with the closest valid key
+suggested), a value of the wrong type, an unknown stage or a data file that does not exist is a
+`TheWorldUserError` naming the key or file, which the CLI prints as one line and exit code 2.
+
+YAML note: PyYAML reads `1e-4` as a *string* (YAML 1.1 wants `1.0e-4`); a string that parses as
+the expected number is accepted, so `learning_rate: 1e-4` works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from theworld.errors import TheWorldUserError
+
+STAGES = ("align", "finetune", "full")
+ON_TRUNCATED = ("drop", "error")
+REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "trackio", "all")
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Learning rates used when `learning_rate` is not set (Prismatic's recipe: a high rate for a freshly
+# initialised projector alone, a low one once the language model trains; LoRA tolerates a higher one).
+DEFAULT_LEARNING_RATES = {"align": 1e-3, "finetune": 2e-5, "finetune_lora": 2e-4, "full": 2e-5}
+LR_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (one stage). Keys are the field names; see docs/training.md."""
+
+    # --- model ---------------------------------------------------------------------------
+    model_name_or_path: str = "google/gemma-3-4b-it"
+    """A Gemma 3 checkpoint (hub id or folder), or the output_dir of an earlier stage (weights only)."""
+    cosmos_model_name: str | None = "nvidia/Cosmos-Predict2-2B-Video2World"
+    enable_world: bool = True
+    """False trains the Gemma control: same data, same stage, no world tokens."""
+    stage: str = "align"
+    attn_implementation: str | None = None
+    # world settings; None keeps the model's own (the defaults for a Gemma base, the stored ones for a TheWorld dir)
+    world_image_size: int | None = None
+    world_tokens_per_frame: int | None = None
+    world_num_frames: int | None = None
+    world_projector_type: str | None = None
+    world_bidirectional: bool | None = None
+    train_cosmos_vae: bool = False
+    """Explicit opt-in to train the VAE encoder (stage full only; never with a latent cache)."""
+
+    # --- data ----------------------------------------------------------------------------
+    train_data: str | None = None
+    train_data_format: str = "auto"
+    image_folder: str | None = None
+    eval_data: str | None = None
+    eval_data_format: str = "auto"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_skip_fraction: float = 0.01
+    max_length: int = 4096
+    on_truncated: str = "drop"
+    latent_cache_dir: str | None = None
+    dataloader_num_workers: int = 0
+
+    # --- optimisation --------------------------------------------------------------------
+    output_dir: str | None = None
+    max_steps: int = -1
+    num_train_epochs: float = 1.0
+    per_device_train_batch_size: int = 1
+    per_device_eval_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    learning_rate: float | None = None
+    """None: the stage's default (DEFAULT_LEARNING_RATES)."""
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+    # --- LoRA (stages finetune / full) ---------------------------------------------------
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+    # --- logging, checkpoints ------------------------------------------------------------
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    eval_steps: int | None = None
+    resume_from_checkpoint: str | None = None
+    """A checkpoint folder, or "latest" for the newest checkpoint-N in output_dir."""
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+
+    # ---------------------------------------------------------------------------------------
+    def effective_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        key = "finetune_lora" if self.use_lora and self.stage != "align" else self.stage
+        return DEFAULT_LEARNING_RATES[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, check_paths: bool = True) -> None:
+        """Check values that types alone do not catch; every error names its key."""
+        if self.stage not in STAGES:
+            raise TheWorldUserError(_unknown_choice("stage", self.stage, STAGES))
+        if self.on_truncated not in ON_TRUNCATED:
+            raise TheWorldUserError(_unknown_choice("on_truncated", self.on_truncated, ON_TRUNCATED))
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise TheWorldUserError(_unknown_choice("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS))
+        for value in self.report_to:
+            if value not in REPORT_TO:
+                raise TheWorldUserError(_unknown_choice("report_to", value, REPORT_TO))
+        if self.world_projector_type is not None and self.world_projector_type not in ("mlp", "linear"):
+            raise TheWorldUserError(_unknown_choice("world_projector_type", self.world_projector_type, ("mlp", "linear")))
+        for key in ("train_data", "output_dir", "model_name_or_path"):
+            if not getattr(self, key):
+                raise TheWorldUserError(f"{key} is required (set it in the config file or with --{key})")
+        if self.stage == "align" and not self.enable_world:
+            raise TheWorldUserError(
+                "stage=align trains only the world projector, and enable_world=false has none: train the Gemma "
+                "control with stage=finetune (or full)"
+            )
+        if self.use_lora and self.stage == "align":
+            raise TheWorldUserError("use_lora=true needs stage=finetune or full: stage align trains no language model")
+        if self.train_cosmos_vae and self.stage != "full":
+            raise TheWorldUserError("train_cosmos_vae=true is only allowed with stage=full")
+        if self.train_cosmos_vae and self.latent_cache_dir:
+            raise TheWorldUserError("train_cosmos_vae=true cannot use latent_cache_dir: cached latents come from a frozen VAE")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise TheWorldUserError("set max_steps > 0 or num_train_epochs > 0")
+        positive = (
+            "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+            "logging_steps", "save_steps", "max_length", "lora_r", "lora_alpha",
+        )  # fmt: skip
+        for key in positive:
+            if getattr(self, key) <= 0:
+                raise TheWorldUserError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in ("save_total_limit", "eval_steps", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise TheWorldUserError(f"{key} must be positive (or null), got {value}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise TheWorldUserError(f"learning_rate must be positive, got {self.learning_rate}")
+        for key in ("max_skip_fraction", "lora_dropout"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise TheWorldUserError(f"{key} must be between 0 and 1, got {getattr(self, key)}")
+        for key in ("warmup_steps", "dataloader_num_workers", "weight_decay", "max_grad_norm"):
+            if getattr(self, key) < 0:
+                raise TheWorldUserError(f"{key} must not be negative, got {getattr(self, key)}")
+        if not self.lora_target_modules:
+            raise TheWorldUserError("lora_target_modules must name at least one module")
+        if check_paths:
+            self._check_paths()
+
+    def _check_paths(self) -> None:
+        from theworld.data.loading import FORMATS, looks_like_hub_id
+
+        for key in ("train_data_format", "eval_data_format"):
+            if getattr(self, key) not in FORMATS:
+                raise TheWorldUserError(_unknown_choice(key, getattr(self, key), FORMATS))
+        for key in ("train_data", "eval_data"):
+            value = getattr(self, key)
+            if value is None or looks_like_hub_id(value):
+                continue
+            if not os.path.exists(value):
+                raise TheWorldUserError(f"{key}: data file {value} does not exist")
+            if os.path.isdir(value):
+                raise TheWorldUserError(f"{key}: {value} is a folder; give the JSON/JSONL data file")
+        for key in ("image_folder", "latent_cache_dir"):
+            value = getattr(self, key)
+            if value is not None and not os.path.isdir(value):
+                raise TheWorldUserError(f"{key}: folder {value} does not exist")
+        for key in ("model_name_or_path", "cosmos_model_name"):
+            value = getattr(self, key)
+            if value is not None and _looks_local(value) and not os.path.exists(value):
+                raise TheWorldUserError(f"{key}: {value} does not exist (and is not a hub id owner/name)")
+        if self.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(self.resume_from_checkpoint):
+            raise TheWorldUserError(
+                f"resume_from_checkpoint: checkpoint folder {self.resume_from_checkpoint} does not exist "
+                "(give a checkpoint-N folder, or 'latest')"
+            )
+
+
+# ------------------------------------------------------------------------------------------------
+# reading and type checking
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _looks_local(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or value.count("/") != 1 or os.path.exists(value)
+
+
+def _unknown_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{key}: unknown value {value!r}{hint} (valid: {', '.join(choices)})"
+
+
+def unknown_key_message(key: str, source: str) -> str:
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else " (see docs/training.md for the valid keys)"
+    return f"unknown config key {key!r} in {source}{hint}"
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _split_optional(annotation: Any) -> tuple[Any, bool]:
+    """`X | None` -> (X, True); X -> (X, False)."""
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        return inner[0], len(inner) < len(args)
+    return annotation, False
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def coerce_value(key: str, value: Any, from_cli: bool = False) -> Any:
+    """`value` as the type of field `key`, or a TheWorldUserError naming the key and what was expected."""
+    base, optional = _split_optional(_field_types()[key])
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~") and optional):
+        if optional:
+            return None
+        raise TheWorldUserError(f"{key}: a value is required (got null)")
+
+    def wrong(expected: str) -> TheWorldUserError:
+        return TheWorldUserError(f"{key}: expected {expected}, got {value!r} ({type(value).__name__})")
+
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise wrong("true or false")
+    if base is int:
+        if isinstance(value, bool):
+            raise wrong("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise wrong("an integer")
+    if base is float:
+        if isinstance(value, bool):
+            raise wrong("a number")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise wrong("a number") from None
+            if math.isfinite(number):
+                return number
+        raise wrong("a number")
+    if base is str:
+        if isinstance(value, str):
+            return value
+        if from_cli or isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise wrong("a string")
+    if typing.get_origin(base) is list:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise wrong("a list of strings (or one comma-separated string)")
+    raise AssertionError(f"unsupported config field type {base!r} for {key}")  # pragma: no cover
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML or JSON mapping from a file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TheWorldUserError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text) if text.strip() else {}
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as err:  # yaml.YAMLError / json.JSONDecodeError: both are user errors here
+        raise TheWorldUserError(f"config file {path} could not be parsed: {err}") from None
+    if not isinstance(data, dict):
+        raise TheWorldUserError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def build_config(
+    values: dict[str, Any], source: str = "config", overrides: dict[str, Any] | None = None, check_paths: bool = True
+) -> TrainConfig:
+    """A validated TrainConfig from file values plus CLI overrides (strings, coerced by type)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in FIELD_NAMES:
+            raise TheWorldUserError(unknown_key_message(str(key), source))
+        kwargs[key] = coerce_value(key, value)
+    for key, value in (overrides or {}).items():
+        if key not in FIELD_NAMES:
+            raise TheWorldUserError(unknown_key_message(key, "the command line"))
+        kwargs[key] = coerce_value(key, value, from_cli=True)
+    config = TrainConfig(**kwargs)
+    config.validate(check_paths=check_paths)
+    return config
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, check_paths: bool = True
+) -> TrainConfig:
+    """Read `path` (YAML or JSON; optional) and apply `overrides` ({key: value}) on top."""
+    values = read_config_file(path) if path is not None else {}
+    return build_config(values, source=str(path) if path else "config", overrides=overrides, check_paths=check_paths)
+
+
+def parse_override_args(extras: list[str]) -> dict[str, str]:
+    """`["--key", "value", "--other=value"]` -> {"key": "value", "other": "value"} (dashes read as underscores)."""
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(extras):
+        token = extras[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise TheWorldUserError(f"unexpected argument {token!r}: overrides are given as --key value")
+        name, eq, value = token[2:].partition("=")
+        name = name.replace("-", "_")
+        if not eq:
+            if i + 1 >= len(extras) or (extras[i + 1].startswith("--") and len(extras[i + 1]) > 2):
+                raise TheWorldUserError(f"--{name} needs a value")
+            value = extras[i + 1]
+            i += 1
+        overrides[name] = value
+        i += 1
+    return overrides

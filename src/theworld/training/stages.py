@@ -1,0 +1,172 @@
+"""Training stages (Prismatic-style): which parts of TheWorld learn.
+
+    align     the world projector only; Gemma (vision + language) and the VAE stay frozen.
+    finetune  + the language model: all of it, or LoRA adapters on its linear layers (use_lora).
+    full      + Gemma's vision tower and multi-modal projector.
+
+The Cosmos VAE stays frozen in every stage; `train_cosmos_vae=True` (stage full only) is the one
+explicit opt-in. With `enable_world=False` (the Gemma control) there is no projector: `align` is an
+error and `finetune` trains the language model alone.
+
+`apply_stage` returns the ordered names of the trainable parameters (order of
+`model.named_parameters()`, tied weights once). Checkpoints record the stage and these names; a
+resume checks them, so a checkpoint is never silently loaded into a different trainable set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from theworld.errors import TheWorldUserError
+from theworld.training.config import DEFAULT_LORA_TARGETS, STAGES
+
+logger = logging.getLogger(__name__)
+
+LORA_ADAPTER_NAME = "default"
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lora_target_regex(target_modules: Sequence[str]) -> str:
+    """Only the language model's linear layers: SigLIP has q_proj/k_proj too, and they must stay untouched."""
+    names = "|".join(re.escape(name) for name in target_modules)
+    return rf"model\.language_model\..*\.({names})"
+
+
+def _inject_lora(model: torch.nn.Module, settings: LoraSettings) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=lora_target_regex(settings.target_modules),
+        bias="none",
+    )
+    try:
+        inject_adapter_in_model(config, model, adapter_name=LORA_ADAPTER_NAME)
+    except ValueError as err:  # peft: "Target modules ... not found in the base model"
+        raise TheWorldUserError(f"lora_target_modules={settings.target_modules}: {err}") from None
+
+
+def has_lora(model: torch.nn.Module) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return any(isinstance(m, LoraLayer) for m in model.modules())
+
+
+def merge_lora(model: torch.nn.Module) -> list[str]:
+    """Fold every LoRA adapter into its base linear layer and put the plain layer back.
+
+    Returns the names of the base weights that changed (`...q_proj.weight`), which then belong in
+    the saved adapter file. Afterwards the model is a plain TheWorld again.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    merged: list[str] = []
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        module.merge(safe_merge=True)
+        base = module.get_base_layer()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, base)
+        merged.append(f"{name}.weight")
+    return merged
+
+
+def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if ".lora_" in k}
+
+
+def trainable_parameter_names(model: torch.nn.Module) -> list[str]:
+    return [name for name, param in model.named_parameters() if param.requires_grad]
+
+
+def apply_stage(
+    model: torch.nn.Module,
+    stage: str,
+    *,
+    use_lora: bool = False,
+    lora: LoraSettings | None = None,
+    train_cosmos_vae: bool = False,
+) -> list[str]:
+    """Freeze everything, then unfreeze what `stage` trains; returns the ordered trainable names.
+
+    The model's freeze flags in its config are updated to match, so a saved config says which
+    parts were trained.
+    """
+    if stage not in STAGES:
+        raise TheWorldUserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    if use_lora and stage == "align":
+        raise TheWorldUserError("use_lora needs stage finetune or full: stage align trains no language model")
+    if train_cosmos_vae and stage != "full":
+        raise TheWorldUserError("train_cosmos_vae is only allowed with stage full")
+    projector = getattr(model, "world_projector", None)
+    if stage == "align" and projector is None:
+        raise TheWorldUserError(
+            "stage align trains only the world projector, but this model has enable_world=False: "
+            "train the Gemma control with stage finetune"
+        )
+
+    model.requires_grad_(False)
+    language = model.model.language_model
+    if stage in ("finetune", "full"):
+        if use_lora:
+            if not has_lora(model):
+                _inject_lora(model, lora or LoraSettings())
+            # peft marked only LoRA weights trainable; the base language model stays frozen.
+            for name, param in model.named_parameters():
+                param.requires_grad_(".lora_" in name)
+        else:
+            language.requires_grad_(True)
+            model.lm_head.requires_grad_(True)  # tied to the embeddings in Gemma 3: one tensor
+    if stage == "full":
+        model.model.vision_tower.requires_grad_(True)
+        model.model.multi_modal_projector.requires_grad_(True)
+    if projector is not None:
+        projector.requires_grad_(True)
+    encoder = getattr(model, "world_encoder", None)
+    if train_cosmos_vae:
+        if encoder is None:
+            raise TheWorldUserError("train_cosmos_vae needs the VAE loaded (cosmos_model_name set)")
+        encoder.requires_grad_(True)
+    elif encoder is not None:
+        encoder.requires_grad_(False)
+
+    cfg = model.config
+    cfg.freeze_gemma_language = stage == "align" or use_lora
+    cfg.freeze_gemma_vision = stage != "full"
+    cfg.freeze_cosmos_vae = not train_cosmos_vae
+
+    names = trainable_parameter_names(model)
+    trainable, total, percent = model.get_trainable_parameters()
+    logger.info(
+        "stage %s%s: %d trainable tensors, %s of %s parameters (%.3f%%)",
+        stage, " + LoRA" if use_lora else "", len(names), f"{trainable:,}", f"{total:,}", percent,
+    )  # fmt: skip
+    return names
+
+
+def cast_trainable_to_fp32(model: torch.nn.Module) -> int:
+    """Trainable weights become fp32 master copies (the frozen rest keeps its dtype, e.g. bf16)."""
+    count = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            count += 1
+    return count

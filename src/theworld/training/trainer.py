@@ -1,0 +1,359 @@
+"""`TheWorldTrainer`: transformers' `Trainer`, extended where TheWorld differs, not rewritten.
+
+What changes, and why:
+
+* **Loss** (`compute_loss`): `supervised_lm_loss`, so logits exist only at supervised positions.
+  The Trainer counts supervised tokens over all gradient-accumulation micro-batches (and all
+  processes, `average_tokens_across_devices`) and passes that as `num_items_in_batch`; the loss is
+  a sum divided by it, so every answer token weighs the same however the batch was split.
+  Gemma 3 declares `accepts_loss_kwargs = False`, which would turn that counting off: the trainer
+  turns it back on and declares its loss already scaled for accumulation.
+* **Unused parameters under DDP**: a micro-batch without world inputs (or without images) leaves
+  the world projector (or vision tower) out of the graph; DDP would wait for its gradients. A
+  zero-weighted term over those parameters keeps every trainable parameter in every graph, so
+  `find_unused_parameters=False` is safe and no rank hangs.
+* **Checkpoints** hold only the trainable tensors (`world_adapter.safetensors`) plus the stage and
+  the ordered trainable names (`theworld_training.json`), next to the Trainer's own optimizer,
+  scheduler, RNG and `trainer_state.json`. They are written into a staging folder and renamed into
+  place when complete, so a run killed mid-save leaves the previous checkpoint-N intact and no
+  half-written one; `save_total_limit` rotation runs after the rename.
+* **Progress**: one tqdm bar with loss, learning rate and tokens/s (`tokens_per_second` also goes
+  to TensorBoard and every other `report_to` logger).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from theworld.errors import TheWorldUserError
+from theworld.model.modeling import WORLD_ADAPTER_NAME
+from theworld.training.loss import supervised_lm_loss
+from theworld.training.stages import has_lora, lora_state_dict, merge_lora
+
+logger = logging.getLogger(__name__)
+
+TRAINING_INFO_NAME = "theworld_training.json"
+STAGING_DIR = ".checkpoint-staging"
+LORA_DIR = "lora"
+LORA_WEIGHTS_NAME = "lora_adapter.safetensors"
+LORA_CONFIG_NAME = "lora_config.json"
+WORLD_PREFIXES = ("world_projector.", "world_encoder.")
+VISION_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
+
+
+@dataclass
+class TrainingInfo:
+    """What a checkpoint or output folder was trained as; written next to its weights."""
+
+    stage: str
+    trainable_parameters: list[str]
+    saved_keys: list[str] = field(default_factory=list)
+    base_model_name_or_path: str | None = None
+    cosmos_model_name: str | None = None
+    enable_world: bool = True
+    use_lora: bool = False
+    lora: dict | None = None
+    lora_merged: bool = False
+    initialized_from: str | None = None
+    global_step: int = 0
+
+    def save(self, directory: str) -> None:
+        with open(os.path.join(directory, TRAINING_INFO_NAME), "w", encoding="utf-8") as handle:
+            json.dump(asdict(self), handle, indent=2)
+
+    @classmethod
+    def load(cls, directory: str) -> TrainingInfo | None:
+        path = os.path.join(directory, TRAINING_INFO_NAME)
+        if not os.path.isfile(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class TheWorldProgressCallback(TrainerCallback):
+    """A progress bar showing loss, learning rate and tokens/s; replaces the Trainer's own."""
+
+    def __init__(self, description: str = "train") -> None:
+        self.description = description
+        self.bar: tqdm | None = None
+        self._last_time: float | None = None
+        self._last_tokens = 0
+        self.postfix: dict[str, str] = {}
+
+    def tokens_per_second(self, state) -> float | None:
+        """Non-padding input tokens per second since the previous call (all processes)."""
+        now = time.perf_counter()
+        if self._last_time is None:
+            self._last_time, self._last_tokens = now, state.num_input_tokens_seen
+            return None
+        elapsed = now - self._last_time
+        rate = (state.num_input_tokens_seen - self._last_tokens) / elapsed if elapsed > 0 else None
+        self._last_time, self._last_tokens = now, state.num_input_tokens_seen
+        return rate
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
+        if state.is_world_process_zero and not args.disable_tqdm:
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc=self.description, unit="step", dynamic_ncols=True
+            )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if "loss" in logs:
+            self.postfix = {"loss": f"{logs['loss']:.4f}"}
+            if "learning_rate" in logs:
+                self.postfix["lr"] = f"{logs['learning_rate']:.2e}"
+            if logs.get("tokens_per_second") is not None:
+                self.postfix["tok/s"] = f"{logs['tokens_per_second']:.0f}"
+            if self.bar is not None:
+                self.bar.set_postfix(self.postfix, refresh=False)
+        shown = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()}
+        logger.info("step %d: %s", state.global_step, shown)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class TheWorldTrainer(Trainer):
+    """`Trainer` for one stage of TheWorld; see the module docstring for what it changes."""
+
+    # `compute_loss` divides by `num_items_in_batch` (tokens of the whole optimizer step): the
+    # Trainer must not divide again by the accumulation steps.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        *args: Any,
+        stage: str,
+        trainable_names: list[str],
+        processor: Any = None,
+        training_info: TrainingInfo | None = None,
+        inherited_keys: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        # Gemma 3 says `accepts_loss_kwargs = False`; our loss does use `num_items_in_batch`, so
+        # the Trainer must count supervised tokens per optimizer step.
+        self.model_accepts_loss_kwargs = True
+        self.stage = stage
+        self.trainable_names = list(trainable_names)
+        self.inherited_keys = list(inherited_keys or [])
+        self.merged_lora_keys: list[str] = []
+        self.processor = processor
+        self.training_info = training_info or TrainingInfo(stage=stage, trainable_parameters=self.trainable_names)
+        self.supervised_tokens_seen = 0
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self._world_params = [p for n, p in named if n.startswith(WORLD_PREFIXES)]
+        self._vision_params = [p for n, p in named if n.startswith(VISION_PREFIXES)]
+        self._staging_root: str | None = None
+        self.progress = TheWorldProgressCallback(description=f"{stage}")
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        self.add_callback(self.progress)
+
+    # ---------------------------------------------------------------------------------------
+    # loss
+
+    def _unused_parameter_term(self, inputs: dict[str, Any]) -> torch.Tensor | float:
+        """0 x (parameters this batch does not reach): keeps DDP's gradient hooks firing on every rank."""
+        unused: list[torch.nn.Parameter] = []
+        if inputs.get("world_pixel_values") is None and inputs.get("world_latents") is None:
+            unused += self._world_params
+        if inputs.get("pixel_values") is None:
+            unused += self._vision_params
+        if not unused:
+            return 0.0
+        return torch.stack([p.sum().float() for p in unused]).sum() * 0.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        if num_items_in_batch is not None:
+            # A step whose samples were all dropped has 0 supervised tokens: 0 / 1, never 0 / 0.
+            if torch.is_tensor(num_items_in_batch):
+                num_items_in_batch = num_items_in_batch.clamp(min=1)
+            else:
+                num_items_in_batch = max(int(num_items_in_batch), 1)
+        loss, n_tokens = supervised_lm_loss(model, inputs, labels, num_items_in_batch)
+        if model.training:
+            loss = loss + self._unused_parameter_term(inputs)
+            self.supervised_tokens_seen += int(n_tokens)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # `num_items_in_batch` is summed over processes and DDP averages gradients over them.
+            loss = loss * self.accelerator.num_processes
+        return (loss, None) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation: the mean loss over this batch's supervised tokens; no logits are kept."""
+        inputs = dict(self._prepare_inputs(inputs))
+        labels = inputs.pop("labels")
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss, _ = supervised_lm_loss(model, inputs, labels)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            rate = self.progress.tokens_per_second(self.state)
+            if rate is not None:
+                logs["tokens_per_second"] = round(rate, 2)
+        super().log(logs, start_time)
+
+    # ---------------------------------------------------------------------------------------
+    # saving
+
+    def saved_keys(self, state_keys) -> list[str]:
+        """Tensors a checkpoint / output holds: trainable ones, merged LoRA bases, and those inherited from the
+        earlier stage this run started from (so its training is not lost when this stage trains less)."""
+        state_keys = set(state_keys)
+        ordered = self.inherited_keys + self.trainable_names + self.merged_lora_keys
+        seen: set[str] = set()
+        keys = []
+        for key in ordered:
+            if key in state_keys and key not in seen:
+                seen.add(key)
+                keys.append(key)
+        return keys
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Write the trainable tensors + config + stage record (never a copy of frozen Gemma)."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if state_dict is None:
+            state_dict = model.state_dict()
+        keys = self.saved_keys(state_dict.keys())
+        tensors = {k: state_dict[k].detach().to("cpu").contiguous() for k in keys}
+        save_file(tensors, os.path.join(output_dir, WORLD_ADAPTER_NAME), metadata={"format": "pt"})
+        model.config.save_pretrained(output_dir)
+        info = self.training_info
+        info.saved_keys = keys
+        info.global_step = self.state.global_step
+        info.lora_merged = bool(self.merged_lora_keys)
+        info.save(output_dir)
+        if os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir) and self.processor is not None:
+            self.processor.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        logger.info("saved %d trainable tensors (stage %s) to %s", len(keys), self.stage, output_dir)
+
+    def _get_output_dir(self, trial) -> str:
+        if self._staging_root is not None:
+            return self._staging_root
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, written to a staging folder and renamed into place when complete."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            shutil.rmtree(staged, ignore_errors=True)  # left by a run killed mid-save
+            os.makedirs(staging_root, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
+        if self.args.should_save:
+            _publish_directory(staged, final)
+            try:
+                os.rmdir(staging_root)  # only when empty
+            except OSError:
+                pass
+            logger.info("checkpoint %s complete", final)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume: load the checkpoint's trainable tensors after checking stage and trainable names."""
+        info = TrainingInfo.load(resume_from_checkpoint)
+        if info is None:
+            raise TheWorldUserError(f"{resume_from_checkpoint} is not a TheWorld checkpoint (no {TRAINING_INFO_NAME})")
+        check_resumable(info, self.stage, self.trainable_names, resume_from_checkpoint)
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        target.load_world_adapter(resume_from_checkpoint)
+        logger.info("resumed weights, optimizer, scheduler, RNG and data position from %s", resume_from_checkpoint)
+
+    def save_final(self) -> str:
+        """The finished model in output_dir: adapter + config (base ids) + processor + stage record.
+
+        With LoRA the unmerged adapter goes to `output_dir/lora/` first; then LoRA is merged into
+        the language model and the merged linear weights are saved, so `TheWorld.from_pretrained
+        (output_dir)` needs nothing from peft.
+        """
+        output_dir = self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if has_lora(model):
+            if self.args.should_save:
+                lora_dir = os.path.join(output_dir, LORA_DIR)
+                os.makedirs(lora_dir, exist_ok=True)
+                save_file(lora_state_dict(model), os.path.join(lora_dir, LORA_WEIGHTS_NAME), metadata={"format": "pt"})
+                with open(os.path.join(lora_dir, LORA_CONFIG_NAME), "w", encoding="utf-8") as handle:
+                    json.dump(self.training_info.lora or {}, handle, indent=2)
+            self.merged_lora_keys = merge_lora(model)
+            logger.info("merged LoRA into %d language-model weights", len(self.merged_lora_keys))
+        self.save_model(output_dir)
+        return output_dir
+
+
+def check_resumable(info: TrainingInfo, stage: str, trainable_names: list[str], checkpoint: str) -> None:
+    """A checkpoint resumes only the run that wrote it: same stage, same trainable tensors in the same order."""
+    if info.stage != stage:
+        raise TheWorldUserError(
+            f"resume_from_checkpoint: {checkpoint} was written by stage {info.stage!r}, this run is stage {stage!r}. "
+            f"To start a new stage from it, set model_name_or_path to that stage's output_dir and leave "
+            f"resume_from_checkpoint unset (weights only, fresh optimizer)"
+        )
+    if info.trainable_parameters != trainable_names:
+        ours, theirs = set(trainable_names), set(info.trainable_parameters)
+        raise TheWorldUserError(
+            f"resume_from_checkpoint: {checkpoint} trained a different parameter set "
+            f"({len(theirs - ours)} names only there, {len(ours - theirs)} only here; e.g. "
+            f"{sorted(theirs ^ ours)[:3]}): check use_lora / lora_* / enable_world against the run that wrote it"
+        )
+
+
+def _publish_directory(staged: str, final: str) -> None:
+    """Rename a complete staged folder to its final name (replacing an existing one safely)."""
+    if not os.path.isdir(staged):
+        raise RuntimeError(f"checkpoint staging folder {staged} is missing")
+    old = None
+    if os.path.exists(final):
+        old = staged + ".replaced"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
