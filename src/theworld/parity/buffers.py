@@ -8,21 +8,26 @@ Two bugs this catches, both seen in practice:
 
 Each tensor gets value checks that need no reference (meta device, non-finite, absurd magnitude,
 all zeros) and, where one can be computed, a comparison against a *reference*: the value the
-model's own initialisation gives that tensor. The reference is found generically by re-running
-the owning `PreTrainedModel._init_weights` on a CPU copy of the module, with transformers'
-"already initialised" flags cleared so that the init really runs. The copy is made twice, its
-tensors pre-filled with two different sentinel values and the random generator seeded
-differently; a tensor counts as defined by the init only when both runs give the same value
-(so random inits and tensors the init leaves alone get no reference). The copy's parameters are
-on the meta device unless they are being checked, so a 2 GB embedding is never duplicated.
-When `_init_weights` does not define a buffer, `reference_fns` and built-in fallbacks (rotary
-`inv_freq` from the module's rope init function, `embed_scale` from `scalar_embed_scale`) are
-tried.
+model's own initialisation gives that tensor.
+
+How the reference is found, generically: a skeleton copy of the model is built (every module
+copied shallowly, sharing its config; the tensors under test replaced by CPU tensors filled with
+a sentinel value, floating ones in fp32; every other parameter replaced by an empty meta tensor,
+so a 2 GB embedding is never duplicated) and initialised the way `PreTrainedModel.initialize_weights`
+does it: children before parents, each module by the `_init_weights` of the nearest
+`PreTrainedModel` containing it (so SigLIP buffers get SigLIP's init inside Gemma 3), with
+transformers' "already initialised" flags absent and torch's own init functions in place, so the
+init really runs. That is done twice, with two different sentinels and random seeds; a tensor
+counts as defined by the init only when both runs give it the same value (random inits and
+tensors the init leaves alone get no reference). A module whose init needs real values of its
+parameters (it fails on meta tensors) is retried with real copies of its own subtree.
+Where `_init_weights` defines nothing, `reference_fns` and built-in fallbacks (rotary `inv_freq`
+from the module's rope init function, `embed_scale` from `scalar_embed_scale`) are tried.
 
 The expected dtype of a buffer is the dtype of the tensor the init copied into it; a buffer now
 held in a narrower dtype (fp32 `inv_freq` -> bf16) is reported as a dtype change. Values are
 compared at the buffer's own precision, so a bf16 `embed_scale` of 55.5 (sqrt(3072) rounded, as
-Gemma does on purpose) is not a mismatch.
+Gemma does when loaded in bf16) is not a mismatch.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ logger = logging.getLogger(__name__)
 GARBAGE_THRESHOLD = 1e10
 _SENTINELS = ((3, False, 0), (5, True, 1))  # (numeric fill, bool fill, RNG seed) per run
 _CHUNK = 1 << 24  # elements scanned at a time when checking large tensors
+_MAX_REAL_SUBTREE = 1 << 26  # largest subtree (elements) copied for real when an init needs values
 
 
 @dataclass
@@ -81,8 +87,18 @@ class Reference:
     expected_dtype: torch.dtype | None = None
 
 
-# A reference for buffer `name` of `module`: a Reference, a bare tensor (dtype not judged), or None.
+# A reference for tensor `name` of `module` (its own, unqualified name): a Reference, a bare
+# tensor (its dtype is then not judged), or None when the function has nothing to say.
 ReferenceFn = Callable[[nn.Module, str], "Reference | torch.Tensor | None"]
+
+
+@dataclass
+class _Entry:
+    name: str  # qualified
+    module: nn.Module
+    local: str  # name inside `module`
+    tensor: torch.Tensor
+    is_parameter: bool
 
 
 def audit_buffers(
@@ -94,63 +110,41 @@ def audit_buffers(
     atol: float = 1e-8,
     garbage_threshold: float = GARBAGE_THRESHOLD,
     max_param_numel: int = 1 << 24,
+    max_batch_numel: int = 1 << 27,
 ) -> list[BufferIssue]:
     """Check every buffer of `model` (persistent or not) and, with `check_parameters`, every
     parameter; return the issues found, in module order (an empty list means all is well).
 
     A value differs from its reference when |value - reference| > atol + rtol * |reference|, with
-    the reference rounded to the tensor's dtype first. `reference_fns` are asked first, then the
-    owning model's `_init_weights`, then the built-in fallbacks. Parameters larger than
-    `max_param_numel` elements get the value checks but no reference (their inits are random).
+    the reference rounded to the tensor's dtype first. Parameters larger than `max_param_numel`
+    elements get the value checks but no reference (their inits are random in practice); at most
+    `max_batch_numel` parameter elements are materialised (in fp32, twice) at a time.
     """
+    entries = _entries(model, check_parameters)
+    wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= max_param_numel]
+    refs = _references(model, wanted, reference_fns, max_batch_numel)
     issues: list[BufferIssue] = []
-    for prefix, module, owner in _modules_with_owner(model):
-        own_buffers = [(n, b) for n, b in module._buffers.items() if b is not None]
-        own_params = [(n, p) for n, p in module._parameters.items() if p is not None] if check_parameters else []
-        if not own_buffers and not own_params:
-            continue
-        wanted = {n for n, _ in own_buffers}
-        wanted |= {n for n, p in own_params if p.numel() <= max_param_numel}
-        refs = reference_values(module, owner, wanted, reference_fns)
-        for name, tensor in own_buffers:
-            issues.extend(_check(_join(prefix, name), tensor, refs.get(name), False, rtol, atol, garbage_threshold))
-        for name, tensor in own_params:
-            issues.extend(_check(_join(prefix, name), tensor, refs.get(name), True, rtol, atol, garbage_threshold))
+    for entry in entries:
+        issues.extend(
+            _check(entry.name, entry.tensor, refs.get(entry.name), entry.is_parameter, rtol, atol, garbage_threshold)
+        )
     return issues
 
 
 def reference_values(
-    module: nn.Module,
-    owner: nn.Module | None,
-    names: set[str] | None = None,
+    model: nn.Module,
+    names: Sequence[str] | None = None,
+    *,
     reference_fns: Sequence[ReferenceFn] = (),
+    include_parameters: bool = False,
+    max_batch_numel: int = 1 << 27,
 ) -> dict[str, Reference]:
-    """References for the module's own buffers/parameters in `names` (default: its buffers).
-
-    `owner` is the `PreTrainedModel` whose `_init_weights` initialises `module` (the nearest one
-    containing it, as transformers dispatches it); None skips that source.
-    """
-    if names is None:
-        names = {n for n, b in module._buffers.items() if b is not None}
-    refs: dict[str, Reference] = {}
-    for fn in reference_fns:
-        for name in sorted(names - refs.keys()):
-            ref = _as_reference(fn(module, name))
-            if ref is not None:
-                refs[name] = ref
-    if owner is not None and hasattr(owner, "_init_weights") and names - refs.keys():
-        for name, ref in _init_weights_references(module, owner, names - refs.keys()).items():
-            refs[name] = ref
-    for fn in (_rotary_reference, _embed_scale_reference):
-        for name in sorted(names - refs.keys()):
-            try:
-                ref = _as_reference(fn(module, name))
-            except Exception as err:  # a fallback that does not fit this module
-                logger.debug("fallback %s failed for %s: %s", fn.__name__, name, err)
-                ref = None
-            if ref is not None:
-                refs[name] = ref
-    return refs
+    """References for the tensors of `model` named in `names` (qualified names; default: every
+    buffer, and every parameter with `include_parameters`), as far as they can be found."""
+    entries = _entries(model, include_parameters or names is not None)
+    if names is not None:
+        entries = [e for e in entries if e.name in set(names)]
+    return _references(model, entries, reference_fns, max_batch_numel)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,58 +155,91 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _modules_with_owner(model: nn.Module) -> Iterator[tuple[str, nn.Module, nn.Module | None]]:
-    """(qualified name, module, nearest PreTrainedModel at or above it) for every module once."""
+def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:
+    """Every buffer (and parameter) once, under its first qualified name, in module order."""
+    entries: list[_Entry] = []
+    seen: set[int] = set()
+    for prefix, module in model.named_modules():
+        own = [(n, b, False) for n, b in module._buffers.items() if b is not None]
+        if with_parameters:
+            own = [(n, p, True) for n, p in module._parameters.items() if p is not None] + own
+        for local, tensor, is_parameter in own:
+            if id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            entries.append(_Entry(_join(prefix, local), module, local, tensor, is_parameter))
+    return entries
+
+
+def _pretrained_model_class() -> type | tuple:
     try:
         from transformers import PreTrainedModel
     except ImportError:  # pragma: no cover - transformers is a dependency
-        PreTrainedModel = ()  # noqa: N806
-
-    seen: set[int] = set()
-
-    def walk(prefix: str, module: nn.Module, owner: nn.Module | None):
-        if id(module) in seen:
-            return
-        seen.add(id(module))
-        if PreTrainedModel and isinstance(module, PreTrainedModel):
-            owner = module
-        yield prefix, module, owner
-        for name, child in module.named_children():
-            yield from walk(_join(prefix, name), child, owner)
-
-    yield from walk("", model, None)
+        return ()
+    return PreTrainedModel
 
 
 # --------------------------------------------------------------------------------------------
-# References from _init_weights
+# References
 
 
-def _init_weights_references(module: nn.Module, owner: nn.Module, names: set[str]) -> dict[str, Reference]:
-    """Run `owner._init_weights` on two sentinel-filled copies of `module`; keep the tensors it
-    sets to the same value both times. Parameters of the copy not in `names` are on the meta
-    device; if the init needs their values, it is retried with real copies of them."""
-    for real_params in (False, True):
-        if real_params and _subtree_numel(module) > (1 << 26):
-            return {}
-        try:
-            runs = [_init_copy(module, owner, names, fill, bool_fill, seed, real_params) for fill, bool_fill, seed in _SENTINELS]
-        except Exception as err:
-            logger.debug("_init_weights on a copy of %s failed (real_params=%s): %s", type(module).__name__, real_params, err)
+def _references(
+    model: nn.Module, entries: list[_Entry], reference_fns: Sequence[ReferenceFn], max_batch_numel: int
+) -> dict[str, Reference]:
+    refs: dict[str, Reference] = {}
+    for fn in reference_fns:
+        for entry in entries:
+            if entry.name not in refs:
+                ref = _as_reference(fn(entry.module, entry.local))
+                if ref is not None:
+                    refs[entry.name] = ref
+
+    pending = [e for e in entries if e.name not in refs and not e.tensor.is_meta]
+    for batch in _batches(pending, max_batch_numel):
+        refs.update(_init_weights_references(model, batch))
+
+    for entry in entries:
+        if entry.name in refs or entry.is_parameter:
             continue
-        (values_1, dtypes_1), (values_2, _) = runs
-        refs = {}
-        for name in names:
-            v1, v2 = values_1.get(name), values_2.get(name)
-            if v1 is None or v2 is None or v1.is_meta or v2.is_meta:
-                continue
-            if v1.shape == v2.shape and v1.dtype == v2.dtype and _identical(v1, v2):
-                refs[name] = Reference(v1, dtypes_1.get(name))
-        return refs
-    return {}
+        for fn in (_rotary_reference, _embed_scale_reference):
+            try:
+                ref = _as_reference(fn(entry.module, entry.local))
+            except Exception as err:  # a fallback that does not fit this module
+                logger.debug("fallback %s failed for %s: %s", fn.__name__, entry.name, err)
+                ref = None
+            if ref is not None:
+                refs[entry.name] = ref
+                break
+    return refs
 
 
-def _subtree_numel(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def _batches(entries: list[_Entry], max_numel: int) -> Iterator[list[_Entry]]:
+    """All buffers in the first batch; parameters added while the batch stays under `max_numel`."""
+    batch = [e for e in entries if not e.is_parameter]
+    size = 0
+    for entry in (e for e in entries if e.is_parameter):
+        if batch and size + entry.tensor.numel() > max_numel:
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += entry.tensor.numel()
+    if batch:
+        yield batch
+
+
+def _init_weights_references(model: nn.Module, batch: list[_Entry]) -> dict[str, Reference]:
+    """Initialise two sentinel-filled skeletons of `model`; keep the tensors of `batch` that both
+    runs set to the same value."""
+    runs = [_initialised_skeleton(model, batch, fill, bool_fill, seed) for fill, bool_fill, seed in _SENTINELS]
+    (values_1, dtypes_1, failed_1), (values_2, _, failed_2) = runs
+    refs = {}
+    for entry in batch:
+        v1, v2 = values_1.get(entry.name), values_2.get(entry.name)
+        if entry.name in failed_1 | failed_2 or v1 is None or v2 is None or v1.is_meta or v2.is_meta:
+            continue
+        if v1.shape == v2.shape and v1.dtype == v2.dtype and _identical(v1, v2):
+            refs[entry.name] = Reference(v1, dtypes_1.get(entry.name))
+    return refs
 
 
 def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -221,87 +248,122 @@ def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a, b))
 
 
-def _init_copy(
-    module: nn.Module,
-    owner: nn.Module,
-    names: set[str],
-    fill: int,
-    bool_fill: bool,
-    seed: int,
-    real_params: bool,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.dtype]]:
-    """One run: copy the module (own tensors in `names` filled with the sentinel, floating ones in
-    fp32, on CPU), initialise the copy, and return its own tensors in `names` and, for each, the
-    dtype of the tensor the init copied into it (when it used `copy_` or replaced the tensor)."""
-    memo: dict[int, object] = {}
-    targets: dict[int, str] = {}
-    created: dict[str, torch.Tensor] = {}
+def _sentinel(tensor: torch.Tensor, fill: int, bool_fill: bool) -> torch.Tensor:
+    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+    return torch.full(tuple(tensor.shape), bool_fill if dtype == torch.bool else fill, dtype=dtype)
 
-    def sentinel(tensor: torch.Tensor) -> torch.Tensor:
-        dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
-        value = bool_fill if dtype == torch.bool else fill
-        return torch.full(tuple(tensor.shape), value, dtype=dtype)
 
-    def plain_copy(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.is_meta:
-            return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device="meta")
-        dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
-        return tensor.detach().to(device="cpu", dtype=dtype).clone(memory_format=torch.contiguous_format)
+def _real_copy(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.is_meta:
+        return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device="meta")
+    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+    return tensor.detach().to(device="cpu", dtype=dtype).clone(memory_format=torch.contiguous_format)
 
-    own_params = {id(p): n for n, p in module._parameters.items() if p is not None}
-    own_buffers = {id(b): n for n, b in module._buffers.items() if b is not None}
-    for param in module.parameters():
-        name = own_params.get(id(param))
-        if name in names:
-            new = sentinel(param)
-            targets[id(new)] = name
-            created[name] = new
-            memo[id(param)] = nn.Parameter(new, requires_grad=param.requires_grad)
-        elif real_params:
-            memo[id(param)] = nn.Parameter(plain_copy(param), requires_grad=param.requires_grad)
+
+def _meta_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device="meta")
+
+
+def _initialised_skeleton(
+    model: nn.Module, batch: list[_Entry], fill: int, bool_fill: bool, seed: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.dtype], set[str]]:
+    """One run: build the skeleton, initialise it, and return (value of each batch tensor after
+    the init, dtype of the tensor the init copied into it where known, names whose init failed)."""
+    by_id = {id(e.tensor): e.name for e in batch}
+    created: dict[str, torch.Tensor] = {}  # batch name -> the skeleton's tensor
+    originals: dict[int, torch.Tensor] = {}  # id(skeleton tensor) -> model tensor
+    replaced: dict[int, torch.Tensor] = {}  # id(model tensor) -> skeleton tensor (shared tensors stay shared)
+
+    def replacement(tensor: torch.Tensor, is_parameter: bool) -> torch.Tensor:
+        if id(tensor) in replaced:
+            return replaced[id(tensor)]
+        name = by_id.get(id(tensor))
+        if name is not None:
+            new = _sentinel(tensor, fill, bool_fill)
+        elif is_parameter:
+            new = _meta_copy(tensor)
         else:
-            memo[id(param)] = nn.Parameter(
-                torch.empty(tuple(param.shape), dtype=param.dtype, device="meta"), requires_grad=param.requires_grad
-            )
-    for buffer in module.buffers():
-        name = own_buffers.get(id(buffer))
-        if name in names:
-            new = sentinel(buffer)
-            targets[id(new)] = name
+            new = _real_copy(tensor)  # buffers are small; other modules' inits may read them
+        if is_parameter:
+            new = nn.Parameter(new, requires_grad=tensor.requires_grad)
+        if name is not None:
             created[name] = new
-            memo[id(buffer)] = new
-        else:
-            memo[id(buffer)] = plain_copy(buffer)
+        replaced[id(tensor)] = new
+        originals[id(new)] = tensor
+        return new
 
-    clone = copy.deepcopy(module, memo)
-    for sub in clone.modules():
-        if "_is_hf_initialized" in sub.__dict__:
-            del sub.__dict__["_is_hf_initialized"]
-        for tensor in [*sub._parameters.values(), *sub._buffers.values()]:
-            if tensor is not None and "_is_hf_initialized" in getattr(tensor, "__dict__", {}):
-                del tensor.__dict__["_is_hf_initialized"]
-    # Parameters wrap the sentinel tensors; track the Parameter objects too (copy_ sees those).
-    for name, param in clone._parameters.items():
-        if param is not None and name in created:
-            targets[id(param)] = name
+    skeletons: dict[int, nn.Module] = {}
 
+    def skeleton(module: nn.Module) -> nn.Module:
+        if id(module) in skeletons:
+            return skeletons[id(module)]
+        clone = copy.copy(module)
+        skeletons[id(module)] = clone
+        state = clone.__dict__
+        state.pop("_is_hf_initialized", None)
+        state["_parameters"] = {n: (None if p is None else replacement(p, True)) for n, p in module._parameters.items()}
+        state["_buffers"] = {n: (None if b is None else replacement(b, False)) for n, b in module._buffers.items()}
+        state["_modules"] = {n: (None if c is None else skeleton(c)) for n, c in module._modules.items()}
+        # Plain tensor attributes (not registered) must not be shared either: an init writing
+        # into one would write into the audited model.
+        for key, value in list(state.items()):
+            if isinstance(value, torch.Tensor):
+                if id(value) in replaced:
+                    state[key] = replaced[id(value)]
+                else:
+                    state[key] = _real_copy(value) if value.numel() <= _CHUNK else _meta_copy(value)
+        return clone
+
+    root = skeleton(model)
+    targets = {id(t): name for name, t in created.items()}
     recorder = _CopySources(targets)
+    failed: set[str] = set()
+    pretrained = _pretrained_model_class()
+
+    def initialise(module: nn.Module, owner: nn.Module | None) -> None:
+        for child in module.children():
+            initialise(child, child if pretrained and isinstance(child, pretrained) else owner)
+        if owner is None or not hasattr(owner, "_init_weights"):
+            return
+        try:
+            owner._init_weights(module)
+            return
+        except Exception as err:
+            logger.debug("_init_weights(%s) failed on meta parameters: %s", type(module).__name__, err)
+        # The init needs real parameter values: give this subtree real copies and retry.
+        metas = [(m, n, p) for m in module.modules() for n, p in m._parameters.items() if p is not None and p.is_meta]
+        try:
+            if sum(p.numel() for _, _, p in metas) > _MAX_REAL_SUBTREE:
+                raise RuntimeError("subtree too large to copy")
+            for owner_module, name, param in metas:
+                real = nn.Parameter(_real_copy(originals[id(param)]), requires_grad=param.requires_grad)
+                owner_module._parameters[name] = real
+            owner._init_weights(module)
+        except Exception as err:
+            logger.debug("_init_weights(%s) failed: %s", type(module).__name__, err)
+            mine = {id(t) for t in [*module.parameters(), *module.buffers()]}
+            failed.update(name for name, t in created.items() if id(t) in mine)
+
+    owner = root if pretrained and isinstance(root, pretrained) else None
     with _genuine_torch_init(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with torch.no_grad(), recorder:
-            owner._init_weights(clone)
+            initialise(root, owner)
 
     values: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = dict(recorder.sources)
-    for name in names:
-        tensor = clone._parameters.get(name) if name in clone._parameters else clone._buffers.get(name)
+    for entry in batch:
+        holder = skeletons.get(id(entry.module))
+        if holder is None:
+            continue
+        tensor = holder._parameters.get(entry.local) if entry.is_parameter else holder._buffers.get(entry.local)
         if tensor is None:
             continue
         tensor = tensor.detach()
-        if name in created and tensor.data_ptr() != created[name].data_ptr() and not tensor.is_meta:
-            dtypes.setdefault(name, tensor.dtype)  # the init replaced the tensor: its dtype is the intent
-        values[name] = tensor.to("cpu") if not tensor.is_meta else tensor
-    return values, dtypes
+        if not tensor.is_meta and tensor.data_ptr() != created[entry.name].data_ptr():
+            dtypes.setdefault(entry.name, tensor.dtype)  # the init replaced the tensor: its dtype is the intent
+        values[entry.name] = tensor if tensor.is_meta else tensor.to("cpu")
+    return values, dtypes, failed
 
 
 class _CopySources(TorchFunctionMode):

@@ -188,16 +188,22 @@ def _match_names(
     a_names: list[str], b_names: list[str], name_map: NameMap
 ) -> tuple[dict[str, str], list[str], list[str]]:
     """({B name: A name} for matched modules, names only in A, names only in B). When several B
-    modules map to the same A name, the first in B's registration order is matched."""
+    modules map to the same A name, one the map renamed wins over one it left as it was (with
+    `{"core": ""}`, B's `core` is A's root, not B's own root); then B's registration order."""
     mapper = _make_mapper(name_map)
     known = set(a_names)
+    mapped_names = {name_b: mapper(name_b) for name_b in b_names}
     b_to_a: dict[str, str] = {}
     used: set[str] = set()
-    for name_b in b_names:
-        mapped = mapper(name_b)
-        if mapped is not None and mapped in known and mapped not in used:
+    for renamed_only in (True, False):
+        for name_b, mapped in mapped_names.items():
+            if mapped is None or mapped not in known or mapped in used or name_b in b_to_a:
+                continue
+            if renamed_only and mapped == name_b:
+                continue
             b_to_a[name_b] = mapped
             used.add(mapped)
+    b_to_a = {name_b: b_to_a[name_b] for name_b in b_names if name_b in b_to_a}  # B's order
     return b_to_a, [n for n in a_names if n not in used], [n for n in b_names if n not in b_to_a]
 
 
