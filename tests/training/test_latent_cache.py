@@ -269,3 +269,44 @@ def test_model_forward_with_cached_latents_is_bit_identical(tmp_path, tiny_gemma
         from_cache = model(**inputs, world_latents=world_latents).logits
     assert from_pixels.shape[1] == inputs["input_ids"].shape[1]
     assert torch.equal(from_pixels, from_cache)
+
+
+def test_cli_caches_a_training_config_and_the_trainer_opens_it(tmp_path, tiny_gemma_dir, tiny_vae_dir, capsys):
+    from theworld.cli.main import main
+    from theworld.data.loading import load_samples
+    from theworld.training.config import load_config
+    from theworld.training.latent_cache import open_for_training
+
+    _image(tmp_path / "p.png", 1)
+    _image(tmp_path / "q.png", 2)
+    shutil.copy(tmp_path / "p.png", tmp_path / "p_copy.png")
+    records = [
+        {"id": "a", "question": "Is it red?", "answer": "yes", "image": "p.png"},
+        {"id": "b", "question": "Is it blue?", "answer": "no", "image": "q.png"},
+        {"id": "c", "question": "Is it red?", "answer": "yes", "image": "p_copy.png"},
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_gemma_dir}\ncosmos_model_name: {tiny_vae_dir}\n"
+        f"train_data: {tmp_path / 'train.jsonl'}\noutput_dir: {tmp_path / 'out'}\n"
+        f"latent_cache_dir: {tmp_path / 'cache'}\nworld_tokens_per_frame: 16\nworld_num_frames: 9\n"
+    )
+    # world_image_size comes from the command line, as an override of the training config.
+    assert main(["cache-latents", "--config", str(config), "--world_image_size", "64", "--no-progress"]) == 0
+    assert "3 visuals, 2 unique: 2 encoded" in capsys.readouterr().out
+
+    train_config = load_config(config, {"world_image_size": "64"})
+    cache = open_for_training(train_config)
+    samples = load_samples(train_config.train_data)
+    cache.check_complete(samples)
+    assert cache.latents_for(samples[0].visuals()[0]).shape == (16, 1, 8, 8)
+
+    # Another size: refused with the difference named (exit 2), then rebuilt on request.
+    assert main(["cache-latents", "--config", str(config), "--world-image-size", "32", "--world_tokens_per_frame", "4"]) == 2
+    assert "world_image_size: cache 64, now 32" in capsys.readouterr().err
+    with pytest.raises(TheWorldUserError, match="world_image_size: cache 64, now 32"):
+        open_for_training(load_config(config, {"world_image_size": "32", "world_tokens_per_frame": "4"}))
+    args = ["cache-latents", "--config", str(config), "--world_image_size", "32", "--world_tokens_per_frame", "4"]
+    assert main(args + ["--rebuild", "--no-progress"]) == 0
+    assert "2 encoded" in capsys.readouterr().out

@@ -590,6 +590,93 @@ class LatentCache:
 
 
 # ------------------------------------------------------------------------------------------------
+# the cache a training config reads (shared by `theworld cache-latents` and the trainer)
+
+
+def world_config_for(model_name_or_path: str, **world_overrides: Any) -> Any:
+    """The `TheWorldConfig` `TheWorld.from_pretrained(model_name_or_path, **overrides)` would use,
+    read from config.json alone (no weights). `None` overrides keep the checkpoint's own values."""
+    from transformers import PretrainedConfig
+
+    from theworld.model.configuration import TheWorldConfig
+
+    path = str(model_name_or_path)
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(path)
+    except OSError as err:
+        raise TheWorldUserError(f"model_name_or_path: cannot read the config of {path} ({err})") from err
+    model_type = config_dict.get("model_type")
+    if model_type == TheWorldConfig.model_type:
+        config = TheWorldConfig.from_dict(config_dict)
+    elif model_type == "gemma3":
+        config = TheWorldConfig.from_gemma_config(config_dict)
+    else:
+        raise TheWorldUserError(f"model_name_or_path: {path} holds a {model_type!r} model, not Gemma 3 or TheWorld")
+    for key, value in world_overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    try:
+        config.validate_world()
+    except ValueError as err:
+        raise TheWorldUserError(str(err)) from None
+    return config
+
+
+def encoder_source_for(model_name_or_path: str, cosmos_model_name: str | None) -> str:
+    """Where `TheWorld.from_pretrained` takes its world encoder from: a TheWorld save's own
+    `world_encoder/` folder first, else `cosmos_model_name`."""
+    from theworld.model.modeling import WORLD_ENCODER_DIR
+
+    local = os.path.join(str(model_name_or_path), WORLD_ENCODER_DIR)
+    if os.path.isfile(os.path.join(local, "config.json")):
+        return local
+    if not cosmos_model_name:
+        raise TheWorldUserError("cosmos_model_name is not set: the latent cache needs to know which world model encodes")
+    return str(cosmos_model_name)
+
+
+_TRAINING_WORLD_KEYS = ("world_image_size", "world_num_frames", "world_tokens_per_frame")
+
+
+def open_for_training(train_config: Any, on_stale: str = "error") -> LatentCache:
+    """The latent cache a `TrainConfig` (`latent_cache_dir`) names, checked against its model and VAE.
+
+    Reads the model config (no weights) for the world settings and hashes the VAE encoder
+    weights the model would load (a second or two for the full VAE; the VAE is not kept). Raises
+    `TheWorldUserError` when the cache is missing, empty, or was built for another VAE or
+    settings. Call `check_complete(samples)` next to fail before step 1 rather than at a miss.
+    """
+    cache_dir = getattr(train_config, "latent_cache_dir", None)
+    if not cache_dir:
+        raise TheWorldUserError("latent_cache_dir is not set")
+    manifest_path = Path(cache_dir) / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise TheWorldUserError(
+            f"latent_cache_dir: {cache_dir} holds no latent cache; build it first with "
+            "`theworld cache-latents --config <this training config>`"
+        )
+    overrides = {k: getattr(train_config, k, None) for k in _TRAINING_WORLD_KEYS}
+    world_config = world_config_for(train_config.model_name_or_path, **overrides)
+    source = encoder_source_for(train_config.model_name_or_path, getattr(train_config, "cosmos_model_name", None))
+    try:
+        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
+        storage_dtype = recorded["settings"]["dtype"]
+        weights_dtype = recorded["encoder"]["weights_dtype"]
+    except (OSError, ValueError, KeyError, TypeError):
+        storage_dtype, weights_dtype = "float32", ""
+    # Hash the VAE as the cache builder held it (its dtype is recorded), so the weights compare.
+    load_dtype = STORAGE_DTYPES.get(weights_dtype) if weights_dtype else None
+    fingerprint = fingerprint_pretrained(source, dtype=load_dtype)
+    settings = CacheSettings.from_model_config(world_config, dtype=storage_dtype if storage_dtype in STORAGE_DTYPES else "float32")
+    cache = LatentCache.open(cache_dir, fingerprint, settings, on_stale=on_stale)
+    if len(cache) == 0:
+        raise TheWorldUserError(
+            f"latent cache {cache_dir} is empty: run `theworld cache-latents --config <this training config>`"
+        )
+    return cache
+
+
+# ------------------------------------------------------------------------------------------------
 # manifest helpers
 
 
