@@ -184,10 +184,13 @@ class TrainConfig:
                 raise TheWorldUserError(f"{key}: data file {value} does not exist")
             if os.path.isdir(value):
                 raise TheWorldUserError(f"{key}: {value} is a folder; give the JSON/JSONL data file")
-        for key in ("image_folder", "latent_cache_dir"):
-            value = getattr(self, key)
-            if value is not None and not os.path.isdir(value):
-                raise TheWorldUserError(f"{key}: folder {value} does not exist")
+        if self.image_folder is not None and not os.path.isdir(self.image_folder):
+            raise TheWorldUserError(f"image_folder: folder {self.image_folder} does not exist")
+        # latent_cache_dir may not exist yet: `theworld cache-latents` reads this config to build it.
+        if self.latent_cache_dir is not None and os.path.exists(self.latent_cache_dir) and not os.path.isdir(
+            self.latent_cache_dir
+        ):
+            raise TheWorldUserError(f"latent_cache_dir: {self.latent_cache_dir} is a file, not a folder")
         for key in ("model_name_or_path", "cosmos_model_name"):
             value = getattr(self, key)
             if value is not None and _looks_local(value) and not os.path.exists(value):

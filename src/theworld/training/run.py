@@ -150,7 +150,9 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
 
     processor_source = _local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
-    latent_cache = open_latent_cache(config.latent_cache_dir) if config.latent_cache_dir and config.enable_world else None
+    latent_cache = None
+    if config.latent_cache_dir and config.enable_world:
+        latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
     collator = TheWorldCollator(
         processor, max_length=config.max_length, on_truncated=config.on_truncated, latent_cache=latent_cache
     )
@@ -229,24 +231,15 @@ def training_arguments(config: TrainConfig, has_eval: bool = False) -> dict[str,
     return args
 
 
-def open_latent_cache(directory: str):
-    """The latent cache written by `theworld cache-latents` (theworld.training.latent_cache)."""
-    try:
-        from theworld.training import latent_cache as module
-    except ImportError as err:
-        raise TheWorldUserError(f"latent_cache_dir is set but the latent cache module is unavailable: {err}") from None
-    for name in ("open_latent_cache", "open_cache"):
-        opener = getattr(module, name, None)
-        if callable(opener):
-            return opener(directory)
-    for name in ("LatentCache", "WorldLatentCache"):
-        cls = getattr(module, name, None)
-        if cls is not None:
-            for constructor in ("open", "load", "from_dir"):
-                if callable(getattr(cls, constructor, None)):
-                    return getattr(cls, constructor)(directory)
-            return cls(directory)
-    raise TheWorldUserError("latent_cache_dir is set but theworld.training.latent_cache has no cache class")
+def open_latent_cache(config: TrainConfig, datasets: list) -> Any:
+    """The latent cache `theworld cache-latents` built for this config, checked to hold every visual."""
+    from theworld.training.latent_cache import open_for_training
+
+    cache = open_for_training(config)
+    for dataset in datasets:
+        cache.check_complete(dataset.samples)  # fail before step 1, not at the first miss
+    logger.info("world latents come from the cache in %s (%d latents); the VAE is not run", config.latent_cache_dir, len(cache))
+    return cache
 
 
 def train(config: TrainConfig) -> TrainResult:
