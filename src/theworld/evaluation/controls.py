@@ -1,0 +1,115 @@
+"""Controls: the same evaluation with the world path removed, blanked or given the wrong scene.
+
+A world-token gain means something only next to controls run on the same items:
+
+- ``none``: the model as it is, each item with its own world inputs.
+- ``world-off``: the same checkpoint loaded with ``enable_world=False`` and a processor with
+  ``enable_world=False``; the prompt has no world block and the model is Gemma 3 exactly.
+- ``zero-world``: world blocks are in the prompt (same length, same positions, same attention
+  pattern) but the world projector's output is replaced by zeros (`zero_world`). A gain that
+  survives this comes from the prompt layout, not from the scene.
+- ``shuffled-world``: each item gets another item's world inputs (`shuffled_donors`). A gain
+  that survives this is not about *this* scene.
+
+Shuffling keeps every prompt unchanged, so the donor's world inputs must have exactly the
+recipient's shape: items are shuffled only among items with the same visual signature (number
+of visuals and frames per visual, hence the same world token count). Within each such group the
+donors are a seeded random cyclic permutation (Sattolo's algorithm), which never maps an item to
+itself. A group of one item cannot be shuffled; that is an error rather than a silent fixed point.
+Items without visuals have no world inputs and are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from theworld.errors import TheWorldUserError
+from theworld.evaluation.items import EvalItem
+
+CONTROLS: tuple[str, ...] = ("none", "world-off", "zero-world", "shuffled-world")
+
+
+def check_control(control: str) -> str:
+    if control not in CONTROLS:
+        raise TheWorldUserError(f"unknown control {control!r}; known: {', '.join(CONTROLS)}")
+    return control
+
+
+def uses_world(control: str) -> bool:
+    """Whether a run under `control` must feed world tokens to the model (all but world-off)."""
+    return check_control(control) != "world-off"
+
+
+@contextlib.contextmanager
+def zero_world(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the world projector returns zeros of its normal output's shape and dtype.
+
+    The world placeholders therefore carry all-zero embeddings while the rest of the forward
+    (bidirectional world block, positions, counters) is unchanged. The hook is removed on exit,
+    also when the block raises.
+    """
+    projector = getattr(model, "world_projector", None)
+    if projector is None:
+        raise TheWorldUserError("the zero-world control needs a model with a world projector (enable_world=True)")
+
+    def to_zeros(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(output)
+
+    handle = projector.register_forward_hook(to_zeros)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def control_context(model: torch.nn.Module, control: str) -> contextlib.AbstractContextManager:
+    """What to wrap the model's forwards in for `control` (only zero-world changes the model)."""
+    return zero_world(model) if check_control(control) == "zero-world" else contextlib.nullcontext()
+
+
+def cyclic_derangement(n: int, rng: random.Random) -> list[int]:
+    """A random permutation of range(n) with one cycle (Sattolo), so p[i] != i for every i (n >= 2)."""
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 elements, got {n}")
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)  # j < i: this is what rules out fixed points
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def visual_signature(item: EvalItem) -> tuple[int, ...]:
+    """Frames per visual, in prompt order (1 for an image): equal signatures mean equal world shapes."""
+    return tuple(len(v) if isinstance(v, (list, tuple)) else 1 for v in item.visuals)
+
+
+def shuffled_donors(items: Sequence[EvalItem], seed: int = 0) -> list[int | None]:
+    """For each item, the index of the item whose world inputs it gets (None: it has no visuals).
+
+    Depends only on the items' order and signatures and on `seed`, so a resumed run gets the
+    same donors as the original one.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, item in enumerate(items):
+        signature = visual_signature(item)
+        if signature:
+            groups.setdefault(signature, []).append(index)
+    lonely = {sig: idx for sig, idx in groups.items() if len(idx) < 2}
+    if lonely:
+        described = "; ".join(f"item {items[idx[0]].id!r} (frames per visual {list(sig)})" for sig, idx in lonely.items())
+        raise TheWorldUserError(
+            f"shuffled-world: no other item has the same visual shape as {described}, so its world inputs "
+            "cannot be swapped without changing its prompt; evaluate more items or leave such items out"
+        )
+    rng = random.Random(seed)
+    donors: list[int | None] = [None] * len(items)
+    for signature in sorted(groups):  # a fixed order, so the seed alone decides the donors
+        members = groups[signature]
+        for position, target in enumerate(cyclic_derangement(len(members), rng)):
+            donors[members[position]] = members[target]
+    return donors

@@ -1,0 +1,532 @@
+"""The evaluation harness: items in, a model run under a control, predictions and metrics out.
+
+`evaluate(items, model, processor, output_dir, settings)` scores every item and writes
+
+- `predictions.jsonl`: one line per *scored* item (id, kind, category, prediction, target,
+  correct, `scores` {choice: log-likelihood} for choice items, `generation` for free-form ones);
+- `unscored.jsonl`: items that got a prediction but no verdict: free-form answers with no judge
+  configured ("unjudged") and items whose split hides the answer ("no reference answer"). They
+  are kept out of predictions.jsonl so that accuracy, `n` and paired comparisons (`theworld
+  compare`) only ever see right/wrong items, and are counted separately in the metrics;
+- `metrics.json`: accuracy, n, ci95 (bootstrap), per-category and per-kind breakdowns, counts of
+  unjudged items, run identity, settings, wall time and the world tokens the model received;
+- `run.json`: the run's identity, checked on resume.
+
+Runs are resumable: items already in predictions.jsonl / unscored.jsonl are skipped and new ones
+appended (a half-written last line from a crash is dropped and redone). A folder holding a
+different run (other model, control, data, ...) is refused rather than mixed.
+
+Honesty check. An earlier public attempt at this design reported "world" numbers from runs that
+never passed world inputs. Here, for every world-enabled control (none, zero-world,
+shuffled-world), the harness derives from each item's visuals how many world tokens its prompt
+must hold (`expected_world_tokens`) and refuses a prompt that holds a different number; after
+every batch and at the end it checks that the model's own counters (`world_forward_count`,
+`world_token_count`) grew by exactly what was fed. A world-off run checks the opposite (no world
+tokens anywhere). Any mismatch raises `WorldInputsMissingError`: no numbers are produced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from theworld.errors import TheWorldUserError
+from theworld.evaluation.controls import check_control, control_context, shuffled_donors, uses_world, visual_signature
+from theworld.evaluation.items import EvalItem
+from theworld.evaluation.parsing import score_clock, score_numeric
+from theworld.evaluation.scoring import (
+    EncodedPrompt,
+    WorldFeed,
+    count_world_tokens,
+    encode_prompt,
+    generate_answers,
+    score_continuations,
+)
+from theworld.evaluation.stats import bootstrap_ci
+from theworld.processing.processor import Clip
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.jsonl"
+UNSCORED = "unscored.jsonl"
+METRICS = "metrics.json"
+RUN_INFO = "run.json"
+
+
+class WorldInputsMissingError(TheWorldUserError):
+    """A world-enabled evaluation whose forwards did not all receive the world tokens they needed
+    (or a world-off run that did receive some). Raised instead of reporting numbers."""
+
+
+@dataclass
+class EvalSettings:
+    """How items are run. `batch_size` counts rows per forward (one row per choice, or per prompt
+    when generating); `seed` drives the shuffled-world donors and the bootstrap."""
+
+    control: str = "none"
+    batch_size: int = 8
+    max_new_tokens: int = 64
+    padding_side: str = "left"
+    seed: int = 0
+    n_boot: int = 2000
+
+    def __post_init__(self) -> None:
+        check_control(self.control)
+        if self.batch_size < 1:
+            raise TheWorldUserError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.max_new_tokens < 1:
+            raise TheWorldUserError(f"max new tokens must be >= 1, got {self.max_new_tokens}")
+        if self.padding_side not in ("left", "right"):
+            raise TheWorldUserError(f"padding side must be 'left' or 'right', got {self.padding_side!r}")
+
+
+# ------------------------------------------------------------------------------------ world audit
+
+
+def expected_world_tokens(item: EvalItem, config: Any) -> int:
+    """World tokens the item's prompt must hold: per visual, latent frames x tokens per frame."""
+    return sum(config.world_tokens_for_frames(frames) for frames in visual_signature(item))
+
+
+class WorldAudit:
+    """Compares the model's world counters with what the harness fed and what the items need."""
+
+    def __init__(self, model: torch.nn.Module, world_run: bool) -> None:
+        self.model = model
+        self.world_run = world_run
+        self.start_forwards = int(getattr(model, "world_forward_count", 0))
+        self.start_tokens = int(getattr(model, "world_token_count", 0))
+        self.feed = WorldFeed()
+        self.required_tokens = 0  # sum over rows of each row's item's expected world tokens
+
+    def require(self, tokens: int) -> None:
+        self.required_tokens += tokens
+
+    def seen(self) -> tuple[int, int]:
+        forwards = int(getattr(self.model, "world_forward_count", 0)) - self.start_forwards
+        tokens = int(getattr(self.model, "world_token_count", 0)) - self.start_tokens
+        return forwards, tokens
+
+    def verify(self) -> None:
+        """Raise `WorldInputsMissingError` unless every forward got exactly the world tokens its items need."""
+        forwards, tokens = self.seen()
+        if not self.world_run:
+            if forwards or tokens or self.feed.forwards:
+                raise WorldInputsMissingError(
+                    f"world-off run, yet the model received world tokens ({tokens} in {forwards} forwards)"
+                )
+            return
+        problems = []
+        if self.feed.tokens != self.required_tokens:
+            problems.append(f"the items need {self.required_tokens} world tokens but {self.feed.tokens} were fed")
+        if tokens != self.required_tokens:
+            problems.append(
+                f"the model's world_token_count grew by {tokens}, expected {self.required_tokens}"
+            )
+        if forwards != self.feed.forwards:
+            problems.append(
+                f"the model's world_forward_count grew by {forwards}, expected {self.feed.forwards} "
+                "(one per forward with world inputs)"
+            )
+        if problems:
+            raise WorldInputsMissingError(
+                "world-enabled evaluation did not feed the world path as required: " + "; ".join(problems)
+                + ". No metrics were written."
+            )
+
+
+# ------------------------------------------------------------------------------------ output files
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become None (strict JSON); tuples become lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return _json_safe(value.item())
+    return value
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a jsonl output file; a half-written last line (crash mid-write) is cut off."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    records: list[dict[str, Any]] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if lineno == len(lines) and not text.endswith("\n"):
+                logger.warning("%s: dropping a half-written last line; that item is run again", path)
+                path.write_text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""), encoding="utf-8")
+                break
+            raise TheWorldUserError(f"{path}:{lineno}: not valid JSON ({err}); fix or remove the file") from err
+        if not isinstance(record, dict) or "id" not in record:
+            raise TheWorldUserError(f"{path}:{lineno}: each line needs an 'id'")
+        records.append(record)
+    return records
+
+
+def _check_run_identity(output_dir: Path, identity: Mapping[str, Any]) -> None:
+    path = output_dir / RUN_INFO
+    identity = _json_safe(dict(identity))
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise TheWorldUserError(f"{path}: not valid JSON ({err})") from err
+        differing = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+        if differing:
+            detail = ", ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in differing)
+            raise TheWorldUserError(
+                f"{output_dir} holds a different evaluation run ({detail}); use another --output-dir"
+            )
+    elif (output_dir / PREDICTIONS).exists() or (output_dir / UNSCORED).exists():
+        raise TheWorldUserError(f"{output_dir} holds predictions but no {RUN_INFO}; use another --output-dir")
+    else:
+        path.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
+
+
+class _Writer:
+    """Appends one JSON line per finished item to predictions.jsonl or unscored.jsonl."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self.handles = {
+            True: (output_dir / PREDICTIONS).open("a", encoding="utf-8"),
+            False: (output_dir / UNSCORED).open("a", encoding="utf-8"),
+        }
+
+    def write(self, record: dict[str, Any]) -> None:
+        handle = self.handles[record.get("correct") is not None]
+        handle.write(json.dumps(_json_safe(record)) + "\n")
+        handle.flush()
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def _accuracy_block(values: Sequence[bool], n_boot: int, seed: int) -> dict[str, Any]:
+    if not values:
+        return {"accuracy": None, "n": 0, "ci95": None}
+    lo, hi = bootstrap_ci([float(v) for v in values], n_boot=n_boot, seed=seed)
+    return {"accuracy": sum(values) / len(values), "n": len(values), "ci95": [lo, hi]}
+
+
+def compute_metrics(
+    records: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Accuracy with a bootstrap 95% interval over scored records, by category and by kind;
+    unscored records are only counted (unjudged, no reference answer)."""
+    records = list(records)
+    scored = [r for r in records if r.get("correct") is not None]
+    correct = [bool(r["correct"]) for r in scored]
+    metrics = _accuracy_block(correct, n_boot, seed)
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for r in scored:
+        by_category[str(r.get("category") or "(none)")].append(bool(r["correct"]))
+        by_kind[str(r.get("kind"))].append(bool(r["correct"]))
+    metrics["per_category"] = {c: _accuracy_block(v, n_boot, seed) for c, v in sorted(by_category.items())}
+    metrics["per_kind"] = {k: _accuracy_block(v, n_boot, seed) for k, v in sorted(by_kind.items())}
+    reasons = [r.get("unscored_reason") for r in records if r.get("correct") is None]
+    metrics["n_items"] = len(records)
+    metrics["unjudged"] = reasons.count("unjudged")
+    metrics["no_reference"] = reasons.count("no reference answer")
+    numeric = [r["score"] for r in scored if r.get("kind") == "numeric" and isinstance(r.get("score"), dict)]
+    if numeric:
+        metrics["numeric_success"] = {
+            f"within_{pct}pct": sum(bool(s.get(f"success_{pct}")) for s in numeric) / len(numeric) for pct in (10, 25, 50)
+        }
+    return metrics
+
+
+# ------------------------------------------------------------------------------------ the harness
+
+
+def _world_pixels_of(processor: Any, item: EvalItem) -> torch.Tensor:
+    """An item's world pixels (visuals, 3, T, S, S) made by the processor's own `world_pixels`."""
+    arrays = [processor.world_pixels(Clip(v) if isinstance(v, (list, tuple)) else v) for v in item.visuals]
+    return torch.from_numpy(np.stack(arrays))
+
+
+class _Runner:
+    """State shared by the batches of one `evaluate` call."""
+
+    def __init__(self, items, model, processor, settings: EvalSettings, judge, audit: WorldAudit, writer) -> None:
+        self.items = items
+        self.model = model
+        self.processor = processor
+        self.settings = settings
+        self.judge = judge
+        self.audit = audit
+        self.writer = writer
+        self.tokenizer = processor.tokenizer
+        self.world_run = uses_world(settings.control)
+        self.donors = shuffled_donors(items, settings.seed) if settings.control == "shuffled-world" else None
+        self.world_token_id = getattr(model.config, "world_token_id", None) if self.world_run else getattr(
+            processor, "world_token_id", None
+        )
+
+    def required_tokens(self, item: EvalItem) -> int:
+        """World tokens one row of this item must carry, from its visuals alone (never from its prompt)."""
+        return expected_world_tokens(item, self.model.config) if self.world_run else 0
+
+    # -- prompts
+    def prepare(self, indices: Sequence[int]) -> list[EncodedPrompt]:
+        """Encode the items' prompts, check their world blocks, and attach (possibly donor) world latents."""
+        prompts = []
+        for index in indices:
+            item = self.items[index]
+            try:
+                prompt = encode_prompt(self.processor, item)
+            except (OSError, ValueError) as err:  # unreadable image, frame count the processor refuses
+                raise TheWorldUserError(f"item {item.id!r}: cannot build its prompt ({err})") from err
+            found = count_world_tokens(prompt.input_ids, self.world_token_id)
+            expected = self.required_tokens(item)
+            if found != expected or (expected and prompt.world is None):
+                raise WorldInputsMissingError(
+                    f"item {item.id!r}: its prompt holds {found} world tokens"
+                    f"{' and no world inputs' if expected and prompt.world is None else ''}, but control "
+                    f"{self.settings.control!r} needs {expected} for its {len(item.visuals)} visual(s); is the "
+                    "processor's enable_world the model's?"
+                )
+            if self.world_run and expected and self.donors is not None:
+                donor_pixels = _world_pixels_of(self.processor, self.items[self.donors[index]])
+                if donor_pixels.shape != prompt.world.shape:  # same signature, so this is a bug
+                    raise RuntimeError(f"item {item.id!r}: donor world shape {tuple(donor_pixels.shape)} != own {tuple(prompt.world.shape)}")
+                prompt.world = donor_pixels
+            prompts.append(prompt)
+        if self.world_run:
+            self._encode_world(prompts)
+        return prompts
+
+    def _encode_world(self, prompts: Sequence[EncodedPrompt]) -> None:
+        """World pixels -> latents with the model's VAE, once per item (not per choice), batched by shape."""
+        encoder = getattr(self.model, "world_encoder", None)
+        if encoder is None:
+            raise TheWorldUserError("the model has no world encoder (Cosmos VAE) to encode world pixels: load it with a cosmos model name")
+        device = next(encoder.parameters()).device
+        by_shape: dict[tuple[int, ...], list[EncodedPrompt]] = defaultdict(list)
+        for prompt in prompts:
+            if prompt.world is not None and prompt.world_key == "world_pixel_values":
+                by_shape[tuple(prompt.world.shape[1:])].append(prompt)
+        for group in by_shape.values():
+            with torch.no_grad():
+                latents = encoder(torch.cat([p.world for p in group]).to(device))
+            for prompt, chunk in zip(group, torch.split(latents, [p.world.shape[0] for p in group])):
+                prompt.world, prompt.world_key = chunk, "world_latents"
+
+    def _base_record(self, index: int, prompt: EncodedPrompt) -> dict[str, Any]:
+        item = self.items[index]
+        record: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category}
+        record["world_tokens"] = count_world_tokens(prompt.input_ids, self.world_token_id)
+        if self.donors is not None and self.donors[index] is not None:
+            record["world_from"] = self.items[self.donors[index]].id
+        return record
+
+    # -- choice items
+    def run_choices(self, indices: Sequence[int]) -> None:
+        prompts = self.prepare(indices)
+        rows: list[tuple[int, list[int]]] = []
+        for p, index in enumerate(indices):
+            item = self.items[index]
+            for choice in item.choices or []:
+                ids = self.tokenizer(choice, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise TheWorldUserError(f"item {item.id!r}: choice {choice!r} has no tokens")
+                rows.append((p, ids))
+                self.audit.require(self.required_tokens(item))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        logliks = score_continuations(
+            self.model, prompts, rows, self.settings.batch_size, self.settings.padding_side, pad, self.audit.feed
+        )
+        position = 0
+        for p, index in enumerate(indices):
+            item = self.items[index]
+            choices = list(item.choices or [])
+            item_scores = logliks[position : position + len(choices)]
+            position += len(choices)
+            prediction = choices[int(np.argmax(item_scores))]
+            record = self._base_record(index, prompts[p])
+            record.update(
+                prediction=prediction,
+                target=item.answer,
+                correct=None if item.answer is None else prediction == item.answer,
+                scores=dict(zip(choices, item_scores)),
+            )
+            if item.answer is None:
+                record["unscored_reason"] = "no reference answer"
+            self.writer.write(record)
+
+    # -- free-form items
+    def run_generation(self, indices: Sequence[int]) -> None:
+        prompts = self.prepare(indices)
+        for index in indices:
+            self.audit.require(self.required_tokens(self.items[index]))
+        answers = generate_answers(
+            self.model, self.tokenizer, prompts, self.settings.max_new_tokens, self.settings.batch_size, self.audit.feed
+        )
+        for p, index in enumerate(indices):
+            item, answer = self.items[index], answers[p]
+            record = self._base_record(index, prompts[p])
+            record.update(prediction=answer.text, target=item.answer, generation=answer.raw, stopped=answer.stopped)
+            record.update(self._verdict(item, answer.text))
+            self.writer.write(record)
+
+    def _verdict(self, item: EvalItem, prediction: str) -> dict[str, Any]:
+        if item.answer is None:
+            return {"correct": None, "unscored_reason": "no reference answer"}
+        if item.kind == "numeric":
+            score = score_numeric(prediction, item.answer)
+            return {"correct": score["correct"], "score": score}
+        if item.kind == "clock":
+            score = score_clock(prediction, item.answer)
+            return {"correct": score["correct"], "score": score}
+        if self.judge is None:
+            return {"correct": None, "unscored_reason": "unjudged"}
+        verdict = self.judge.judge(item.question, item.answer, prediction)
+        return {"correct": verdict.correct, "judge_reason": verdict.reason}
+
+
+def _groups(indices: Sequence[int], items: Sequence[EvalItem], batch_size: int, rows_of) -> list[list[int]]:
+    """Consecutive items whose rows fill about one batch (an item never straddles two groups)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    rows = 0
+    for index in indices:
+        n = rows_of(items[index])
+        if current and rows + n > batch_size:
+            groups.append(current)
+            current, rows = [], 0
+        current.append(index)
+        rows += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+def evaluate(
+    items: Sequence[EvalItem],
+    model: torch.nn.Module,
+    processor: Any,
+    output_dir: str | Path,
+    settings: EvalSettings | None = None,
+    judge: Any = None,
+    info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `items` under `settings.control`, write the output files, return the metrics.
+
+    `model`/`processor` must match the control: world-off needs a model and processor loaded with
+    `enable_world=False` (see `theworld.evaluation.loading.load_model`); every other control a
+    world-enabled pair. `info` (model, benchmark, data, split, ...) is recorded in run.json and
+    metrics.json; with the control and seed it is the identity a resumed run must match.
+    """
+    settings = settings or EvalSettings()
+    if not items:
+        raise TheWorldUserError("no items to evaluate")
+    world_run = uses_world(settings.control)
+    has_projector = getattr(model, "world_projector", None) is not None
+    if world_run and not has_projector:
+        raise TheWorldUserError(f"control {settings.control!r} needs a world-enabled model (it has enable_world=False)")
+    if not world_run and has_projector:
+        raise TheWorldUserError("control 'world-off' needs the model loaded with enable_world=False")
+    seen_ids: set[str] = set()
+    for item in items:
+        if item.id in seen_ids:
+            raise TheWorldUserError(f"duplicate item id {item.id!r}")
+        seen_ids.add(item.id)
+
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise TheWorldUserError(f"output folder {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    identity = dict(info or {})
+    identity.update(control=settings.control, max_new_tokens=settings.max_new_tokens)
+    if settings.control == "shuffled-world":
+        identity["shuffle_seed"] = settings.seed
+    _check_run_identity(out, identity)
+
+    done = {str(r["id"]): r for r in _read_records(out / PREDICTIONS) + _read_records(out / UNSCORED)}
+    stray = sorted(set(done) - seen_ids)
+    if stray:
+        raise TheWorldUserError(
+            f"{out} has predictions for {len(stray)} items not in this evaluation (e.g. {stray[0]!r}): "
+            "different --data/--limit/--split? use another --output-dir"
+        )
+    pending = [i for i, item in enumerate(items) if item.id not in done]
+    if done:
+        logger.info("resuming in %s: %d items done, %d to go", out, len(done), len(pending))
+
+    model.eval()
+    audit = WorldAudit(model, world_run)
+    writer = _Writer(out)
+    runner = _Runner(items, model, processor, settings, judge, audit, writer)
+    started = time.perf_counter()
+    choice_items = [i for i in pending if items[i].kind == "choice"]
+    free_items = [i for i in pending if items[i].kind != "choice"]
+    work = [(runner.run_choices, g) for g in _groups(choice_items, items, settings.batch_size, lambda it: len(it.choices))]
+    work += [(runner.run_generation, g) for g in _groups(free_items, items, settings.batch_size, lambda it: 1)]
+    try:
+        with control_context(model, settings.control), tqdm(
+            total=len(pending), desc=f"eval ({settings.control})", unit="item"
+        ) as progress:
+            for run, group in work:
+                run(group)
+                audit.verify()  # fail on the first bad batch, not after hours
+                progress.update(len(group))
+    finally:
+        writer.close()
+    audit.verify()
+    wall = time.perf_counter() - started
+
+    records = {str(r["id"]): r for r in _read_records(out / PREDICTIONS) + _read_records(out / UNSCORED)}
+    missing = [item.id for item in items if item.id not in records]
+    if missing:  # cannot happen unless the files were changed under us
+        raise TheWorldUserError(f"{out}: no prediction for {len(missing)} items (e.g. {missing[0]!r})")
+    metrics = compute_metrics((records[item.id] for item in items), n_boot=settings.n_boot, seed=settings.seed)
+    forwards, tokens = audit.seen()
+    metrics.update(
+        {k: v for k, v in identity.items() if k not in metrics},
+        settings=asdict(settings),
+        wall_time_s=wall,
+        items_run=len(pending),
+        items_resumed=len(items) - len(pending),
+        world_tokens_seen=tokens,
+        world={
+            "enabled": world_run,
+            "forwards_with_world": forwards,
+            "tokens_seen": tokens,
+            "tokens_required": audit.required_tokens,
+            "check": "passed",
+        },
+    )
+    (out / METRICS).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n", encoding="utf-8")
+    logger.info(
+        "%s: accuracy %s over n=%d (%d unjudged) in %.1fs",
+        out, "n/a" if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}", metrics["n"],
+        metrics["unjudged"], wall,
+    )
+    return metrics
