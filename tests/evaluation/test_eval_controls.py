@@ -24,6 +24,16 @@ from theworld.testing.inputs import random_image
 CHOICES = [["left", "right side"], ["yes", "no", "not sure at all"]]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny-model forwards gain nothing from a second thread, and on a shared 2-core machine two
+    spinning OpenMP threads per process made these tests about 3x slower; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def world_dir(tiny_gemma_dir, tiny_vae_dir, world_settings, tmp_path_factory):
     out = tmp_path_factory.mktemp("theworld_controls")

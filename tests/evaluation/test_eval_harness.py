@@ -33,6 +33,16 @@ QUESTIONS = ["Which way does the ball move?", "Is the red square closer to the c
 CHOICES = [["left", "right side"], ["yes", "no", "not sure at all"]]
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny-model forwards gain nothing from a second thread, and on a shared 2-core machine two
+    spinning OpenMP threads per process made these tests about 3x slower; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def world_dir(tiny_gemma_dir, tiny_vae_dir, world_settings, tmp_path_factory):
     """A saved TheWorld folder (weights, world_encoder/, processor) with tiny world settings."""
