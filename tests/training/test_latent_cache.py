@@ -116,8 +116,8 @@ def test_cached_latents_equal_direct_encoding(tmp_path, data, encoder, processor
     # Batched builds group visuals by frame count; CPU conv kernels differ in the last bit between
     # batch 1 and larger batches (the VAE's own behaviour, not the cache's), so: close, not equal.
     batched = LatentCache.open(tmp_path / "batched", encoder, settings)
-    batched.build(data["samples"], encoder, processor, batch_size=3, progress=False)
-    for visual in data["visuals"]:
+    batched.build(data["samples"][:2], encoder, processor, batch_size=3, progress=False)
+    for visual in data["visuals"][:3]:
         torch.testing.assert_close(batched.latents_for(visual), cache.latents_for(visual), rtol=1e-5, atol=1e-5)
     manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
     assert manifest["settings"]["world_image_size"] == 64
@@ -139,7 +139,8 @@ def test_same_content_under_two_paths_is_encoded_once(tmp_path, data, encoder, s
 
 def test_cache_of_another_vae_is_refused_then_rebuilt(tmp_path, data, encoder, settings, other_vae_dir):
     root = tmp_path / "cache"
-    LatentCache.open(root, encoder, settings).build(data["samples"], encoder, progress=False)
+    images_only = data["samples"][:2]  # the clip would only add encoding time here
+    LatentCache.open(root, encoder, settings).build(images_only, encoder, progress=False)
     other = CosmosWorldEncoder.from_pretrained(other_vae_dir)
     with pytest.raises(TheWorldUserError, match="world encoder \\(VAE\\) weights") as info:
         LatentCache.open(root, fingerprint_pretrained(other_vae_dir), settings)
@@ -148,13 +149,13 @@ def test_cache_of_another_vae_is_refused_then_rebuilt(tmp_path, data, encoder, s
 
     rebuilt = LatentCache.open(root, fingerprint_encoder(other), settings, on_stale="rebuild")
     assert len(rebuilt) == 0 and not list(root.glob("latents-*"))
-    rebuilt.build(data["samples"], other, batch_size=1, progress=False)
+    rebuilt.build(images_only, other, batch_size=1, progress=False)
     image = data["visuals"][1]
     assert torch.equal(rebuilt.latents_for(image), _direct(other, rebuilt._preprocessor, image))
     assert not torch.equal(rebuilt.latents_for(image), _direct(encoder, rebuilt._preprocessor, image))
     # Building with an encoder other than the one the cache was opened for is refused too.
     with pytest.raises(TheWorldUserError, match="not the one"):
-        rebuilt.build(data["samples"], encoder, progress=False)
+        rebuilt.build(images_only, encoder, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -194,6 +195,25 @@ def test_partial_build_resumes(tmp_path, data, encoder, settings):
         assert torch.equal(resumed.latents_for(visual), _direct(encoder, resumed._preprocessor, visual))
     again = CountingEncoder(encoder)
     assert resumed.build(data["samples"], again, progress=False).encoded == 0 and again.items == 0
+
+
+def test_many_shards_few_open_files_and_pickling(tmp_path, data, encoder, settings, monkeypatch):
+    import pickle
+
+    import theworld.training.latent_cache as latent_cache
+
+    monkeypatch.setattr(latent_cache, "MAX_OPEN_SHARDS", 2)
+    cache = LatentCache.open(tmp_path / "cache", encoder, settings)
+    cache.build(data["samples"], encoder, batch_size=1, shard_size=1, progress=False)
+    assert len(list((tmp_path / "cache").glob("latents-*"))) == 4
+    expected = [cache.latents_for(v) for v in data["visuals"]]
+    for _ in range(2):
+        for visual, latents in zip(data["visuals"], expected):
+            assert torch.equal(cache.latents_for(visual), latents)
+            assert len(cache._handles) <= 2
+    # A spawned dataloader worker receives the cache pickled: it reopens shards itself.
+    clone = pickle.loads(pickle.dumps(cache))
+    assert all(torch.equal(clone.latents_for(v), x) for v, x in zip(data["visuals"], expected))
 
 
 def test_missing_visual_names_it_and_changed_files_miss(tmp_path, data, encoder, settings):

@@ -47,6 +47,7 @@ import os
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -75,6 +76,7 @@ TMP_SUFFIX = ".tmp"
 ALIASES_METADATA = "theworld_aliases"
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ON_STALE = ("error", "rebuild")
+MAX_OPEN_SHARDS = 64
 
 
 class LatentCacheMissError(TheWorldUserError):
@@ -324,7 +326,7 @@ class LatentCache:
         self._index: dict[str, str] = {}  # key -> shard file name
         self._aliases: dict[str, str] = {}  # file alias -> key (from shards, plus this process's lookups)
         self._stored_aliases: set[str] = set()  # the aliases some shard on disk records
-        self._handles: dict[str, Any] = {}
+        self._handles: OrderedDict[str, Any] = OrderedDict()  # open shards, most recent last
         self._handles_pid = os.getpid()
         self._scan()
 
@@ -464,19 +466,24 @@ class LatentCache:
             )
 
     def _handle(self, shard: str) -> Any:
-        # Handles are memory maps; a forked dataloader worker opens its own.
+        """An open shard; at most MAX_OPEN_SHARDS stay open (a big cache has thousands of shards,
+        more than a process may hold file descriptors). A forked dataloader worker opens its own."""
         if self._handles_pid != os.getpid():
-            self._handles = {}
+            self._handles = OrderedDict()
             self._handles_pid = os.getpid()
         handle = self._handles.get(shard)
         if handle is None:
             handle = safe_open(str(self.cache_dir / shard), framework="pt")
             self._handles[shard] = handle
+            while len(self._handles) > MAX_OPEN_SHARDS:
+                self._handles.popitem(last=False)
+        else:
+            self._handles.move_to_end(shard)
         return handle
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_handles"] = {}  # safetensors handles do not pickle (spawned dataloader workers)
+        state["_handles"] = OrderedDict()  # safetensors handles do not pickle (spawned dataloader workers)
         return state
 
     # -------------------------------------------------------------------------------------------
