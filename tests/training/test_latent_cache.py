@@ -223,6 +223,10 @@ def test_missing_visual_names_it_and_changed_files_miss(tmp_path, data, encoder,
     with pytest.raises(LatentCacheMissError, match="never_cached.png") as info:
         cache.latents_for(stranger)
     assert "theworld cache-latents" in str(info.value)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(TheWorldUserError, match="cannot prepare .*broken.png"):
+        cache.latents_for(str(broken))
     with pytest.raises(LatentCacheMissError, match="1 visual"):
         cache.check_complete(data["samples"][:1] + [stranger])
 

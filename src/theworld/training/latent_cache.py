@@ -233,6 +233,14 @@ def as_world_visual(visual: Any) -> Any:
     return visual
 
 
+def _world_pixels(preprocessor: Any, visual: Any) -> np.ndarray:
+    """`preprocessor.world_pixels(visual)`, with a failure (unreadable file, bad clip length) naming the visual."""
+    try:
+        return preprocessor.world_pixels(visual)
+    except (OSError, ValueError, TypeError) as err:
+        raise TheWorldUserError(f"cannot prepare {describe_visual(visual)} for the world encoder: {err}") from err
+
+
 def content_key(pixels: np.ndarray, settings: CacheSettings) -> str:
     """The cache key of world pixels (3, T, S, S): sha256 of the settings tag, shape and float32 bytes."""
     array = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -428,7 +436,7 @@ class LatentCache:
         alias = file_alias(visual)
         if alias is not None and alias in self._aliases:
             return self._aliases[alias]
-        key = content_key(self._preprocessor.world_pixels(visual), self.settings)
+        key = content_key(_world_pixels(self._preprocessor, visual), self.settings)
         if alias is not None:
             self._aliases[alias] = key  # memo for this process: the next epoch skips the decode
         return key
@@ -533,7 +541,7 @@ class LatentCache:
                 key = self._aliases.get(alias) if alias is not None else None
                 pixels = None
                 if key is None:
-                    pixels = preprocessor.world_pixels(visual)
+                    pixels = _world_pixels(preprocessor, visual)
                     key = content_key(pixels, self.settings)
                     if alias is not None:
                         self._aliases[alias] = key
@@ -547,8 +555,8 @@ class LatentCache:
                 if key in self._index:
                     stats.already_cached += 1
                     continue
-                if pixels is None:  # an alias known from an earlier build whose shard is gone: recompute
-                    pixels = preprocessor.world_pixels(visual)
+                if pixels is None:  # known alias, latents not written yet (e.g. a build stopped early)
+                    pixels = _world_pixels(preprocessor, visual)
                 batch = batches.setdefault(tuple(pixels.shape), [])
                 batch.append((key, pixels))
                 if len(batch) >= batch_size:
