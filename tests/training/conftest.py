@@ -88,3 +88,9 @@ def write_config(tmp_path):
         return str(path)
 
     return write
+
+
+@pytest.fixture
+def llava_writer():
+    """write_llava(path, records) -> path: a LLaVA JSON file of (id, color or None, [(q, a), ...]) records."""
+    return write_llava

@@ -168,9 +168,11 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         initialized_from=_local_or_id(config.model_name_or_path) if previous is not None else None,
     )
     inherited = list(previous.saved_keys) if previous is not None else []
+    args = TrainingArguments(**training_arguments(config, has_eval=eval_dataset is not None))
+    check_process_group(args)
     trainer = TheWorldTrainer(
         model=model,
-        args=TrainingArguments(**training_arguments(config, has_eval=eval_dataset is not None)),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
@@ -221,6 +223,9 @@ def training_arguments(config: TrainConfig, has_eval: bool = False) -> dict[str,
         average_tokens_across_devices=True,  # num_items_in_batch counts every process's tokens
         ddp_find_unused_parameters=False,  # the trainer's zero-weighted term reaches every trainable tensor
         disable_tqdm=False,
+        # Without a GPU, processes started by torchrun / `accelerate launch --multi_gpu` must join a
+        # gloo process group on the CPU; transformers only does that with use_cpu=True.
+        use_cpu=not _has_accelerator(),
     )
     if config.gradient_checkpointing:
         # Non-reentrant checkpointing: gradients reach the world projector through frozen layers
@@ -229,6 +234,22 @@ def training_arguments(config: TrainConfig, has_eval: bool = False) -> dict[str,
         args[name] = True
         args[f"{name}_kwargs"] = {"use_reentrant": False}
     return args
+
+
+def _has_accelerator() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+
+
+def check_process_group(args) -> None:
+    """Processes launched as N ranks that did not form a process group would each train alone and
+    write the same output_dir: refuse instead."""
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if launched > 1 and args.world_size != launched:
+        raise TheWorldUserError(
+            f"this process is one of {launched} launched ranks, but the Trainer sees world_size={args.world_size}: "
+            "the processes did not form a process group (see docs/training.md, 'Multi-process')"
+        )
 
 
 def open_latent_cache(config: TrainConfig, datasets: list) -> Any:

@@ -168,6 +168,12 @@ class TheWorldTrainer(Trainer):
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self._world_params = [p for n, p in named if n.startswith(WORLD_PREFIXES)]
         self._vision_params = [p for n, p in named if n.startswith(VISION_PREFIXES)]
+        # Frozen parts that see no gradient stay in eval mode (the Trainer calls model.train() every
+        # step): dropout-free, deterministic features. The frozen language model is left in train
+        # mode, because gradient checkpointing only runs in train mode.
+        inner = self.model
+        parts = [getattr(inner, "world_encoder", None), inner.model.vision_tower, inner.model.multi_modal_projector]
+        self._frozen_eval_parts = [m for m in parts if m is not None and not any(p.requires_grad for p in m.parameters())]
         self._staging_root: str | None = None
         self.progress = TheWorldProgressCallback(description=f"{stage}")
         self.remove_callback(ProgressCallback)
@@ -197,6 +203,9 @@ class TheWorldTrainer(Trainer):
                 num_items_in_batch = num_items_in_batch.clamp(min=1)
             else:
                 num_items_in_batch = max(int(num_items_in_batch), 1)
+        if model.training:
+            for part in self._frozen_eval_parts:
+                part.eval()
         loss, n_tokens = supervised_lm_loss(model, inputs, labels, num_items_in_batch)
         if model.training:
             loss = loss + self._unused_parameter_term(inputs)
