@@ -146,6 +146,26 @@ def test_world_model_with_world_free_processor_fails_instead_of_scoring(loaded, 
     assert not (tmp_path / "out" / PREDICTIONS).exists() or not read_jsonl(tmp_path / "out" / PREDICTIONS)
 
 
+def test_forwards_the_model_did_not_count_leave_no_predictions(loaded, tmp_path, monkeypatch):
+    """If the world path was skipped inside forward (counters did not move), the batch's
+    predictions are never written and the run stops."""
+    model, processor = loaded
+    real_forward = model.forward
+
+    def uncounted_forward(*args, **kwargs):
+        forwards, tokens = model.world_forward_count, model.world_token_count
+        out = real_forward(*args, **kwargs)
+        model.world_forward_count, model.world_token_count = forwards, tokens
+        return out
+
+    monkeypatch.setattr(model, "forward", uncounted_forward)
+    items = load_jsonl(str(write_items(tmp_path / "data", choice_rows(2))))
+    with pytest.raises(WorldInputsMissingError, match="world_forward_count grew by 0, expected 1"):
+        evaluate(items, model, processor, tmp_path / "out", EvalSettings())
+    assert read_jsonl(tmp_path / "out" / PREDICTIONS) == []
+    assert not (tmp_path / "out" / METRICS).exists()
+
+
 def test_world_audit_needs_the_models_counters_to_grow():
     fake = SimpleNamespace(world_forward_count=5, world_token_count=80)
     audit = WorldAudit(fake, world_run=True)

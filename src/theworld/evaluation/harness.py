@@ -275,14 +275,13 @@ def _world_pixels_of(processor: Any, item: EvalItem) -> torch.Tensor:
 class _Runner:
     """State shared by the batches of one `evaluate` call."""
 
-    def __init__(self, items, model, processor, settings: EvalSettings, judge, audit: WorldAudit, writer) -> None:
+    def __init__(self, items, model, processor, settings: EvalSettings, judge, audit: WorldAudit) -> None:
         self.items = items
         self.model = model
         self.processor = processor
         self.settings = settings
         self.judge = judge
         self.audit = audit
-        self.writer = writer
         self.tokenizer = processor.tokenizer
         self.world_run = uses_world(settings.control)
         self.donors = shuffled_donors(items, settings.seed) if settings.control == "shuffled-world" else None
@@ -348,7 +347,7 @@ class _Runner:
         return record
 
     # -- choice items
-    def run_choices(self, indices: Sequence[int]) -> None:
+    def run_choices(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         prompts = self.prepare(indices)
         rows: list[tuple[int, list[int]]] = []
         for p, index in enumerate(indices):
@@ -364,6 +363,7 @@ class _Runner:
             self.model, prompts, rows, self.settings.batch_size, self.settings.padding_side, pad, self.audit.feed
         )
         position = 0
+        records = []
         for p, index in enumerate(indices):
             item = self.items[index]
             choices = list(item.choices or [])
@@ -379,22 +379,25 @@ class _Runner:
             )
             if item.answer is None:
                 record["unscored_reason"] = "no reference answer"
-            self.writer.write(record)
+            records.append(record)
+        return records
 
     # -- free-form items
-    def run_generation(self, indices: Sequence[int]) -> None:
+    def run_generation(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         prompts = self.prepare(indices)
         for index in indices:
             self.audit.require(self.required_tokens(self.items[index]))
         answers = generate_answers(
             self.model, self.tokenizer, prompts, self.settings.max_new_tokens, self.settings.batch_size, self.audit.feed
         )
+        records = []
         for p, index in enumerate(indices):
             item, answer = self.items[index], answers[p]
             record = self._base_record(index, prompts[p])
             record.update(prediction=answer.text, target=item.answer, generation=answer.raw, stopped=answer.stopped)
             record.update(self._verdict(item, answer.text))
-            self.writer.write(record)
+            records.append(record)
+        return records
 
     def _verdict(self, item: EvalItem, prediction: str) -> dict[str, Any]:
         if item.answer is None:
@@ -483,7 +486,7 @@ def evaluate(
     model.eval()
     audit = WorldAudit(model, world_run)
     writer = _Writer(out)
-    runner = _Runner(items, model, processor, settings, judge, audit, writer)
+    runner = _Runner(items, model, processor, settings, judge, audit)
     started = time.perf_counter()
     choice_items = [i for i in pending if items[i].kind == "choice"]
     free_items = [i for i in pending if items[i].kind != "choice"]
@@ -494,8 +497,10 @@ def evaluate(
             total=len(pending), desc=f"eval ({settings.control})", unit="item"
         ) as progress:
             for run, group in work:
-                run(group)
-                audit.verify()  # fail on the first bad batch, not after hours
+                records = run(group)
+                audit.verify()  # before writing: a batch that skipped the world path leaves no trace
+                for record in records:
+                    writer.write(record)
                 progress.update(len(group))
     finally:
         writer.close()
