@@ -265,3 +265,23 @@ def test_metrics_file_has_the_reported_keys_and_compare_reads_it(loaded, tmp_pat
     assert on_disk["world"]["tokens_seen"] == on_disk["world"]["tokens_required"] == (2 + 3 + 2 + 2) * 16  # rows x world tokens
     run = load_run(out)  # the compare CLI accepts the folder
     assert run.n == 3 and run.accuracy == pytest.approx(on_disk["accuracy"])
+
+
+def test_clip_items_get_one_world_block_per_clip(loaded, tmp_path):
+    """A 5-frame clip is 2 latent frames: 32 world tokens per row, checked against the model's counters."""
+    model, processor = loaded
+    folder = tmp_path / "data"
+    folder.mkdir()
+    frames = []
+    for t in range(5):
+        random_image(500 + t).save(folder / f"f{t}.png")
+        frames.append(f"f{t}.png")
+    rows = [{"id": "clip", "question": QUESTIONS[0], "choices": CHOICES[0], "answer": "left", "video": frames}]
+    rows += choice_rows(1)  # an image item in the same run: world shapes never share a tensor
+    path = write_items(folder, rows[1:])
+    path.write_text(json.dumps(rows[0]) + "\n" + path.read_text(encoding="utf-8"), encoding="utf-8")
+    metrics = evaluate(load_jsonl(str(path)), model, processor, tmp_path / "out", EvalSettings(batch_size=8))
+    records = {r["id"]: r for r in read_jsonl(tmp_path / "out" / PREDICTIONS)}
+    assert records["clip"]["world_tokens"] == 32 and records["c0"]["world_tokens"] == 16
+    assert metrics["world"]["tokens_seen"] == 2 * 32 + 2 * 16
+    assert metrics["world"]["forwards_with_world"] == 2

@@ -18,7 +18,6 @@ world settings follow the model config), else the base checkpoint's.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
