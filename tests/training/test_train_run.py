@@ -214,3 +214,15 @@ def test_gemma_control_finetune_run(train_config_values, tiny_gemma_dir):
         trained = result.trainer.model.eval()(input_ids=ids).logits
         assert torch.equal(reloaded.eval()(input_ids=ids).logits, trained)
         assert not torch.allclose(base.eval()(input_ids=ids).logits, trained)
+
+
+def test_bf16_run_keeps_fp32_master_weights(train_config_values):
+    values = dict(train_config_values, bf16=True, max_steps=2, per_device_train_batch_size=1)
+    result = train(build_config(values))
+    model = result.trainer.model
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    losses = [e["loss"] for e in result.trainer.state.log_history if "loss" in e]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    with safe_open(os.path.join(values["output_dir"], WORLD_ADAPTER_NAME), framework="pt") as handle:
+        assert all(handle.get_tensor(k).dtype == torch.float32 for k in handle.keys())

@@ -70,9 +70,10 @@ def load_model(config: TrainConfig):
     cosmos = _local_or_id(config.cosmos_model_name)
     previous = TrainingInfo.load(source) if os.path.isdir(source) else None
     kwargs: dict[str, Any] = {"enable_world": config.enable_world}
-    # With a latent cache the VAE is never run: it is not loaded, only recorded in the config.
-    if config.enable_world and cosmos is not None and not config.latent_cache_dir:
-        kwargs["cosmos_model_name"] = cosmos
+    # With a latent cache the VAE is never run: it is not loaded (not even the one an earlier
+    # stage's config names), only recorded in the config below.
+    if config.enable_world:
+        kwargs["cosmos_model_name"] = None if config.latent_cache_dir else cosmos
     for key in ("world_image_size", "world_tokens_per_frame", "world_num_frames", "world_projector_type", "world_bidirectional"):
         if getattr(config, key) is not None:
             kwargs[key] = getattr(config, key)
@@ -266,6 +267,15 @@ def open_latent_cache(config: TrainConfig, datasets: list) -> Any:
 def train(config: TrainConfig) -> TrainResult:
     """Run one stage as configured; returns where the model went and the final metrics."""
     resume = resolve_checkpoint(config)
+    if resume is None and os.path.isdir(config.output_dir):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        existing = get_last_checkpoint(config.output_dir)
+        if existing is not None:
+            logger.warning(
+                "%s already holds %s; this run starts from step 0 (set resume_from_checkpoint: latest to continue it)",
+                config.output_dir, os.path.basename(existing),
+            )  # fmt: skip
     trainer = build_trainer(config, resume=resume)
     if resume is not None:
         logger.info("resuming stage %s from %s", config.stage, resume)
