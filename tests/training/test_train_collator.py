@@ -158,3 +158,19 @@ def test_truncation_never_cuts_an_image_or_world_block(processor, caplog):
     # every sample dropped: a harmless batch with nothing supervised
     empty = dropping([sample])
     assert (empty["labels"] == IGNORE_INDEX).all()
+
+
+def test_clip_sample_gets_one_world_block_for_all_its_frames(processor, model):
+    frames = [Image.new("RGB", (36, 30), (20 * k, 40, 200)) for k in range(5)]
+    sample = Sample(
+        id="clip",
+        messages=[
+            {"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "Which way?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "left"}]},
+        ],
+    )
+    batch = TheWorldCollator(processor)([sample])
+    assert batch["world_pixel_values"].shape == (1, 3, 5, 64, 64) and batch["pixel_values"].shape[0] == 1
+    assert int((batch["input_ids"] == model.config.world_token_id).sum()) == 2 * model.config.world_tokens_per_frame
+    spans = _supervised_spans(batch["labels"][0])
+    assert [processor.tokenizer.decode(s, skip_special_tokens=False) for s in spans] == ["left<end_of_turn>"]

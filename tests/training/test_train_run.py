@@ -55,7 +55,11 @@ def test_align_run_learns_and_writes_a_loadable_output_dir(train_config_values, 
     trainer, out = result.trainer, values["output_dir"]
     model = trainer.model
 
-    # the loss on the image samples falls (only the world projector trained)
+    # the loss on the image samples falls (only the world projector trained); `fresh` is the
+    # run's starting point (same seed before loading)
+    from transformers import set_seed
+
+    set_seed(values["seed"])
     fresh = TheWorld.from_pretrained(
         tiny_gemma_dir, cosmos_model_name=values["cosmos_model_name"], dtype=torch.float32,
         world_image_size=64, world_tokens_per_frame=16, world_num_frames=9,

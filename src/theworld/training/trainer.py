@@ -164,7 +164,6 @@ class TheWorldTrainer(Trainer):
         self.merged_lora_keys: list[str] = []
         self.processor = processor
         self.training_info = training_info or TrainingInfo(stage=stage, trainable_parameters=self.trainable_names)
-        self.supervised_tokens_seen = 0
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self._world_params = [p for n, p in named if n.startswith(WORLD_PREFIXES)]
         self._vision_params = [p for n, p in named if n.startswith(VISION_PREFIXES)]
@@ -206,10 +205,9 @@ class TheWorldTrainer(Trainer):
         if model.training:
             for part in self._frozen_eval_parts:
                 part.eval()
-        loss, n_tokens = supervised_lm_loss(model, inputs, labels, num_items_in_batch)
+        loss, _ = supervised_lm_loss(model, inputs, labels, num_items_in_batch)
         if model.training:
             loss = loss + self._unused_parameter_term(inputs)
-            self.supervised_tokens_seen += int(n_tokens)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # `num_items_in_batch` is summed over processes and DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
