@@ -7,18 +7,66 @@ its token budget and the projector; the freeze flags record which parts were mea
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
-from huggingface_hub.dataclasses import strict
 from transformers import Gemma3Config
 
 DEFAULT_COSMOS_MODEL = "nvidia/Cosmos-Predict2-2B-Video2World"
 PROJECTOR_TYPES = ("mlp", "linear")
 
+# transformers 5 configs are (strict) dataclasses whose fields are annotated class attributes;
+# transformers 4.57 configs take their fields as `__init__` keywords. Both are supported: the
+# world fields and their defaults are listed once here, the class is built for the running version.
+DATACLASS_CONFIGS = dataclasses.is_dataclass(Gemma3Config)
+WORLD_DEFAULTS: dict[str, Any] = dict(
+    enable_world=True,
+    cosmos_model_name=None,
+    world_num_frames=17,
+    world_image_size=512,
+    world_tokens_per_frame=256,
+    world_latent_channels=16,
+    world_spatial_compression=8,
+    world_temporal_compression=4,
+    world_projector_type="mlp",
+    world_bidirectional=True,
+    world_embed_rms=None,
+    start_of_world_token_id=None,
+    world_token_id=None,
+    end_of_world_token_id=None,
+    freeze_gemma_vision=True,
+    freeze_gemma_language=True,
+    freeze_cosmos_vae=True,
+    base_model_name_or_path=None,
+)
 
-@strict
-class TheWorldConfig(Gemma3Config):
+
+def add_legacy_rope_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """Add transformers 4.x's rope fields to a serialised Gemma 3 config that has only 5.x's.
+
+    transformers 5 writes `text_config.rope_parameters` (one entry per layer type); 4.57 ignores it
+    and reads `rope_theta` (global layers), `rope_local_base_freq` (sliding layers) and
+    `rope_scaling` (global layers), silently using its defaults when they are absent: a checkpoint
+    with rope scaling (gemma-3-4b uses linear x8) would load with other positions. Writing both
+    is safe: 5.x prefers `rope_parameters` when both are present. Changes `config_dict` in place.
+    """
+    text = config_dict.get("text_config")
+    params = text.get("rope_parameters") if isinstance(text, dict) else None
+    if not isinstance(params, dict):
+        return config_dict
+    full = params.get("full_attention", params)
+    sliding = params.get("sliding_attention")
+    if isinstance(full, dict) and "rope_theta" in full:
+        text.setdefault("rope_theta", full["rope_theta"])
+        scaling = {k: v for k, v in full.items() if k != "rope_theta"}
+        text.setdefault("rope_scaling", None if scaling in ({}, {"rope_type": "default"}) else scaling)
+    if isinstance(sliding, dict) and "rope_theta" in sliding:
+        text.setdefault("rope_local_base_freq", sliding["rope_theta"])
+    return config_dict
+
+
+class _WorldConfigMixin:
     r"""Gemma 3 config with a world path.
 
     enable_world: build the world projector and accept world inputs. False gives plain Gemma 3.
@@ -39,31 +87,6 @@ class TheWorldConfig(Gemma3Config):
     freeze_gemma_vision / freeze_gemma_language / freeze_cosmos_vae: default trainability.
     base_model_name_or_path: the Gemma 3 checkpoint an adapter-only directory is applied to.
     """
-
-    model_type = "theworld"
-
-    enable_world: bool = True
-    cosmos_model_name: str | None = None
-    world_num_frames: int = 17
-    world_image_size: int = 512
-    world_tokens_per_frame: int = 256
-    world_latent_channels: int = 16
-    world_spatial_compression: int = 8
-    world_temporal_compression: int = 4
-    world_projector_type: str = "mlp"
-    world_bidirectional: bool = True
-    world_embed_rms: float | None = None
-    start_of_world_token_id: int | None = None
-    world_token_id: int | None = None
-    end_of_world_token_id: int | None = None
-    freeze_gemma_vision: bool = True
-    freeze_gemma_language: bool = True
-    freeze_cosmos_vae: bool = True
-    base_model_name_or_path: str | None = None
-
-    def __post_init__(self, **kwargs: Any) -> None:
-        super().__post_init__(**kwargs)
-        self.validate_world()
 
     def validate_world(self) -> None:
         """Check the world settings; each error names the config key to fix."""
@@ -104,6 +127,12 @@ class TheWorldConfig(Gemma3Config):
     def world_tokens_for_frames(self, num_frames: int) -> int:
         return self.world_latent_frames(num_frames) * self.world_tokens_per_frame
 
+    def to_dict(self) -> dict[str, Any]:
+        return add_legacy_rope_fields(super().to_dict())
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        return add_legacy_rope_fields(super().to_diff_dict())
+
     @classmethod
     def from_gemma_config(cls, gemma_config: Gemma3Config | dict[str, Any], **world_kwargs: Any) -> TheWorldConfig:
         """Build from a plain Gemma 3 config, keeping every Gemma field and adding the world ones.
@@ -116,3 +145,49 @@ class TheWorldConfig(Gemma3Config):
             data.pop(key, None)
         data.update({k: v for k, v in world_kwargs.items() if v is not None})
         return cls(**data)
+
+
+if DATACLASS_CONFIGS:  # transformers 5
+    from huggingface_hub.dataclasses import strict
+
+    @strict
+    class TheWorldConfig(_WorldConfigMixin, Gemma3Config):
+        __doc__ = _WorldConfigMixin.__doc__
+        model_type = "theworld"
+
+        enable_world: bool = True
+        cosmos_model_name: str | None = None
+        world_num_frames: int = 17
+        world_image_size: int = 512
+        world_tokens_per_frame: int = 256
+        world_latent_channels: int = 16
+        world_spatial_compression: int = 8
+        world_temporal_compression: int = 4
+        world_projector_type: str = "mlp"
+        world_bidirectional: bool = True
+        world_embed_rms: float | None = None
+        start_of_world_token_id: int | None = None
+        world_token_id: int | None = None
+        end_of_world_token_id: int | None = None
+        freeze_gemma_vision: bool = True
+        freeze_gemma_language: bool = True
+        freeze_cosmos_vae: bool = True
+        base_model_name_or_path: str | None = None
+
+        def __post_init__(self, **kwargs: Any) -> None:
+            super().__post_init__(**kwargs)
+            self.validate_world()
+
+else:  # transformers 4.x
+
+    class TheWorldConfig(_WorldConfigMixin, Gemma3Config):  # type: ignore[no-redef]
+        __doc__ = _WorldConfigMixin.__doc__
+        model_type = "theworld"
+
+        def __init__(self, **kwargs: Any) -> None:
+            world = {key: kwargs.pop(key, default) for key, default in WORLD_DEFAULTS.items()}
+            add_legacy_rope_fields(kwargs)  # a config written by transformers 5 has only `rope_parameters`
+            super().__init__(**kwargs)
+            for key, value in world.items():
+                setattr(self, key, value)
+            self.validate_world()

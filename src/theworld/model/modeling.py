@@ -11,6 +11,7 @@ logits are bit-identical to Gemma 3 loaded from the same checkpoint (tested, fp3
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -18,8 +19,12 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Gemma3ForConditionalGeneration, PretrainedConfig
-from transformers import initialization as init
+from transformers import Gemma3ForConditionalGeneration, GenerationMixin, PretrainedConfig
+
+try:  # transformers 5: init helpers that skip tensors already loaded from the checkpoint
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x initialises only modules with missing weights: torch's own init
+    from torch.nn import init
 
 from theworld.errors import TheWorldUserError
 from theworld.model.configuration import TheWorldConfig
@@ -212,7 +217,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
         inputs_embeds = self.get_input_embeddings()(llm_input_ids)  # (B, L, hidden)
 
         if pixel_values is not None:
-            image_features = self.model.get_image_features(pixel_values, return_dict=True).pooler_output
+            image_features = self.model.get_image_features(pixel_values)
+            # transformers 5 returns a ModelOutput with the projected features as `pooler_output`; 4.x the tensor.
+            image_features = getattr(image_features, "pooler_output", image_features)
             image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
             image_mask = self.model.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=image_features)
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
@@ -253,9 +260,14 @@ class TheWorld(Gemma3ForConditionalGeneration):
         if has_world and self.config.world_bidirectional and kwargs.get("token_type_ids") is not None:
             # Also seen by a mask built outside forward (static caches), so mark world tokens here too.
             kwargs["token_type_ids"] = self._world_token_type_ids(input_ids, kwargs["token_type_ids"])
-        model_inputs = super().prepare_inputs_for_generation(
-            input_ids, use_cache=use_cache, is_first_iteration=is_first_iteration, **kwargs
-        )
+        if GENERATE_PASSES_FIRST_ITERATION:
+            model_inputs = super().prepare_inputs_for_generation(
+                input_ids, use_cache=use_cache, is_first_iteration=is_first_iteration, **kwargs
+            )
+        else:  # transformers 4.x: no such argument; the prefill step is the one at cache position 0
+            cache_position = kwargs.get("cache_position")
+            is_first_iteration = cache_position is not None and int(cache_position[0]) == 0
+            model_inputs = super().prepare_inputs_for_generation(input_ids, use_cache=use_cache, **kwargs)
         if is_first_iteration or not use_cache:
             # World inputs go in with the prompt only; after prefill the cache holds them.
             model_inputs["world_pixel_values"] = world_pixel_values
@@ -303,6 +315,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
         if config.enable_world and config.world_token_id is None:
             new_vocab_size = _resolve_world_token_ids(config, path, hub_kwargs)
 
+        if LEGACY_KEY_MAPPING and "key_mapping" not in kwargs:
+            kwargs["key_mapping"] = gemma3_key_mapping(cls)
         model = super().from_pretrained(path, *model_args, config=config, **kwargs)
         if new_vocab_size is not None and new_vocab_size > model.config.text_config.vocab_size:
             model.resize_token_embeddings(new_vocab_size)
@@ -341,7 +355,12 @@ class TheWorld(Gemma3ForConditionalGeneration):
         return rms
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """Gemma weights and world modules in model.safetensors; the VAE encoder in `world_encoder/`."""
+        """Gemma weights and world modules in model.safetensors; the VAE encoder in `world_encoder/`.
+
+        The weights are written in Gemma 3's original on-disk layout (`language_model.model.*`,
+        `vision_tower.vision_model.*`), which transformers 4.57 and 5 both read.
+        """
+        use_portable_key_layout(self)
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.world_encoder is not None and kwargs.get("is_main_process", True):
             self.world_encoder.save_pretrained(Path(save_directory) / WORLD_ENCODER_DIR)
@@ -380,6 +399,50 @@ class TheWorld(Gemma3ForConditionalGeneration):
         with torch.no_grad():
             for key, value in adapter.items():
                 state[key].copy_(value.to(state[key].dtype))
+
+
+# transformers 5's `generate` tells `prepare_inputs_for_generation` which step is the prefill.
+GENERATE_PASSES_FIRST_ITERATION = "is_first_iteration" in inspect.signature(
+    GenerationMixin.prepare_inputs_for_generation
+).parameters
+
+# --------------------------------------------------------------------------------------------
+# checkpoints both transformers 4.57 and 5 read
+#
+# Gemma 3 checkpoints on the Hub name SigLIP's weights `vision_tower.vision_model.*`. transformers 5
+# reads that, but a model it builds from scratch saves `vision_tower.*` without `vision_model`,
+# which 4.57 does not recognise: it re-initialises the vision tower with only a warning. So saves
+# are made in the original layout, and under 4.x loads also accept the other one.
+
+# transformers 4.x renames checkpoint keys on load through `key_mapping` (regex -> replacement,
+# first match wins); 5.x has its own conversion tables and no such attribute to extend.
+LEGACY_KEY_MAPPING = bool(getattr(Gemma3ForConditionalGeneration, "_checkpoint_conversion_mapping", None))
+_VISION_TOWER_WITHOUT_VISION_MODEL = r"^(?:model\.)?vision_tower\.(?!vision_model\.)"
+
+
+def gemma3_key_mapping(model_class: type = Gemma3ForConditionalGeneration) -> dict[str, str] | None:
+    """Under transformers 4.x, the `key_mapping` that loads Gemma 3 weights saved in either layout
+    (`vision_tower.vision_model.*` or transformers 5's `vision_tower.*`); None under 5.x."""
+    if not LEGACY_KEY_MAPPING:
+        return None
+    mapping = {_VISION_TOWER_WITHOUT_VISION_MODEL: "model.vision_tower.vision_model."}
+    mapping.update(model_class._checkpoint_conversion_mapping)
+    return mapping
+
+
+def use_portable_key_layout(model: torch.nn.Module) -> None:
+    """Make transformers 5's `save_pretrained` write Gemma 3's original key layout.
+
+    transformers 5 reverts the key conversions recorded at load time when saving; a model built from
+    scratch (or loaded from a 5.x save) records none for SigLIP and saves `vision_tower.*`. Recording
+    the full conversion table makes the save write `vision_tower.vision_model.*`. No-op under 4.x,
+    which always saves that layout.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+    except ImportError:
+        return
+    model._weight_conversions = get_model_conversion_mapping(model, add_legacy=False)
 
 
 def _is_adapter_dir(path: str) -> bool:

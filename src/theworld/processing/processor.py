@@ -78,6 +78,12 @@ class TheWorldProcessor(Gemma3Processor):
             **kwargs,
         )
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """Gemma 3's save, with a tokenizer config that transformers 4.57 and 5 both read."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        make_tokenizer_config_portable(save_directory)
+        return result
+
     @property
     def model_input_names(self) -> list[str]:
         return super().model_input_names + ["world_pixel_values"]
@@ -176,6 +182,37 @@ class TheWorldProcessor(Gemma3Processor):
         has_visuals = any(len(v) for v in visuals)
         out = self(text=texts, images=[list(v) for v in visuals] if has_visuals else None, **processor_kwargs)
         return out if return_dict else out["input_ids"]
+
+
+_STANDARD_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def make_tokenizer_config_portable(directory: Any) -> bool:
+    """Rewrite a saved `tokenizer_config.json` so that transformers 4.57 can read it; True if changed.
+
+    transformers 5 writes `"extra_special_tokens"` as the list of additional special tokens (and the
+    named model tokens, such as Gemma's `boi_token`, at the top level); 4.57 expects a dict of named
+    tokens there and fails on a list. The portable form, read alike by both: the named tokens in
+    `extra_special_tokens` and the list in `additional_special_tokens`.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    extra = data.get("extra_special_tokens")
+    if not isinstance(extra, list):
+        return False
+    data["extra_special_tokens"] = {
+        key: value
+        for key, value in data.items()
+        if key.endswith("_token") and isinstance(value, str) and key not in _STANDARD_SPECIAL_TOKENS
+    }
+    data.setdefault("additional_special_tokens", extra)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return True
 
 
 def _to_pil(visual: Any) -> Image.Image:

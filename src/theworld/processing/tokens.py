@@ -38,7 +38,20 @@ def resolve_world_tokens(tokenizer) -> WorldTokens:
         ids = _ids_if_present(tokenizer, tokens)
         if ids is not None:
             return WorldTokens(*tokens, *ids, added=False)
-    tokenizer.add_special_tokens({"additional_special_tokens": list(NAMED_TOKENS)}, replace_extra_special_tokens=False)
+    add_special_tokens_keeping(tokenizer, list(NAMED_TOKENS))
     ids = _ids_if_present(tokenizer, NAMED_TOKENS)
     assert ids is not None
     return WorldTokens(*NAMED_TOKENS, *ids, added=True)
+
+
+def add_special_tokens_keeping(tokenizer, tokens: list[str]) -> None:
+    """Add `tokens` as additional special tokens, keeping those the tokenizer already has.
+
+    The keyword that keeps them is `replace_extra_special_tokens` in transformers 5 and
+    `replace_additional_special_tokens` in 4.x.
+    """
+    import inspect
+
+    params = inspect.signature(tokenizer.add_special_tokens).parameters
+    keep = "replace_extra_special_tokens" if "replace_extra_special_tokens" in params else "replace_additional_special_tokens"
+    tokenizer.add_special_tokens({"additional_special_tokens": tokens}, **{keep: False})

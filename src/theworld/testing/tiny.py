@@ -19,6 +19,13 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 logger = logging.getLogger(__name__)
 
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
 SPECIAL_TOKENS = [
     "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
     "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
@@ -75,6 +82,11 @@ class TinyGemmaSpec:
     vocab_size: int = 1024
     seed: int = 0
     layer_types: list[str] = field(default_factory=lambda: ["sliding_attention", "full_attention"])
+    # None: the library's defaults (1e6 global, 1e4 sliding, no scaling). Set them to check that rope
+    # settings survive a save/load (real gemma-3-4b scales its global layers linearly by 8).
+    rope_theta: float | None = None
+    rope_local_base_freq: float | None = None
+    rope_scaling: dict | None = None
 
 
 @dataclass
@@ -97,6 +109,8 @@ def build_tokenizer(vocab_size: int = 1024):
     """A Gemma-style BPE tokenizer (byte fallback, '▁' for spaces) with Gemma's special tokens."""
     from transformers import GemmaTokenizer
 
+    from theworld.processing.tokens import add_special_tokens_keeping
+
     backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     backend.normalizer = normalizers.Replace(" ", "▁")
     backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
@@ -106,22 +120,32 @@ def build_tokenizer(vocab_size: int = 1024):
     backend.train_from_iterator(corpus(), trainer=trainer)
     model = json.loads(backend.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tokenizer = GemmaTokenizer(
-        vocab=model["vocab"],
-        merges=merges,
-        add_bos_token=True,
-        extra_special_tokens={
-            "boi_token": "<start_of_image>",
-            "eoi_token": "<end_of_image>",
-            "image_token": "<image_soft_token>",
-        },
-    )
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"] + [f"<unused{i}>" for i in range(8)]},
-        replace_extra_special_tokens=False,
-    )
+    image_tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    if _transformers_major() >= 5:  # transformers 5: GemmaTokenizer builds Gemma's BPE pipeline itself
+        tokenizer = GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True, extra_special_tokens=image_tokens)
+    else:  # transformers 4.x: GemmaTokenizer needs sentencepiece; the fast one takes the same pipeline
+        from transformers import GemmaTokenizerFast
+
+        tokenizer = GemmaTokenizerFast(
+            tokenizer_object=_gemma_bpe_pipeline(model["vocab"], merges),
+            add_bos_token=True,
+            extra_special_tokens=image_tokens,
+            unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", mask_token="<mask>",
+        )  # fmt: skip
+    add_special_tokens_keeping(tokenizer, ["<start_of_turn>", "<end_of_turn>"] + [f"<unused{i}>" for i in range(8)])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+def _gemma_bpe_pipeline(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """Gemma's fast-tokenizer pipeline (as transformers 5's `GemmaTokenizer` builds it), for 4.x."""
+    from tokenizers import decoders
+
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=True, unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous", invert=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    backend.normalizer = normalizers.Replace(" ", "▁")
+    return backend
 
 
 def build_gemma_config(tokenizer, spec: TinyGemmaSpec | None = None):
@@ -140,6 +164,11 @@ def build_gemma_config(tokenizer, spec: TinyGemmaSpec | None = None):
         sliding_window=spec.sliding_window,
         layer_types=list(spec.layer_types),
         max_position_embeddings=4096,
+        **{
+            name: getattr(spec, name)
+            for name in ("rope_theta", "rope_local_base_freq", "rope_scaling")
+            if getattr(spec, name) is not None
+        },
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -170,7 +199,11 @@ def build_gemma_config(tokenizer, spec: TinyGemmaSpec | None = None):
 def build_gemma_processor(tokenizer, spec: TinyGemmaSpec | None = None):
     """Plain Gemma 3 processor for the tiny model (PIL image processor: no torchvision here)."""
     from transformers import Gemma3Processor
-    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    try:  # transformers 5 without torchvision: use the PIL processor directly
+        from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+    except ImportError:  # transformers 4.x: the default (slow) processor is the PIL/numpy one
+        from transformers import Gemma3ImageProcessor as Gemma3ImageProcessorPil
 
     spec = spec or TinyGemmaSpec()
     image_processor = Gemma3ImageProcessorPil(
@@ -190,6 +223,8 @@ def make_tiny_gemma(output_dir: str | Path, spec: TinyGemmaSpec | None = None) -
     """Write a tiny random Gemma 3 checkpoint (weights, tokenizer, chat template, processor)."""
     from transformers import Gemma3ForConditionalGeneration
 
+    from theworld.model.modeling import use_portable_key_layout
+
     spec = spec or TinyGemmaSpec()
     out = Path(output_dir)
     tokenizer = build_tokenizer(spec.vocab_size)
@@ -200,10 +235,23 @@ def make_tiny_gemma(output_dir: str | Path, spec: TinyGemmaSpec | None = None) -
         # Gemma zero-initialises this projection; without values the image would not affect logits.
         proj = model.model.multi_modal_projector.mm_input_projection_weight
         proj.normal_(0.0, 0.5 / proj.shape[0] ** 0.5)
+    use_portable_key_layout(model)
     model.save_pretrained(out)
     build_gemma_processor(tokenizer, spec).save_pretrained(out)
+    _make_config_portable(out)
     logger.info("Wrote tiny Gemma 3 to %s", out)
     return out
+
+
+def _make_config_portable(out: Path) -> None:
+    """Like a Gemma 3 checkpoint from the Hub, readable by transformers 4.57 and 5 alike: 4.x's rope
+    fields next to 5.x's `rope_parameters`, and the dict form of `extra_special_tokens`."""
+    from theworld.model.configuration import add_legacy_rope_fields
+    from theworld.processing.processor import make_tokenizer_config_portable
+
+    config_file = out / "config.json"
+    config_file.write_text(json.dumps(add_legacy_rope_fields(json.loads(config_file.read_text())), indent=2) + "\n")
+    make_tokenizer_config_portable(out)
 
 
 def make_tiny_vae(output_dir: str | Path, spec: TinyVAESpec | None = None) -> Path:
