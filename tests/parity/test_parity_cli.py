@@ -234,3 +234,19 @@ def test_gemma_weights_without_tokenizer_cannot_load_as_theworld(capsys, tiny_ge
     # As plain Gemma it loads, and matches the original (the inputs come from model A's processor).
     code, out, err = parity(capsys, "--model", f"gemma:{tiny_gemma_dir}", "--reference", f"gemma:{tmp_path}")
     assert code == 0, out + err
+
+
+def test_rope_config_change_is_seen_through_its_recomputed_inv_freq(capsys, world_off_dir, tmp_path):
+    """What a checkpoint can carry to a buffer: the config it is recomputed from."""
+    import shutil
+
+    shutil.copytree(world_off_dir, tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    text = config["text_config"]
+    text["rope_theta"] = 12_345.0
+    text["rope_parameters"]["full_attention"]["rope_theta"] = 12_345.0
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, out, _ = parity(capsys, "--model", world_off_dir, "--reference", str(tmp_path))
+    assert code == 1
+    assert "First divergent module: **`model.language_model.rotary_emb`**" in out
+    assert "| `full_attention_inv_freq` | buffer |" in out
