@@ -95,6 +95,8 @@ class TinyVAESpec:
     z_dim: int = 16
     num_res_blocks: int = 1
     seed: int = 0
+    calibration_images: int = 32
+    calibration_size: int = 64
 
 
 def corpus() -> list[str]:
@@ -254,8 +256,48 @@ def _make_config_portable(out: Path) -> None:
     make_tokenizer_config_portable(out)
 
 
+def calibration_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """(n, 3, 1, size, size) in [-1, 1]: plain backgrounds with a few random discs and squares.
+
+    Generic scenes, drawn independently of any dataset the model is later trained or tested on.
+    """
+    from PIL import Image, ImageDraw
+
+    rng = torch.Generator().manual_seed(seed)
+
+    def colour() -> tuple[int, int, int]:
+        return tuple(int(v) for v in torch.randint(0, 256, (3,), generator=rng))
+
+    images = []
+    for _ in range(n):
+        image = Image.new("RGB", (size, size), colour())
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(torch.randint(1, 4, (1,), generator=rng))):
+            x, y = (int(v) for v in torch.randint(0, size, (2,), generator=rng))
+            r = int(torch.randint(size // 16 + 1, size // 6 + 2, (1,), generator=rng))
+            shape = draw.ellipse if torch.rand(1, generator=rng) < 0.5 else draw.rectangle
+            shape([x - r, y - r, x + r, y + r], fill=colour())
+        images.append(torch.from_numpy(__import__("numpy").asarray(image, dtype="float32")))
+    pixels = torch.stack(images).permute(0, 3, 1, 2) / 127.5 - 1.0  # (n, 3, H, W)
+    return pixels.unsqueeze(2)
+
+
+@torch.no_grad()
+def latent_statistics(vae, pixels: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the VAE's latent mode over `pixels`, as Cosmos's config records."""
+    latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in pixels.split(16)])
+    return latents.mean((0, 2, 3, 4)).tolist(), latents.std((0, 2, 3, 4)).tolist()
+
+
 def make_tiny_vae(output_dir: str | Path, spec: TinyVAESpec | None = None) -> Path:
-    """Write a tiny random `AutoencoderKLWan` in a Cosmos-style layout (`<dir>/vae/`)."""
+    """Write a tiny random `AutoencoderKLWan` in a Cosmos-style layout (`<dir>/vae/`).
+
+    Cosmos's VAE config carries `latents_mean`/`latents_std` measured on its training data, so
+    normalised latents are well scaled. A random VAE has very different statistics: with
+    Cosmos's numbers its normalised latents are ~97% constant offset (per-dimension std across
+    images 0.008 vs mean 0.29), and the world path cannot learn from them. So the tiny VAE's
+    statistics are measured here, on generic calibration scenes, and recorded in its config.
+    """
     from diffusers import AutoencoderKLWan
 
     spec = spec or TinyVAESpec()
@@ -263,7 +305,9 @@ def make_tiny_vae(output_dir: str | Path, spec: TinyVAESpec | None = None) -> Pa
     torch.manual_seed(spec.seed)
     vae = AutoencoderKLWan(
         base_dim=spec.base_dim, z_dim=spec.z_dim, dim_mult=[1, 2, 4, 4], num_res_blocks=spec.num_res_blocks
-    )
+    ).eval()
+    mean, std = latent_statistics(vae, calibration_images(spec.calibration_images, spec.calibration_size, spec.seed))
+    vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(out / "vae")
     logger.info("Wrote tiny Cosmos-style VAE to %s", out / "vae")
     return out
