@@ -114,6 +114,19 @@ def random_text_ids(generator: torch.Generator, n: int, vocab_size: int) -> torc
     return torch.randint(TEXT_ID_START, vocab_size, (n,), generator=generator)
 
 
+def matmul_parameters(module: torch.nn.Module) -> int:
+    """Weights and biases of linear and convolution layers: the parameters that cost 2 FLOPs per use.
+
+    Norm scales and embedding tables are parameters too, but a lookup or a scale is not a matmul.
+    """
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    total = 0
+    for sub in module.modules():
+        if isinstance(sub, kinds):
+            total += sub.weight.numel() + (sub.bias.numel() if sub.bias is not None else 0)
+    return total
+
+
 def count_parameters(module: torch.nn.Module, trainable_only: bool = False) -> int:
     """Unique parameters (tied weights once); works on the meta device."""
     seen: set[int] = set()
@@ -206,7 +219,8 @@ class PairedTiming:
         lo, hi = self.ratio_iqr()
         other = "wall" if self.clock == "cpu" else "cpu"
         return (
-            f"median of {len(self.wall_a)} interleaved pairs ({self.clock} time), IQR {lo:.3f}-{hi:.3f}; "
+            f"ratio {self.ratio():.3f} = median of {len(self.wall_a)} interleaved pairs ({self.clock} time), "
+            f"IQR {lo:.3f}-{hi:.3f}; "
             f"{other}-time ratio {self.ratio(other):.3f}; {label_a} {self.median('a') * 1e3:.0f} ms, "
             f"{label_b} {self.median('b') * 1e3:.0f} ms ({self.clock})"
         )

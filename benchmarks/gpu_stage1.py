@@ -64,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import (  # noqa: E402
     count_parameters,
+    matmul_parameters,
     machine_description,
     write_json,
 )
@@ -239,19 +240,6 @@ def attention_flops(batch: int, seq_len: int, layer_kinds: list[str], window: in
     return total
 
 
-def matmul_parameters(module: torch.nn.Module) -> int:
-    """Weights and biases of linear and convolution layers: the parameters that cost 2 FLOPs per use.
-
-    Norm scales and embedding tables are parameters too, but a lookup or a scale is not a matmul.
-    """
-    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-    total = 0
-    for sub in module.modules():
-        if isinstance(sub, kinds):
-            total += sub.weight.numel() + (sub.bias.numel() if sub.bias is not None else 0)
-    return total
-
-
 def analytic_flops(model, batch: int, seq_len: int, supervised: int, world_tokens: int, image_patches: int,
                    image_tokens: int) -> dict[str, float]:
     cfg = model.config
@@ -360,12 +348,14 @@ def make_batch(model, batch: int, prompt: int, question: int, answer: int, devic
     cfg = model.config
     text = cfg.text_config
     generator = torch.Generator().manual_seed(seed)
-    low = max(cfg.image_token_id, cfg.eoi_token_index, cfg.boi_token_index) + 1
-    if low >= text.vocab_size:
-        low = 300
+    # Ordinary text ids: below the image special tokens when there is room (gemma-3-4b), else above.
+    specials = [cfg.image_token_id, cfg.eoi_token_index, cfg.boi_token_index]
+    low, high = 100, min(specials)
+    if high - low < 100:
+        low, high = max(specials) + 1, text.vocab_size
 
     def words(n: int) -> torch.Tensor:
-        return torch.randint(low, text.vocab_size, (batch, n), generator=generator)
+        return torch.randint(low, high, (batch, n), generator=generator)
 
     def const(value: int, n: int = 1) -> torch.Tensor:
         return torch.full((batch, n), value, dtype=torch.long)
@@ -575,15 +565,17 @@ def vae_encode_timing(device: str = "cpu", image_size: int = 512, frames: tuple[
     out = []
     for n in frames:
         pixels = torch.rand(1, 3, n, image_size, image_size, device=device, dtype=getattr(torch, dtype)) * 2 - 1
-        seconds = []
+        wall, cpu = [], []
         for _ in range(repeats):
             sync(dev)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             with torch.no_grad():
                 latents = encoder(pixels)
             sync(dev)
-            seconds.append(time.perf_counter() - t0)
-        out.append({"frames": n, "image_size": image_size, "seconds": statistics.median(seconds),
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        out.append({"frames": n, "image_size": image_size, "seconds": statistics.median(wall),
+                    "cpu_seconds": statistics.median(cpu), "threads": torch.get_num_threads(),
                     "latent_shape": list(latents.shape)})
     return out
 
@@ -624,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         payload["vae_encode"] = vae_encode_timing(args.device, args.image_size, tuple(args.frames))
         for row in payload["vae_encode"]:
             print(f"VAE encode on {args.device}, {row['frames']} frame(s) at {row['image_size']}x{row['image_size']}: "
-                  f"{row['seconds']:.2f} s -> latents {row['latent_shape']}")
+                  f"{row['seconds']:.2f} s wall, {row['cpu_seconds']:.2f} s CPU time over {row['threads']} "
+                  f"thread(s) -> latents {row['latent_shape']}")
     elif not args.params_only:
         if args.dry_run:
             args.batch, args.image_size, args.tokens_per_frame = min(args.batch, 2), 64, 16

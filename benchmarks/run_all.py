@@ -179,6 +179,9 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
         f"GPU: {machine['gpu'] or 'none'}; Python {machine['python']}, torch {machine['torch']}, "
         f"transformers {machine['transformers']}, diffusers {machine['diffusers']}; {machine['os']}.",
         "",
+        "Time per benchmark: " + ", ".join(f"{k} {r['seconds']:.0f} s" for k, r in results.items() if "seconds" in r)
+        + ".",
+        "",
         "Every figure is a ratio measured within one run. Timings alternate the two variants in pairs "
         "(A B, B A, ...) and report the median of the per-pair ratios, on the CPU time of a process "
         "running one torch thread: these 2-core machines are shared with other jobs, which makes wall "

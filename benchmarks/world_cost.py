@@ -44,6 +44,7 @@ from common import (  # noqa: E402
     command_line,
     count_parameters,
     gemma_config,
+    matmul_parameters,
     machine_description,
     paired_timing,
     random_text_ids,
@@ -186,12 +187,32 @@ def measure(
     }
 
 
+def projector_flop_share(model, world_tokens: int, seq_len: int) -> float:
+    """Projector FLOPs (forward, backward, weight gradients: 6 per weight per token) as a share of an
+    align step's matmul FLOPs (frozen LM: 2 forward + 2 backward per weight per token; attention and
+    the LM head left out, so the share is if anything overstated)."""
+    projector = 6.0 * matmul_parameters(model.world_projector) * world_tokens
+    lm = 4.0 * matmul_parameters(model.model.language_model.layers) * seq_len
+    return projector / (lm + projector)
+
+
+def projector_flop_share_gemma3_4b(tokens_per_frame: int = 256, seq_len: int = 597) -> float:
+    """The same share at gemma-3-4b's real size (meta device: no weights)."""
+    from gpu_stage1 import gemma3_4b_config, world_config_for
+
+    from theworld import TheWorld
+
+    with torch.device("meta"):
+        model = TheWorld(world_config_for(gemma3_4b_config(), tokens_per_frame, 512))
+    return projector_flop_share(model, tokens_per_frame, seq_len)
+
+
 def run(
     size: LMSize | None = None,
     seq_len: int = 512,
     tokens_per_frame: int = 256,
     forward_pairs: int = 30,
-    train_pairs: int = 20,
+    train_pairs: int = 30,
     warmup: int = 2,
     sweep_tokens_per_frame: tuple[int, ...] = (64, 256, 1024),
     sweep_frames: tuple[int, ...] = (1, 5, 9, 17),
@@ -209,6 +230,7 @@ def run(
     if prefix < 0:
         raise ValueError(f"seq_len={seq_len} is too short for {tokens_per_frame} world tokens and {suffix} answer tokens")
     headline = measure(model, 1, prefix, suffix, supervised, forward_pairs, train_pairs, warmup)
+    headline["projector_flop_share"] = projector_flop_share(model, headline["world_tokens"], headline["seq_len"])
 
     rows: list[dict[str, Any]] = []
     configs = [(tpf, 1) for tpf in sweep_tokens_per_frame]
@@ -252,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--tokens-per-frame", type=int, default=256)
     parser.add_argument("--forward-pairs", type=int, default=30)
-    parser.add_argument("--train-pairs", type=int, default=20)
+    parser.add_argument("--train-pairs", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--sweep-tokens-per-frame", type=int, nargs="*", default=[64, 256, 1024])
     parser.add_argument("--sweep-frames", type=int, nargs="*", default=[1, 5, 9, 17])
@@ -304,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{proj['forward_s'] * 1e3:.1f} ms = {100 * proj['forward_s'] / text_forward:.1f}% of a text forward, "
              f"forward+backward {proj['forward_backward_s'] * 1e3:.1f} ms = "
              f"{100 * proj['forward_backward_s'] / text_train:.1f}% of a text train step")
+    parts += (f"; by FLOPs the projector is {100 * head['projector_flop_share']:.2f}% of this model's align step "
+              f"(4 layers of hidden {args.hidden}), {100 * projector_flop_share_gemma3_4b(args.tokens_per_frame):.2f}% "
+              f"at gemma-3-4b's size (34 layers of 2560, 597 tokens), so the fusion's share shrinks at real scale")
     for figure in figures:
         figure.note += "; " + parts
         print(figure.line())
