@@ -609,6 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         estimate = estimated_step_flops(args.batch, args.image_size, args.tokens_per_frame)
         payload["estimated_step_flops"] = estimate
+        payload["estimated_step_shape"] = {
+            "batch": args.batch, "image_size": args.image_size, "tokens_per_frame": args.tokens_per_frame,
+            "seq_len": sequence_length(world_config_for(gemma3_4b_config(), args.tokens_per_frame, args.image_size),
+                                       16, 32, 32),
+        }  # fmt: skip
         print(f"FLOP formula at gemma-3-4b's size, batch {args.batch}, {args.image_size}x{args.image_size}, "
               f"{args.tokens_per_frame} world tokens: {flop_str(estimate['total'])} per align step ("
               + ", ".join(f"{k} {flop_str(v)}" for k, v in estimate.items() if k != "total") + ")")
@@ -622,12 +627,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             args.batch, args.image_size, args.tokens_per_frame = min(args.batch, 2), 64, 16
             args.steps, args.warmup = min(args.steps, 2), min(args.warmup, 1)
-        result = run(
-            dry_run=args.dry_run, batch=args.batch, image_size=args.image_size,
-            tokens_per_frame=args.tokens_per_frame, steps=args.steps, warmup=args.warmup,
-            peak_tflops=args.peak_tflops, count_step_flops=not args.no_count_flops,
-            gradient_checkpointing=args.gradient_checkpointing, attn_implementation=args.attn_implementation,
-        )  # fmt: skip
+        try:
+            result = run(
+                dry_run=args.dry_run, batch=args.batch, image_size=args.image_size,
+                tokens_per_frame=args.tokens_per_frame, steps=args.steps, warmup=args.warmup,
+                peak_tflops=args.peak_tflops, count_step_flops=not args.no_count_flops,
+                gradient_checkpointing=args.gradient_checkpointing, attn_implementation=args.attn_implementation,
+            )  # fmt: skip
+        except torch.cuda.OutOfMemoryError as error:
+            total = torch.cuda.get_device_properties(0).total_memory / 2**30
+            raise SystemExit(
+                f"out of GPU memory on {torch.cuda.get_device_name(0)} ({total:.0f} GiB) at batch {args.batch}: "
+                "batch 8 needs roughly 45 GiB without checkpointing (8.6 GiB of bf16 weights, the rest "
+                "activations kept for the backward to the world tokens). Retry with --gradient-checkpointing "
+                f"or a smaller --batch.\n{error}"
+            ) from error
         payload["run"] = result
         print(format_run(result))
     write_json(args.json, payload)

@@ -148,16 +148,18 @@ def _counts_section(stage1: dict[str, Any] | None) -> list[str]:
         lines.append(f"| {p['type']} | {p['tokens_per_frame']} | {p['patch']}x{p['patch']} | {p['input_dim']} "
                      f"| {p['trainable']:,} |")
     est = stage1.get("estimated_step_flops")
-    if est:
+    shape = stage1.get("estimated_step_shape")
+    if est and shape:
         def tf(x: float) -> str:
             return f"{x / 1e12:.2f}"
         lines += [
             "",
-            f"FLOP formula at gemma-3-4b's size, batch 8, 512x512, 256 world tokens per image, 597 tokens per "
-            f"sequence: **{tf(est['total'])} TFLOP per align step** (LM forward {tf(est['lm_forward'])}, LM backward "
+            f"FLOP formula at gemma-3-4b's size, batch {shape['batch']}, {shape['image_size']}x{shape['image_size']}, "
+            f"{shape['tokens_per_frame']} world tokens per image, {shape['seq_len']} tokens per sequence: "
+            f"**{tf(est['total'])} TFLOP per align step** (TFLOP: LM forward {tf(est['lm_forward'])}, LM backward "
             f"{tf(est['lm_backward'])}, projector {est['projector'] / 1e9:.1f} GFLOP, SigLIP forward "
-            f"{tf(est['siglip_forward'])}, VAE encoder {tf(est['vae_encoder'])}, counted with FlopCounterMode on "
-            "the meta device).",
+            f"{tf(est['siglip_forward'])}, VAE encoder {tf(est['vae_encoder'])}, the VAE's counted by "
+            "FlopCounterMode on the meta device).",
         ]
     return lines
 
