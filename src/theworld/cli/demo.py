@@ -1,0 +1,65 @@
+"""`theworld demo`: the end-to-end demo (what `make demo` runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", default="runs/demo", help="where everything is written (must be empty)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=None, help="a Gemma 3 id or folder (default: a tiny offline model)")
+    parser.add_argument("--cosmos-model-name", default=None, help="a Cosmos-Predict2 id or VAE folder (with --model)")
+    parser.add_argument("--world-image-size", type=int, default=None, help="default: 64 (tiny) or 512 (real models)")
+    parser.add_argument("--world-tokens-per-frame", type=int, default=None, help="default: 16 (tiny) or 256 (real)")
+    parser.add_argument("--n-train", type=int, default=512)
+    parser.add_argument("--n-heldout", type=int, default=256)
+    parser.add_argument("--total-steps", type=int, default=800, help="optimizer steps per system (same for both)")
+    parser.add_argument("--align-fraction", type=float, default=0.25, help="share of the steps spent in stage align")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-3 (tiny) or 2e-5 (real)")
+    parser.add_argument("--tasks", default="direction,approach", help="comma-separated synthetic task families")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for tiny models)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from theworld.demo.pipeline import DemoConfig, run_demo
+    from theworld.demo.report import summary_rows
+
+    real = args.model is not None
+    config = DemoConfig(
+        output_dir=args.output_dir,
+        seed=args.seed,
+        model_name_or_path=args.model,
+        cosmos_model_name=args.cosmos_model_name,
+        world_image_size=args.world_image_size or (512 if real else 64),
+        world_tokens_per_frame=args.world_tokens_per_frame or (256 if real else 16),
+        image_size=args.world_image_size or (512 if real else 64),
+        n_train=args.n_train,
+        n_heldout=args.n_heldout,
+        total_steps=args.total_steps,
+        align_fraction=args.align_fraction,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate or (2e-5 if real else 1e-3),
+        tasks=tuple(t for t in args.tasks.split(",") if t),
+        bf16=args.bf16,
+        threads=args.threads if args.threads is not None else (None if real else 1),
+    )
+    results = run_demo(config)
+    table = Table(title=f"held-out accuracy ({args.output_dir}, {results['wall_time_s']} s)")
+    for column in ("system", "accuracy %", "95% CI", "n"):
+        table.add_column(column)
+    for row in summary_rows(results):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for name, pair in results["paired"].items():
+        console.print(f"{name}: {100 * pair['diff']:+.1f} points "
+                      f"(paired 95% CI [{100 * pair['ci95'][0]:+.1f}, {100 * pair['ci95'][1]:+.1f}]), "
+                      f"target >= +{100 * pair['target']:.0f}: {'met' if pair['met'] else 'NOT met'}")  # fmt: skip
+    console.print(f"report: {args.output_dir}/report.md")
+    return 0

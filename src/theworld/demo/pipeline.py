@@ -1,0 +1,235 @@
+"""The demo: does the world path learn what a static VLM cannot?
+
+One command runs the whole job the library exists for, through the same code a user runs:
+
+1. checkpoints: the tiny Gemma 3 and tiny Cosmos-style VAE (`theworld.testing`), or real ids;
+2. data: procedurally generated clips whose answers are only in the motion (`make-data`), a
+   train split and a held-out split from a different seed stream;
+3. a latent cache of every clip (`cache-latents`): the frozen VAE runs once per clip;
+4. training with the same data, steps and learning rate (`train`):
+   - `gemma_control`: world off (= Gemma 3), stage `finetune`, all steps;
+   - `theworld`: world on, stage `align` then `finetune` from its output, the same steps in total;
+5. evaluation on the held-out split (`eval` harness, choices scored by log-likelihood):
+   `gemma_control` (world-off), `theworld`, and `theworld_zero_world` (its world tokens zeroed);
+6. results.json, report.md and a PNG (`theworld.demo.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from theworld.errors import TheWorldUserError
+
+logger = logging.getLogger(__name__)
+
+SYSTEMS = ("gemma_control", "theworld", "theworld_zero_world")
+
+
+@dataclass
+class DemoConfig:
+    """Everything that decides the demo's numbers; recorded in results.json."""
+
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    # models: None builds the tiny offline checkpoints
+    model_name_or_path: str | None = None
+    cosmos_model_name: str | None = None
+    world_image_size: int = 64
+    world_tokens_per_frame: int = 16
+    bf16: bool = False
+    # data
+    tasks: tuple[str, ...] = ("direction", "approach")
+    num_frames: int = 9
+    image_size: int = 64
+    n_train: int = 512
+    n_heldout: int = 256
+    # training budget, identical for both systems
+    total_steps: int = 800
+    align_fraction: float = 0.25
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    # evaluation
+    eval_batch_size: int = 32
+    n_boot: int = 2000
+    threads: int | None = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 2:
+            raise TheWorldUserError(f"total_steps must be >= 2, got {self.total_steps}")
+        if not 0.0 <= self.align_fraction < 1.0:
+            raise TheWorldUserError(f"align_fraction must be in [0, 1), got {self.align_fraction}")
+        if (self.model_name_or_path is None) != (self.cosmos_model_name is None):
+            raise TheWorldUserError("give both --model and --cosmos-model-name, or neither (tiny offline models)")
+
+    @property
+    def align_steps(self) -> int:
+        return int(round(self.total_steps * self.align_fraction))
+
+
+def prepare_models(config: DemoConfig, out: Path) -> tuple[str, str]:
+    """Real ids as given, else the tiny checkpoints written under out/models."""
+    if config.model_name_or_path is not None:
+        return config.model_name_or_path, config.cosmos_model_name  # type: ignore[return-value]
+    from theworld.testing.tiny import make_tiny_gemma, make_tiny_vae
+
+    gemma, cosmos = out / "models" / "gemma", out / "models" / "cosmos"
+    make_tiny_gemma(gemma)
+    make_tiny_vae(cosmos)
+    return str(gemma), str(cosmos)
+
+
+def prepare_data(config: DemoConfig, out: Path) -> tuple[Path, Path]:
+    """Train and held-out splits in the generic QA JSONL format (frames as PNG files)."""
+    from theworld.data.synthetic import SyntheticConfig, generate, heldout_seed, write_split
+
+    synthetic = SyntheticConfig(image_size=config.image_size, num_frames=config.num_frames, tasks=tuple(config.tasks))
+    data_dir = out / "data"
+    train = write_split(generate(config.n_train, seed=config.seed, config=synthetic, split="train"), data_dir, "train")
+    heldout = write_split(
+        generate(config.n_heldout, seed=heldout_seed(config.seed), config=synthetic, split="heldout"), data_dir, "heldout"
+    )
+    return Path(train), Path(heldout)
+
+
+def train_config(config: DemoConfig, **values: Any):
+    """A validated `TrainConfig` with the demo's shared budget and the given stage-specific values."""
+    from theworld.training.config import build_config
+
+    base = dict(
+        train_data_format="qa",
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        logging_steps=10,
+        save_steps=100_000,  # the demo keeps only final models
+        seed=config.seed,
+        bf16=config.bf16,
+        world_image_size=config.world_image_size,
+        world_tokens_per_frame=config.world_tokens_per_frame,
+        world_num_frames=config.num_frames,
+    )
+    base.update(values)
+    return build_config(base)
+
+
+def build_latent_cache(train_cfg, heldout: Path) -> None:
+    """Encode every train and held-out clip once (the `cache-latents` command on this config)."""
+    from theworld.cli.main import main
+
+    path = Path(train_cfg.output_dir).parent / "cache_config.json"
+    path.write_text(json.dumps({**train_cfg.to_dict(), "eval_data": str(heldout), "eval_data_format": "qa"}, indent=2))
+    code = main(["cache-latents", "--config", str(path)])
+    if code:
+        raise TheWorldUserError(f"cache-latents failed (exit {code}); see the log above")
+
+
+def run_training(config: DemoConfig, gemma: str, cosmos: str, train_data: Path, heldout: Path, out: Path) -> dict[str, Any]:
+    """Train both systems on the same data, steps and learning rate; returns their loss histories."""
+    from theworld.training.run import train
+
+    runs = out / "runs"
+    cache_dir = str(out / "latent_cache")
+    common = dict(model_name_or_path=gemma, cosmos_model_name=cosmos, train_data=str(train_data))
+    histories: dict[str, Any] = {}
+
+    control = train_config(config, **common, enable_world=False, stage="finetune", max_steps=config.total_steps,
+                           output_dir=str(runs / "gemma_control"))
+    histories["gemma_control"] = [_history(train(control), "finetune", 0)]
+
+    align = train_config(config, **common, enable_world=True, stage="align", max_steps=config.align_steps,
+                         output_dir=str(runs / "theworld_align"), latent_cache_dir=cache_dir)
+    build_latent_cache(align, heldout)
+    stages = []
+    source = gemma
+    if config.align_steps > 0:
+        stages.append(_history(train(align), "align", 0))
+        source = align.output_dir
+    finetune = train_config(config, **{**common, "model_name_or_path": source}, enable_world=True, stage="finetune",
+                            max_steps=config.total_steps - config.align_steps,
+                            output_dir=str(runs / "theworld"), latent_cache_dir=cache_dir)
+    stages.append(_history(train(finetune), "finetune", config.align_steps))
+    histories["theworld"] = stages
+    return histories
+
+
+def _history(result: Any, stage: str, offset: int) -> dict[str, Any]:
+    """Loss per logged step, shifted so a later stage continues the earlier stage's step axis."""
+    logs = result.trainer.state.log_history if result.trainer is not None else []
+    points = [(offset + int(e["step"]), float(e["loss"])) for e in logs if "loss" in e and "step" in e]
+    return {"stage": stage, "output_dir": result.output_dir, "steps": [s for s, _ in points], "loss": [v for _, v in points]}
+
+
+def run_evaluation(config: DemoConfig, heldout: Path, out: Path) -> dict[str, dict[str, Any]]:
+    """Each system on the held-out clips; the eval harness checks that world runs saw world tokens."""
+    from theworld.evaluation.benchmarks import load_jsonl
+    from theworld.evaluation.harness import EvalSettings, evaluate
+    from theworld.evaluation.loading import load_model
+
+    items = load_jsonl(str(heldout))
+    runs = out / "runs"
+    plan = {
+        "gemma_control": (runs / "gemma_control", "world-off"),
+        "theworld": (runs / "theworld", "none"),
+        "theworld_zero_world": (runs / "theworld", "zero-world"),
+    }
+    metrics: dict[str, dict[str, Any]] = {}
+    for system, (path, control) in plan.items():
+        model, processor = load_model(str(path), control=control, dtype="float32", device="cpu")
+        settings = EvalSettings(control=control, batch_size=config.eval_batch_size, seed=config.seed, n_boot=config.n_boot)
+        info = {"model": str(path), "benchmark": "jsonl", "data": str(heldout), "system": system}
+        metrics[system] = evaluate(items, model, processor, out / "eval" / system, settings, info=info)
+        del model
+    return metrics
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run every step and write the report; returns the results dict written to results.json."""
+    from theworld.demo.report import paired_differences, write_report
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    out = Path(config.output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise TheWorldUserError(f"output folder {out} is not empty: the demo starts from scratch (remove it or pick another)")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, begun: float) -> float:
+        timings[name] = round(time.time() - begun, 1)
+        return time.time()
+
+    t = time.time()
+    gemma, cosmos = prepare_models(config, out)
+    t = lap("models", t)
+    train_data, heldout = prepare_data(config, out)
+    t = lap("data", t)
+    histories = run_training(config, gemma, cosmos, train_data, heldout, out)
+    t = lap("training (incl. latent cache)", t)
+    metrics = run_evaluation(config, heldout, out)
+    t = lap("evaluation", t)
+
+    results = {
+        "systems": {
+            name: {"accuracy": m["accuracy"], "ci95": m["ci95"], "n": m["n"], "per_category": m.get("per_category", {})}
+            for name, m in metrics.items()
+        },
+        "paired": paired_differences(out / "eval", n_boot=config.n_boot, seed=config.seed),
+        "training": histories,
+        "config": {**asdict(config), "tasks": list(config.tasks), "models": {"gemma": gemma, "cosmos": cosmos}},
+        "timings_s": timings,
+        "wall_time_s": round(time.time() - start, 1),
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+    }
+    write_report(results, out)
+    return results
