@@ -158,7 +158,9 @@ def test_gradient_accumulation_weighs_every_answer_token_equally(train_config_va
     assert counts[0] != counts[1]  # else a per-micro-batch mean would agree too
     assert set(grads[0]) == set(grads[1]) and grads[0]
     for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4)
+        # fp32 reduction order differs between batch 2 and 2 x batch 1 (~4e-4 relative here); the bug this
+        # guards against (a per-micro-batch mean with 3 vs 11 tokens) is off by tens of percent.
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-3)
 
 
 def test_gradient_checkpointing_with_only_the_projector_training(tiny_gemma_dir, tiny_vae_dir, world_settings, train_data_file):
