@@ -7,19 +7,18 @@ item exactly there so the prompt the model trains on matches what the data autho
 
 from __future__ import annotations
 
-import os
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from theworld.data.images import (
     DEFAULT_MAX_SKIP_FRACTION,
-    convert_records,
     naming_sample,
     resolve_clip,
     resolve_path,
 )
-from theworld.data.loading import iter_records, record_id
+from theworld.data.loading import load_file, samples_from_records
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -146,23 +145,8 @@ def llava_record_to_sample(
     return Sample(id=sample_id, messages=messages, meta={"format": "llava"})
 
 
-def llava_samples(
-    records: Iterable[dict[str, Any]],
-    *,
-    source: str,
-    image_folder: str | None,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Convert and validate LLaVA records (the `load_samples` hook for `llava`/`cc3m`)."""
-
-    def convert(record: dict[str, Any], index: int) -> Sample:
-        sample_id = record_id(record, index, source)
-        return llava_record_to_sample(record, image_folder=image_folder, sample_id=sample_id)
-
-    return convert_records(
-        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
-    )
+# The `load_samples` hook for `llava` and `cc3m`: records -> validated samples.
+llava_samples = functools.partial(samples_from_records, to_sample=llava_record_to_sample)
 
 
 def load_llava(
@@ -173,13 +157,8 @@ def load_llava(
     limit: int | None = None,
 ) -> list[Sample]:
     """Load a LLaVA JSON/JSONL file; images are relative to `image_folder` (default: its folder)."""
-    folder = image_folder if image_folder is not None else os.path.dirname(os.path.abspath(path))
-    return llava_samples(
-        iter_records(path),
-        source=path,
-        image_folder=folder,
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
+    return load_file(
+        path, llava_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
     )
 
 

@@ -2,8 +2,9 @@
 
 Config files name a data source and (optionally) its format; this module reads the records
 (JSON array streamed with ijson, JSON Lines line by line, or a Hub dataset), picks the format's
-converter, and returns validated samples. Format modules import `iter_records` from here; this
-module imports them lazily so the dependency runs one way at import time.
+converter, and returns validated samples. Format modules build their hooks and `load_<format>`
+functions from `samples_from_records` and `load_file` here; this module imports them lazily so the
+dependency runs one way at import time.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ijson
 
-from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION
+from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, convert_records
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
 logger = logging.getLogger(__name__)
 
-# Format name -> "module:function" taking (records, *, source, image_folder, max_skip_fraction,
-# limit, **options). Names, not imports, so loading.py can be imported by the format modules.
+# Format name -> "module:hook", the hook taking (records, *, source, image_folder,
+# max_skip_fraction, limit, **options); each is `samples_from_records` bound to the format's
+# converter. Names, not imports, so loading.py can be imported by the format modules.
 _SAMPLERS: dict[str, str] = {
     "llava": "theworld.data.llava:llava_samples",
     "cc3m": "theworld.data.llava:llava_samples",
@@ -172,7 +174,7 @@ def load_samples(
         if os.path.isdir(path_or_id):
             raise TheWorldUserError(f"{path_or_id} is a folder; give the JSON/JSONL data file")
         records: Iterator[dict[str, Any]] = iter_records(path_or_id)
-        default_folder = os.path.dirname(os.path.abspath(path_or_id))
+        default_folder = _folder_of(path_or_id)
     elif looks_like_hub_id(path_or_id):
         records = _hub_records(path_or_id)
         default_folder = os.getcwd()
@@ -194,3 +196,61 @@ def load_samples(
         limit=limit,
         **options,
     )
+
+
+def samples_from_records(
+    records: Iterable[dict[str, Any]],
+    *,
+    to_sample: Callable[..., Sample],
+    source: str,
+    image_folder: str | None,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    limit: int | None = None,
+    id_rule: Callable[[dict[str, Any], int, str], str] = record_id,
+    **options: Any,
+) -> list[Sample]:
+    """Convert and validate records of one format: the body of every format's hook.
+
+    `to_sample(record, image_folder=..., sample_id=..., **options)` builds one `Sample` (options
+    are format-specific, e.g. openspatial's `draw_boxes`); `id_rule(record, index, source)` names
+    it, so a format whose records carry no id can name them better than `<file>#<index>`.
+    Skips and the skip budget are `convert_records`'s.
+    """
+
+    def convert(record: dict[str, Any], index: int) -> Sample:
+        sample_id = id_rule(record, index, source)
+        return to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
+
+    return convert_records(
+        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
+    )
+
+
+def load_file(
+    path: str,
+    samples: Callable[..., list[Sample]],
+    image_folder: str | None = None,
+    *,
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+    limit: int | None = None,
+    **options: Any,
+) -> list[Sample]:
+    """Read a local JSON/JSONL file with one format's hook: what `load_<format>` functions share.
+
+    `image_folder` defaults to the file's folder. Unlike `load_samples` this neither detects the
+    format nor tries the Hub, and an empty file gives no samples rather than an error.
+    """
+    return samples(
+        iter_records(path),
+        source=path,
+        image_folder=image_folder if image_folder is not None else _folder_of(path),
+        max_skip_fraction=max_skip_fraction,
+        limit=limit,
+        **options,
+    )
+
+
+def _folder_of(path: str) -> str:
+    """The folder holding a data file: where its relative image paths point by default."""
+    return os.path.dirname(os.path.abspath(path))
+

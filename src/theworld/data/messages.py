@@ -8,21 +8,20 @@ a two-turn conversation built with `format_question`, the same prompt evaluation
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
 from typing import Any
 
 from PIL import Image
 
 from theworld.data.images import (
     DEFAULT_MAX_SKIP_FRACTION,
-    convert_records,
     decode_image_bytes,
     naming_sample,
     resolve_clip,
     resolve_path,
 )
-from theworld.data.loading import iter_records, record_id
+from theworld.data.loading import load_file, samples_from_records
 from theworld.data.qa import format_question
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
@@ -134,23 +133,8 @@ def _filled(
     return {"type": "image", "image": column_image(value, image_folder, sample_id)}
 
 
-def messages_samples(
-    records: Iterable[dict[str, Any]],
-    *,
-    source: str,
-    image_folder: str | None,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Convert and validate HF chat records (the `load_samples` hook for `messages`)."""
-
-    def convert(record: dict[str, Any], index: int) -> Sample:
-        sample_id = record_id(record, index, source)
-        return messages_record_to_sample(record, image_folder=image_folder, sample_id=sample_id)
-
-    return convert_records(
-        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
-    )
+# The `load_samples` hook for `messages`: records -> validated samples.
+messages_samples = functools.partial(samples_from_records, to_sample=messages_record_to_sample)
 
 
 def qa_record_to_sample(
@@ -174,37 +158,25 @@ def qa_record_to_sample(
     for key in ("category", "choices"):
         if record.get(key) is not None:
             meta[key] = record[key]
+    return question_answer_sample(sample_id, user, str(answer), meta)
+
+
+def question_answer_sample(
+    sample_id: str, user: list[dict[str, Any]], answer: str, meta: dict[str, Any]
+) -> Sample:
+    """A one-question sample: the user turn's `user` content, then the assistant's `answer`."""
     return Sample(
         id=sample_id,
         messages=[
             {"role": "user", "content": user},
-            {"role": "assistant", "content": [{"type": "text", "text": str(answer)}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
         ],
         meta=meta,
     )
 
 
-def qa_samples(
-    records: Iterable[dict[str, Any]],
-    *,
-    source: str,
-    image_folder: str | None,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Convert and validate QA records (the `load_samples` hook for `qa`)."""
-
-    def convert(record: dict[str, Any], index: int) -> Sample:
-        sample_id = record_id(record, index, source)
-        return qa_record_to_sample(record, image_folder=image_folder, sample_id=sample_id)
-
-    return convert_records(
-        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
-    )
-
-
-def _default_folder(path: str, image_folder: str | None) -> str:
-    return image_folder if image_folder is not None else os.path.dirname(os.path.abspath(path))
+# The `load_samples` hook for `qa`: records -> validated samples.
+qa_samples = functools.partial(samples_from_records, to_sample=qa_record_to_sample)
 
 
 def load_messages(
@@ -215,12 +187,8 @@ def load_messages(
     limit: int | None = None,
 ) -> list[Sample]:
     """Load an HF chat JSON/JSONL file; image paths are relative to `image_folder`."""
-    return messages_samples(
-        iter_records(path),
-        source=path,
-        image_folder=_default_folder(path, image_folder),
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
+    return load_file(
+        path, messages_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
     )
 
 
@@ -232,10 +200,6 @@ def load_qa(
     limit: int | None = None,
 ) -> list[Sample]:
     """Load a QA JSONL file for training; visuals are relative to `image_folder`."""
-    return qa_samples(
-        iter_records(path),
-        source=path,
-        image_folder=_default_folder(path, image_folder),
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
+    return load_file(
+        path, qa_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
     )

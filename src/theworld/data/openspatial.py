@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, features
@@ -24,12 +23,11 @@ from theworld.data.images import (
     CORRUPT_IMAGE_ERRORS,
     DEFAULT_MAX_SKIP_FRACTION,
     UnreadableVisual,
-    convert_records,
     naming_sample,
     resolve_path,
 )
 from theworld.data.llava import ROLES, conversations_to_messages
-from theworld.data.loading import iter_records, record_id
+from theworld.data.loading import load_file, record_id, samples_from_records
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -177,34 +175,18 @@ def openspatial_record_to_sample(
     return Sample(id=sample_id, messages=messages, meta={"format": "openspatial", "boxes": boxes})
 
 
-def openspatial_samples(
-    records: Iterable[dict[str, Any]],
-    *,
-    source: str,
-    image_folder: str | None,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-    draw_boxes: bool = False,
-    cache_dir: str | None = None,
-) -> list[Sample]:
-    """Convert and validate OpenSpatial records (the `load_samples` hook for `openspatial`)."""
+def openspatial_sample_id(record: dict[str, Any], index: int, source: str) -> str:
+    """Records have no id and one photo has many records, so ids are `<filename>#<index>`."""
+    if record.get("id") is None and record.get("filename"):
+        return f"{record['filename']}#{index}"
+    return record_id(record, index, source)
 
-    def convert(record: dict[str, Any], index: int) -> Sample:
-        # Records have no id; one photo has many records, so the index disambiguates.
-        sample_id = record_id(record, index, source)
-        if record.get("id") is None and record.get("filename"):
-            sample_id = f"{record['filename']}#{index}"
-        return openspatial_record_to_sample(
-            record,
-            image_folder=image_folder,
-            sample_id=sample_id,
-            draw_boxes=draw_boxes,
-            cache_dir=cache_dir,
-        )
 
-    return convert_records(
-        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
-    )
+# The `load_samples` hook for `openspatial`: records -> validated samples; takes the
+# `draw_boxes` and `cache_dir` options of `openspatial_record_to_sample`.
+openspatial_samples = functools.partial(
+    samples_from_records, to_sample=openspatial_record_to_sample, id_rule=openspatial_sample_id
+)
 
 
 def load_openspatial(
@@ -218,11 +200,10 @@ def load_openspatial(
 ) -> list[Sample]:
     """Stream an OpenSpatialDataset JSON array (ijson) or JSONL; images are `<id>.jpg` files
     in `image_folder` (default: the data file's folder)."""
-    folder = image_folder if image_folder is not None else os.path.dirname(os.path.abspath(path))
-    return openspatial_samples(
-        iter_records(path),
-        source=path,
-        image_folder=folder,
+    return load_file(
+        path,
+        openspatial_samples,
+        image_folder,
         max_skip_fraction=max_skip_fraction,
         limit=limit,
         draw_boxes=draw_boxes,

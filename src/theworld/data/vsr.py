@@ -7,12 +7,13 @@ Record: `{"image": "000000085637.jpg", "caption": ..., "label": 1|0, "relation",
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
 from typing import Any
 
-from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, convert_records, resolve_path
-from theworld.data.loading import iter_records, record_id
+from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, resolve_path
+from theworld.data.loading import load_file, record_id, samples_from_records
+from theworld.data.messages import question_answer_sample
 from theworld.data.qa import format_question
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
@@ -61,44 +62,24 @@ def vsr_record_to_sample(
         raise TheWorldUserError(f"sample {sample_id}: a VSR record needs `image` and `caption`")
     answer = _answer(record.get("label"), sample_id)
     meta = {"format": "vsr", **{k: record[k] for k in ("relation", "subj", "obj") if k in record}}
-    return Sample(
-        id=sample_id,
-        messages=[
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image", "image": coco_image_path(image, image_folder)},
-                    {"type": "text", "text": vsr_prompt(caption)},
-                ],
-            },
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ],
-        meta=meta,
-    )
+    user = [
+        {"type": "image", "image": coco_image_path(image, image_folder)},
+        {"type": "text", "text": vsr_prompt(caption)},
+    ]
+    return question_answer_sample(sample_id, user, answer, meta)
 
 
-def vsr_samples(
-    records: Iterable[dict[str, Any]],
-    *,
-    source: str,
-    image_folder: str | None,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Convert and validate VSR records (the `load_samples` hook for `vsr`).
+def vsr_sample_id(record: dict[str, Any], index: int, source: str) -> str:
+    """VSR has no id field and one image carries several captions, so ids are `<image>#<index>`."""
+    if record.get("id") is None and isinstance(record.get("image"), str):
+        return f"{record['image']}#{index}"
+    return record_id(record, index, source)
 
-    VSR has no id field and one image carries several captions, so ids are `<image>#<index>`.
-    """
 
-    def convert(record: dict[str, Any], index: int) -> Sample:
-        sample_id = record_id(record, index, source)
-        if record.get("id") is None and isinstance(record.get("image"), str):
-            sample_id = f"{record['image']}#{index}"
-        return vsr_record_to_sample(record, image_folder=image_folder, sample_id=sample_id)
-
-    return convert_records(
-        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
-    )
+# The `load_samples` hook for `vsr`: records -> validated samples.
+vsr_samples = functools.partial(
+    samples_from_records, to_sample=vsr_record_to_sample, id_rule=vsr_sample_id
+)
 
 
 def load_vsr(
@@ -109,11 +90,6 @@ def load_vsr(
     limit: int | None = None,
 ) -> list[Sample]:
     """Load a VSR JSONL split; COCO images are looked up in `image_folder` (default: its folder)."""
-    folder = image_folder if image_folder is not None else os.path.dirname(os.path.abspath(path))
-    return vsr_samples(
-        iter_records(path),
-        source=path,
-        image_folder=folder,
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
+    return load_file(
+        path, vsr_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
     )
