@@ -41,7 +41,9 @@ test-compat: $(STAMP) $(STAMP457)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false THEWORLD_COMPAT_OTHER_PYTHON="$(CURDIR)/$(PYBIN)" \
 		$(PY457) -m pytest -q -p no:cacheprovider tests/compat
 
+# The demo starts from scratch each time (same seed, same numbers).
 demo: $(STAMP)
+	rm -rf runs/demo
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(VENV)/bin/theworld demo --output-dir runs/demo
 
 bench: $(STAMP)

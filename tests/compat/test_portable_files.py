@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from theworld import TheWorld, TheWorldConfig, TheWorldProcessor
 from theworld.model.configuration import DATACLASS_CONFIGS, WORLD_DEFAULTS, add_legacy_rope_fields
-from theworld.model.modeling import LEGACY_KEY_MAPPING, gemma3_key_mapping
+from theworld.model.compat import LEGACY_KEY_MAPPING, gemma3_key_mapping
 
 
 def test_world_defaults_are_the_config_defaults():

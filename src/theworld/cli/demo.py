@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world-tokens-per-frame", type=int, default=None, help="default: 16 (tiny) or 256 (real)")
     parser.add_argument("--n-train", type=int, default=512)
     parser.add_argument("--n-heldout", type=int, default=256)
-    parser.add_argument("--total-steps", type=int, default=800, help="optimizer steps per system (same for both)")
+    parser.add_argument("--total-steps", type=int, default=1200, help="optimizer steps per system (same for both)")
     parser.add_argument("--align-fraction", type=float, default=0.25, help="share of the steps spent in stage align")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=None, help="default: 1e-3 (tiny) or 2e-5 (real)")

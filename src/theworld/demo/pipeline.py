@@ -52,7 +52,7 @@ class DemoConfig:
     n_train: int = 512
     n_heldout: int = 256
     # training budget, identical for both systems
-    total_steps: int = 800
+    total_steps: int = 1200
     align_fraction: float = 0.25
     batch_size: int = 32
     learning_rate: float = 1e-3

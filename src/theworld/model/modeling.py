@@ -11,7 +11,6 @@ logits are bit-identical to Gemma 3 loaded from the same checkpoint (tested, fp3
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 from pathlib import Path
@@ -19,14 +18,16 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Gemma3ForConditionalGeneration, GenerationMixin, PretrainedConfig
-
-try:  # transformers 5: init helpers that skip tensors already loaded from the checkpoint
-    from transformers import initialization as init
-except ImportError:  # transformers 4.x initialises only modules with missing weights: torch's own init
-    from torch.nn import init
+from transformers import Gemma3ForConditionalGeneration, PretrainedConfig
 
 from theworld.errors import TheWorldUserError
+from theworld.model.compat import (
+    GENERATE_PASSES_FIRST_ITERATION,
+    LEGACY_KEY_MAPPING,
+    gemma3_key_mapping,
+    init,
+    use_portable_key_layout,
+)
 from theworld.model.configuration import TheWorldConfig
 from theworld.model.projector import WorldProjector
 from theworld.world_encoder.vae import CosmosWorldEncoder
@@ -399,50 +400,6 @@ class TheWorld(Gemma3ForConditionalGeneration):
         with torch.no_grad():
             for key, value in adapter.items():
                 state[key].copy_(value.to(state[key].dtype))
-
-
-# transformers 5's `generate` tells `prepare_inputs_for_generation` which step is the prefill.
-GENERATE_PASSES_FIRST_ITERATION = "is_first_iteration" in inspect.signature(
-    GenerationMixin.prepare_inputs_for_generation
-).parameters
-
-# --------------------------------------------------------------------------------------------
-# checkpoints both transformers 4.57 and 5 read
-#
-# Gemma 3 checkpoints on the Hub name SigLIP's weights `vision_tower.vision_model.*`. transformers 5
-# reads that, but a model it builds from scratch saves `vision_tower.*` without `vision_model`,
-# which 4.57 does not recognise: it re-initialises the vision tower with only a warning. So saves
-# are made in the original layout, and under 4.x loads also accept the other one.
-
-# transformers 4.x renames checkpoint keys on load through `key_mapping` (regex -> replacement,
-# first match wins); 5.x has its own conversion tables and no such attribute to extend.
-LEGACY_KEY_MAPPING = bool(getattr(Gemma3ForConditionalGeneration, "_checkpoint_conversion_mapping", None))
-_VISION_TOWER_WITHOUT_VISION_MODEL = r"^(?:model\.)?vision_tower\.(?!vision_model\.)"
-
-
-def gemma3_key_mapping(model_class: type = Gemma3ForConditionalGeneration) -> dict[str, str] | None:
-    """Under transformers 4.x, the `key_mapping` that loads Gemma 3 weights saved in either layout
-    (`vision_tower.vision_model.*` or transformers 5's `vision_tower.*`); None under 5.x."""
-    if not LEGACY_KEY_MAPPING:
-        return None
-    mapping = {_VISION_TOWER_WITHOUT_VISION_MODEL: "model.vision_tower.vision_model."}
-    mapping.update(model_class._checkpoint_conversion_mapping)
-    return mapping
-
-
-def use_portable_key_layout(model: torch.nn.Module) -> None:
-    """Make transformers 5's `save_pretrained` write Gemma 3's original key layout.
-
-    transformers 5 reverts the key conversions recorded at load time when saving; a model built from
-    scratch (or loaded from a 5.x save) records none for SigLIP and saves `vision_tower.*`. Recording
-    the full conversion table makes the save write `vision_tower.vision_model.*`. No-op under 4.x,
-    which always saves that layout.
-    """
-    try:
-        from transformers.conversion_mapping import get_model_conversion_mapping
-    except ImportError:
-        return
-    model._weight_conversions = get_model_conversion_mapping(model, add_legacy=False)
 
 
 def _is_adapter_dir(path: str) -> bool:

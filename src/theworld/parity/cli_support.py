@@ -176,7 +176,7 @@ def _load_gemma(source: str, **kwargs: Any) -> nn.Module:
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     from theworld.model.configuration import add_legacy_rope_fields
-    from theworld.model.modeling import gemma3_key_mapping
+    from theworld.model.compat import gemma3_key_mapping
 
     config_dict = read_config_dict(source)
     if config_dict.get("model_type") != "gemma3":

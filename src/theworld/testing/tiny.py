@@ -225,7 +225,7 @@ def make_tiny_gemma(output_dir: str | Path, spec: TinyGemmaSpec | None = None) -
     """Write a tiny random Gemma 3 checkpoint (weights, tokenizer, chat template, processor)."""
     from transformers import Gemma3ForConditionalGeneration
 
-    from theworld.model.modeling import use_portable_key_layout
+    from theworld.model.compat import use_portable_key_layout
 
     spec = spec or TinyGemmaSpec()
     out = Path(output_dir)
