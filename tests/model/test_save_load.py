@@ -101,3 +101,20 @@ def test_saved_config_is_theworld_not_gemma(world_model, tmp_path):
     world_model.config.save_pretrained(tmp_path)
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["model_type"] == "theworld" and data["world_token_id"] == world_model.config.world_token_id
+
+
+def test_bare_import_registers_auto_classes(world_model, tmp_path):
+    """`import theworld` alone (nothing else touched) makes the Auto classes load a TheWorld dir."""
+    import subprocess
+    import sys
+
+    world_model.save_pretrained(tmp_path)
+    code = (
+        "import theworld\n"
+        "from transformers import AutoModelForImageTextToText\n"
+        f"model = AutoModelForImageTextToText.from_pretrained({str(tmp_path)!r})\n"
+        "print(type(model).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "TheWorld"
