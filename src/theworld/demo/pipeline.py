@@ -110,7 +110,6 @@ def train_config(config: DemoConfig, **values: Any):
         learning_rate=config.learning_rate,
         lr_scheduler_type="constant",
         warmup_steps=0,
-        logging_steps=10,
         save_steps=100_000,  # the demo keeps only final models
         seed=config.seed,
         bf16=config.bf16,
@@ -119,6 +118,8 @@ def train_config(config: DemoConfig, **values: Any):
         world_num_frames=config.num_frames,
     )
     base.update(values)
+    # Ten or more loss points per stage for the curves, at most one every 10 steps.
+    base.setdefault("logging_steps", max(1, min(10, int(base.get("max_steps", 10)) // 10)))
     return build_config(base)
 
 
