@@ -9,37 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
-from theworld import TheWorld, TheWorldProcessor
 from theworld.cli.main import main
 from theworld.testing.inputs import random_image
 
 PREDICTION_KEYS = {"id", "kind", "category", "prediction", "target", "correct", "scores", "world_tokens"}
 METRIC_KEYS = {"accuracy", "n", "ci95", "per_category", "unjudged", "model", "control", "benchmark", "data",
                "settings", "wall_time_s", "world_tokens_seen", "world"}  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny-model forwards gain nothing from a second thread, and on a shared 2-core machine two
-    spinning OpenMP threads per process made these tests about 3x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world_dir(tiny_gemma_dir, tiny_vae_dir, world_settings, tmp_path_factory):
-    out = tmp_path_factory.mktemp("theworld_cli")
-    model = TheWorld.from_pretrained(tiny_gemma_dir, cosmos_model_name=tiny_vae_dir, **world_settings)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        model.world_projector.temporal_embedding.normal_(0, 0.1)
-    model.save_pretrained(out)
-    TheWorldProcessor.from_model_config(tiny_gemma_dir, model.config).save_pretrained(out)
-    return str(out)
 
 
 def _png(seed: int) -> bytes:

@@ -11,7 +11,6 @@ import pytest
 import torch
 from transformers import Gemma3ForConditionalGeneration, Gemma3Processor
 
-from theworld import TheWorld, TheWorldProcessor
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.benchmarks import load_jsonl
 from theworld.evaluation.controls import cyclic_derangement, shuffled_donors, visual_signature, zero_world
@@ -22,28 +21,6 @@ from theworld.evaluation.scoring import encode_prompt, score_continuations
 from theworld.testing.inputs import random_image
 
 CHOICES = [["left", "right side"], ["yes", "no", "not sure at all"]]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny-model forwards gain nothing from a second thread, and on a shared 2-core machine two
-    spinning OpenMP threads per process made these tests about 3x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world_dir(tiny_gemma_dir, tiny_vae_dir, world_settings, tmp_path_factory):
-    out = tmp_path_factory.mktemp("theworld_controls")
-    model = TheWorld.from_pretrained(tiny_gemma_dir, cosmos_model_name=tiny_vae_dir, **world_settings)
-    torch.manual_seed(2)
-    with torch.no_grad():
-        model.world_projector.temporal_embedding.normal_(0, 0.1)
-    model.save_pretrained(out)
-    TheWorldProcessor.from_model_config(tiny_gemma_dir, model.config).save_pretrained(out)
-    return str(out)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from theworld import TheWorld, TheWorldProcessor
+from theworld import TheWorldProcessor
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.benchmarks import load_jsonl
 from theworld.evaluation.compare import load_run
@@ -31,29 +31,6 @@ from theworld.testing.inputs import random_image
 
 QUESTIONS = ["Which way does the ball move?", "Is the red square closer to the camera than the blue circle?"]
 CHOICES = [["left", "right side"], ["yes", "no", "not sure at all"]]
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny-model forwards gain nothing from a second thread, and on a shared 2-core machine two
-    spinning OpenMP threads per process made these tests about 3x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world_dir(tiny_gemma_dir, tiny_vae_dir, world_settings, tmp_path_factory):
-    """A saved TheWorld folder (weights, world_encoder/, processor) with tiny world settings."""
-    out = tmp_path_factory.mktemp("theworld_eval")
-    model = TheWorld.from_pretrained(tiny_gemma_dir, cosmos_model_name=tiny_vae_dir, **world_settings)
-    torch.manual_seed(1)
-    with torch.no_grad():  # a trained-looking projector
-        model.world_projector.temporal_embedding.normal_(0, 0.1)
-    model.save_pretrained(out)
-    TheWorldProcessor.from_model_config(tiny_gemma_dir, model.config).save_pretrained(out)
-    return str(out)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from transformers import Gemma3ForConditionalGeneration, GenerationMixin
 try:  # transformers 5: init helpers that skip tensors already loaded from the checkpoint
     from transformers import initialization as init
 except ImportError:  # transformers 4.x initialises only modules with missing weights: torch's own init
-    from torch.nn import init  # noqa: F401
+    from torch.nn import init
+
+__all__ = ["GENERATE_PASSES_FIRST_ITERATION", "LEGACY_KEY_MAPPING", "gemma3_key_mapping", "init", "use_portable_key_layout"]
 
 # transformers 5's `generate` tells `prepare_inputs_for_generation` which step is the prefill.
 GENERATE_PASSES_FIRST_ITERATION = "is_first_iteration" in inspect.signature(
