@@ -33,6 +33,8 @@ TRAIN_BUDGET = TINY_WORLD + ["--max_steps", "2", "--bf16", "false", "--per_devic
 BUDGET_FLAGS: dict[str, list[str] | str] = {
     "make test": "this suite",
     "make demo": "run by CI (.ci/run) after make test",
+    "theworld demo --model": ["--n-train", "4", "--n-heldout", "4", "--total-steps", "2", "--batch-size", "2",
+                              "--tasks", "direction", "--world-image-size", "64", "--world-tokens-per-frame", "16"],
     "theworld cache-latents --config configs/align.yaml": TINY_WORLD,
     "theworld cache-latents --config configs/finetune.yaml": TINY_WORLD,
     "theworld train --config configs/align.yaml": TRAIN_BUDGET,
