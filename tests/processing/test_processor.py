@@ -73,3 +73,10 @@ def test_save_load_keeps_world_settings(processor, tmp_path):
     again = TheWorldProcessor.from_pretrained(tmp_path)
     assert (again.world_image_size, again.world_tokens_per_frame, again.world_num_frames) == (64, 16, 9)
     assert again.world_clip_frame == "last" and again.enable_world
+
+
+def test_apply_chat_template_leaves_the_callers_messages_untouched(processor):
+    chat = clip_chat(4, frames=5)
+    content_before = list(chat[0]["content"])
+    processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt")
+    assert chat[0]["content"] == content_before and chat[0]["content"][0]["type"] == "video"

@@ -16,7 +16,6 @@ With `enable_world=False` it is exactly `Gemma3Processor` (clips reduced to thei
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,17 +104,8 @@ class TheWorldProcessor(Gemma3Processor):
         return visual
 
     def world_pixels(self, visual: Any) -> np.ndarray:
-        """(3, T, S, S) float32 in [-1, 1]: RGB, resized to world_image_size (PIL bicubic on uint8 cannot overshoot)."""
-        frames = list(visual) if isinstance(visual, Clip) else [visual]
-        if (len(frames) - 1) % self.world_temporal_compression or len(frames) > self.world_num_frames:
-            raise ValueError(
-                f"a clip has {len(frames)} frames: world clips need 4k+1 frames (1, 5, 9, ...) and at most "
-                f"world_num_frames={self.world_num_frames}"
-            )
-        size = (self.world_image_size, self.world_image_size)
-        arrays = [np.asarray(_to_pil(f).convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for f in frames]
-        pixels = np.stack(arrays, axis=0) / 127.5 - 1.0  # (T, S, S, 3)
-        return pixels.transpose(3, 0, 1, 2)  # (3, T, S, S)
+        """(3, T, S, S) float32 in [-1, 1] for the VAE: `world_pixels` with this processor's settings."""
+        return world_pixels(visual, self.world_image_size, self.world_num_frames, self.world_temporal_compression)
 
     def insert_world_blocks(self, text: str, visuals: Sequence[Any]) -> str:
         parts = text.split(self.boi_token)
@@ -215,6 +205,24 @@ def make_tokenizer_config_portable(directory: Any) -> bool:
     return True
 
 
+def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
+    """An image or `Clip` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
+
+    PIL bicubic on uint8 cannot overshoot [-1, 1]. A module function, not only a method, so the
+    latent cache computes exactly these pixels without a tokenizer.
+    """
+    frames = list(visual) if isinstance(visual, Clip) else [visual]
+    if (len(frames) - 1) % temporal_compression or len(frames) > max_frames:
+        raise ValueError(
+            f"a clip has {len(frames)} frames: world clips need 4k+1 frames (1, 5, 9, ...) and at most "
+            f"world_num_frames={max_frames}"
+        )
+    size = (image_size, image_size)
+    arrays = [np.asarray(_to_pil(f).convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for f in frames]
+    pixels = np.stack(arrays, axis=0) / 127.5 - 1.0  # (T, S, S, 3)
+    return pixels.transpose(3, 0, 1, 2)  # (3, T, S, S)
+
+
 def _to_pil(visual: Any) -> Image.Image:
     if isinstance(visual, Image.Image):
         return visual
@@ -245,7 +253,9 @@ def _nest(images: Any, text: Any) -> tuple[list[str] | None, list[list[Any]]]:
 
 def _extract_visuals(conversation: list[dict]) -> tuple[list[dict], list[Any]]:
     """Replace image/video items by bare Gemma image items; return the loaded visuals in order."""
-    conversation = copy.deepcopy(list(conversation))
+    # Shallow copies: each message's content list is rebuilt below, so the caller's is never
+    # changed, and in-memory images and frames are not copied.
+    conversation = [dict(message) for message in conversation]
     visuals: list[Any] = []
     for message in conversation:
         content = message.get("content")

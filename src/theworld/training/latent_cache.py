@@ -60,7 +60,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from theworld.errors import TheWorldUserError
-from theworld.processing.processor import Clip, TheWorldProcessor
+from theworld.processing.processor import Clip, world_pixels
 from theworld.world_encoder.vae import ENCODER_PREFIXES, CosmosWorldEncoder
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 CACHE_FORMAT = "theworld-latent-cache"
 CACHE_VERSION = 1
-# Bump when `TheWorldProcessor.world_pixels` changes what it produces: old caches then miss.
+# Bump when `processing.processor.world_pixels` changes what it produces: old caches then miss.
 PREPROCESS_VERSION = "rgb-pil-bicubic-minus1-1-v1"
 KEY_SCHEME = "sha256(preprocess settings + shape + float32 world pixels)"
 SHARD_PATTERN = re.compile(r"^latents-(\d+)-([0-9a-f]+)\.safetensors$")
@@ -211,15 +211,15 @@ def fingerprint_pretrained(name_or_path: str | os.PathLike, dtype: torch.dtype |
 
 
 class _WorldPreprocessor:
-    """`TheWorldProcessor.world_pixels` without a tokenizer: same code, settings from the cache."""
+    """The processor's world preprocessing (`processing.processor.world_pixels`) with the cache's
+    settings, for lookups without a tokenizer."""
 
     def __init__(self, settings: CacheSettings) -> None:
-        self.world_image_size = settings.world_image_size
-        self.world_num_frames = settings.world_num_frames
-        self.world_temporal_compression = settings.world_temporal_compression
+        self.settings = settings
 
     def world_pixels(self, visual: Any) -> np.ndarray:
-        return TheWorldProcessor.world_pixels(self, visual)  # type: ignore[arg-type]
+        s = self.settings
+        return world_pixels(visual, s.world_image_size, s.world_num_frames, s.world_temporal_compression)
 
 
 def as_world_visual(visual: Any) -> Any:
