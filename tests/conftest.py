@@ -14,7 +14,8 @@ from theworld.testing.tiny import TINY_WORLD_SETTINGS, make_tiny_gemma, make_tin
 
 # Tiny models are dominated by per-op overhead: one thread is 3-5x faster than two here
 # (the tiny Wan VAE most of all), and leaves the second core to a parallel process.
-torch.set_num_threads(1)
+# THEWORLD_TEST_THREADS runs the suite at another count (the thread-count matrix of docs/parity.md).
+torch.set_num_threads(int(os.environ.get("THEWORLD_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

@@ -173,7 +173,9 @@ def load_model(
                 f"control {control!r} needs the Cosmos VAE to encode images, and {path} names none: "
                 "pass --cosmos-model-name (a Cosmos-Predict2 repo or VAE folder)"
             )
-    model = model.to(target).eval()
+    # Inference only, and every run in one trainability state: torch.matmul picks its kernel by
+    # requires_grad, so a frozen and a trainable copy of one checkpoint can differ in the last bits.
+    model = model.to(target).eval().requires_grad_(False)
     processor = load_processor(path, model.config)
     if getattr(processor, "enable_world", None) != uses_world(control):
         raise TheWorldUserError(f"processor for {path} has enable_world={processor.enable_world}, control {control!r}")

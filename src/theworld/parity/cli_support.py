@@ -156,7 +156,9 @@ def load_model(
         raise
     except (OSError, ValueError, KeyError) as err:
         raise TheWorldUserError(f"cannot load {spec.text}: {type(err).__name__}: {err}") from err
-    return model.eval()
+    # Both sides frozen: torch.matmul picks its kernel by requires_grad (Gemma's image projector
+    # runs mm or bmm), so a trainable and a frozen copy of the same weights can differ in the last bits.
+    return model.eval().requires_grad_(False)
 
 
 def _check_theworld_loadable(source: str) -> None:
