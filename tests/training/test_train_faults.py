@@ -207,7 +207,7 @@ def test_nan_latent_stops_training_at_its_step_naming_the_samples(cached_values,
     tensors = load_file(shard)
     key = sorted(tensors)[0]
     tensors[key].view(-1)[0] = float("nan")
-    checksums = json.loads(metadata[CHECKSUMS_METADATA])
+    checksums = json.loads(metadata.get(CHECKSUMS_METADATA, "{}"))
     checksums[key] = tensor_sha256(tensors[key])
     save_file(tensors, shard, metadata={**metadata, CHECKSUMS_METADATA: json.dumps(checksums)})
 
