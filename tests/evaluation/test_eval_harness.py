@@ -185,6 +185,24 @@ def test_resume_skips_finished_items_and_appends(loaded, tmp_path):
         evaluate(load_jsonl(str(data), limit=1), model, processor, out, info={"model": "tiny"})
 
 
+def test_resume_after_a_last_line_without_its_newline_appends_cleanly(loaded, tmp_path):
+    """A complete last record that lost its newline used to get the next record glued on (exit 2 and
+    every later resume failing). It is kept and terminated before anything is appended."""
+    model, processor = loaded
+    data = write_items(tmp_path / "data", choice_rows(3))
+    out = tmp_path / "out"
+    evaluate(load_jsonl(str(data), limit=2), model, processor, out, info={"model": "tiny"})
+    whole = (out / PREDICTIONS).read_text(encoding="utf-8")
+    (out / PREDICTIONS).write_text(whole.rstrip("\n"), encoding="utf-8")  # the last newline never reached the disk
+    metrics = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})
+    assert metrics["items_resumed"] == 2 and metrics["items_run"] == 1 and metrics["n"] == 3
+    text = (out / PREDICTIONS).read_text(encoding="utf-8")
+    assert text.startswith(whole) and text.endswith("\n")
+    assert [r["id"] for r in read_jsonl(out / PREDICTIONS)] == ["c0", "c1", "c2"]
+    again = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})  # and it stays resumable
+    assert again["items_run"] == 0 and again["n"] == 3
+
+
 class FakeJudge:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str]] = []

@@ -163,7 +163,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a jsonl output file; a half-written last line (crash mid-write) is cut off."""
+    """Records of a jsonl output file, made safe to append to.
+
+    A crash can leave the last line without its newline: cut mid-record (not valid JSON: dropped,
+    that item runs again) or whole but unterminated (kept, and its newline added). Either way
+    the file ends with a newline before anything is appended, so no record is ever glued to the
+    previous one.
+    """
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8")
@@ -183,6 +189,11 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict) or "id" not in record:
             raise TheWorldUserError(f"{path}:{lineno}: each line needs an 'id'")
         records.append(record)
+    else:
+        if text and not text.endswith("\n"):
+            logger.warning("%s: the last record lacked its newline (interrupted write); newline added", path)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write("\n")
     return records
 
 

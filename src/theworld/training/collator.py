@@ -66,7 +66,9 @@ class TheWorldCollator:
 
     Batch keys: input_ids, attention_mask, token_type_ids, labels (always); pixel_values when a
     sample has images; world_pixel_values, or world_latents when `latent_cache` is given, when the
-    world path is on and a sample has visuals.
+    world path is on and a sample has visuals. With `return_sample_ids`, also `sample_ids` (a list
+    of the batch's sample ids, not a model input: the trainer pops it to name the samples of a
+    batch whose loss is not finite).
     """
 
     def __init__(
@@ -76,12 +78,14 @@ class TheWorldCollator:
         max_length: int | None = None,
         on_truncated: str = "drop",
         latent_cache: LatentSource | None = None,
+        return_sample_ids: bool = False,
     ) -> None:
         if on_truncated not in ("drop", "error"):
             raise ValueError(f"on_truncated={on_truncated!r}: expected 'drop' or 'error'")
         self.processor = processor
         self.max_length = max_length
         self.on_truncated = on_truncated
+        self.return_sample_ids = return_sample_ids
         self.enable_world = bool(getattr(processor, "enable_world", False))
         if latent_cache is not None and not hasattr(latent_cache, "latents_for"):
             raise TypeError("latent_cache must have a latents_for(visual) method")
@@ -253,15 +257,20 @@ class TheWorldCollator:
                     "per_device_train_batch_size=1 or give every clip the same number of frames"
                 )
             batch[key] = torch.cat([t for _, t in tensors])
+        if self.return_sample_ids:
+            batch["sample_ids"] = [item.id for item in items]
         return batch
 
     def _empty_batch(self) -> dict[str, torch.Tensor]:
         """Every sample of a micro-batch was dropped: one BOS-only row with nothing to learn (loss 0)."""
         bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_token_id
         one = torch.tensor([[bos]], dtype=torch.long)
-        return {
+        batch = {
             "input_ids": one,
             "attention_mask": torch.ones_like(one),
             "token_type_ids": torch.zeros_like(one),
             "labels": torch.full_like(one, IGNORE_INDEX),
         }
+        if self.return_sample_ids:
+            batch["sample_ids"] = []
+        return batch

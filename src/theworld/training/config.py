@@ -103,6 +103,10 @@ class TrainConfig:
     eval_steps: int | None = None
     resume_from_checkpoint: str | None = None
     """A checkpoint folder, or "latest" for the newest checkpoint-N in output_dir."""
+    resume_weights_only: bool = False
+    """With resume_from_checkpoint: start a new run (step 0, fresh optimizer) from that checkpoint's weights only."""
+    overwrite_output_dir: bool = False
+    """Replace the run already in output_dir (its checkpoints and final model are deleted) instead of refusing."""
     report_to: list[str] = field(default_factory=lambda: ["none"])
     push_to_hub: bool = False
     hub_model_id: str | None = None
@@ -144,6 +148,8 @@ class TrainConfig:
             raise TheWorldUserError("train_cosmos_vae=true is only allowed with stage=full")
         if self.train_cosmos_vae and self.latent_cache_dir:
             raise TheWorldUserError("train_cosmos_vae=true cannot use latent_cache_dir: cached latents come from a frozen VAE")
+        if self.resume_weights_only and self.resume_from_checkpoint is None:
+            raise TheWorldUserError("resume_weights_only=true needs resume_from_checkpoint (the checkpoint to take weights from)")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise TheWorldUserError("set max_steps > 0 or num_train_epochs > 0")
         positive = (

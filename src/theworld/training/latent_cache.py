@@ -31,11 +31,19 @@ with `on_stale="rebuild"`; it is never silently used. `world_num_frames` is reco
 compared: it only caps clip length, and a clip's latents do not depend on it (a longer clip is a
 different key, hence a clear miss).
 
-**Writes** are atomic: a shard is written to a temporary file and renamed into place, and holds
-its own index (tensor names) and aliases, so there is no second file to keep consistent. A build
-that stops keeps every finished shard; building again skips what is present (resumable). Shard
-names carry a random token, so two builders never overwrite each other (they may duplicate work:
-build from one process, e.g. rank 0, then open the cache everywhere).
+**Writes** are atomic: a shard is written to a temporary file, fsynced and renamed into place,
+and holds its own index (tensor names), aliases and checksums, so there is no second file to keep
+consistent. A build that stops keeps every finished shard; building again skips what is present
+(resumable). Shard names carry a random token, so two builders never overwrite each other (they
+may duplicate work: build from one process, e.g. rank 0, then open the cache everywhere).
+Temporary files are named `.<shard>.<host>.<pid>.tmp`: the next build deletes those whose writer
+no longer runs on this host (a killed build), never a live writer's, and any older than an hour.
+
+**Integrity.** Latents are checked twice: `build` refuses to store a non-finite latent (naming the
+visual), and every shard records the sha256 of each tensor (dtype, shape and bytes) in its
+metadata, which `latents_for` verifies on every read. A damaged shard (a flipped bit, a NaN
+written over a value) raises `LatentCacheCorruptError` naming the shard and the visual, instead of
+feeding a wrong latent to training.
 """
 
 from __future__ import annotations
@@ -61,22 +69,31 @@ from tqdm import tqdm
 
 from theworld.errors import TheWorldUserError
 from theworld.processing.processor import Clip, world_pixels
+from theworld.training.run_lock import this_host
 from theworld.world_encoder.vae import ENCODER_PREFIXES, CosmosWorldEncoder
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 CACHE_FORMAT = "theworld-latent-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: shards carry per-tensor sha256 (caches of version 1 are refused: rebuild)
 # Bump when `processing.processor.world_pixels` changes what it produces: old caches then miss.
 PREPROCESS_VERSION = "rgb-pil-bicubic-minus1-1-v1"
 KEY_SCHEME = "sha256(preprocess settings + shape + float32 world pixels)"
 SHARD_PATTERN = re.compile(r"^latents-(\d+)-([0-9a-f]+)\.safetensors$")
 TMP_SUFFIX = ".tmp"
+# .<shard or manifest name>.<host>.<pid>.tmp (host: [A-Za-z0-9._-], see run_lock.this_host)
+TMP_PATTERN = re.compile(r"^\.(latents-\d+-[0-9a-f]+\.safetensors|manifest\.json)\.(.+)\.(\d+)\.tmp$")
+TMP_MAX_AGE_S = 3600.0
 ALIASES_METADATA = "theworld_aliases"
+CHECKSUMS_METADATA = "theworld_sha256"
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ON_STALE = ("error", "rebuild")
 MAX_OPEN_SHARDS = 64
+
+
+class LatentCacheCorruptError(TheWorldUserError):
+    """A shard's bytes no longer match what was written (checksum mismatch, missing checksums)."""
 
 
 class LatentCacheMissError(TheWorldUserError):
@@ -241,6 +258,14 @@ def _world_pixels(preprocessor: Any, visual: Any) -> np.ndarray:
         raise TheWorldUserError(f"cannot prepare {describe_visual(visual)} for the world encoder: {err}") from err
 
 
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and raw bytes: what a shard records and `latents_for` checks."""
+    tensor = tensor.detach().to("cpu").contiguous()
+    digest = hashlib.sha256(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def content_key(pixels: np.ndarray, settings: CacheSettings) -> str:
     """The cache key of world pixels (3, T, S, S): sha256 of the settings tag, shape and float32 bytes."""
     array = np.ascontiguousarray(pixels, dtype=np.float32)
@@ -332,6 +357,7 @@ class LatentCache:
         self.fingerprint = fingerprint
         self._preprocessor = processor if processor is not None else _WorldPreprocessor(settings)
         self._index: dict[str, str] = {}  # key -> shard file name
+        self._sha256: dict[str, str] = {}  # key -> recorded checksum of its latents
         self._aliases: dict[str, str] = {}  # file alias -> key (from shards, plus this process's lookups)
         self._stored_aliases: set[str] = set()  # the aliases some shard on disk records
         self._handles: OrderedDict[str, Any] = OrderedDict()  # open shards, most recent last
@@ -403,6 +429,7 @@ class LatentCache:
     def _scan(self) -> None:
         """Index every complete shard: tensor names are keys, metadata holds aliases."""
         self._index.clear()
+        self._sha256.clear()
         for path in sorted(self.cache_dir.iterdir()):
             if not SHARD_PATTERN.match(path.name):
                 continue
@@ -410,10 +437,21 @@ class LatentCache:
                 with safe_open(str(path), framework="pt") as handle:
                     keys = list(handle.keys())
                     metadata = handle.metadata() or {}
-            except Exception as err:  # a truncated shard cannot exist (atomic rename), but say so if it does
-                raise TheWorldUserError(f"latent cache shard {path} is unreadable ({err}); rebuild the cache") from err
+                checksums = json.loads(metadata[CHECKSUMS_METADATA])
+            except Exception as err:  # a damaged header, a truncated file (safetensors' own errors), no checksums
+                raise LatentCacheCorruptError(
+                    f"latent cache shard {path} is unreadable or has no checksums ({type(err).__name__}: {err}); "
+                    f"delete it and run `theworld cache-latents` again (only its latents are re-encoded)"
+                ) from err
+            missing = [k for k in keys if k not in checksums]
+            if missing:
+                raise LatentCacheCorruptError(
+                    f"latent cache shard {path} records no checksum for {len(missing)} latent(s); delete it and run "
+                    "`theworld cache-latents` again"
+                )
             for key in keys:
                 self._index[key] = path.name
+                self._sha256[key] = checksums[key]
             aliases = json.loads(metadata.get(ALIASES_METADATA, "{}"))
             self._aliases.update(aliases)
             self._stored_aliases.update(aliases)
@@ -456,7 +494,14 @@ class LatentCache:
                 "since the cache was built)",
                 visual=visual,
             )
-        return self._handle(shard).get_tensor(key)
+        latents = self._handle(shard).get_tensor(key)
+        if tensor_sha256(latents) != self._sha256[key]:
+            raise LatentCacheCorruptError(
+                f"latent cache shard {self.cache_dir / shard} is damaged: the latents of {describe_visual(visual)} "
+                f"(key {key[:12]}) do not match their checksum. Delete that shard and run `theworld cache-latents` "
+                "again (only its latents are re-encoded)"
+            )
+        return latents
 
     def missing(self, samples: Iterable[Any]) -> list[Any]:
         """The samples' visuals that are not cached (each listed once per occurrence)."""
@@ -524,12 +569,12 @@ class LatentCache:
         preprocessor = processor_like if processor_like is not None else self._preprocessor
         if processor_like is not None:
             _check_processor(processor_like, self.settings)
-        _remove_temporary_files(self.cache_dir)
+        _remove_orphaned_temporary_files(self.cache_dir)
         samples = list(samples)
         total = sum(1 for _ in iter_visuals(samples))
         stats = BuildStats()
         seen: set[str] = set()
-        batches: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = {}
+        batches: dict[tuple[int, ...], list[tuple[str, np.ndarray, Any]]] = {}
         pending = _Pending()
         bar = tqdm(total=total, desc="caching world latents", unit="visual", disable=not progress)
         try:
@@ -558,7 +603,7 @@ class LatentCache:
                 if pixels is None:  # known alias, latents not written yet (e.g. a build stopped early)
                     pixels = _world_pixels(preprocessor, visual)
                 batch = batches.setdefault(tuple(pixels.shape), [])
-                batch.append((key, pixels))
+                batch.append((key, pixels, visual))
                 if len(batch) >= batch_size:
                     self._encode(encoder, batches.pop(tuple(pixels.shape)), pending, stats)
                     bar.set_postfix(encoded=stats.encoded)
@@ -574,13 +619,19 @@ class LatentCache:
         return stats
 
     def _encode(
-        self, encoder: CosmosWorldEncoder, batch: list[tuple[str, np.ndarray]], pending: _Pending, stats: BuildStats
+        self, encoder: CosmosWorldEncoder, batch: list[tuple[str, np.ndarray, Any]], pending: _Pending, stats: BuildStats
     ) -> None:
         start = time.perf_counter()
-        pixels = torch.from_numpy(np.stack([p for _, p in batch]))
+        pixels = torch.from_numpy(np.stack([p for _, p, _ in batch]))
         with torch.no_grad():
             latents = encoder(pixels).to("cpu", self.settings.torch_dtype)
-        for index, (key, _) in enumerate(batch):
+        for index, (key, _, visual) in enumerate(batch):
+            if not bool(torch.isfinite(latents[index]).all()):
+                raise TheWorldUserError(
+                    f"the world encoder gave non-finite latents for {describe_visual(visual)}; they are not cached "
+                    "(training on them would give a NaN model). Check that file, and the encoder's dtype "
+                    "(--encoder-dtype float32)"
+                )
             pending.latents[key] = latents[index].clone()  # own storage: safetensors refuses shared tensors
         stats.encoded += len(batch)
         stats.seconds_encoding += time.perf_counter() - start
@@ -589,14 +640,20 @@ class LatentCache:
         """Write pending latents (and aliases) as one new shard: temporary file, then rename."""
         numbers = [int(m.group(1)) for p in self.cache_dir.iterdir() if (m := SHARD_PATTERN.match(p.name))]
         name = f"latents-{max(numbers, default=-1) + 1:05d}-{secrets.token_hex(4)}.safetensors"
-        tmp = self.cache_dir / f".{name}.{os.getpid()}{TMP_SUFFIX}"
-        metadata = {"format": "pt", ALIASES_METADATA: json.dumps(pending.aliases, separators=(",", ":"))}
+        tmp = self.cache_dir / _tmp_name(name)
+        checksums = {key: tensor_sha256(tensor) for key, tensor in pending.latents.items()}
+        metadata = {
+            "format": "pt",
+            ALIASES_METADATA: json.dumps(pending.aliases, separators=(",", ":")),
+            CHECKSUMS_METADATA: json.dumps(checksums, separators=(",", ":")),
+        }
         save_file(pending.latents, str(tmp), metadata=metadata)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, self.cache_dir / name)
         for key in pending.latents:
             self._index[key] = name
+            self._sha256[key] = checksums[key]
         self._stored_aliases.update(pending.aliases)
         stats.shards_written += 1
         logger.debug("latent cache: wrote %s (%d latents)", name, len(pending.latents))
@@ -730,7 +787,7 @@ def _manifest(fingerprint: EncoderFingerprint, settings: CacheSettings) -> dict[
 
 
 def _write_manifest(root: Path, fingerprint: EncoderFingerprint, settings: CacheSettings) -> None:
-    tmp = root / f".{MANIFEST_NAME}.{os.getpid()}{TMP_SUFFIX}"
+    tmp = root / _tmp_name(MANIFEST_NAME)
     tmp.write_text(json.dumps(_manifest(fingerprint, settings), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, root / MANIFEST_NAME)
 
@@ -780,19 +837,38 @@ def _is_cache_file(name: str) -> bool:
     return name == MANIFEST_NAME or bool(SHARD_PATTERN.match(name)) or (name.startswith(".") and name.endswith(TMP_SUFFIX))
 
 
-def _remove_temporary_files(root: Path, older_than_s: float = 3600.0) -> None:
-    """Leftovers of a build killed mid-write (never renamed into place, never read).
+def _tmp_name(name: str) -> str:
+    """The temporary name a file is written under before its rename: it names the writer (host, pid)."""
+    return f".{name}.{this_host()}.{os.getpid()}{TMP_SUFFIX}"
 
-    Only old ones: a fresh temporary file may be another builder's shard being written.
+
+def _remove_orphaned_temporary_files(root: Path, max_age_s: float = TMP_MAX_AGE_S) -> list[str]:
+    """Delete the temporary files of writers that died (a killed build), never a live writer's.
+
+    A temporary file names its writer (`_tmp_name`): it is an orphan when that process no longer
+    runs on this host. A writer on another host cannot be checked from here; its file (like any
+    temporary file of an older naming) is removed once it is older than `max_age_s`, far longer
+    than writing one shard takes. Returns the names removed.
     """
+    from theworld.training.run_lock import process_alive
+
+    removed = []
     now = time.time()
     for path in root.iterdir():
-        if path.name.startswith(".latents-") and path.name.endswith(TMP_SUFFIX):
-            try:
-                if now - path.stat().st_mtime > older_than_s:
-                    path.unlink()
-            except FileNotFoundError:
-                pass
+        match = TMP_PATTERN.match(path.name)
+        ours = path.name.startswith((".latents-", f".{MANIFEST_NAME}.")) and path.name.endswith(TMP_SUFFIX)
+        if match is None and not ours:
+            continue
+        try:
+            dead = match is not None and process_alive(int(match.group(3)), match.group(2)) is False
+            if dead or now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:  # its writer renamed it meanwhile
+            pass
+    if removed:
+        logger.info("latent cache %s: removed %d temporary file(s) of interrupted builds", root, len(removed))
+    return removed
 
 
 def _clear(root: Path) -> None:

@@ -5,8 +5,14 @@
    only: the optimizer, scheduler and step count start fresh, and the log says so);
 3. apply the stage (which parameters train) and keep trainable weights in fp32;
 4. train with `TheWorldTrainer` (resuming a checkpoint of the *same* stage restores optimizer,
-   scheduler, step, RNG and data position);
+   scheduler, step, RNG and data position, after verifying the checkpoint's checksums);
 5. write the final model to output_dir, loadable by `TheWorld.from_pretrained(output_dir)`.
+
+output_dir belongs to one run and one writer: `train` holds a lock on it for the whole run
+(`run_lock.RunLock`; a second writer is refused at start), and a folder that already holds a run
+is either resumed explicitly (`resume_from_checkpoint`), replaced (`overwrite_output_dir`), or
+refused (`check_output_dir`). A new run never shares a folder with an older one's checkpoints:
+checkpoint rotation and `latest` would mix the two.
 
 Precision (`bf16: true`): frozen weights are loaded in bf16, trainable weights are kept in fp32
 (they are the optimizer's master copies), and the Trainer's bf16 autocast runs the forward pass in
@@ -17,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -141,13 +149,22 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     )
     if config.bf16:
         cast_trainable_to_fp32(model)
+    resumed_from = None
     if resume is not None:
         from theworld.training.trainer import TRAINING_INFO_NAME
 
-        info = TrainingInfo.load(resume)
-        if info is None:
+        verify_resume(resume, weights_only=config.resume_weights_only)
+        resumed_from = TrainingInfo.load(resume)
+        if resumed_from is None:
             raise TheWorldUserError(f"resume_from_checkpoint: {resume} has no {TRAINING_INFO_NAME}")
-        check_resumable(info, config.stage, trainable, resume)
+        check_resumable(resumed_from, config.stage, trainable, resume)
+        if config.resume_weights_only:
+            model.load_world_adapter(resume)
+            logger.info(
+                "a new run starts from the weights of %s (step %d): weights only; the optimizer, scheduler, step "
+                "count, RNG and data order start fresh (resume_weights_only)",
+                resume, resumed_from.global_step,
+            )  # fmt: skip
 
     processor_source = _local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
@@ -155,7 +172,11 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     if config.latent_cache_dir and config.enable_world:
         latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
     collator = TheWorldCollator(
-        processor, max_length=config.max_length, on_truncated=config.on_truncated, latent_cache=latent_cache
+        processor,
+        max_length=config.max_length,
+        on_truncated=config.on_truncated,
+        latent_cache=latent_cache,
+        return_sample_ids=True,  # named in the error when a batch's loss is not finite
     )
     base = model.config.base_model_name_or_path
     info = TrainingInfo(
@@ -169,6 +190,9 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         initialized_from=_local_or_id(config.model_name_or_path) if previous is not None else None,
     )
     inherited = list(previous.saved_keys) if previous is not None else []
+    if config.resume_weights_only and resumed_from is not None:
+        info.initialized_from = os.path.abspath(resume)
+        inherited = list(resumed_from.saved_keys)
     args = TrainingArguments(**training_arguments(config, has_eval=eval_dataset is not None))
     check_process_group(args)
     trainer = TheWorldTrainer(
@@ -266,20 +290,26 @@ def open_latent_cache(config: TrainConfig, datasets: list) -> Any:
 
 def train(config: TrainConfig) -> TrainResult:
     """Run one stage as configured; returns where the model went and the final metrics."""
-    resume = resolve_checkpoint(config)
-    if resume is None and os.path.isdir(config.output_dir):
-        from transformers.trainer_utils import get_last_checkpoint
+    from theworld.training.run_lock import RunLock
 
-        existing = get_last_checkpoint(config.output_dir)
-        if existing is not None:
-            logger.warning(
-                "%s already holds %s; this run starts from step 0 (set resume_from_checkpoint: latest to continue it)",
-                config.output_dir, os.path.basename(existing),
-            )  # fmt: skip
+    # One writer per output_dir. Under DDP the rank-0 process holds the lock for the run.
+    lock = RunLock(config.output_dir, what="training") if _is_main_process() else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_locked(config)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(config: TrainConfig) -> TrainResult:
+    resume = resolve_checkpoint(config)
+    check_output_dir(config, resume)
     trainer = build_trainer(config, resume=resume)
-    if resume is not None:
+    if resume is not None and not config.resume_weights_only:
         logger.info("resuming stage %s from %s", config.stage, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
     trainer.save_final()
     if config.push_to_hub:
         trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
@@ -296,3 +326,110 @@ def train(config: TrainConfig) -> TrainResult:
         dropped_samples=dropped,
         trainer=trainer,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# the run folder and the checkpoint a run resumes
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a launched multi-process run, or a single process (decided before any process group exists)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def _run_files() -> tuple[str, ...]:
+    """Top-level files and folders of output_dir that belong to a TheWorld run (besides checkpoint-N)."""
+    from theworld.model.modeling import WORLD_ADAPTER_NAME
+    from theworld.training.trainer import LORA_DIR, STAGING_DIR, TRAINING_INFO_NAME
+
+    return (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME, LORA_DIR, STAGING_DIR, "training_args.bin")
+
+
+def existing_run(output_dir: str) -> list[str]:
+    """What in output_dir marks an earlier run: its checkpoint-N folders and its final model, if any."""
+    from theworld.model.modeling import WORLD_ADAPTER_NAME
+    from theworld.training.checkpoint_io import list_checkpoints
+    from theworld.training.trainer import TRAINING_INFO_NAME
+
+    found = [p.name for p in list_checkpoints(output_dir)]
+    if any(os.path.isfile(os.path.join(output_dir, n)) for n in (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME)):
+        found.append("a final model")
+    return found
+
+
+def _step_of(checkpoint: str | os.PathLike) -> int | None:
+    from theworld.training.checkpoint_io import CHECKPOINT_PATTERN
+
+    match = CHECKPOINT_PATTERN.match(Path(checkpoint).name)
+    return int(match.group(1)) if match else None
+
+
+def check_output_dir(config: TrainConfig, resume: str | None) -> None:
+    """output_dir holds no run, or the run being resumed, or (overwrite_output_dir) nothing of an older run.
+
+    * a new run into a folder holding another run's checkpoints or final model is refused;
+    * `overwrite_output_dir: true` deletes that run's checkpoints and final-model files first;
+    * resuming an older checkpoint-N of the folder's own run sets the checkpoints after N aside
+      (moved to `superseded-<time>/`, not deleted): they belong to the abandoned continuation, and
+      rotation or `latest` would otherwise mix them with the resumed run's.
+    """
+    from theworld.training.checkpoint_io import clear_run, list_checkpoints
+
+    out = config.output_dir
+    found = existing_run(out)
+    if not found:
+        return
+    inside = resume is not None and os.path.dirname(os.path.realpath(resume)) == os.path.realpath(out)
+    if inside and not config.resume_weights_only:
+        step = _step_of(resume)
+        later = [p for p in list_checkpoints(out) if step is not None and (_step_of(p) or 0) > step]
+        if later and _is_main_process():
+            aside = Path(out) / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir(exist_ok=True)
+            for path in later:
+                os.rename(path, aside / path.name)
+            logger.warning(
+                "resuming %s: the later checkpoints %s of this folder were moved to %s (a resumed run must not mix "
+                "with them)",
+                os.path.basename(resume), [p.name for p in later], aside,
+            )  # fmt: skip
+        return
+    if inside:  # resume_weights_only from this folder's own checkpoint
+        raise TheWorldUserError(
+            f"resume_weights_only starts a new run (step 0) from {resume}, which lies in output_dir {out}: the new "
+            f"run's checkpoints would mix with the old run's ({', '.join(found)}). Set output_dir to another folder"
+        )
+    if config.overwrite_output_dir:
+        if _is_main_process():
+            removed = clear_run(out, _run_files())
+            logger.warning("overwrite_output_dir: removed the earlier run in %s (%s)", out, ", ".join(removed))
+        return
+    raise TheWorldUserError(
+        f"output_dir {out} already holds a training run ({', '.join(found)}). Continue it with "
+        "--resume_from_checkpoint latest, train into another output_dir, or replace it with "
+        "--overwrite_output_dir true"
+    )
+
+
+def verify_resume(checkpoint: str, weights_only: bool = False) -> None:
+    """The checkpoint's files are whole (checksums) and hold everything the resume will restore.
+
+    A full resume needs the adapter, the stage record, trainer_state.json, the optimizer and the
+    scheduler, and checks every file the checkpoint recorded (RNG states included); a
+    weights-only start needs just the adapter and the stage record. Raises `CheckpointError`
+    naming the file and the last intact checkpoint.
+    """
+    from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+
+    from theworld.model.modeling import WORLD_ADAPTER_NAME
+    from theworld.training.checkpoint_io import verify_checkpoint
+    from theworld.training.trainer import TRAINING_INFO_NAME
+
+    weights = (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME)
+    if weights_only:
+        verify_checkpoint(checkpoint, required=weights, only_required=True)
+        return
+    required = (*weights, TRAINER_STATE_NAME, SCHEDULER_NAME)
+    if not any(p.name.startswith("global_step") for p in Path(checkpoint).iterdir()):  # DeepSpeed keeps its own
+        required += (OPTIMIZER_NAME,)
+    verify_checkpoint(checkpoint, required=required, weights=weights)

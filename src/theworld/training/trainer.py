@@ -16,7 +16,10 @@ What changes, and why:
   the ordered trainable names (`theworld_training.json`), next to the Trainer's own optimizer,
   scheduler, RNG and `trainer_state.json`. They are written into a staging folder and renamed into
   place when complete, so a run killed mid-save leaves the previous checkpoint-N intact and no
-  half-written one; `save_total_limit` rotation runs after the rename.
+  half-written one; before the rename every file is fsynced and hashed into `checksums.json`
+  (`checkpoint_io`), which a resume verifies; `save_total_limit` rotation runs after the rename.
+* **Non-finite values** stop the run (`nonfinite`): a NaN/inf loss before its backward, a NaN/inf
+  gradient before the optimizer step, naming the step and the batch's sample ids.
 * **Progress**: one tqdm bar with loss, learning rate and tokens/s (`tokens_per_second` also goes
   to TensorBoard and every other `report_to` logger).
 """
@@ -40,7 +43,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from theworld.errors import TheWorldUserError
 from theworld.model.modeling import WORLD_ADAPTER_NAME
+from theworld.training.checkpoint_io import publish_directory, write_checksums
 from theworld.training.loss import supervised_lm_loss
+from theworld.training.nonfinite import NonFiniteGradientGuard, check_loss
 from theworld.training.stages import has_lora, lora_state_dict, merge_lora
 
 logger = logging.getLogger(__name__)
@@ -174,10 +179,12 @@ class TheWorldTrainer(Trainer):
         parts = [getattr(inner, "world_encoder", None), inner.model.vision_tower, inner.model.multi_modal_projector]
         self._frozen_eval_parts = [m for m in parts if m is not None and not any(p.requires_grad for p in m.parameters())]
         self._staging_root: str | None = None
+        self._step_samples: list[str] = []  # sample ids of the current optimizer step (for error messages)
         self.progress = TheWorldProgressCallback(description=f"{stage}")
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
         self.add_callback(self.progress)
+        self.add_callback(NonFiniteGradientGuard(self._step_samples))
 
     # ---------------------------------------------------------------------------------------
     # loss
@@ -196,6 +203,7 @@ class TheWorldTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        sample_ids = inputs.pop("sample_ids", None)
         if num_items_in_batch is not None:
             # A step whose samples were all dropped has 0 supervised tokens: 0 / 1, never 0 / 0.
             if torch.is_tensor(num_items_in_batch):
@@ -208,6 +216,8 @@ class TheWorldTrainer(Trainer):
         loss, _ = supervised_lm_loss(model, inputs, labels, num_items_in_batch)
         if model.training:
             loss = loss + self._unused_parameter_term(inputs)
+            self._step_samples.extend(sample_ids or [])
+            check_loss(loss, self.state.global_step + 1, sample_ids)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # `num_items_in_batch` is summed over processes and DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
@@ -217,6 +227,7 @@ class TheWorldTrainer(Trainer):
         """Evaluation: the mean loss over this batch's supervised tokens; no logits are kept."""
         inputs = dict(self._prepare_inputs(inputs))
         labels = inputs.pop("labels")
+        inputs.pop("sample_ids", None)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, _ = supervised_lm_loss(model, inputs, labels)
         return loss.detach(), None, None
@@ -289,7 +300,8 @@ class TheWorldTrainer(Trainer):
             self._staging_root = None
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state
         if self.args.should_save:
-            _publish_directory(staged, final)
+            write_checksums(staged)  # fsyncs every file: the rename below never outruns the data
+            publish_directory(staged, final)
             try:
                 os.rmdir(staging_root)  # only when empty
             except OSError:
@@ -351,16 +363,3 @@ def check_resumable(info: TrainingInfo, stage: str, trainable_names: list[str], 
             f"{sorted(theirs ^ ours)[:3]}): check use_lora / lora_* / enable_world against the run that wrote it"
         )
 
-
-def _publish_directory(staged: str, final: str) -> None:
-    """Rename a complete staged folder to its final name (replacing an existing one safely)."""
-    if not os.path.isdir(staged):
-        raise RuntimeError(f"checkpoint staging folder {staged} is missing")
-    old = None
-    if os.path.exists(final):
-        old = staged + ".replaced"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(final, old)
-    os.rename(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
