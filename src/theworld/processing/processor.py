@@ -209,6 +209,17 @@ def make_tokenizer_config_portable(directory: Any) -> bool:
     return True
 
 
+def world_frames_problem(frames: int, max_frames: int, temporal_compression: int = 4) -> str | None:
+    """Why the world path cannot take a clip of `frames` frames, or None: the one rule, also used to check
+    training data before step 1 (`theworld.training.preflight`)."""
+    if frames < 1 or (frames - 1) % temporal_compression or frames > max_frames:
+        return (
+            f"a clip has {frames} frames: world clips need {temporal_compression}k+1 frames (1, 5, 9, ...) and at "
+            f"most world_num_frames={max_frames}"
+        )
+    return None
+
+
 def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
     """An image or `Clip` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
 
@@ -216,11 +227,9 @@ def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compres
     latent cache computes exactly these pixels without a tokenizer.
     """
     frames = list(visual) if isinstance(visual, Clip) else [visual]
-    if (len(frames) - 1) % temporal_compression or len(frames) > max_frames:
-        raise ValueError(
-            f"a clip has {len(frames)} frames: world clips need 4k+1 frames (1, 5, 9, ...) and at most "
-            f"world_num_frames={max_frames}"
-        )
+    problem = world_frames_problem(len(frames), max_frames, temporal_compression)
+    if problem is not None:
+        raise ValueError(problem)
     size = (image_size, image_size)
     arrays = [np.asarray(_to_pil(f).convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for f in frames]
     pixels = np.stack(arrays, axis=0) / 127.5 - 1.0  # (T, S, S, 3)

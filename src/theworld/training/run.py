@@ -112,6 +112,7 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     from theworld.processing.processor import TheWorldProcessor
     from theworld.training.collator import TheWorldCollator
     from theworld.training.dataset import load_dataset
+    from theworld.training.preflight import check_dataset
     from theworld.training.trainer import TheWorldTrainer, TrainingInfo, check_resumable
 
     set_seed(config.seed)
@@ -151,6 +152,9 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
 
     processor_source = _local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
+    check_dataset(train_dataset, processor, source=f"train_data {config.train_data}", max_skip_fraction=config.max_skip_fraction)
+    if eval_dataset is not None:
+        check_dataset(eval_dataset, processor, source=f"eval_data {config.eval_data}", max_skip_fraction=config.max_skip_fraction)
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
         latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
@@ -280,6 +284,7 @@ def train(config: TrainConfig) -> TrainResult:
     if resume is not None:
         logger.info("resuming stage %s from %s", config.stage, resume)
     result = trainer.train(resume_from_checkpoint=resume)
+    trainer.check_something_was_supervised()  # before the final model is written
     trainer.save_final()
     if config.push_to_hub:
         trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
