@@ -152,9 +152,10 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
 
     processor_source = _local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
-    check_dataset(train_dataset, processor, source=f"train_data {config.train_data}", max_skip_fraction=config.max_skip_fraction)
-    if eval_dataset is not None:
-        check_dataset(eval_dataset, processor, source=f"eval_data {config.eval_data}", max_skip_fraction=config.max_skip_fraction)
+    # Every sample checked before step 1 (clip lengths, something to learn), with the processor that builds the batches.
+    for key, dataset in (("train_data", train_dataset), ("eval_data", eval_dataset)):
+        if dataset is not None:
+            check_dataset(dataset, processor, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
         latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
