@@ -1,7 +1,8 @@
 """Every command the README shows runs, verbatim, in a sandbox holding tiny stand-ins.
 
 The sandbox working directory holds the tiny Gemma 3 at `google/gemma-3-4b-it/` and the tiny VAE
-at `nvidia/Cosmos-Predict2-2B-Video2World/` (local folders win over hub ids in `from_pretrained`),
+at `nvidia/Cosmos-Predict2-2B-Video2World/` (written by the README's `theworld make-tiny` command;
+local folders win over hub ids in `from_pretrained`),
 small files in each data format at the paths the example configs name, and a copy of `configs/`.
 Commands get only budget flags appended (steps, frame size). A README command with no entry in
 `BUDGET_FLAGS` fails this test: nothing shown to users goes unrun.
@@ -32,6 +33,7 @@ TRAIN_BUDGET = TINY_WORLD + ["--max_steps", "2", "--bf16", "false", "--per_devic
 # (command prefix) -> flags appended; commands not run here say why in the value (a str).
 BUDGET_FLAGS: dict[str, list[str] | str] = {
     "make test": "this suite",
+    "theworld make-tiny": "builds the sandbox's models (the sandbox fixture)",
     "make demo": "run by CI (.ci/run) after make test",
     "theworld demo --model": ["--n-train", "4", "--n-heldout", "4", "--total-steps", "2", "--batch-size", "2",
                               "--tasks", "direction", "--world-image-size", "64", "--world-tokens-per-frame", "16"],
@@ -110,10 +112,14 @@ def write_data(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, tiny_gemma_dir, tiny_vae_dir):
+def sandbox(tmp_path_factory):
+    """The models come from the README's own `theworld make-tiny` command, run in the sandbox."""
     root = tmp_path_factory.mktemp("readme")
-    shutil.copytree(tiny_gemma_dir, root / "google" / "gemma-3-4b-it")
-    shutil.copytree(tiny_vae_dir, root / "nvidia" / "Cosmos-Predict2-2B-Video2World")
+    (make_tiny,) = [c for c in readme_commands() if c.startswith("theworld make-tiny")]
+    result = run_in(root, [sys.executable, "-m", "theworld", *shlex.split(make_tiny)[1:]])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "google" / "gemma-3-4b-it" / "config.json").is_file()
+    assert (root / "nvidia" / "Cosmos-Predict2-2B-Video2World" / "vae" / "config.json").is_file()
     shutil.copytree(REPO / "configs", root / "configs")
     write_data(root)
     return root

@@ -278,6 +278,20 @@ def test_jsonl_errors_name_file_and_row(tmp_path: Path) -> None:
         load_jsonl(str(dup))
 
 
+def test_relative_image_paths_stay_inside_the_image_folder(tmp_path: Path) -> None:
+    (tmp_path / "secret.png").write_bytes(_png((1, 2, 3)))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ok.png").write_bytes(_png((5, 5, 5)))
+    for key, value in (("image", "../secret.png"), ("video", ["ok.png", "../secret.png"])):
+        path = _write_jsonl(data / "qa.jsonl", [{"id": "x", "question": "q", "answer": "a", key: value}])
+        with pytest.raises(TheWorldUserError, match=r"qa\.jsonl.*'\.\./secret\.png' leaves the image folder"):
+            load_jsonl(str(path))
+    secret = str((tmp_path / "secret.png").resolve())
+    absolute = _write_jsonl(data / "abs.jsonl", [{"id": "x", "question": "q", "answer": "a", "image": secret}])
+    assert load_jsonl(str(absolute))[0].visuals == [secret]  # an absolute path is the data's explicit choice
+
+
 # ---------------------------------------------------------------- sources and registry
 
 

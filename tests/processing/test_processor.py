@@ -8,6 +8,7 @@ import torch
 from transformers import Gemma3Processor
 
 from theworld import TheWorldProcessor
+from theworld.errors import TheWorldUserError
 from theworld.processing.processor import Clip
 from theworld.testing.inputs import clip_chat, image_chat, random_image
 
@@ -80,3 +81,46 @@ def test_apply_chat_template_leaves_the_callers_messages_untouched(processor):
     content_before = list(chat[0]["content"])
     processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt")
     assert chat[0]["content"] == content_before and chat[0]["content"][0]["type"] == "video"
+
+
+def _chat(kind: str, source) -> list[dict]:
+    item = {"type": "image", "image": source} if kind == "image" else {"type": "video", "video": source}
+    return [{"role": "user", "content": [item, {"type": "text", "text": "What happens next?"}]}]
+
+
+@pytest.fixture
+def image_files(tmp_path):
+    good = tmp_path / "good.png"
+    random_image(0, 48).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:200])
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are notes, not pixels")
+    return {"good": str(good), "truncated": str(truncated), "not_an_image": str(not_an_image), "dir": tmp_path}
+
+
+@pytest.mark.parametrize("enable_world", [True, False])
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_unreadable_image_files_are_named(tiny_gemma_dir, world_settings, image_files, enable_world, kind):
+    processor = TheWorldProcessor.from_pretrained(tiny_gemma_dir, enable_world=enable_world, **world_settings)
+    missing = str(image_files["dir"] / "missing.png")
+    for name, problem in (("truncated", "cannot be read"), ("not_an_image", "cannot be read"), ("missing", "not found")):
+        path = missing if name == "missing" else image_files[name]
+        source = path if kind == "image" else [image_files["good"]] * 4 + [path]
+        with pytest.raises(OSError) as info:  # an OSError (as PIL's own), and a user error the CLI prints
+            processor.apply_chat_template(_chat(kind, source), tokenize=True, return_dict=True, return_tensors="pt")
+        assert isinstance(info.value, TheWorldUserError)
+        assert path in str(info.value) and problem in str(info.value), str(info.value)
+    with pytest.raises(OSError, match="missing.png"):
+        processor(text="<start_of_image> a", images=[missing])
+
+
+def test_image_files_still_load_as_transformers_loads_them(processor, image_files):
+    from transformers.image_utils import load_image
+
+    by_path = processor.apply_chat_template(_chat("image", image_files["good"]), tokenize=True, return_dict=True, return_tensors="pt")
+    by_pil = processor.apply_chat_template(
+        _chat("image", load_image(image_files["good"])), tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    for key in by_pil:
+        assert torch.equal(by_path[key], by_pil[key]), key

@@ -104,6 +104,29 @@ def test_every_key_is_a_cli_flag(capsys):
         assert f"--{name}" in out
 
 
+def test_help_shows_each_keys_type_default_and_meaning(capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    squeezed = "".join(capsys.readouterr().out.split())  # argparse wraps lines at spaces and hyphens
+    expected = {
+        "max_steps": ("INT", "int; default: -1", "optimizer steps"),
+        "learning_rate": ("FLOAT", "float or null; default: null", "the stage's default"),
+        "stage": ("STR", "str; default: align", "align, finetune, full"),
+        "bf16": ("BOOL", "bool; default: false", "trainable weights stay fp32"),
+        "report_to": ("LIST", "list of str; default: none", "comma-separated"),
+        "cosmos_model_name": ("STR", "default: nvidia/Cosmos-Predict2-2B-Video2World", "world model"),
+    }
+    for name, parts in expected.items():
+        for part in parts:
+            assert "".join(part.split()) in squeezed, (name, part)
+    for spec in dataclasses.fields(TrainConfig):  # every key explains itself, from the dataclass
+        assert spec.metadata.get("help"), spec.name
+        assert "".join(f"--{spec.name}".split()) in squeezed
+        assert "".join(spec.metadata["help"].split()) in squeezed, spec.name
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_are_valid(path):
     config = load_config(path, check_paths=False)

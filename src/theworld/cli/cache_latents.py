@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         fingerprint_encoder,
         world_config_for,
     )
+    from theworld.training.preflight import check_samples
     from theworld.world_encoder.vae import CosmosWorldEncoder
 
     if args.batch_size < 1 or args.shard_size < 1:
@@ -86,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         world_num_frames=config.world_num_frames,
         world_tokens_per_frame=config.world_tokens_per_frame,
     )
+    # The samples training will use: what it skips (clip lengths the world path refuses) is not cached.
+    checked = functools.partial(
+        check_samples, max_skip_fraction=config.max_skip_fraction, world_num_frames=world.world_num_frames,
+        temporal_compression=world.world_temporal_compression,
+    )  # fmt: skip
     samples = load_samples(
         config.train_data,
         config.train_data_format,
@@ -93,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         max_skip_fraction=config.max_skip_fraction,
         limit=config.max_train_samples,
     )
+    samples = checked(samples, source=f"train_data {config.train_data}")
     logger.info("train_data: %d samples from %s", len(samples), config.train_data)
     if config.eval_data and not args.no_eval_data:
         eval_samples = load_samples(
@@ -102,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             max_skip_fraction=config.max_skip_fraction,
             limit=config.max_eval_samples,
         )
+        eval_samples = checked(eval_samples, source=f"eval_data {config.eval_data}")
         logger.info("eval_data: %d samples from %s", len(eval_samples), config.eval_data)
         samples = samples + eval_samples
 

@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import argparse
 
-from theworld.training.config import FIELD_NAMES, parse_override_args
+from theworld.training.config import FIELD_NAMES, key_default, key_help, key_type, parse_override_args
 
 _UNKNOWN = "_unknown_arguments"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file of training settings (keys: docs/training.md)")
+    parser.usage = "%(prog)s [-h] [--config FILE] [--KEY VALUE ...]"
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of training settings (keys: below)")
     parser.allow_abbrev = False  # `--max_step` must not silently mean `--max_steps`
-    group = parser.add_argument_group("config keys (override the file)")
+    group = parser.add_argument_group("config keys (in the file, or here to override it; dashes or underscores)")
     for name in FIELD_NAMES:
-        flags = [f"--{name}"]
-        if "_" in name:
-            flags.append(f"--{name.replace('_', '-')}")
-        group.add_argument(*flags, dest=f"key__{name}", metavar="VALUE", default=argparse.SUPPRESS)
+        kind = key_type(name)
+        group.add_argument(
+            f"--{name}", dest=f"key__{name}", metavar=kind.split()[0].upper(), default=argparse.SUPPRESS,
+            help=f"{key_help(name)} ({kind}; default: {key_default(name)})",
+        )  # fmt: skip
+        if "_" in name:  # the dashed spelling works too; listed once
+            group.add_argument(f"--{name.replace('_', '-')}", dest=f"key__{name}", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     # Unknown `--keys` are reported by `run` (as a user error that suggests the closest key)
     # instead of argparse's bare "unrecognized arguments".

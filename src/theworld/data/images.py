@@ -73,12 +73,25 @@ def resolve_path(path: str, image_folder: str | os.PathLike[str] | None) -> str:
     """The absolute path of `path`, read relative to `image_folder` when it is relative.
 
     Samples carry absolute paths so they stay valid whatever the working directory of the
-    process (dataloader workers, launchers) that later opens them.
+    process (dataloader workers, launchers) that later opens them. A relative path must stay
+    inside `image_folder`: a data file naming `../../etc/passwd` does not get it opened (an
+    `UnreadableVisual`, so the sample is skipped and named). The check is on the path as written
+    (`..` components), not on symlinks, which the folder's owner put there. Absolute paths are
+    the data's explicit choice and are kept.
     """
-    path = os.path.expanduser(str(path))
-    if not os.path.isabs(path) and image_folder is not None:
-        path = os.path.join(os.path.expanduser(str(image_folder)), path)
-    return os.path.abspath(path)
+    given = str(path)
+    path = os.path.expanduser(given)
+    if os.path.isabs(path) or image_folder is None:
+        return os.path.abspath(path)
+    folder = os.path.abspath(os.path.expanduser(str(image_folder)))
+    joined = os.path.normpath(os.path.join(folder, path))
+    if os.path.commonpath([folder, joined]) != folder:
+        raise UnreadableVisual(
+            given,
+            f"relative path leaves the image folder {folder} (it points to {joined}); give an absolute path, "
+            "or set image_folder to a folder that holds it",
+        )
+    return joined
 
 
 def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import ijson
 
-from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, convert_records
+from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, convert_records, naming_sample
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -219,7 +219,8 @@ def samples_from_records(
 
     def convert(record: dict[str, Any], index: int) -> Sample:
         sample_id = id_rule(record, index, source)
-        return to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
+        with naming_sample(sample_id):  # a skipped visual is logged with the sample it belongs to
+            return to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
 
     return convert_records(
         records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit

@@ -21,6 +21,7 @@ import ast
 import io
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -177,6 +178,12 @@ def _resolve_path(name: str, folder: Path | None, where: str, subdirs: Sequence[
     elif folder is None:
         raise TheWorldUserError(f"{where}: image {name!r} is a relative path and no image folder was given")
     else:
+        # A relative path stays inside the image folder (as in training data: `theworld.data.images.resolve_path`).
+        if os.path.commonpath([folder, os.path.normpath(folder / path)]) != os.path.normpath(folder):
+            raise TheWorldUserError(
+                f"{where}: image path {name!r} leaves the image folder {folder}; give an absolute path, "
+                "or an --image-folder that holds it"
+            )
         candidates = [folder / path] + [folder / sub / path for sub in subdirs]
     for candidate in candidates:
         if candidate.is_file():

@@ -16,6 +16,8 @@ With `enable_world=False` it is exactly `Gemma3Processor` (clips reduced to thei
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +27,8 @@ from PIL import Image
 from transformers import Gemma3Processor
 from transformers.image_utils import load_image
 
+from theworld.data.images import CORRUPT_IMAGE_ERRORS
+from theworld.errors import TheWorldUserError
 from theworld.processing.tokens import resolve_world_tokens
 
 PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
@@ -205,6 +209,17 @@ def make_tokenizer_config_portable(directory: Any) -> bool:
     return True
 
 
+def world_frames_problem(frames: int, max_frames: int, temporal_compression: int = 4) -> str | None:
+    """Why the world path cannot take a clip of `frames` frames, or None: the one rule, also used to check
+    training data before step 1 (`theworld.training.preflight`)."""
+    if frames < 1 or (frames - 1) % temporal_compression or frames > max_frames:
+        return (
+            f"a clip has {frames} frames: world clips need {temporal_compression}k+1 frames (1, 5, 9, ...) and at "
+            f"most world_num_frames={max_frames}"
+        )
+    return None
+
+
 def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
     """An image or `Clip` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
 
@@ -212,11 +227,9 @@ def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compres
     latent cache computes exactly these pixels without a tokenizer.
     """
     frames = list(visual) if isinstance(visual, Clip) else [visual]
-    if (len(frames) - 1) % temporal_compression or len(frames) > max_frames:
-        raise ValueError(
-            f"a clip has {len(frames)} frames: world clips need 4k+1 frames (1, 5, 9, ...) and at most "
-            f"world_num_frames={max_frames}"
-        )
+    problem = world_frames_problem(len(frames), max_frames, temporal_compression)
+    if problem is not None:
+        raise ValueError(problem)
     size = (image_size, image_size)
     arrays = [np.asarray(_to_pil(f).convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for f in frames]
     pixels = np.stack(arrays, axis=0) / 127.5 - 1.0  # (T, S, S, 3)
@@ -228,9 +241,39 @@ def _to_pil(visual: Any) -> Image.Image:
         return visual
     if isinstance(visual, np.ndarray):
         return Image.fromarray(visual)
-    if isinstance(visual, str):
-        return load_image(visual)
+    if isinstance(visual, (str, os.PathLike)):
+        return load_image_source(os.fspath(visual))
     raise TypeError(f"unsupported image type {type(visual).__name__}: give a PIL image, a path or a URL")
+
+
+class ImageSourceError(TheWorldUserError, OSError):
+    """An image path that is missing or unreadable (an OSError, as PIL's own); the message names the file."""
+
+
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]{64,}$")
+
+
+def load_image_source(source: str) -> Image.Image:
+    """A path, URL or base64 string -> RGB PIL image, decoded now, as transformers' `load_image` gives it.
+
+    transformers reads any string that is not an existing file as base64, so a mistyped path
+    surfaced as "Incorrect image source ... base64", and a truncated file as PIL's bare
+    "Truncated File Read". Here both name the file.
+    """
+    if source.startswith(("http://", "https://")):
+        return load_image(source)
+    if os.path.isfile(source):
+        try:
+            return load_image(source)  # EXIF-rotated, converted to RGB: every pixel decoded here
+        except CORRUPT_IMAGE_ERRORS as err:
+            raise ImageSourceError(f"image file {source} cannot be read ({type(err).__name__}: {err})") from err
+    if source.startswith("data:image/") or _BASE64.match(source):
+        try:
+            return load_image(source)
+        except ValueError as err:
+            raise ImageSourceError(f"image {source[:40]!r}...: not a file, and not decodable as base64 image data") from err
+    where = "" if os.path.isabs(source) else f" (relative to the working directory {os.getcwd()})"
+    raise ImageSourceError(f"image file not found: {source}{where}")
 
 
 def _nest(images: Any, text: Any) -> tuple[list[str] | None, list[list[Any]]]:

@@ -37,79 +37,98 @@ LR_SCHEDULERS = (
 )  # fmt: skip
 
 
+def _key(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A config key: its default and its one-line meaning (`metadata["help"]`, as `HfArgumentParser` reads it).
+
+    `theworld train --help` and the docs show the meaning next to the type and default.
+    """
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
 @dataclass
 class TrainConfig:
     """Settings of one training run (one stage). Keys are the field names; see docs/training.md."""
 
     # --- model ---------------------------------------------------------------------------
-    model_name_or_path: str = "google/gemma-3-4b-it"
-    """A Gemma 3 checkpoint (hub id or folder), or the output_dir of an earlier stage (weights only)."""
-    cosmos_model_name: str | None = "nvidia/Cosmos-Predict2-2B-Video2World"
-    enable_world: bool = True
-    """False trains the Gemma control: same data, same stage, no world tokens."""
-    stage: str = "align"
-    attn_implementation: str | None = None
+    model_name_or_path: str = _key(
+        "google/gemma-3-4b-it", "a Gemma 3 checkpoint (hub id or folder), or an earlier stage's output_dir (weights only)"
+    )
+    cosmos_model_name: str | None = _key(
+        "nvidia/Cosmos-Predict2-2B-Video2World", "the world model: a Cosmos repo with vae/, or a VAE folder"
+    )
+    enable_world: bool = _key(True, "false trains the Gemma control: same data, same stage, no world tokens")
+    stage: str = _key("align", f"what trains: {', '.join(STAGES)} (docs/training.md, Stages)")
+    attn_implementation: str | None = _key(None, "attention kernel, e.g. eager or sdpa (null: transformers' choice)")
     # world settings; None keeps the model's own (the defaults for a Gemma base, the stored ones for a TheWorld dir)
-    world_image_size: int | None = None
-    world_tokens_per_frame: int | None = None
-    world_num_frames: int | None = None
-    world_projector_type: str | None = None
-    world_bidirectional: bool | None = None
-    train_cosmos_vae: bool = False
-    """Explicit opt-in to train the VAE encoder (stage full only; never with a latent cache)."""
+    world_image_size: int | None = _key(None, "side of the square frames the VAE sees (null: the model's own)")
+    world_tokens_per_frame: int | None = _key(None, "world tokens per latent frame, a square (null: the model's own)")
+    world_num_frames: int | None = _key(None, "longest clip accepted, 4k+1 frames (null: the model's own)")
+    world_projector_type: str | None = _key(None, "mlp or linear (null: the model's own)")
+    world_bidirectional: bool | None = _key(None, "world tokens attend to each other both ways (null: the model's own)")
+    train_cosmos_vae: bool = _key(False, "explicit opt-in to train the VAE encoder (stage full only; no latent cache)")
 
     # --- data ----------------------------------------------------------------------------
-    train_data: str | None = None
-    train_data_format: str = "auto"
-    image_folder: str | None = None
-    eval_data: str | None = None
-    eval_data_format: str = "auto"
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_skip_fraction: float = 0.01
-    max_length: int = 4096
-    on_truncated: str = "drop"
-    latent_cache_dir: str | None = None
-    dataloader_num_workers: int = 0
+    train_data: str | None = _key(None, "training data: a JSON/JSONL file or a Hub id owner/name[:split] (required)")
+    train_data_format: str = _key("auto", "llava, cc3m, messages, qa, openspatial, vsr, or auto (from the first record)")
+    image_folder: str | None = _key(
+        None, "where relative image paths resolve, and must stay (null: the data file's folder)"
+    )
+    eval_data: str | None = _key(None, "evaluation data for an eval loss every eval_steps (null: none)")
+    eval_data_format: str = _key("auto", "format of eval_data, as train_data_format")
+    max_train_samples: int | None = _key(None, "read at most this many training samples (null: all)")
+    max_eval_samples: int | None = _key(None, "read at most this many evaluation samples (null: all)")
+    max_skip_fraction: float = _key(0.01, "share of unusable samples (unreadable, wrong frame count) skipped before the run stops")
+    max_length: int = _key(4096, "tokens per sample; longer ones are cut or dropped (see on_truncated)")
+    on_truncated: str = _key("drop", "a sample over max_length that cannot be cut: drop (log its id) or error")
+    latent_cache_dir: str | None = _key(None, "world latents from `theworld cache-latents` (the VAE is then not loaded)")
+    dataloader_num_workers: int = _key(0, "dataloader worker processes (images are decoded in them)")
 
     # --- optimisation --------------------------------------------------------------------
-    output_dir: str | None = None
-    max_steps: int = -1
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 1
-    per_device_eval_batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    learning_rate: float | None = None
-    """None: the stage's default (DEFAULT_LEARNING_RATES)."""
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "cosine"
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    bf16: bool = False
-    gradient_checkpointing: bool = False
+    output_dir: str | None = _key(None, "folder for checkpoints and the final model (required)")
+    max_steps: int = _key(-1, "optimizer steps; > 0 overrides num_train_epochs")
+    num_train_epochs: float = _key(1.0, "passes over the training data (when max_steps <= 0)")
+    per_device_train_batch_size: int = _key(1, "training samples per process per micro-batch")
+    per_device_eval_batch_size: int = _key(1, "evaluation samples per process per batch")
+    gradient_accumulation_steps: int = _key(1, "micro-batches per optimizer step")
+    learning_rate: float | None = _key(
+        None, "peak learning rate (null: the stage's default, align 1e-3, finetune 2e-5, LoRA 2e-4, full 2e-5)"
+    )
+    warmup_steps: int = _key(0, "steps of linear warmup")
+    weight_decay: float = _key(0.0, "AdamW weight decay")
+    lr_scheduler_type: str = _key("cosine", "learning-rate schedule, e.g. cosine, linear, constant")
+    max_grad_norm: float = _key(1.0, "gradient clipping norm")
+    seed: int = _key(42, "seed of model init, data order and dropout")
+    bf16: bool = _key(False, "frozen weights and the forward pass in bf16; trainable weights stay fp32")
+    gradient_checkpointing: bool = _key(False, "non-reentrant activation checkpointing (less memory, more compute)")
 
     # --- LoRA (stages finetune / full) ---------------------------------------------------
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    use_lora: bool = _key(False, "LoRA on the language model instead of training it fully (finetune / full)")
+    lora_r: int = _key(16, "LoRA rank")
+    lora_alpha: int = _key(32, "LoRA scale numerator (scale = alpha / r)")
+    lora_dropout: float = _key(0.05, "dropout on the LoRA input")
+    lora_target_modules: list[str] = _key(
+        help="language-model linear layers that get LoRA", default_factory=lambda: list(DEFAULT_LORA_TARGETS)
+    )
 
     # --- logging, checkpoints ------------------------------------------------------------
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    eval_steps: int | None = None
-    resume_from_checkpoint: str | None = None
-    """A checkpoint folder, or "latest" for the newest checkpoint-N in output_dir."""
-    resume_weights_only: bool = False
-    """With resume_from_checkpoint: start a new run (step 0, fresh optimizer) from that checkpoint's weights only."""
-    overwrite_output_dir: bool = False
-    """Replace the run already in output_dir (its checkpoints and final model are deleted) instead of refusing."""
-    report_to: list[str] = field(default_factory=lambda: ["none"])
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
+    logging_steps: int = _key(10, "log loss, learning rate and tokens/s every this many steps")
+    save_steps: int = _key(500, "write a checkpoint every this many steps")
+    save_total_limit: int | None = _key(2, "keep at most this many checkpoints (null: all)")
+    eval_steps: int | None = _key(None, "eval loss every this many steps (null: save_steps)")
+    resume_from_checkpoint: str | None = _key(
+        None, "continue this stage from a checkpoint-N folder, or latest for the newest in output_dir"
+    )
+    resume_weights_only: bool = _key(
+        False, "with resume_from_checkpoint: start a new run (step 0, fresh optimizer) from that checkpoint's weights only"
+    )
+    overwrite_output_dir: bool = _key(
+        False, "replace the run already in output_dir (its checkpoints and final model are deleted) instead of refusing"
+    )
+    report_to: list[str] = _key(
+        help=f"loggers: {', '.join(REPORT_TO)} (a list or comma-separated)", default_factory=lambda: ["none"]
+    )
+    push_to_hub: bool = _key(False, "push the final output_dir to the Hub")
+    hub_model_id: str | None = _key(None, "Hub repo for push_to_hub (null: from output_dir)")
 
     # ---------------------------------------------------------------------------------------
     def effective_learning_rate(self) -> float:
@@ -211,7 +230,8 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------
 # reading and type checking
 
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIELD_NAMES: tuple[str, ...] = tuple(_FIELDS)
 
 
 def _looks_local(value: str) -> bool:
@@ -241,6 +261,31 @@ def _split_optional(annotation: Any) -> tuple[Any, bool]:
         inner = [a for a in args if a is not type(None)]
         return inner[0], len(inner) < len(args)
     return annotation, False
+
+
+def key_type(key: str) -> str:
+    """The type of config key `key` as a user writes it: `int`, `float or null`, `list of str`, ..."""
+    base, optional = _split_optional(_field_types()[key])
+    name = "list of str" if typing.get_origin(base) is list else base.__name__
+    return f"{name} or null" if optional else name
+
+
+def key_default(key: str) -> str:
+    """The default of config key `key` as YAML would write it (`null`, `true`, `a,b`)."""
+    spec = _FIELDS[key]
+    value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc]
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def key_help(key: str) -> str:
+    """The one-line meaning of config key `key` (its field's `metadata["help"]`)."""
+    return _FIELDS[key].metadata.get("help", "")
 
 
 _TRUE = ("true", "yes", "on", "1")

@@ -120,6 +120,7 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     from theworld.processing.processor import TheWorldProcessor
     from theworld.training.collator import TheWorldCollator
     from theworld.training.dataset import load_dataset
+    from theworld.training.preflight import check_dataset
     from theworld.training.trainer import TheWorldTrainer, TrainingInfo, check_resumable
 
     set_seed(config.seed)
@@ -168,6 +169,10 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
 
     processor_source = _local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
+    # Every sample checked before step 1 (clip lengths, something to learn), with the processor that builds the batches.
+    for key, dataset in (("train_data", train_dataset), ("eval_data", eval_dataset)):
+        if dataset is not None:
+            check_dataset(dataset, processor, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
         latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
@@ -310,6 +315,7 @@ def _train_locked(config: TrainConfig) -> TrainResult:
     if resume is not None and not config.resume_weights_only:
         logger.info("resuming stage %s from %s", config.stage, resume)
     result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
+    trainer.check_something_was_supervised()  # before the final model is written
     trainer.save_final()
     if config.push_to_hub:
         trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")

@@ -44,7 +44,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from theworld.errors import TheWorldUserError
 from theworld.model.modeling import WORLD_ADAPTER_NAME
 from theworld.training.checkpoint_io import publish_directory, write_checksums
-from theworld.training.loss import supervised_lm_loss
+from theworld.training.loss import IGNORE_INDEX, supervised_lm_loss
 from theworld.training.nonfinite import NonFiniteGradientGuard, check_loss
 from theworld.training.stages import has_lora, lora_state_dict, merge_lora
 
@@ -142,6 +142,16 @@ class TheWorldProgressCallback(TrainerCallback):
             self.bar = None
 
 
+class _NothingToLearnCallback(TrainerCallback):
+    """An epoch without one supervised token means every later epoch is the same: stop there, not at max_steps."""
+
+    def __init__(self, trainer: TheWorldTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.trainer.check_something_was_supervised()
+
+
 class TheWorldTrainer(Trainer):
     """`Trainer` for one stage of TheWorld; see the module docstring for what it changes."""
 
@@ -185,6 +195,9 @@ class TheWorldTrainer(Trainer):
         self.remove_callback(PrinterCallback)
         self.add_callback(self.progress)
         self.add_callback(NonFiniteGradientGuard(self._step_samples))
+        self.supervised_tokens_seen: torch.Tensor | int = 0  # summed num_items_in_batch of this process's steps
+        self.training_batches_seen = 0
+        self.add_callback(_NothingToLearnCallback(self))
 
     # ---------------------------------------------------------------------------------------
     # loss
@@ -204,6 +217,9 @@ class TheWorldTrainer(Trainer):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         sample_ids = inputs.pop("sample_ids", None)
+        if model.training:  # before the clamp below: a run that never sees a supervised token must fail
+            self.training_batches_seen += 1
+            self.supervised_tokens_seen += num_items_in_batch if num_items_in_batch is not None else labels.ne(IGNORE_INDEX).sum()
         if num_items_in_batch is not None:
             # A step whose samples were all dropped has 0 supervised tokens: 0 / 1, never 0 / 0.
             if torch.is_tensor(num_items_in_batch):
@@ -222,6 +238,24 @@ class TheWorldTrainer(Trainer):
             # `num_items_in_batch` is summed over processes and DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
+
+    def check_something_was_supervised(self) -> None:
+        """Fail a run whose training steps so far saw no supervised token (called at each epoch end and at the end).
+
+        Every sample was dropped for length, or had nothing to learn: the steps were empty (loss 0),
+        and a model saved from them would look trained. The count is the Trainer's `num_items_in_batch`,
+        summed over processes, so every rank decides alike.
+        """
+        if self.training_batches_seen == 0 or int(self.supervised_tokens_seen) > 0:
+            return  # nothing ran in this process yet (e.g. resumed at the last step), or something was learnt
+        collator = self.data_collator
+        dropped = list(getattr(collator, "dropped", []))
+        detail = f" (dropped: {', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''})" if dropped else ""
+        raise TheWorldUserError(
+            f"{self.training_batches_seen} training batches saw no supervised token: every sample drawn was dropped for "
+            f"length (max_length={getattr(collator, 'max_length', None)}, on_truncated=drop){detail} or has no answer "
+            "tokens. Raise max_length, or check the data"
+        )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation: the mean loss over this batch's supervised tokens; no logits are kept."""
