@@ -143,6 +143,7 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self.what = what
         self.holder: LockHolder | None = None
+        self._created_folder = False
 
     def _link(self, holder: LockHolder) -> bool:
         """Create the lock file with `holder`'s record in one step; False if a lock exists."""
@@ -169,6 +170,8 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Take the lock or raise `RunLockedError` naming the live holder; a dead holder's lock is taken over."""
+        # A run that fails before writing anything leaves no folder behind (see `release`).
+        self._created_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         holder = LockHolder.current()
         if self._link(holder):
@@ -209,6 +212,8 @@ class RunLock:
             current = None
         if current is not None and current.token == self.holder.token:
             self.path.unlink(missing_ok=True)
+            if self._created_folder and not any(self.folder.iterdir()):
+                self.folder.rmdir()
         self.holder = None
 
     def __enter__(self) -> RunLock:
