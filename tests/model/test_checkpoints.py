@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from theworld import TheWorld
 from theworld.errors import TheWorldUserError
@@ -47,6 +48,8 @@ def test_run_moved_with_its_base_loads(project, tmp_path, processor):
     loaded = TheWorld.from_pretrained(f"{moved}/runs/align")
     assert loaded.config.base_model_name_or_path == f"{moved}/gemma"
     assert torch.equal(world_logits(loaded, processor), world_logits(model, processor))
+    auto = AutoModelForCausalLM.from_pretrained(f"{moved}/runs/align")  # the Auto class reads the config first
+    assert type(auto) is TheWorld and torch.equal(world_logits(auto, processor), world_logits(model, processor))
 
 
 def test_moved_base_is_named_and_can_be_given(project, tmp_path, processor):

@@ -376,6 +376,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
         output_loading_info = kwargs.pop("output_loading_info", False)
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         config = kwargs.pop("config", None)
+        if path is not None and _is_adapter_dir(path):  # also when an Auto class read its config first
+            config_dict = config.to_dict() if isinstance(config, TheWorldConfig) else PretrainedConfig.get_config_dict(path)[0]
+            return cls._from_adapter(path, config_dict, overrides, base_override, output_loading_info, *model_args, **kwargs)
         from_gemma = not isinstance(config, TheWorldConfig)
         if config is None:
             if path is None:
@@ -383,8 +386,6 @@ class TheWorld(Gemma3ForConditionalGeneration):
             config_dict, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
             model_type = config_dict.get("model_type")
             if model_type == TheWorldConfig.model_type:
-                if _is_adapter_dir(path):
-                    return cls._from_adapter(path, config_dict, overrides, base_override, output_loading_info, *model_args, **kwargs)
                 config = TheWorldConfig.from_dict(config_dict)
                 config.base_model_name_or_path = absolute_base_reference(config.base_model_name_or_path, path)
                 from_gemma = False
