@@ -94,6 +94,7 @@ def test_loading_a_trained_adapter_reports_what_was_restored(project, capfd, cap
     adapter_file = root / "runs" / "align" / "world_adapter.safetensors"
     assert any(f"6 tensors restored from {adapter_file} (world_projector.*: 6)" in m for m in messages), messages
     assert any("world encoder: none loaded" in m for m in messages)
+    assert not any("world projector:" in m for m in messages)  # the base holds no world weights: not "restored" there
 
 
 def test_loading_from_gemma_reports_fresh_world_weights(tiny_gemma_dir, world_settings, caplog):

@@ -374,6 +374,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         overrides = {k: kwargs.pop(k) for k in WORLD_KWARGS if k in kwargs}
         base_override = kwargs.pop("base_model_name_or_path", None)
         output_loading_info = kwargs.pop("output_loading_info", False)
+        adapter_follows = kwargs.pop("_adapter_follows", False)  # set by `_from_adapter` only
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         config = kwargs.pop("config", None)
         if path is not None and _is_adapter_dir(path):  # also when an Auto class read its config first
@@ -419,11 +420,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
         if from_gemma and model.world_projector is not None and config.world_embed_rms is None:
             model.match_world_embedding_scale()
         if model.world_projector is not None:
-            restored = not any(key.startswith("world_projector.") for key in info["missing_keys"])
-            if restored:
-                logger.info("world projector: restored from %s", path or "the given state_dict")
-            elif path is not None:  # transformers' load report lists the keys
-                logger.info("world projector: newly initialised (%s holds no world weights; train stage align)", path)
+            if not adapter_follows:  # `_from_adapter` says what it restores
+                _log_world_projector_source(path, info["missing_keys"])
             model._attach_configured_encoder(path)
         model.apply_freezing()
         return (model, info) if output_loading_info else model
@@ -462,7 +460,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
         with safe_open(adapter_file, framework="pt") as handle:
             adapter_keys = list(handle.keys())
         with _not_missing(cls, adapter_keys):
-            model, info = cls.from_pretrained(base, *model_args, config=config, output_loading_info=True, **overrides, **kwargs)
+            model, info = cls.from_pretrained(
+                base, *model_args, config=config, output_loading_info=True, _adapter_follows=True, **overrides, **kwargs
+            )
         model.load_world_adapter(path)
         logger.info(
             "world weights: %d tensors restored from %s (%s) on base checkpoint %s",
@@ -544,6 +544,13 @@ def _not_missing(cls: type, keys: list[str]):
             cls._keys_to_ignore_on_load_missing = previous
         else:
             del cls._keys_to_ignore_on_load_missing
+
+
+def _log_world_projector_source(path: str | None, missing_keys) -> None:
+    if not any(key.startswith("world_projector.") for key in missing_keys):
+        logger.info("world projector: restored from %s", path or "the given state_dict")
+    elif path is not None:  # transformers' load report lists the keys
+        logger.info("world projector: newly initialised (%s holds no world weights; train stage align)", path)
 
 
 def _key_summary(keys: list[str]) -> str:
