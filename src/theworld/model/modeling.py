@@ -380,37 +380,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         if path is not None and _is_adapter_dir(path):  # also when an Auto class read its config first
             config_dict = config.to_dict() if isinstance(config, TheWorldConfig) else PretrainedConfig.get_config_dict(path)[0]
             return cls._from_adapter(path, config_dict, overrides, base_override, output_loading_info, *model_args, **kwargs)
-        from_gemma = not isinstance(config, TheWorldConfig)
-        if config is None:
-            if path is None:
-                raise TheWorldUserError("TheWorld.from_pretrained(None) needs config= (and usually state_dict=)")
-            config_dict, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
-            model_type = config_dict.get("model_type")
-            if model_type == TheWorldConfig.model_type:
-                config = TheWorldConfig.from_dict(config_dict)
-                config.base_model_name_or_path = absolute_base_reference(config.base_model_name_or_path, path)
-                from_gemma = False
-            elif model_type == "gemma3":
-                config = config_dict
-            else:
-                raise TheWorldUserError(
-                    f"{path} holds a {model_type!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld checkpoints"
-                )
-        if from_gemma:
-            config = TheWorldConfig.from_gemma_config(config, base_model_name_or_path=path)
-        else:
-            config = copy.deepcopy(config)  # the caller's config is not changed by the overrides below
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        config.validate_world()
-        new_vocab_size = None
-        if config.enable_world and config.world_token_id is None:
-            if path is None:
-                raise TheWorldUserError(
-                    "enable_world=True without a checkpoint: the config must set start_of_world_token_id, "
-                    "world_token_id and end_of_world_token_id (they are read from a checkpoint's tokenizer otherwise)"
-                )
-            new_vocab_size = _resolve_world_token_ids(config, path, hub_kwargs)
+        config, from_gemma, new_vocab_size = _resolve_config(path, config, overrides, hub_kwargs)
 
         if LEGACY_KEY_MAPPING and "key_mapping" not in kwargs:
             kwargs["key_mapping"] = gemma3_key_mapping(cls)
@@ -525,6 +495,49 @@ class TheWorld(Gemma3ForConditionalGeneration):
         with torch.no_grad():
             for key, value in adapter.items():
                 state[key].copy_(value.to(state[key].dtype))
+
+
+def _resolve_config(
+    path: str | None, config: Any, overrides: dict[str, Any], hub_kwargs: dict[str, Any]
+) -> tuple[TheWorldConfig, bool, int | None]:
+    """The config `from_pretrained` builds: (config, built from a Gemma 3 config, vocabulary size to resize to).
+
+    `config` is the caller's (a TheWorldConfig, a Gemma 3 config or None: read from `path`); the
+    world settings in `overrides` are applied to a copy. World token ids missing from the config
+    are resolved from the checkpoint's tokenizer (Gemma's reserved tokens).
+    """
+    if config is None:
+        if path is None:
+            raise TheWorldUserError("TheWorld.from_pretrained(None) needs config= (and usually state_dict=)")
+        config_dict, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type == TheWorldConfig.model_type:
+            config = TheWorldConfig.from_dict(config_dict)
+        elif model_type == "gemma3":
+            config = config_dict
+        else:
+            raise TheWorldUserError(
+                f"{path} holds a {model_type!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld checkpoints"
+            )
+    from_gemma = not isinstance(config, TheWorldConfig)
+    if from_gemma:
+        config = TheWorldConfig.from_gemma_config(config, base_model_name_or_path=path)
+    else:
+        config = copy.deepcopy(config)  # the caller's config is not changed by the overrides below
+        if path is not None:  # a saved TheWorld records its base relative to itself: make it absolute
+            config.base_model_name_or_path = absolute_base_reference(config.base_model_name_or_path, path)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.validate_world()
+    new_vocab_size = None
+    if config.enable_world and config.world_token_id is None:
+        if path is None:
+            raise TheWorldUserError(
+                "enable_world=True without a checkpoint: the config must set start_of_world_token_id, "
+                "world_token_id and end_of_world_token_id (they are read from a checkpoint's tokenizer otherwise)"
+            )
+        new_vocab_size = _resolve_world_token_ids(config, path, hub_kwargs)
+    return config, from_gemma, new_vocab_size
 
 
 @contextlib.contextmanager
