@@ -46,6 +46,7 @@ BUDGET_FLAGS: dict[str, list[str] | str] = {
     "theworld eval": ["--limit", "2", "--batch-size", "2"],
     "theworld compare": [],
     "theworld parity": [],
+    "theworld params": [],
 }
 
 

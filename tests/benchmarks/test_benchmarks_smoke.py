@@ -72,6 +72,8 @@ def test_world_cost_runs_tiny():
 
 def test_world_cost_inputs_have_equal_length_and_one_world_block():
     model = world_cost.build_model(TINY, 16, image_size=64)
+    # The world step's optimizer takes the trainable parameters: the projector only, as in stage align.
+    assert {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad} == {"world_projector"}
     inputs = world_cost.make_inputs(model, frames=5, prefix=3, suffix=6, supervised=2)
     assert inputs["world_ids"].shape == inputs["text_ids"].shape
     assert int((inputs["world_ids"] == common.WORLD_ID).sum()) == 32

@@ -161,3 +161,11 @@ def test_accelerate_configs_load(path):
     config = ClusterConfig.from_yaml_file(str(path))  # accelerate's own reader rejects unknown keys
     assert config.mixed_precision == "bf16"
     assert path.stem.split("_")[0] in str(config.distributed_type).lower() or path.stem == "ddp"
+
+
+def test_mistyped_relative_model_folder_is_named(capsys, train_config_values, write_config, tmp_path, monkeypatch):
+    """'runs/gemmma' with ./runs present is a missing folder, not a Hub repo to try (and fail to reach)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    path = write_config({**train_config_values, "model_name_or_path": "runs/gemmma"})
+    assert "model_name_or_path: runs/gemmma does not exist" in _cli_error(capsys, ["--config", path])

@@ -85,7 +85,9 @@ def test_align_run_learns_and_writes_a_loadable_output_dir(train_config_values, 
 
     # the output dir: adapter + config naming the base + processor; reloads to the same world logits
     config = json.load(open(os.path.join(out, "config.json")))
-    assert config["base_model_name_or_path"] == tiny_gemma_dir and config["cosmos_model_name"] == values["cosmos_model_name"]
+    # the base is recorded relative to the output dir: a run moved together with its base still loads
+    assert config["base_model_name_or_path"] == os.path.relpath(tiny_gemma_dir, out)
+    assert config["cosmos_model_name"] == values["cosmos_model_name"]
     reloaded = TheWorld.from_pretrained(out)
     reloaded_processor = TheWorldProcessor.from_pretrained(out)
     assert reloaded_processor.world_tokens_per_frame == 16 and reloaded_processor.world_image_size == 64

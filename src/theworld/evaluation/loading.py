@@ -25,6 +25,7 @@ import torch
 
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.controls import check_control, uses_world
+from theworld.model.checkpoints import looks_local, resolve_base_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +58,9 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return chosen
 
 
-def _could_be_hub_id(path: str) -> bool:
-    parts = path.split("/")
-    return 1 <= len(parts) <= 2 and all(parts) and not path.startswith(("/", ".", "~"))
-
-
 def _check_exists(path: str) -> None:
     """A path that exists nowhere and cannot be a Hub id is reported as missing, naming it."""
-    if not Path(path).expanduser().exists() and not _could_be_hub_id(path):
+    if not Path(path).expanduser().exists() and looks_local(path):
         raise TheWorldUserError(f"model not found: {path} (no such folder, and not a Hub id such as 'owner/name')")
 
 
@@ -116,9 +112,7 @@ def _load_world_off(path: str, config_dict: dict[str, Any], dtype: torch.dtype):
 
     if not _is_adapter(path, config_dict):
         return TheWorld.from_pretrained(path, enable_world=False, dtype=dtype)
-    base = config_dict.get("base_model_name_or_path")
-    if not base:
-        raise TheWorldUserError(f"{path} is a world adapter but its config has no base_model_name_or_path")
+    base = resolve_base_checkpoint(config_dict.get("base_model_name_or_path"), path)
     model = TheWorld.from_pretrained(base, enable_world=False, dtype=dtype)
     adapter = {k: v for k, v in load_file(str(Path(path, WORLD_ADAPTER_NAME))).items() if not k.startswith("world_")}
     if adapter:

@@ -84,9 +84,23 @@ class _WorldConfigMixin:
         the world path is attached, so world tokens enter the LM at the scale text tokens do.
     start_of_world_token_id / world_token_id / end_of_world_token_id: tokenizer ids of the world
         block markers (Gemma's reserved `<unusedN>` tokens), resolved from the tokenizer.
-    freeze_gemma_vision / freeze_gemma_language / freeze_cosmos_vae: default trainability.
-    base_model_name_or_path: the Gemma 3 checkpoint an adapter-only directory is applied to.
+    freeze_gemma_vision / freeze_gemma_language / freeze_cosmos_vae: what `from_pretrained` leaves
+        trainable (a model built from the config trains everything until a stage or a load decides).
+    base_model_name_or_path: the Gemma 3 checkpoint an adapter-only directory is applied to. Saved
+        relative to the saved folder when it is a local folder ('../gemma'), so a run moved or copied
+        together with its base still loads; a Hub id is saved as is.
     """
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """Save, writing `base_model_name_or_path` relative to `save_directory` when it is a local folder."""
+        from theworld.model.checkpoints import portable_base_reference
+
+        base = self.base_model_name_or_path
+        self.base_model_name_or_path = portable_base_reference(base, save_directory)
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.base_model_name_or_path = base
 
     def validate_world(self) -> None:
         """Check the world settings; each error names the config key to fix."""

@@ -9,18 +9,26 @@ Without world inputs `forward` is `Gemma3ForConditionalGeneration.forward`, call
 logits are bit-identical to Gemma 3 loaded from the same checkpoint (tested, fp32 and bf16).
 """
 
-from __future__ import annotations
-
+import contextlib
+import copy
+import functools
 import logging
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import Gemma3ForConditionalGeneration, PretrainedConfig
+from torch import nn
+from transformers import Gemma3ForConditionalGeneration, Gemma3Model, PretrainedConfig
+from transformers.cache_utils import Cache
+from transformers.models.gemma3.modeling_gemma3 import Gemma3CausalLMOutputWithPast, Gemma3PreTrainedModel
+from transformers.utils import TransformersKwargs
 
 from theworld.errors import TheWorldUserError
+from theworld.model.checkpoints import absolute_base_reference, check_model_path, resolve_base_checkpoint
 from theworld.model.compat import (
     GENERATE_PASSES_FIRST_ITERATION,
     LEGACY_KEY_MAPPING,
@@ -29,6 +37,7 @@ from theworld.model.compat import (
     use_portable_key_layout,
 )
 from theworld.model.configuration import TheWorldConfig
+from theworld.model.parameters import ParameterBreakdown, parameter_breakdown
 from theworld.model.projector import WorldProjector
 from theworld.world_encoder.vae import CosmosWorldEncoder
 
@@ -52,14 +61,56 @@ WORLD_KWARGS = (
 HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
 
 
+def _is_custom_code(cls) -> bool:
+    """Not "custom code" for transformers' weight initialisation (unless loaded from the Hub).
+
+    transformers treats a class defined outside its package as custom code and then skips
+    `_init_weights` for every module whose own parameters are all set, which changes how weights
+    missing from a checkpoint come back (SigLIP's biases would stay 0). TheWorld's `_init_weights`
+    (Gemma's, plus the world projector) only uses `transformers.initialization` helpers, which
+    leave loaded tensors alone, so missing weights are initialised exactly as Gemma 3 does it.
+    """
+    return cls.is_remote_code()
+
+
+class TheWorldModel(Gemma3Model):
+    """The base model of a TheWorld checkpoint, as `Gemma3Model` is Gemma 3's (what `AutoModel` loads).
+
+    It is Gemma 3's trunk (SigLIP, image projector, language model; `TheWorld.model`) and returns
+    hidden states. The world path is TheWorld's own (`world_projector`, next to `lm_head`), so
+    world inputs are refused here rather than silently ignored.
+    """
+
+    config_class = TheWorldConfig
+    is_custom_code = classmethod(_is_custom_code)
+
+    @functools.wraps(Gemma3Model.forward)  # Gemma 3's signature and typing, as seen by transformers
+    def forward(self, *args: Any, **kwargs: Any):
+        for name in ("world_pixel_values", "world_latents"):
+            if kwargs.get(name) is not None:
+                raise TheWorldUserError(
+                    f"{name} was given to TheWorldModel (the Gemma 3 trunk that AutoModel loads), which has no world "
+                    "path: load the checkpoint with TheWorld.from_pretrained or AutoModelForCausalLM"
+                )
+            kwargs.pop(name, None)
+        return super().forward(*args, **kwargs)
+
+
 class TheWorld(Gemma3ForConditionalGeneration):
-    """Gemma 3 whose prompt can carry world tokens computed from the Cosmos-Predict2 VAE."""
+    """Gemma 3 whose prompt can carry world tokens computed from the Cosmos-Predict2 VAE.
+
+    Built from a config, every parameter is trainable, as for any transformers model; which parts
+    train is chosen when loading (`from_pretrained`'s freeze flags) or by a training stage.
+    """
 
     config: TheWorldConfig
     config_class = TheWorldConfig
 
     def __init__(self, config: TheWorldConfig) -> None:
-        super().__init__(config)
+        # Gemma3ForConditionalGeneration.__init__ with the trunk built once, as `TheWorldModel`.
+        Gemma3PreTrainedModel.__init__(self, config)
+        self.model = TheWorldModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.world_projector = WorldProjector(config) if config.enable_world else None
         # Attached after loading (see `attach_world_encoder`): its weights come from the Cosmos
         # checkpoint, not from TheWorld's, and it is optional when cached latents are used.
@@ -69,10 +120,11 @@ class TheWorld(Gemma3ForConditionalGeneration):
         self.world_forward_count = 0
         self.world_token_count = 0
         self.post_init()
-        self.apply_freezing()
 
     # ----------------------------------------------------------------------------------------
     # initialisation and trainability
+
+    is_custom_code = classmethod(_is_custom_code)
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
@@ -84,7 +136,11 @@ class TheWorld(Gemma3ForConditionalGeneration):
             init.constant_(module.output_scale, self.config.world_embed_rms or 1.0)
 
     def apply_freezing(self) -> None:
-        """Set requires_grad from the config's freeze flags; world modules always train."""
+        """Set requires_grad from the config's freeze flags; world modules always train.
+
+        `from_pretrained` calls this (the flags default to: Gemma and the VAE frozen, the world
+        projector trained); a model built from a config is left fully trainable.
+        """
         cfg = self.config
         self.model.vision_tower.requires_grad_(not cfg.freeze_gemma_vision)
         self.model.multi_modal_projector.requires_grad_(not cfg.freeze_gemma_vision)
@@ -97,15 +153,13 @@ class TheWorld(Gemma3ForConditionalGeneration):
 
     def get_trainable_parameters(self) -> tuple[int, int, float]:
         """(trainable, total, percent) over unique parameters (tied weights counted once)."""
-        seen: set[int] = set()
-        trainable = total = 0
-        for param in self.parameters():
-            if id(param) in seen:
-                continue
-            seen.add(id(param))
-            total += param.numel()
-            trainable += param.numel() if param.requires_grad else 0
-        return trainable, total, 100.0 * trainable / max(total, 1)
+        breakdown = self.parameter_breakdown()
+        return breakdown.trainable, breakdown.total, breakdown.trainable_percent
+
+    def parameter_breakdown(self) -> ParameterBreakdown:
+        """Parameters per component (SigLIP, image projector, language model, embeddings, VAE
+        encoder, world projector, temporal embeddings): count, trainable or frozen, share."""
+        return parameter_breakdown(self)
 
     # ----------------------------------------------------------------------------------------
     # world path
@@ -123,7 +177,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         self._keys_to_ignore_on_save = set(self._keys_to_ignore_on_save or ()) | {
             f"world_encoder.{k}" for k in encoder.state_dict()
         }
-        self.apply_freezing()
+        encoder.requires_grad_(not self.config.freeze_cosmos_vae)
 
     def get_world_features(
         self, world_pixel_values: torch.Tensor | None = None, world_latents: torch.Tensor | None = None
@@ -145,23 +199,35 @@ class TheWorld(Gemma3ForConditionalGeneration):
         return self.world_projector(world_latents)
 
     def get_world_placeholder_mask(
-        self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, world_features: torch.Tensor
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor,
+        world_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mask of world placeholders, broadcast over hidden; raises when counts disagree."""
-        mask = input_ids == self.config.world_token_id
-        n_tokens = int(mask.sum())
-        n_features = world_features.shape[0] * world_features.shape[1]
-        if n_tokens != n_features:
-            raise ValueError(
-                f"World features and world tokens do not match: {n_tokens} world placeholder tokens in the "
-                f"input, {n_features} world features ({world_features.shape[0]} items x {world_features.shape[1]} "
-                f"tokens; world_tokens_per_frame={self.config.world_tokens_per_frame})"
-            )
-        return mask.unsqueeze(-1).expand_as(inputs_embeds)
+        """(B, L) mask of world placeholders; raises when their count and the world features' disagree.
 
-    def _world_token_type_ids(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        From `input_ids`, or, without them, where `inputs_embeds` equals the world token's
+        embedding (as Gemma 3 finds its image tokens). Call it before features are scattered in.
+        """
+        if input_ids is None:
+            world_id = torch.full((), self.config.world_token_id, dtype=torch.long, device=inputs_embeds.device)
+            mask = (inputs_embeds == self.get_input_embeddings()(world_id)).all(-1)
+        else:
+            mask = input_ids == self.config.world_token_id
+        if world_features is not None:
+            n_tokens = int(mask.sum())
+            n_features = world_features.shape[0] * world_features.shape[1]
+            if n_tokens != n_features:
+                raise ValueError(
+                    f"World features and world tokens do not match: {n_tokens} world placeholder tokens in the "
+                    f"input, {n_features} world features ({world_features.shape[0]} items x {world_features.shape[1]} "
+                    f"tokens; world_tokens_per_frame={self.config.world_tokens_per_frame})"
+                )
+        return mask
+
+    def _world_token_type_ids(self, world_mask: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         """Mark world placeholders 1 so Gemma's mask makes the world block bidirectional."""
-        world = (input_ids == self.config.world_token_id).to(torch.long)
+        world = world_mask.to(torch.long)
         return world if token_type_ids is None else torch.maximum(token_type_ids, world)
 
     def _mask_placeholder_labels(self, input_ids: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor | None:
@@ -178,7 +244,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Any = None,
+        past_key_values: Cache | None = None,
         token_type_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
@@ -186,8 +252,18 @@ class TheWorld(Gemma3ForConditionalGeneration):
         logits_to_keep: int | torch.Tensor = 0,
         world_pixel_values: torch.Tensor | None = None,
         world_latents: torch.Tensor | None = None,
-        **kwargs: Any,
-    ):
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | Gemma3CausalLMOutputWithPast:
+        r"""Gemma 3's forward, plus world inputs for the world placeholder tokens of the prompt.
+
+        world_pixel_values (`torch.Tensor` of shape `(num_world_items, 3, frames, height, width)`, *optional*):
+            Frames in [-1, 1] for the world encoder (the processor's output); one item per world block.
+        world_latents (`torch.Tensor` of shape `(num_world_items, 16, latent_frames, h, w)`, *optional*):
+            Normalised VAE latents instead of pixels (e.g. from a latent cache).
+
+        Every other argument, and `**kwargs` (`output_attentions`, `output_hidden_states`, ...), is
+        Gemma 3's. Without world inputs this is `Gemma3ForConditionalGeneration.forward`, untouched.
+        """
         labels = self._mask_placeholder_labels(input_ids, labels)
         gemma_kwargs = dict(
             attention_mask=attention_mask,
@@ -208,14 +284,15 @@ class TheWorld(Gemma3ForConditionalGeneration):
                 inputs_embeds=inputs_embeds,
                 **gemma_kwargs,
             )
-        if input_ids is None:
-            raise ValueError("world inputs need input_ids to locate the world placeholder tokens")
 
-        # Text embeddings, with Gemma's own guard for an out-of-vocabulary image token id.
-        llm_input_ids = input_ids
-        if self.config.image_token_id >= self.model.vocab_size:
-            llm_input_ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
-        inputs_embeds = self.get_input_embeddings()(llm_input_ids)  # (B, L, hidden)
+        if inputs_embeds is None:
+            # Text embeddings, with Gemma's own guard for an out-of-vocabulary image token id.
+            llm_input_ids = input_ids
+            if self.config.image_token_id >= self.model.vocab_size:
+                llm_input_ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
+            inputs_embeds = self.get_input_embeddings()(llm_input_ids)  # (B, L, hidden)
+        world_features = self.get_world_features(world_pixel_values, world_latents)  # (N, Tl*tokens, hidden)
+        world_mask = self.get_world_placeholder_mask(input_ids, inputs_embeds, world_features)  # (B, L)
 
         if pixel_values is not None:
             image_features = self.model.get_image_features(pixel_values)
@@ -225,15 +302,13 @@ class TheWorld(Gemma3ForConditionalGeneration):
             image_mask = self.model.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds, image_features=image_features)
             inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
 
-        world_features = self.get_world_features(world_pixel_values, world_latents)  # (N, Tl*tokens, hidden)
         world_features = world_features.to(inputs_embeds.device, inputs_embeds.dtype)
-        world_mask = self.get_world_placeholder_mask(input_ids, inputs_embeds, world_features)
-        inputs_embeds = inputs_embeds.masked_scatter(world_mask, world_features)
+        inputs_embeds = inputs_embeds.masked_scatter(world_mask.unsqueeze(-1).expand_as(inputs_embeds), world_features)
         self.world_forward_count += 1
         self.world_token_count += world_features.shape[0] * world_features.shape[1]
 
         if self.config.world_bidirectional:
-            token_type_ids = self._world_token_type_ids(input_ids, token_type_ids)
+            token_type_ids = self._world_token_type_ids(world_mask, token_type_ids)
         return super().forward(input_ids=None, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids, **gemma_kwargs)
 
     def _check_no_orphan_world_block(self, input_ids: torch.Tensor | None, past_key_values: Any) -> None:
@@ -260,7 +335,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
         has_world = world_pixel_values is not None or world_latents is not None
         if has_world and self.config.world_bidirectional and kwargs.get("token_type_ids") is not None:
             # Also seen by a mask built outside forward (static caches), so mark world tokens here too.
-            kwargs["token_type_ids"] = self._world_token_type_ids(input_ids, kwargs["token_type_ids"])
+            world_mask = input_ids == self.config.world_token_id
+            kwargs["token_type_ids"] = self._world_token_type_ids(world_mask, kwargs["token_type_ids"])
         if GENERATE_PASSES_FIRST_ITERATION:
             model_inputs = super().prepare_inputs_for_generation(
                 input_ids, use_cache=use_cache, is_first_iteration=is_first_iteration, **kwargs
@@ -279,71 +355,90 @@ class TheWorld(Gemma3ForConditionalGeneration):
     # loading and saving
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args: Any, **kwargs: Any
+    ) -> "TheWorld | tuple[TheWorld, dict]":
         """Load from a Gemma 3 checkpoint, a saved TheWorld directory, or a TheWorld adapter directory.
 
         From Gemma 3 the weights load through `Gemma3ForConditionalGeneration.from_pretrained`
         (never `__init__` + copy) and the world modules are freshly initialised. World settings
-        (`enable_world`, `cosmos_model_name`, `world_*`, `freeze_*`) may be passed as keywords; every
-        other keyword goes to transformers.
+        (`enable_world`, `cosmos_model_name`, `world_*`, `freeze_*`) may be passed as keywords, and
+        `base_model_name_or_path=` replaces the base checkpoint an adapter directory names. Every
+        other keyword is transformers' own: `from_pretrained(None, config=..., state_dict=...)` and
+        `output_loading_info=True` work as for any transformers model.
+
+        The freeze flags decide what trains (defaults: Gemma and the VAE frozen, the world projector
+        trained); a model built with `TheWorld(config)` is fully trainable.
         """
-        path = str(pretrained_model_name_or_path)
+        path = None if pretrained_model_name_or_path is None else check_model_path(pretrained_model_name_or_path)
         overrides = {k: kwargs.pop(k) for k in WORLD_KWARGS if k in kwargs}
+        base_override = kwargs.pop("base_model_name_or_path", None)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        adapter_follows = kwargs.pop("_adapter_follows", False)  # set by `_from_adapter` only
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         config = kwargs.pop("config", None)
-        from_gemma = False
-        if config is None:
-            config_dict, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
-            model_type = config_dict.get("model_type")
-            if model_type == TheWorldConfig.model_type:
-                if _is_adapter_dir(path):
-                    return cls._from_adapter(path, config_dict, overrides, *model_args, **kwargs)
-                config = TheWorldConfig.from_dict(config_dict)
-            elif model_type == "gemma3":
-                config = TheWorldConfig.from_gemma_config(config_dict, base_model_name_or_path=path)
-                from_gemma = True
-            else:
-                raise TheWorldUserError(
-                    f"{path} holds a {model_type!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld checkpoints"
-                )
-        elif not isinstance(config, TheWorldConfig):
-            config = TheWorldConfig.from_gemma_config(config, base_model_name_or_path=path)
-            from_gemma = True
-        for key, value in overrides.items():
-            setattr(config, key, value)
-        config.validate_world()
-        new_vocab_size = None
-        if config.enable_world and config.world_token_id is None:
-            new_vocab_size = _resolve_world_token_ids(config, path, hub_kwargs)
+        if path is not None and _is_adapter_dir(path):  # also when an Auto class read its config first
+            config_dict = config.to_dict() if isinstance(config, TheWorldConfig) else PretrainedConfig.get_config_dict(path)[0]
+            return cls._from_adapter(path, config_dict, overrides, base_override, output_loading_info, *model_args, **kwargs)
+        config, from_gemma, new_vocab_size = _resolve_config(path, config, overrides, hub_kwargs)
 
         if LEGACY_KEY_MAPPING and "key_mapping" not in kwargs:
             kwargs["key_mapping"] = gemma3_key_mapping(cls)
-        model = super().from_pretrained(path, *model_args, config=config, **kwargs)
+        model, info = super().from_pretrained(path, *model_args, config=config, output_loading_info=True, **kwargs)
         if new_vocab_size is not None and new_vocab_size > model.config.text_config.vocab_size:
             model.resize_token_embeddings(new_vocab_size)
         if from_gemma and model.world_projector is not None and config.world_embed_rms is None:
             model.match_world_embedding_scale()
-        if config.enable_world:
-            encoder_source = _local_encoder_dir(path) or config.cosmos_model_name
-            if encoder_source is not None:
-                param = model.get_input_embeddings().weight
-                model.attach_world_encoder(
-                    CosmosWorldEncoder.from_pretrained(encoder_source, dtype=param.dtype, device=param.device)
-                )
-            else:
-                logger.warning("No cosmos_model_name: this model accepts world_latents only, not world pixels")
+        if model.world_projector is not None:
+            if not adapter_follows:  # `_from_adapter` says what it restores
+                _log_world_projector_source(path, info["missing_keys"])
+            model._attach_configured_encoder(path)
         model.apply_freezing()
-        return model
+        return (model, info) if output_loading_info else model
+
+    def _attach_configured_encoder(self, path: str | None) -> None:
+        """The world encoder a TheWorld save carries (`world_encoder/`), else the config's `cosmos_model_name`."""
+        source = (_local_encoder_dir(path) if path is not None else None) or self.config.cosmos_model_name
+        if source is None:
+            logger.info(
+                "world encoder: none loaded (no cosmos_model_name): this model takes world_latents, not world pixels"
+            )
+            return
+        param = self.get_input_embeddings().weight
+        self.attach_world_encoder(CosmosWorldEncoder.from_pretrained(source, dtype=param.dtype, device=param.device))
 
     @classmethod
-    def _from_adapter(cls, path: str, config_dict: dict, overrides: dict, *model_args: Any, **kwargs: Any):
-        """An adapter directory: a full TheWorld config naming its base checkpoint, plus the trainable weights."""
+    def _from_adapter(
+        cls,
+        path: str,
+        config_dict: dict,
+        overrides: dict,
+        base_override: str | None,
+        output_loading_info: bool,
+        *model_args: Any,
+        **kwargs: Any,
+    ):
+        """An adapter directory: a full TheWorld config naming its base checkpoint, plus the trained tensors.
+
+        The base checkpoint is loaded with this config, then the adapter's tensors are applied. While
+        the base loads, the tensors the adapter restores are not reported as missing (they are not).
+        """
         config = TheWorldConfig.from_dict(config_dict)
-        if not config.base_model_name_or_path:
-            raise TheWorldUserError(f"{path} is a world adapter but its config has no base_model_name_or_path")
-        model = cls.from_pretrained(config.base_model_name_or_path, *model_args, config=config, **overrides, **kwargs)
+        base = resolve_base_checkpoint(config.base_model_name_or_path, path, base_override)
+        config.base_model_name_or_path = base
+        adapter_file = os.path.join(path, WORLD_ADAPTER_NAME)
+        with safe_open(adapter_file, framework="pt") as handle:
+            adapter_keys = list(handle.keys())
+        with _not_missing(cls, adapter_keys):
+            model, info = cls.from_pretrained(
+                base, *model_args, config=config, output_loading_info=True, _adapter_follows=True, **overrides, **kwargs
+            )
         model.load_world_adapter(path)
-        return model
+        logger.info(
+            "world weights: %d tensors restored from %s (%s) on base checkpoint %s",
+            len(adapter_keys), adapter_file, _key_summary(adapter_keys), base,
+        )  # fmt: skip
+        return (model, info) if output_loading_info else model
 
     @torch.no_grad()
     def match_world_embedding_scale(self) -> float:
@@ -400,6 +495,85 @@ class TheWorld(Gemma3ForConditionalGeneration):
         with torch.no_grad():
             for key, value in adapter.items():
                 state[key].copy_(value.to(state[key].dtype))
+
+
+def _resolve_config(
+    path: str | None, config: Any, overrides: dict[str, Any], hub_kwargs: dict[str, Any]
+) -> tuple[TheWorldConfig, bool, int | None]:
+    """The config `from_pretrained` builds: (config, built from a Gemma 3 config, vocabulary size to resize to).
+
+    `config` is the caller's (a TheWorldConfig, a Gemma 3 config or None: read from `path`); the
+    world settings in `overrides` are applied to a copy. World token ids missing from the config
+    are resolved from the checkpoint's tokenizer (Gemma's reserved tokens).
+    """
+    if config is None:
+        if path is None:
+            raise TheWorldUserError("TheWorld.from_pretrained(None) needs config= (and usually state_dict=)")
+        config_dict, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type == TheWorldConfig.model_type:
+            config = TheWorldConfig.from_dict(config_dict)
+        elif model_type == "gemma3":
+            config = config_dict
+        else:
+            raise TheWorldUserError(
+                f"{path} holds a {model_type!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld checkpoints"
+            )
+    from_gemma = not isinstance(config, TheWorldConfig)
+    if from_gemma:
+        config = TheWorldConfig.from_gemma_config(config, base_model_name_or_path=path)
+    else:
+        config = copy.deepcopy(config)  # the caller's config is not changed by the overrides below
+        if path is not None:  # a saved TheWorld records its base relative to itself: make it absolute
+            config.base_model_name_or_path = absolute_base_reference(config.base_model_name_or_path, path)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    config.validate_world()
+    new_vocab_size = None
+    if config.enable_world and config.world_token_id is None:
+        if path is None:
+            raise TheWorldUserError(
+                "enable_world=True without a checkpoint: the config must set start_of_world_token_id, "
+                "world_token_id and end_of_world_token_id (they are read from a checkpoint's tokenizer otherwise)"
+            )
+        new_vocab_size = _resolve_world_token_ids(config, path, hub_kwargs)
+    return config, from_gemma, new_vocab_size
+
+
+@contextlib.contextmanager
+def _not_missing(cls: type, keys: list[str]):
+    """Within: `keys` absent from the checkpoint being loaded are not reported as missing.
+
+    transformers reads `_keys_to_ignore_on_load_missing` from the class while loading; set for the
+    duration of one load, it keeps the load report true when an adapter restores those keys next.
+    """
+    own = "_keys_to_ignore_on_load_missing" in cls.__dict__
+    previous = cls._keys_to_ignore_on_load_missing
+    cls._keys_to_ignore_on_load_missing = list(previous or ()) + [rf"^{re.escape(key)}$" for key in keys]
+    try:
+        yield
+    finally:
+        if own:
+            cls._keys_to_ignore_on_load_missing = previous
+        else:
+            del cls._keys_to_ignore_on_load_missing
+
+
+def _log_world_projector_source(path: str | None, missing_keys) -> None:
+    if not any(key.startswith("world_projector.") for key in missing_keys):
+        logger.info("world projector: restored from %s", path or "the given state_dict")
+    elif path is not None:  # transformers' load report lists the keys
+        logger.info("world projector: newly initialised (%s holds no world weights; train stage align)", path)
+
+
+def _key_summary(keys: list[str]) -> str:
+    """'world_projector.*: 6, model.language_model.*: 2' for a list of state-dict keys."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        group = ".".join(parts[:2] if parts[0] == "model" else parts[:1]) + ".*"
+        counts[group] = counts.get(group, 0) + 1
+    return ", ".join(f"{group}: {n}" for group, n in counts.items())
 
 
 def _is_adapter_dir(path: str) -> bool:

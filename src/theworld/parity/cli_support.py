@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from theworld.errors import TheWorldUserError
+from theworld.model.checkpoints import looks_local, resolve_base_checkpoint
 from theworld.parity.buffers import BufferIssue, audit_buffers
 from theworld.parity.divergence import Divergence, find_first_divergence
 from theworld.parity.logits import LogitReport, compare_logits
@@ -97,8 +98,7 @@ def _check_exists(source: str) -> None:
         if not os.path.isfile(os.path.join(source, "config.json")):
             raise TheWorldUserError(f"{source} is a directory without config.json: not a checkpoint")
         return
-    looks_local = os.path.exists(source) or source.startswith((".", "/", "~")) or source.count("/") != 1
-    if looks_local:
+    if looks_local(source):
         raise TheWorldUserError(f"no checkpoint directory at {source}")
 
 
@@ -121,6 +121,7 @@ def gemma_base_of(source: str) -> str:
         return source
     base = config.get("base_model_name_or_path")
     if model_type == "theworld" and base:
+        base = resolve_base_checkpoint(base, source)
         _check_exists(base)
         return base
     raise TheWorldUserError(
@@ -209,7 +210,7 @@ def processor_source(spec: ModelSpec) -> str:
         config = read_config_dict(source)
         base = config.get("base_model_name_or_path")
         if base:
-            return base
+            return resolve_base_checkpoint(base, source)
         raise TheWorldUserError(f"{source} holds no tokenizer/processor files and names no base checkpoint")
     return source
 

@@ -235,7 +235,9 @@ FIELD_NAMES: tuple[str, ...] = tuple(_FIELDS)
 
 
 def _looks_local(value: str) -> bool:
-    return value.startswith((".", "/", "~")) or value.count("/") != 1 or os.path.exists(value)
+    from theworld.model.checkpoints import looks_local
+
+    return looks_local(value)
 
 
 def _unknown_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:

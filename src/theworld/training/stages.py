@@ -154,11 +154,14 @@ def apply_stage(
     cfg.freeze_cosmos_vae = not train_cosmos_vae
 
     names = trainable_parameter_names(model)
-    trainable, total, percent = model.get_trainable_parameters()
+    breakdown = model.parameter_breakdown()  # the counts `theworld params` and get_trainable_parameters report
+    trained = ", ".join(c.name for c in breakdown.components if c.trainable)
     logger.info(
-        "stage %s%s: %d trainable tensors, %s of %s parameters (%.3f%%)",
-        stage, " + LoRA" if use_lora else "", len(names), f"{trainable:,}", f"{total:,}", percent,
+        "stage %s%s: %d trainable tensors, %s of %s parameters (%.3f%%): %s",
+        stage, " + LoRA" if use_lora else "", len(names), f"{breakdown.trainable:,}", f"{breakdown.total:,}",
+        breakdown.trainable_percent, trained,
     )  # fmt: skip
+    logger.debug("parameters by component:\n%s", breakdown.table())
     return names
 
 

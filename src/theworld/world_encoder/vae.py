@@ -95,6 +95,18 @@ class CosmosWorldEncoder(nn.Module):
         logger.info("Loaded world encoder (VAE encoder only) from %s", vae_dir)
         return encoder
 
+    @classmethod
+    def skeleton(cls, name_or_path: str | os.PathLike) -> CosmosWorldEncoder:
+        """The encoder's modules on the meta device, from the VAE config alone (no weights read):
+        enough to count parameters (`theworld params`)."""
+        with open(_vae_config_file(str(name_or_path)), encoding="utf-8") as handle:
+            config = json.load(handle)
+        with init_empty_weights():
+            vae = AutoencoderKLWan.from_config(config)
+        vae.decoder = None
+        vae.post_quant_conv = None
+        return cls(vae.requires_grad_(False))
+
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write the encoder half in diffusers' layout (config + safetensors), loadable by `from_pretrained`."""
         from safetensors.torch import save_file
@@ -114,9 +126,30 @@ def _resolve_vae_files(name: str) -> tuple[str, dict[str, str]]:
             if os.path.isfile(os.path.join(candidate, "config.json")):
                 return candidate, _local_files(candidate)
         raise TheWorldUserError(f"no VAE found in {name}: expected {name}/vae/config.json or {name}/config.json")
+    _check_hub_id(name)
+    return _hub_files(name)
+
+
+def _vae_config_file(name: str) -> str:
+    """The VAE's config.json, for a directory (`vae/` inside it, or itself) or a hub id (config only)."""
+    if not os.path.isdir(name):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        _check_hub_id(name)
+        try:
+            return hf_hub_download(name, "config.json", subfolder="vae")
+        except EntryNotFoundError:
+            return hf_hub_download(name, "config.json")
+    for candidate in (os.path.join(name, "vae"), name):
+        if os.path.isfile(os.path.join(candidate, "config.json")):
+            return os.path.join(candidate, "config.json")
+    raise TheWorldUserError(f"no VAE found in {name}: expected {name}/vae/config.json or {name}/config.json")
+
+
+def _check_hub_id(name: str) -> None:
     if os.path.exists(name) or name.startswith((".", "/")) or name.count("/") != 1:
         raise TheWorldUserError(f"world model {name!r} is neither a directory nor a hub id (owner/name)")
-    return _hub_files(name)
 
 
 def _local_files(folder: str) -> dict[str, str]:
