@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("theworld.cli.make_data", "generate the synthetic 'what happens next?' clips"),
     "demo": ("theworld.cli.demo", "the end-to-end demo: data, training, controls, report"),
     "make-tiny": ("theworld.cli.make_tiny", "write tiny random Gemma 3 / Cosmos VAE checkpoints"),
+    "estimate-memory": ("theworld.cli.estimate_memory", "peak memory of a training step, from the config alone"),
 }
 
 
