@@ -42,6 +42,38 @@ class MeasuredPeak:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def small_config(hidden: int = 128, layers: int = 2, intermediate: int = 512, heads: int = 4, kv_heads: int = 2,
+                 head_dim: int = 32, vocab: int = 2048, vision_hidden: int = 64, vision_intermediate: int = 128,
+                 vision_layers: int = 2, image_size: int = 64, patch_size: int = 8, mm_tokens: int = 16,
+                 world_image_size: int = 64, world_tokens: int = 16):
+    """A small random TheWorld config (no tokenizer needed) whose steps are measured on the CPU in seconds.
+
+    Token ids: pad 0, eos 1, bos 2, image markers 5/6/7, world markers 10/11/12; text ids are drawn above.
+    """
+    from transformers import Gemma3Config
+
+    from theworld.model.configuration import TheWorldConfig
+
+    text = dict(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim, query_pre_attn_scalar=head_dim,
+        sliding_window=4096, layer_types=["full_attention" if i % 2 else "sliding_attention" for i in range(layers)],
+        max_position_embeddings=8192, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    )  # fmt: skip
+    vision = dict(model_type="siglip_vision_model", hidden_size=vision_hidden, intermediate_size=vision_intermediate,
+                  num_hidden_layers=vision_layers, num_attention_heads=2, image_size=image_size, patch_size=patch_size,
+                  vision_use_head=False)  # fmt: skip
+    gemma = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=mm_tokens, boi_token_index=5,
+                         eoi_token_index=6, image_token_index=7, pad_token_id=0, bos_token_id=2, eos_token_id=1)  # fmt: skip
+    return TheWorldConfig.from_gemma_config(gemma, world_image_size=world_image_size, world_tokens_per_frame=world_tokens,
+                                            world_num_frames=5, start_of_world_token_id=10, world_token_id=11,
+                                            end_of_world_token_id=12)  # fmt: skip
+
+
+SMALL_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1)
+"""A small Wan VAE (the Cosmos VAE's architecture, 12x narrower, one residual block per level)."""
+
+
 def synthetic_sample(config, setup: StepSetup, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """One training sample of exactly `setup.seq_len` tokens: BOS, image block, world block, text, answer."""
     from theworld.memory.estimate import sequence_layout
