@@ -13,11 +13,13 @@ from theworld.memory.configs import load_model_config
 from theworld.memory.estimate import StepSetup, estimate_memory
 from theworld.memory.measure import (
     SMALL_VAE,
+    VALIDATION_CASES,
     measure_step,
     random_model,
     saved_tensor_bytes,
     small_config,
     synthetic_sample,
+    validation_case,
 )
 from theworld.training.loss import supervised_lm_loss
 
@@ -80,32 +82,9 @@ def test_saved_activations_are_exactly_what_autograd_keeps(stage, bf16, attn, lo
     assert got["final norm"] + got.get("lm head", 0) == estimated("final norm + LM head") - tokens
 
 
-SMALL = dict()
-WIDE = dict(hidden=192, intermediate=768, heads=6, head_dim=32, layers=4, vision_hidden=96, vision_intermediate=256,
-            vision_layers=3, image_size=96, mm_tokens=36)  # fmt: skip
-BIG_VOCAB = dict(vocab=16384, layers=3)
-CASES = {
-    "align bf16 b4x384": (SMALL, dict(stage="align", batch_size=4, seq_len=384)),
-    "align bf16 VAE in the loop b2x512": (WIDE, dict(stage="align", batch_size=2, seq_len=512, latent_cache=False)),
-    "vision bf16 b3x320": (WIDE, dict(stage="vision", batch_size=3, seq_len=320)),
-    "vision bf16 checkpointing b4x192": (SMALL, dict(stage="vision", batch_size=4, seq_len=192, gradient_checkpointing=True)),
-    "finetune fp32 b3x160, 16k vocab, 5-frame clips": (
-        BIG_VOCAB, dict(stage="finetune", bf16=False, batch_size=3, seq_len=160, supervised_tokens=64, world_frames=5)),
-    "finetune LoRA bf16 b2x256": (WIDE, dict(stage="finetune", batch_size=2, seq_len=256, lora=True)),
-    "full bf16 checkpointing b2x384": (WIDE, dict(stage="full", batch_size=2, seq_len=384, gradient_checkpointing=True)),
-    "full fp32 eager b2x256": (SMALL, dict(stage="full", bf16=False, batch_size=2, seq_len=256, attn_implementation="eager")),
-}  # fmt: skip
-
-
-def validation_setup(overrides: dict) -> StepSetup:
-    values = {"latent_cache": True, "supervised_tokens": 16, "device": "cpu", **overrides}
-    return StepSetup(**values)
-
-
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(VALIDATION_CASES))
 def test_estimate_is_within_15_percent_of_the_measured_peak(name):
-    sizes, overrides = CASES[name]
-    config, setup = small_config(**sizes), validation_setup(overrides)
+    config, setup = validation_case(name)
     estimate = estimate_memory(config, setup, SMALL_VAE)
     measured = measure_step(config, setup, SMALL_VAE)
     ratio = estimate.peak_bytes / measured.peak_bytes
@@ -117,7 +96,8 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(name):
 
 
 def test_the_measurement_does_not_depend_on_the_thread_count():
-    config, setup = small_config(), validation_setup(dict(stage="vision", batch_size=2, seq_len=256))
+    config, setup = small_config(), StepSetup(stage="vision", batch_size=2, seq_len=256, supervised_tokens=16,
+                                              latent_cache=True, device="cpu")
     before = torch.get_num_threads()
     try:
         peaks = []

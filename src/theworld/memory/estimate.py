@@ -19,16 +19,18 @@ architecture, op by op, as autograd keeps it. The step is modelled as `theworld 
 The peak is found by walking the step in order: forward (saved tensors pile up), loss, backward
 (each block's saved tensors are freed as its weight gradients appear), optimizer step.
 
-Kernel choices that change memory are modelled per device (`setup.device`): on CUDA autocast runs
-layer norm in fp32 and dropout keeps a 1-byte mask; on the CPU layer norm runs in the input dtype
-and dropout keeps a mask of the input dtype. Attention: `sdpa` (flash / memory-efficient kernels:
-no score matrix; a bool attention mask becomes a float mask per layer) or `eager` (the softmax
-matrix is kept, in fp32 and in the compute dtype).
+Where CUDA and CPU kernels keep different tensors, `setup.device` says which to model (LoRA's
+dropout keeps a 1-byte mask on CUDA, one of the input's dtype on the CPU). Attention: `sdpa`
+(flash / memory-efficient kernels: no score matrix; the bool attention mask becomes a float mask
+in every layer) or `eager` (the softmax matrix is kept, in fp32 and in the compute dtype).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -182,6 +184,23 @@ def _is_matmul_module(module: torch.nn.Module) -> bool:
 
 
 def parameter_census(config, setup: StepSetup, vae_config: dict | None = None) -> dict[str, Any]:
+    """See `_census`; cached per (config, stage, LoRA, VAE): the batch shape does not change it."""
+    key = (config.to_json_string(), setup.stage, setup.lora, setup.lora_r, setup.lora_dropout, setup.latent_cache,
+           json.dumps(vae_config or {}, sort_keys=True))  # fmt: skip
+    return copy.deepcopy(_cached_census(*key))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_census(config_json: str, stage: str, lora: bool, lora_r: int, lora_dropout: float, latent_cache: bool,
+                   vae_json: str) -> dict[str, Any]:
+    from theworld.model.configuration import TheWorldConfig
+
+    config = TheWorldConfig.from_dict(json.loads(config_json))
+    setup = StepSetup(stage=stage, lora=lora, lora_r=lora_r, lora_dropout=lora_dropout, latent_cache=latent_cache)
+    return _census(config, setup, json.loads(vae_json))
+
+
+def _census(config, setup: StepSetup, vae_config: dict | None = None) -> dict[str, Any]:
     """Parameters per part, trainable or frozen: TheWorld built on the meta device (no memory), the stage
     applied by `apply_stage` itself.
 
@@ -537,7 +556,8 @@ def _blocks(config, setup: StepSetup, layout: SequenceLayout, d: _Dims, census: 
         if not setup.latent_cache:
             w_frozen = BF16 if setup.bf16 else FP32
             vae = vae_encode_peak(vae_config, world_items, setup.world_frames, config.world_image_size, w_frozen)
-        blocks.append(Block("world projector", "world projector", saved=world_projector_saved(config, n_world, c=c),
+        name = "world projector" if setup.latent_cache else "VAE encoder + world projector"
+        blocks.append(Block(name, "world projector", saved=world_projector_saved(config, n_world, c=c),
                             casts=casts("world_projector"), forward_held=casts("world_projector", "cast_cached"),
                             forward_extra=max(vae, 2 * latents * FP32 + 2 * n_world * d.hidden * FP32),
                             backward_extra=2 * n_world * d.hidden * FP32, grads=trainable("world_projector") * FP32))  # fmt: skip
@@ -641,7 +661,6 @@ def estimate_memory(config, setup: StepSetup, vae_config: dict | None = None) ->
 
     saved: dict[str, int] = {}
     held_casts = forward_only = 0
-    largest_saved: dict[str, int] = {}
     for block in blocks:
         now = dict(saved)
         now[block.kind] = now.get(block.kind, 0) + block.saved
@@ -652,8 +671,7 @@ def estimate_memory(config, setup: StepSetup, vae_config: dict | None = None) ->
         saved = now
         held_casts += block.casts
         forward_only += block.forward_held
-    largest_saved = dict(saved)
-    cast_total = held_casts
+    largest_saved, cast_total, forward_only_total = dict(saved), held_casts, forward_only
     grads = 0
     for block in reversed(blocks):
         new = 0 if accumulating else block.grads
@@ -685,14 +703,11 @@ def estimate_memory(config, setup: StepSetup, vae_config: dict | None = None) ->
         vae = 0 if setup.latent_cache else vae_encode_peak(vae_config, B, setup.world_frames, config.world_image_size,
                                                            frozen_bytes)  # fmt: skip
         rows.append(Row("VAE encoder working memory", vae, 0, notes["vae"]))
-    forward_only = alive.get("forward-only tensors (masks, autocast cache)", 0)
-    rows.append(Row("masks, autocast cache", max(b.forward_held for b in blocks), forward_only,
-                    "attention masks and weight copies kept until the forward ends"))  # fmt: skip
+    rows.append(Row("masks, autocast cache", forward_only_total,
+                    alive.get("forward-only tensors (masks, autocast cache)", 0),
+                    "attention masks, the embeddings and bias copies kept until the forward ends"))  # fmt: skip
     rows.append(Row("working memory at the peak", alive.get("working memory", 0), alive.get("working memory", 0),
                     f"short-lived tensors of {best['where'].split(', ', 1)[1]}"))  # fmt: skip
-    for row in rows:
-        if row.component.startswith("activations: vision") and setup.stage not in ("vision", "full"):
-            row.at_peak = 0
     return MemoryEstimate(
         setup=setup, layout=layout, rows=rows, peak_bytes=best["total"], peak_phase=best["where"], blocks=blocks,
         parameters={"trainable": trainable, "total": sum(p["trainable"] + p["frozen"] for p in parts.values())},

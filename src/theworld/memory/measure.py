@@ -74,6 +74,32 @@ SMALL_VAE = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1)
 """A small Wan VAE (the Cosmos VAE's architecture, 12x narrower, one residual block per level)."""
 
 
+# Small-model cases the estimate is checked on (tests/memory and benchmarks/memory_estimate.py): every
+# stage, bf16 and fp32, batch sizes 2-4, 160-512 tokens, gradient checkpointing, LoRA, the VAE in
+# the loop, eager attention, a large vocabulary (logits), 5-frame clips. (config sizes, setup values)
+_WIDE = dict(hidden=192, intermediate=768, heads=6, head_dim=32, layers=4, vision_hidden=96, vision_intermediate=256,
+             vision_layers=3, image_size=96, mm_tokens=36)  # fmt: skip
+VALIDATION_CASES: dict[str, tuple[dict, dict]] = {
+    "align bf16 b4x384": ({}, dict(stage="align", batch_size=4, seq_len=384)),
+    "align bf16 VAE in the loop b2x512": (_WIDE, dict(stage="align", batch_size=2, seq_len=512, latent_cache=False)),
+    "vision bf16 b3x320": (_WIDE, dict(stage="vision", batch_size=3, seq_len=320)),
+    "vision bf16 checkpointing b4x192": ({}, dict(stage="vision", batch_size=4, seq_len=192, gradient_checkpointing=True)),
+    "finetune fp32 b3x160, 16k vocab, 5-frame clips": (
+        dict(vocab=16384, layers=3),
+        dict(stage="finetune", bf16=False, batch_size=3, seq_len=160, supervised_tokens=64, world_frames=5)),
+    "finetune LoRA bf16 b2x256": (_WIDE, dict(stage="finetune", batch_size=2, seq_len=256, lora=True)),
+    "full bf16 checkpointing b2x384": (_WIDE, dict(stage="full", batch_size=2, seq_len=384, gradient_checkpointing=True)),
+    "full fp32 eager b2x256": ({}, dict(stage="full", bf16=False, batch_size=2, seq_len=256, attn_implementation="eager")),
+}  # fmt: skip
+
+
+def validation_case(name: str):
+    """(config, setup) of a validation case: latents from a cache, 16 supervised tokens, CPU kernels, unless set."""
+    sizes, overrides = VALIDATION_CASES[name]
+    values = {"latent_cache": True, "supervised_tokens": 16, "device": "cpu", **overrides}
+    return small_config(**sizes), StepSetup(**values)
+
+
 def synthetic_sample(config, setup: StepSetup, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """One training sample of exactly `setup.seq_len` tokens: BOS, image block, world block, text, answer."""
     from theworld.memory.estimate import sequence_layout
@@ -121,7 +147,7 @@ def _stack(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
-def random_model(config, setup: StepSetup, vae_config: dict | None = None, seed: int = 0):
+def random_model(config, setup: StepSetup, vae_config: dict | None = None, seed: int = 0, device: str = "cpu"):
     """A random TheWorld (and VAE encoder when the VAE runs in the loop) with the stage applied as the trainer does."""
     from theworld.model.modeling import TheWorld
     from theworld.training.stages import LoraSettings, apply_stage, cast_trainable_to_fp32
@@ -131,11 +157,13 @@ def random_model(config, setup: StepSetup, vae_config: dict | None = None, seed:
     config = config.__class__.from_dict(config.to_dict())
     config._attn_implementation = setup.attn_implementation
     torch.manual_seed(seed)
-    model = TheWorld(config).to(dtype)
+    with torch.device(device):
+        model = TheWorld(config).to(dtype)
     if config.enable_world and not setup.latent_cache:
         from diffusers import AutoencoderKLWan
 
-        vae = AutoencoderKLWan(**(vae_config or {}))
+        with torch.device(device):
+            vae = AutoencoderKLWan(**(vae_config or {}))
         vae.decoder = None
         vae.post_quant_conv = None
         model.attach_world_encoder(CosmosWorldEncoder(vae.to(dtype).requires_grad_(False).eval()))
@@ -195,7 +223,7 @@ def measure_step(config, setup: StepSetup, vae_config: dict | None = None, steps
     from theworld.training.run import training_arguments
     from theworld.training.trainer import TheWorldTrainer
 
-    model, trainable = random_model(config, setup, vae_config, seed)
+    model, trainable = random_model(config, setup, vae_config, seed, device=device)
     generator = torch.Generator().manual_seed(seed)
     count = setup.batch_size * setup.gradient_accumulation_steps * steps
     data = [synthetic_sample(model.config, setup, generator) for _ in range(count)]
