@@ -60,6 +60,10 @@ def gemma3_4b_estimates(device: str = "cuda", seq_len: int = SEQ_LEN, batch: int
                 "per_layer": estimate.per_layer,
             }
             row["trainable"] = estimate.parameters["trainable"]
+        # checkpointed, with latents from the cache (the VAE neither loaded nor run)
+        cached = StepSetup(stage=stage, batch_size=batch, seq_len=seq_len, gradient_checkpointing=True,
+                           latent_cache=True, device=device)  # fmt: skip
+        row["checkpointing_latent_cache"] = {"peak_bytes": estimate_memory(config, cached).peak_bytes}
         # the plain step at smaller batches, to see where the documented figures would fit
         row["plain_by_batch"] = {
             b: estimate_memory(config, StepSetup(stage=stage, batch_size=b, seq_len=seq_len, device=device)).peak_bytes
