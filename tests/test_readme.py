@@ -43,6 +43,7 @@ BUDGET_FLAGS: dict[str, list[str] | str] = {
     "theworld train --config configs/finetune.yaml": TRAIN_BUDGET,
     "accelerate launch --config_file configs/accelerate/ddp.yaml": "needs GPUs; the CPU form "
     "(accelerate launch --multi_gpu --num_processes 2 -m theworld train) runs in tests/training/test_train_ddp.py",
+    "theworld estimate-memory": [],  # from gemma-3-4b's config alone, on the meta device
     "theworld eval": ["--limit", "2", "--batch-size", "2"],
     "theworld compare": [],
     "theworld parity": [],

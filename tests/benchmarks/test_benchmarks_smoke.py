@@ -17,6 +17,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import common  # noqa: E402
 import gpu_stage1  # noqa: E402
 import loss_memory  # noqa: E402
+import memory_estimate  # noqa: E402
 import run_all  # noqa: E402
 import world_cost  # noqa: E402
 import world_overhead  # noqa: E402
@@ -150,3 +151,21 @@ def test_run_all_reads_cache_vs_vae_lines_and_writes_markdown(tmp_path):
     assert "TODO" in text and "cache_vs_vae.py" in text
     assert "Not run on a GPU yet" in text and "benchmarks/gpu_stage1.py" in text
     assert "7,226,881" in text
+
+
+def test_memory_estimate_writes_the_gemma_table_and_the_validation(tmp_path):
+    """The four configurations from gemma-3-4b's config, one validation case measured, BENCHMARKS.md's section."""
+    import json
+
+    gemma = memory_estimate.gemma3_4b_estimates()
+    assert [r["stage"] for r in gemma] == ["align", "vision", "finetune", "full"]
+    assert all(r["checkpointing"]["peak_bytes"] < r["plain"]["peak_bytes"] for r in gemma)
+    validation = memory_estimate.validate_on_cpu(["vision bf16 checkpointing b4x192"])
+    assert abs(validation[0]["ratio"] - 1) <= memory_estimate.TOLERANCE
+    # through JSON, as run_all reads it
+    result = json.loads(json.dumps({"gemma3_4b": gemma, "validation": validation, "machine": {"cpu": "x"}}))
+    text = "\n".join(run_all.memory_section(result))
+    for stage, documented in (("align", "~20-24 GB"), ("vision", "~35-40 GB"), ("finetune", "~56-60 GB"), ("full", "~80 GB+")):
+        assert f"`{stage}`" in text and documented in text
+    assert "vision bf16 checkpointing b4x192" in text
+    assert "Not measured on a GPU yet" in text and "memory_estimate.py --device cuda" in text

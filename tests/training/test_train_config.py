@@ -71,6 +71,8 @@ def test_bad_stage_and_incompatible_choices(capsys, train_config_values, write_c
     assert "stage=align trains only the world projector" in err
     err = _cli_error(capsys, ["--config", write_config({**train_config_values, "use_lora": True})])
     assert "use_lora=true needs stage=finetune or full" in err
+    err = _cli_error(capsys, ["--config", write_config({**train_config_values, "stage": "vision", "use_lora": True})])
+    assert "use_lora=true needs stage=finetune or full: stage vision trains no language model" in err
     err = _cli_error(capsys, ["--config", write_config({**train_config_values, "on_truncated": "cut"})])
     assert "on_truncated: unknown value 'cut'" in err
 
@@ -94,6 +96,8 @@ def test_values_are_coerced_from_yaml_and_command_line(train_config_values, writ
     # the stage's default learning rate when none is set
     del train_config_values["learning_rate"]
     assert load_config(write_config(train_config_values)).effective_learning_rate() == 1e-3
+    vision = load_config(write_config({**train_config_values, "stage": "vision"}))
+    assert vision.effective_learning_rate() == 2e-5  # SigLIP is pretrained: a fine-tuning rate, as in full
 
 
 def test_every_key_is_a_cli_flag(capsys):

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("theworld.cli.demo", "the end-to-end demo: data, training, controls, report"),
     "make-tiny": ("theworld.cli.make_tiny", "write tiny random Gemma 3 / Cosmos VAE checkpoints"),
     "params": ("theworld.cli.params", "parameters per component: counts, trainable or frozen, share"),
+    "estimate-memory": ("theworld.cli.estimate_memory", "peak memory of a training step, from the config alone"),
 }
 
 

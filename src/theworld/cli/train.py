@@ -1,4 +1,4 @@
-"""`theworld train --config FILE [--key value ...]`: train one stage (align / finetune / full).
+"""`theworld train --config FILE [--key value ...]`: train one stage (align / vision / finetune / full).
 
 Every config key can be given or overridden on the command line as `--key value` (or
 `--key=value`; dashes and underscores are interchangeable). Multi-process:

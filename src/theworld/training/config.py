@@ -24,13 +24,13 @@ from typing import Any
 
 from theworld.errors import TheWorldUserError
 
-STAGES = ("align", "finetune", "full")
+STAGES = ("align", "vision", "finetune", "full")
 ON_TRUNCATED = ("drop", "error")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "trackio", "all")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Learning rates used when `learning_rate` is not set (Prismatic's recipe: a high rate for a freshly
 # initialised projector alone, a low one once the language model trains; LoRA tolerates a higher one).
-DEFAULT_LEARNING_RATES = {"align": 1e-3, "finetune": 2e-5, "finetune_lora": 2e-4, "full": 2e-5}
+DEFAULT_LEARNING_RATES = {"align": 1e-3, "vision": 2e-5, "finetune": 2e-5, "finetune_lora": 2e-4, "full": 2e-5}
 LR_SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
@@ -134,7 +134,7 @@ class TrainConfig:
     def effective_learning_rate(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        key = "finetune_lora" if self.use_lora and self.stage != "align" else self.stage
+        key = "finetune_lora" if self.use_lora and self.stage in ("finetune", "full") else self.stage
         return DEFAULT_LEARNING_RATES[key]
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,8 +161,8 @@ class TrainConfig:
                 "stage=align trains only the world projector, and enable_world=false has none: train the Gemma "
                 "control with stage=finetune (or full)"
             )
-        if self.use_lora and self.stage == "align":
-            raise TheWorldUserError("use_lora=true needs stage=finetune or full: stage align trains no language model")
+        if self.use_lora and self.stage in ("align", "vision"):
+            raise TheWorldUserError(f"use_lora=true needs stage=finetune or full: stage {self.stage} trains no language model")
         if self.train_cosmos_vae and self.stage != "full":
             raise TheWorldUserError("train_cosmos_vae=true is only allowed with stage=full")
         if self.train_cosmos_vae and self.latent_cache_dir:

@@ -1,12 +1,15 @@
 """Training stages (Prismatic-style): which parts of TheWorld learn.
 
     align     the world projector only; Gemma (vision + language) and the VAE stay frozen.
-    finetune  + the language model: all of it, or LoRA adapters on its linear layers (use_lora).
-    full      + Gemma's vision tower and multi-modal projector.
+    vision    + Gemma's vision tower and multi-modal projector; the language model stays frozen
+              (domain adaptation: the vision side learns new imagery, the language side is kept).
+    finetune  + the language model (not the vision side): all of it, or LoRA adapters on its
+              linear layers (use_lora).
+    full      + the language model and the vision side.
 
 The Cosmos VAE stays frozen in every stage; `train_cosmos_vae=True` (stage full only) is the one
 explicit opt-in. With `enable_world=False` (the Gemma control) there is no projector: `align` is an
-error and `finetune` trains the language model alone.
+error, `vision` trains the vision side alone and `finetune` the language model alone.
 
 `apply_stage` returns the ordered names of the trainable parameters (order of
 `model.named_parameters()`, tied weights once). Checkpoints record the stage and these names; a
@@ -28,6 +31,9 @@ from theworld.training.config import DEFAULT_LORA_TARGETS, STAGES
 logger = logging.getLogger(__name__)
 
 LORA_ADAPTER_NAME = "default"
+# Which stages train which part of Gemma (the world projector trains in every stage).
+LANGUAGE_STAGES = ("finetune", "full")
+VISION_STAGES = ("vision", "full")
 
 
 @dataclass
@@ -112,8 +118,8 @@ def apply_stage(
     """
     if stage not in STAGES:
         raise TheWorldUserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
-    if use_lora and stage == "align":
-        raise TheWorldUserError("use_lora needs stage finetune or full: stage align trains no language model")
+    if use_lora and stage not in LANGUAGE_STAGES:
+        raise TheWorldUserError(f"use_lora needs stage finetune or full: stage {stage} trains no language model")
     if train_cosmos_vae and stage != "full":
         raise TheWorldUserError("train_cosmos_vae is only allowed with stage full")
     projector = getattr(model, "world_projector", None)
@@ -125,7 +131,7 @@ def apply_stage(
 
     model.requires_grad_(False)
     language = model.model.language_model
-    if stage in ("finetune", "full"):
+    if stage in LANGUAGE_STAGES:
         if use_lora:
             if not has_lora(model):
                 _inject_lora(model, lora or LoraSettings())
@@ -135,7 +141,7 @@ def apply_stage(
         else:
             language.requires_grad_(True)
             model.lm_head.requires_grad_(True)  # tied to the embeddings in Gemma 3: one tensor
-    if stage == "full":
+    if stage in VISION_STAGES:
         model.model.vision_tower.requires_grad_(True)
         model.model.multi_modal_projector.requires_grad_(True)
     if projector is not None:
@@ -149,8 +155,8 @@ def apply_stage(
         encoder.requires_grad_(False)
 
     cfg = model.config
-    cfg.freeze_gemma_language = stage == "align" or use_lora
-    cfg.freeze_gemma_vision = stage != "full"
+    cfg.freeze_gemma_language = stage not in LANGUAGE_STAGES or use_lora
+    cfg.freeze_gemma_vision = stage not in VISION_STAGES
     cfg.freeze_cosmos_vae = not train_cosmos_vae
 
     names = trainable_parameter_names(model)
