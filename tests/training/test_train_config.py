@@ -11,7 +11,7 @@ import pytest
 
 from theworld.cli.main import main
 from theworld.errors import TheWorldUserError
-from theworld.training.config import FIELD_NAMES, TrainConfig, load_config
+from theworld.training.config import FIELD_NAMES, STAGES, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ def test_help_shows_each_keys_type_default_and_meaning(capsys):
     expected = {
         "max_steps": ("INT", "int; default: -1", "optimizer steps"),
         "learning_rate": ("FLOAT", "float or null; default: null", "the stage's default"),
-        "stage": ("STR", "str; default: align", "align, finetune, full"),
+        "stage": ("STR", "str; default: align", ", ".join(STAGES)),
         "bf16": ("BOOL", "bool; default: false", "trainable weights stay fp32"),
         "report_to": ("LIST", "list of str; default: none", "comma-separated"),
         "cosmos_model_name": ("STR", "default: nvidia/Cosmos-Predict2-2B-Video2World", "world model"),
