@@ -57,3 +57,12 @@ def test_max_frames_limit_is_named(tmp_path):
         load_video(path, num_frames=9, max_frames=20)
     with open(path, "rb") as handle:
         assert len(load_video(handle.read(), num_frames=9, max_frames=30)) == 9  # bytes work too
+
+
+def test_world_pixels_of_a_video_file_equal_its_decoded_clip(tmp_path):
+    """The latent cache computes world pixels without a processor: a `VideoFile` decodes the same way."""
+    from theworld.processing.processor import world_pixels
+    from theworld.processing.video import VideoFile
+
+    path = write_video(tmp_path / "clip.mp4", moving_frames(13, size=32), fps=10)
+    assert np.array_equal(world_pixels(VideoFile(path), 32, 9), world_pixels(load_video(path, 9), 32, 9))

@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.parsing import parse_clock, parse_quantity
+from theworld.processing.video import VideoFile
 
 logger = logging.getLogger(__name__)
 
@@ -549,8 +550,11 @@ def load_jsonl(
             value = row.get(key)
             if value is None:
                 continue
+            if key == "video" and isinstance(value, str) and value.strip():  # a video file
+                visuals.append(VideoFile(_resolve_path(value, folder, where, ())))
+                continue
             if not isinstance(value, list) or not value:
-                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths")
+                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths (or, for 'video', a video file)")
             paths = [_visual(v, folder, where) for v in value]
             visuals.extend(paths if key == "images" else [paths])
         answer = row.get("answer")
