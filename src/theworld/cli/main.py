@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-data": ("theworld.cli.make_data", "generate the synthetic 'what happens next?' clips"),
     "demo": ("theworld.cli.demo", "the end-to-end demo: data, training, controls, report"),
     "make-tiny": ("theworld.cli.make_tiny", "write tiny random Gemma 3 / Cosmos VAE checkpoints"),
+    "chat": ("theworld.cli.chat", "chat with a model in the terminal (images, clips, world on/off)"),
+    "serve": ("theworld.cli.serve", "OpenAI-compatible server and web page for a model"),
 }
 
 

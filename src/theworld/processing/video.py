@@ -51,6 +51,10 @@ class VideoDecodeError(TheWorldUserError):
     """A video file that cannot be decoded, or that breaks a limit; the message names the file."""
 
 
+class ClipTooLong(VideoDecodeError):
+    """A video file with more frames than `max_frames` allows."""
+
+
 def _open(source: str | bytes, label: str) -> Any:
     import av
 
@@ -133,7 +137,7 @@ def load_video(
     for time, _ in _decoded(source, label):
         times.append(time)
         if max_frames is not None and len(times) > max_frames:
-            raise VideoDecodeError(f"video {label} has more than max_clip_frames={max_frames} frames")
+            raise ClipTooLong(f"video {label} has more than max_clip_frames={max_frames} frames")
     if not times:
         raise VideoDecodeError(f"cannot decode video {label}: it holds no decodable frame")
     chosen = choose_frames(times, num_frames, fps, temporal_compression)
