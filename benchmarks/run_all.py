@@ -8,6 +8,7 @@ Runs, each in its own process (so one benchmark's memory or threads never colour
 3. cache_vs_vae.py   - align step with cached latents vs the VAE in the loop (target >= 3x for
                        the full-size VAE at 512x512; `--no-full-vae` skips that slow part)
 4. loss_memory.py    - loss peak memory, Gemma's full-sequence loss / supervised_lm_loss (>= 4x)
+5. serve_throughput.py - `theworld serve` requests/s, batching / one at a time, 8 clients (>= 2x)
 
 plus `gpu_stage1.py --params-only` (parameter counts and the FLOP formula at gemma-3-4b's size;
 the GPU measurement itself runs only with `--gpu` on a machine with CUDA).
@@ -48,6 +49,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
      ["--forward-pairs", "4", "--train-pairs", "3", "--warmup", "1", "--sweep-tokens-per-frame", "64", "256",
       "--sweep-frames", "1", "5", "--sweep-forward-pairs", "1", "--sweep-train-pairs", "1"]),
     ("loss_memory", "loss_memory.py", [], []),
+    ("serve_throughput", "serve_throughput.py", [], ["--rounds", "1", "--requests", "2"]),
 ]  # fmt: skip
 
 
@@ -167,7 +169,7 @@ def _counts_section(stage1: dict[str, Any] | None) -> list[str]:
 def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict[str, Any], total_s: float,
                    argv: list[str]) -> None:
     figures: list[tuple[int, dict[str, Any]]] = []
-    for index, key in enumerate(("world_overhead", "world_cost", "cache_vs_vae", "loss_memory"), start=1):
+    for index, key in enumerate(("world_overhead", "world_cost", "cache_vs_vae", "loss_memory", "serve_throughput"), start=1):
         for fig in results.get(key, {}).get("figures", []):
             figures.append((index, fig))
 
@@ -204,7 +206,7 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
     if cache is not None and not cache.get("missing") and not cache.get("full_vae", True):
         extra_rows[3].append("| 3 | full-size VAE at 512x512 | - | >= 3 | skipped (`--no-full-vae`) "
                              "| `.venv/bin/python benchmarks/cache_vs_vae.py --threads 1 --full-vae` |")
-    for index in (1, 2, 3, 4):
+    for index in (1, 2, 3, 4, 5):
         for i, fig in figures:
             if i == index:
                 lines.append(f"| {index} | {fig['name']} | {_value(fig)} | {fig['target']} | {_verdict(fig)} "
@@ -297,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-full-vae", action="store_true",
                         help="skip cache_vs_vae's full-size VAE at 512x512 (the slow part, minutes on a CPU)")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="run only these (world_overhead world_cost cache_vs_vae loss_memory gpu_stage1)")
+                        help="run only these (world_overhead world_cost cache_vs_vae loss_memory serve_throughput "
+                        "gpu_stage1)")
     parser.add_argument("--gpu", action="store_true", help="also run gpu_stage1.py's GPU measurement (needs CUDA)")
     args = parser.parse_args(argv)
     shown_argv = sys.argv[1:] if argv is None else argv

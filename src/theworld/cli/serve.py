@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--served-model-name", help="the model id clients send (default: the MODEL argument's folder name)")
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests per generate call (default 8)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting before 503 (default 64)")
-    parser.add_argument("--batch-wait-ms", type=float, default=10.0, help="wait for more requests before a batch (default 10)")
+    parser.add_argument("--batch-wait-ms", type=float, default=50.0,
+                        help="under load, wait up to this long for a batch to fill (default 50; idle: no wait)")
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="largest request body (413 above)")
     parser.add_argument("--max-image-pixels", type=int, default=defaults.max_image_pixels, help="largest image or video frame")
     parser.add_argument("--max-clip-frames", type=int, default=defaults.max_clip_frames, help="most frames in a video file")

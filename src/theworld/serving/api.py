@@ -260,7 +260,7 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": state.model_name, "world": state.engine.has_world,
-                "auth": state.api_key is not None, **state.engine.stats()}  # fmt: skip
+                "auth": state.api_key is not None, "max_tokens": state.limits.max_tokens, **state.engine.stats()}  # fmt: skip
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

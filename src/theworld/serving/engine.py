@@ -3,7 +3,8 @@
 Requests wait in a bounded FIFO queue; one worker thread takes up to `max_batch_size` compatible
 requests at a time (same world mode and sampling settings), builds them into one left-padded
 batch with the processor (world blocks of different lengths in one batch are fine), and runs one
-`generate` for the batch. Tokens are streamed per row as they come, through a `BaseStreamer`.
+`generate` for the batch. Under load it waits up to `batch_wait_s` for a batch to fill (clients
+whose answers just came back are sending their next requests); an idle engine starts at once. Tokens are streamed per row as they come, through a `BaseStreamer`.
 
 - A full queue refuses a request at once (`QueueFull`): the caller answers 503.
 - A cancelled request (a client that went away) leaves the queue, or, while it is generating,
@@ -238,7 +239,7 @@ class Engine:
         processor: Any,
         max_batch_size: int = 8,
         max_queue: int = 64,
-        batch_wait_s: float = 0.01,
+        batch_wait_s: float = 0.05,
     ) -> None:
         if max_batch_size < 1 or max_queue < 1:
             raise TheWorldUserError(f"max_batch_size ({max_batch_size}) and max_queue ({max_queue}) must be >= 1")
@@ -258,6 +259,7 @@ class Engine:
         self._running = 0
         self._stopped = False
         self._counts = {"batches": 0, "largest_batch": 0, "cancelled": 0}
+        self._last_batch_end = float("-inf")
         self._thread = threading.Thread(target=self._loop, name="theworld-engine", daemon=True)
 
     # -- public
@@ -309,15 +311,23 @@ class Engine:
             finally:
                 with self._lock:
                     self._running = 0
+                    self._last_batch_end = time.monotonic()
 
     def _next_batch(self) -> list[GenerationRequest] | None:
         with self._lock:
             while not self._queue and not self._stopped:
                 self._lock.wait()
+            # Under load (a batch ended moments ago) let requests that arrive close together share the
+            # next batch: wait up to batch_wait_s for it to fill. An idle engine answers at once.
+            busy = time.monotonic() - self._last_batch_end < 1.0
+            deadline = time.monotonic() + (self.batch_wait_s if busy else 0.0)
+            while len(self._queue) < self.max_batch_size and not self._stopped:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
             if self._stopped:
                 return None
-        time.sleep(self.batch_wait_s)  # let requests that arrive together share the batch
-        with self._lock:
             if not self._queue:
                 return []
             key = self._queue[0].batch_key()
