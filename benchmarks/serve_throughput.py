@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['single_rps']:.2f} req/s; per-round ratios "
             + ", ".join(f"{r:.2f}" for r in result["ratios"]) + "; server CPU time per request, one at a time / "
             f"batched: {result['cpu_ratio']:.2f}x (per round " + ", ".join(f"{r:.2f}" for r in result["cpu_ratios"])
-            + "), the figure that other jobs on the machine do not move; identical answers from both servers.")  # fmt: skip
+            + "), less sensitive to other jobs on the machine; identical answers from both servers.")  # fmt: skip
     print(f"server throughput, batching / one at a time: {result['ratio']:.2f}x ({note})")
     figure = {"name": f"server throughput at {s['clients']} concurrent clients, batching (up to {s['batch_size']}) / one "
                       "request at a time", "value": result["ratio"], "unit": "x", "target": ">= 2",

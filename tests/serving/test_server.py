@@ -330,3 +330,25 @@ def test_seeded_sampling_is_reproducible(client):
     others = {client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=1.5, seed=s)
               .choices[0].message.content for s in (8, 9)}  # fmt: skip
     assert others | {a.choices[0].message.content} != {a.choices[0].message.content}  # it really samples
+
+
+def test_readme_client_example_runs_against_the_server(server, media_root, tmp_path):
+    """The README's `openai` example, verbatim but for the address, key and model name of this server."""
+    import re
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "OpenAI(" in b]
+    url, _ = server
+    for old, new in [("http://127.0.0.1:8000/v1", url + "/v1"), ('api_key="none"', f'api_key="{KEY}"'),
+                     ('model="finetune"', f'model="{MODEL}"')]:  # fmt: skip
+        assert old in example
+        example = example.replace(old, new)
+    write_video(tmp_path / "clip.mp4", moving_frames(9, size=32, seed=9), fps=10)
+    (tmp_path / "example.py").write_text(example)
+    result = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip()

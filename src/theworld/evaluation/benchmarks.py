@@ -29,10 +29,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, features
 
+from theworld.data.images import UnreadableVisual, resolve_clip
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.parsing import parse_clock, parse_quantity
-from theworld.processing.video import VideoFile
 
 logger = logging.getLogger(__name__)
 
@@ -550,8 +550,11 @@ def load_jsonl(
             value = row.get(key)
             if value is None:
                 continue
-            if key == "video" and isinstance(value, str) and value.strip():  # a video file
-                visuals.append(VideoFile(_resolve_path(value, folder, where, ())))
+            if key == "video" and isinstance(value, str) and value.strip():  # a video file or a folder of frames
+                try:
+                    visuals.append(resolve_clip(value, folder))
+                except UnreadableVisual as err:
+                    raise TheWorldUserError(f"{where}: clip {err}") from err
                 continue
             if not isinstance(value, list) or not value:
                 raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths (or, for 'video', a video file)")
