@@ -10,6 +10,7 @@ Runs, each in its own process (so one benchmark's memory or threads never colour
 4. loss_memory.py    - loss peak memory, Gemma's full-sequence loss / supervised_lm_loss (>= 4x)
 5. memory_estimate.py - `theworld estimate-memory` against measured training-step peaks (within
                        15%), and its figures for gemma-3-4b's four training configurations
+6. serve_throughput.py - `theworld serve` requests/s, batching / one at a time, 8 clients (>= 2x)
 
 plus `gpu_stage1.py --params-only` (parameter counts and the FLOP formula at gemma-3-4b's size;
 the GPU measurement itself runs only with `--gpu` on a machine with CUDA).
@@ -51,6 +52,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
       "--sweep-frames", "1", "5", "--sweep-forward-pairs", "1", "--sweep-train-pairs", "1"]),
     ("loss_memory", "loss_memory.py", [], []),
     ("memory_estimate", "memory_estimate.py", [], ["--cases", "align bf16 b4x384", "full bf16 checkpointing b2x384"]),
+    ("serve_throughput", "serve_throughput.py", [], ["--rounds", "1", "--requests", "2"]),
 ]  # fmt: skip
 
 
@@ -170,7 +172,7 @@ def _counts_section(stage1: dict[str, Any] | None) -> list[str]:
 def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict[str, Any], total_s: float,
                    argv: list[str]) -> None:
     figures: list[tuple[int, dict[str, Any]]] = []
-    for index, key in enumerate(("world_overhead", "world_cost", "cache_vs_vae", "loss_memory", "memory_estimate"), start=1):
+    for index, key in enumerate(("world_overhead", "world_cost", "cache_vs_vae", "loss_memory", "memory_estimate", "serve_throughput"), start=1):
         for fig in results.get(key, {}).get("figures", []):
             figures.append((index, fig))
 
@@ -424,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-full-vae", action="store_true",
                         help="skip cache_vs_vae's full-size VAE at 512x512 (the slow part, minutes on a CPU)")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="run only these (world_overhead world_cost cache_vs_vae loss_memory memory_estimate gpu_stage1)")
+                        help="run only these (world_overhead world_cost cache_vs_vae loss_memory memory_estimate "
+                        "serve_throughput gpu_stage1)")
     parser.add_argument("--gpu", action="store_true", help="also run gpu_stage1.py's GPU measurement (needs CUDA)")
     args = parser.parse_args(argv)
     shown_argv = sys.argv[1:] if argv is None else argv

@@ -48,6 +48,9 @@ BUDGET_FLAGS: dict[str, list[str] | str] = {
     "theworld compare": [],
     "theworld parity": [],
     "theworld params": [],
+    "theworld chat": ["--max-new-tokens", "4"],  # stdin is empty: it loads, greets and exits
+    "theworld serve": "a server runs until stopped; tests/serving/test_server.py starts it and runs the README's "
+    "openai client example against it",
 }
 
 
@@ -129,7 +132,7 @@ def sandbox(tmp_path_factory):
 
 def run_in(root: Path, argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
 def test_every_readme_command_is_accounted_for():

@@ -169,3 +169,12 @@ def test_memory_estimate_writes_the_gemma_table_and_the_validation(tmp_path):
         assert f"`{stage}`" in text and documented in text
     assert "vision bf16 checkpointing b4x192" in text
     assert "Not measured on a GPU yet" in text and "memory_estimate.py --device cuda" in text
+def test_serve_throughput_workload_mixes_images_and_clips(tmp_path):
+    import serve_throughput
+
+    bodies = serve_throughput.request_bodies(8, max_tokens=5, workdir=tmp_path, clip_every=4)
+    kinds = [body["messages"][0]["content"][0]["type"] for body in bodies]
+    assert kinds == ["image_url", "image_url", "image_url", "video_url"] * 2
+    assert bodies[3]["messages"][0]["content"][0] != bodies[7]["messages"][0]["content"][0]  # clips of 5 and 9 frames
+    assert len({body["messages"][0]["content"][1]["text"] for body in bodies}) == 8
+    assert all(body["max_tokens"] == 5 and body["temperature"] == 0 for body in bodies)

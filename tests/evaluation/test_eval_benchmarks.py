@@ -265,6 +265,25 @@ def test_jsonl_generic_format_and_sample(tmp_path: Path) -> None:
     assert clip.visuals() == [items[1].visuals[0]]
 
 
+def test_jsonl_video_file_is_a_clip(tmp_path: Path) -> None:
+    from theworld.processing.video import VideoFile
+    from theworld.testing.inputs import moving_frames, write_video
+
+    write_video(tmp_path / "clip.mp4", moving_frames(9, size=16), fps=10)
+    rows = [{"id": "v", "question": "Which way?", "choices": ["left", "right"], "answer": "right", "video": "clip.mp4"}]
+    (item,) = load_jsonl(str(_write_jsonl(tmp_path / "qa.jsonl", rows)))
+    assert isinstance(item.visuals[0], VideoFile) and item.visuals[0] == str((tmp_path / "clip.mp4").resolve())
+    assert to_sample(item).messages[0]["content"][0] == {"type": "video", "video": item.visuals[0]}
+    (tmp_path / "frames").mkdir()
+    for i in range(5):
+        (tmp_path / "frames" / f"{i}.png").write_bytes(_png((i, i, i)))
+    rows = [{"id": "f", "question": "q", "answer": "a", "video": "frames"}, {"id": "m", "question": "q", "video": "no.mp4"}]
+    with pytest.raises(TheWorldUserError, match=r"qa2\.jsonl:2: clip .*no\.mp4: clip not found"):
+        load_jsonl(str(_write_jsonl(tmp_path / "qa2.jsonl", rows)))
+    (folder_item,) = load_jsonl(str(_write_jsonl(tmp_path / "qa3.jsonl", rows[:1])))
+    assert folder_item.visuals == [[str(tmp_path / "frames" / f"{i}.png") for i in range(5)]]
+
+
 def test_jsonl_errors_name_file_and_row(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "question": "q"}\n{not json\n', encoding="utf-8")

@@ -62,9 +62,6 @@ def test_batched_call_needs_per_sample_lists(processor):
     out = processor(text=["<start_of_image> a", "<start_of_image> b"],
                     images=[[random_image(0)], [random_image(1)]], return_tensors="pt", padding=True)
     assert out["world_pixel_values"].shape == (2, 3, 1, 64, 64)
-    with pytest.raises(ValueError, match="same number of frames"):
-        processor(text=["<start_of_image> a", "<start_of_image> b"],
-                  images=[[random_image(0)], [Clip(random_image(i) for i in range(5))]], padding=True)
     with pytest.raises(ValueError, match="2 texts need a list of 2"):
         processor(text=["<start_of_image> a", "<start_of_image> b"], images=[random_image(0)])
 
@@ -124,3 +121,32 @@ def test_image_files_still_load_as_transformers_loads_them(processor, image_file
     )
     for key in by_pil:
         assert torch.equal(by_path[key], by_pil[key]), key
+def test_mixed_batch_pads_time_and_counts_latent_frames(processor):
+    """An image and clips of 5 and 9 frames in one batch: each world block keeps its own length."""
+    clip5, clip9 = Clip(random_image(i) for i in range(5)), Clip(random_image(10 + i) for i in range(9))
+    out = processor(text=["<start_of_image> a", "<start_of_image> b <start_of_image> c"],
+                    images=[[clip5], [random_image(0), clip9]], return_tensors="pt", padding=True)  # fmt: skip
+    assert out["world_latent_frames"].tolist() == [2, 1, 3] and out["world_latent_frames"].dtype == torch.int64
+    pixels = out["world_pixel_values"]
+    assert pixels.shape == (3, 3, 9, 64, 64)
+    assert torch.equal(pixels[0, :, :5], torch.from_numpy(processor.world_pixels(clip5)))
+    assert torch.equal(pixels[1, :, :1], torch.from_numpy(processor.world_pixels(random_image(0))))
+    assert pixels[0, :, 5:].abs().max() == 0 and pixels[1, :, 1:].abs().max() == 0  # zero padding only
+    world = (out["input_ids"] == processor.world_token_id).sum(1).tolist()
+    assert world == [2 * 16, (1 + 3) * 16]
+    same = processor(text=["<start_of_image> a", "<start_of_image> b"], images=[[clip5], [clip5]], return_tensors="pt", padding=True)
+    assert "world_latent_frames" not in same
+
+
+def test_video_file_item_is_decoded_to_world_num_frames(processor, tmp_path):
+    from theworld.testing.inputs import moving_frames, write_video
+
+    frames = moving_frames(21, size=48)
+    path = write_video(tmp_path / "clip.webm", frames, fps=10)
+    chat = [{"role": "user", "content": [{"type": "video", "video": path}, {"type": "text", "text": "Which way?"}]}]
+    out = processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt")
+    assert out["world_pixel_values"].shape == (1, 3, 9, 64, 64)  # world_num_frames=9, evenly over 21 frames
+    expected = processor.world_pixels(Clip(frames[i] for i in (0, 2, 5, 7, 10, 12, 15, 17, 20)))
+    assert np.abs(out["world_pixel_values"][0].numpy() - expected).mean() < 0.05  # lossy codec
+    at_fps = [{"role": "user", "content": [{"type": "video", "video": path, "fps": 5}, {"type": "text", "text": "?"}]}]
+    assert processor.apply_chat_template(at_fps, tokenize=True, return_dict=True)["world_pixel_values"].shape[2] == 9

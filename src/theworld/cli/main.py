@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny": ("theworld.cli.make_tiny", "write tiny random Gemma 3 / Cosmos VAE checkpoints"),
     "params": ("theworld.cli.params", "parameters per component: counts, trainable or frozen, share"),
     "estimate-memory": ("theworld.cli.estimate_memory", "peak memory of a training step, from the config alone"),
+    "chat": ("theworld.cli.chat", "chat with a model in the terminal (images, clips, world on/off)"),
+    "serve": ("theworld.cli.serve", "OpenAI-compatible server and web page for a model"),
 }
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
+from theworld.processing.video import VideoFile, video_problem
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,9 @@ def resolve_path(path: str, image_folder: str | os.PathLike[str] | None) -> str:
     return joined
 
 
-def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> list[str]:
-    """A clip's frames as absolute paths: a list of frame files, or a folder of frames.
-
-    TheWorld reads clips as frames (the world encoder wants 4k+1 of them); a video file such as
-    `clip.mp4` is not decoded here, so it is reported as unreadable with the fix in the reason.
-    """
+def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> list[str] | VideoFile:
+    """A clip: its frames as absolute paths (a list of frame files, or a folder of frames), or a
+    video file (mp4, webm, mov, gif, ...) as a `VideoFile`, decoded later into 4k+1 frames."""
     if isinstance(value, (list, tuple)):
         return [resolve_path(str(frame), image_folder) for frame in value]
     path = resolve_path(str(value), image_folder)
@@ -112,12 +110,8 @@ def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> lis
         if not frames:
             raise UnreadableVisual(path, "clip folder holds no image frames")
         return frames
-    if os.path.exists(path):
-        raise UnreadableVisual(
-            path,
-            "video files are not decoded; extract the frames into a folder "
-            "(e.g. `ffmpeg -i clip.mp4 clip/%05d.png`) and give the folder or a list of frames",
-        )
+    if os.path.isfile(path):
+        return VideoFile(path)
     raise UnreadableVisual(path, "clip not found")
 
 
@@ -215,6 +209,9 @@ def visual_problem(
     """
     if isinstance(visual, Image.Image):
         return None
+    if isinstance(visual, VideoFile):
+        reason = video_problem(visual)
+        return None if reason is None else (str(visual), reason)
     if isinstance(visual, (list, tuple)):
         for frame in visual:
             problem = visual_problem(frame, verified)

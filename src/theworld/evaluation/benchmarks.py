@@ -30,6 +30,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, features
 
+from theworld.data.images import UnreadableVisual, resolve_clip
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.parsing import parse_clock, parse_quantity
@@ -556,8 +557,14 @@ def load_jsonl(
             value = row.get(key)
             if value is None:
                 continue
+            if key == "video" and isinstance(value, str) and value.strip():  # a video file or a folder of frames
+                try:
+                    visuals.append(resolve_clip(value, folder))
+                except UnreadableVisual as err:
+                    raise TheWorldUserError(f"{where}: clip {err}") from err
+                continue
             if not isinstance(value, list) or not value:
-                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths")
+                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths (or, for 'video', a video file)")
             paths = [_visual(v, folder, where) for v in value]
             visuals.extend(paths if key == "images" else [paths])
         answer = row.get("answer")

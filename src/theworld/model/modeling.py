@@ -180,11 +180,22 @@ class TheWorld(Gemma3ForConditionalGeneration):
         encoder.requires_grad_(not self.config.freeze_cosmos_vae)
 
     def get_world_features(
-        self, world_pixel_values: torch.Tensor | None = None, world_latents: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """World pixels (N, 3, T, H, W) in [-1, 1], or normalised latents (N, 16, Tl, h, w) -> (N, Tl*tokens, hidden)."""
+        self,
+        world_pixel_values: torch.Tensor | None = None,
+        world_latents: torch.Tensor | None = None,
+        world_latent_frames: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """World pixels (N, 3, T, H, W) in [-1, 1], or normalised latents (N, 16, Tl, h, w) -> (N, Tl*tokens, hidden).
+
+        Items of different lengths (a batch mixing images and clips): inputs are zero-padded along
+        time to the longest item and `world_latent_frames` (N,) gives each item's latent frames.
+        Each item is then encoded from its own frames only (items of one length together) and the
+        result is a tuple of N tensors (Tl_i*tokens, hidden), in item order.
+        """
         if self.world_projector is None:
             raise TheWorldUserError("world inputs were given but this model has enable_world=False")
+        if world_latent_frames is not None:
+            return self._get_world_features_per_length(world_pixel_values, world_latents, world_latent_frames)
         if world_latents is None:
             if world_pixel_values is None:
                 raise ValueError("get_world_features needs world_pixel_values or world_latents")
@@ -197,6 +208,33 @@ class TheWorld(Gemma3ForConditionalGeneration):
         if world_latents.ndim != 5:
             raise ValueError(f"world_latents must be (N, C, T, h, w), got {tuple(world_latents.shape)}")
         return self.world_projector(world_latents)
+
+    def _get_world_features_per_length(
+        self, world_pixel_values: torch.Tensor | None, world_latents: torch.Tensor | None, world_latent_frames: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        padded = world_latents if world_latents is not None else world_pixel_values
+        if padded is None:
+            raise ValueError("get_world_features needs world_pixel_values or world_latents")
+        counts = [int(c) for c in world_latent_frames]
+        if len(counts) != padded.shape[0]:
+            raise ValueError(f"world_latent_frames has {len(counts)} counts for {padded.shape[0]} world items")
+        compression = self.config.world_temporal_compression
+
+        def frames_of(count: int) -> int:  # input frames holding `count` latent frames
+            return count if world_latents is not None else 1 + (count - 1) * compression
+
+        if any(c < 1 or frames_of(c) > padded.shape[2] for c in counts):
+            raise ValueError(f"world_latent_frames {counts} do not fit world inputs of {padded.shape[2]} frames")
+        if all(frames_of(c) == padded.shape[2] for c in counts):
+            return self.get_world_features(world_pixel_values, world_latents)  # one length: the usual path
+        features: list[torch.Tensor | None] = [None] * len(counts)
+        for count in sorted(set(counts)):
+            rows = [i for i, c in enumerate(counts) if c == count]
+            group = padded[rows, :, : frames_of(count)]  # (n, C, frames, H, W): this length's own frames
+            key = "world_latents" if world_latents is not None else "world_pixel_values"
+            for row, feature in zip(rows, self.get_world_features(**{key: group})):
+                features[row] = feature  # (count * tokens, hidden)
+        return tuple(features)
 
     def get_world_placeholder_mask(
         self,
@@ -252,6 +290,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         logits_to_keep: int | torch.Tensor = 0,
         world_pixel_values: torch.Tensor | None = None,
         world_latents: torch.Tensor | None = None,
+        world_latent_frames: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | Gemma3CausalLMOutputWithPast:
         r"""Gemma 3's forward, plus world inputs for the world placeholder tokens of the prompt.
@@ -260,6 +299,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
             Frames in [-1, 1] for the world encoder (the processor's output); one item per world block.
         world_latents (`torch.Tensor` of shape `(num_world_items, 16, latent_frames, h, w)`, *optional*):
             Normalised VAE latents instead of pixels (e.g. from a latent cache).
+        world_latent_frames (`torch.Tensor` of shape `(num_world_items,)`, *optional*):
+            Each item's latent frames when a batch mixes clip lengths (inputs padded along time).
 
         Every other argument, and `**kwargs` (`output_attentions`, `output_hidden_states`, ...), is
         Gemma 3's. Without world inputs this is `Gemma3ForConditionalGeneration.forward`, untouched.
@@ -291,7 +332,10 @@ class TheWorld(Gemma3ForConditionalGeneration):
             if self.config.image_token_id >= self.model.vocab_size:
                 llm_input_ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
             inputs_embeds = self.get_input_embeddings()(llm_input_ids)  # (B, L, hidden)
-        world_features = self.get_world_features(world_pixel_values, world_latents)  # (N, Tl*tokens, hidden)
+        world_features = self.get_world_features(world_pixel_values, world_latents, world_latent_frames)
+        if isinstance(world_features, tuple):  # items of different lengths, in prompt order
+            world_features = torch.cat(world_features).unsqueeze(0)  # (1, sum of Tl_i*tokens, hidden)
+        # world_features: (N, Tl*tokens, hidden)
         world_mask = self.get_world_placeholder_mask(input_ids, inputs_embeds, world_features)  # (B, L)
 
         if pixel_values is not None:
@@ -330,6 +374,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         is_first_iteration: bool = False,
         world_pixel_values: torch.Tensor | None = None,
         world_latents: torch.Tensor | None = None,
+        world_latent_frames: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         has_world = world_pixel_values is not None or world_latents is not None
@@ -349,6 +394,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
             # World inputs go in with the prompt only; after prefill the cache holds them.
             model_inputs["world_pixel_values"] = world_pixel_values
             model_inputs["world_latents"] = world_latents
+            model_inputs["world_latent_frames"] = world_latent_frames
         return model_inputs
 
     # ----------------------------------------------------------------------------------------

@@ -254,8 +254,11 @@ def load_chat_file(path: str | os.PathLike) -> list[dict]:
                         item[key] = resolve(item[key])
             elif item.get("type") == "video":
                 frames = item.get("video")
+                if isinstance(frames, str):  # a video file
+                    item["video"] = resolve(frames)
+                    continue
                 if not isinstance(frames, list):
-                    raise TheWorldUserError(f"inputs file {path}: a video item needs a list of frame paths")
+                    raise TheWorldUserError(f"inputs file {path}: a video item needs a list of frame paths or a video file")
                 item["video"] = [resolve(frame) for frame in frames]
     return messages
 

@@ -7,9 +7,16 @@ For every image (or clip) in a prompt the processor puts, right before Gemma's i
 with N = latent frames x `world_tokens_per_frame`, and returns `world_pixel_values` of shape
 (num_visuals, 3, frames, world_image_size, world_image_size) scaled to [-1, 1] for the VAE.
 
-Clips: a chat item `{"type": "video", "video": [frame, ...]}` (or a `Clip` given to `__call__`) is
-encoded whole by the world path; Gemma's image path sees one frame of it, the **last** one (the
-present moment a "what happens next?" question is about; `world_clip_frame="first"` changes it).
+Clips: a chat item `{"type": "video", "video": [frame, ...]}` or `{"type": "video", "video":
+"clip.mp4"}` (a video file, decoded by `theworld.processing.video`: `world_num_frames` frames
+evenly over the clip, or at the item's `"fps"`), or a `Clip` given to `__call__`, is encoded
+whole by the world path; Gemma's image path sees one frame of it, the **last** one (the present
+moment a "what happens next?" question is about; `world_clip_frame="first"` changes it).
+
+A batch may mix images and clips of different lengths: each world block has its own length, so
+`world_pixel_values` is zero-padded along time to the longest item and `world_latent_frames`
+(one count per item, in prompt order) says how many latent frames each item really has. A batch
+whose items all have the same length is returned exactly as before, without that key.
 
 With `enable_world=False` it is exactly `Gemma3Processor` (clips reduced to their Gemma frame).
 """
@@ -30,12 +37,11 @@ from transformers.image_utils import load_image
 from theworld.data.images import CORRUPT_IMAGE_ERRORS
 from theworld.errors import TheWorldUserError
 from theworld.processing.tokens import resolve_world_tokens
+from theworld.processing.video import Clip, VideoFile, load_video
+
+__all__ = ["Clip", "TheWorldProcessor", "VideoFile", "latent_frames", "world_frames_problem", "world_pixels"]
 
 PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
-
-
-class Clip(list):
-    """A short video given as its frames (PIL images, paths or URLs); 4k+1 frames."""
 
 
 class TheWorldProcessor(Gemma3Processor):
@@ -89,12 +95,18 @@ class TheWorldProcessor(Gemma3Processor):
 
     @property
     def model_input_names(self) -> list[str]:
-        return super().model_input_names + ["world_pixel_values"]
+        return super().model_input_names + ["world_pixel_values", "world_latent_frames"]
 
     # ------------------------------------------------------------------------------------------
     def world_tokens_for(self, visual: Any) -> int:
         frames = len(visual) if isinstance(visual, Clip) else 1
-        return (1 + (frames - 1) // self.world_temporal_compression) * self.world_tokens_per_frame
+        return latent_frames(frames, self.world_temporal_compression) * self.world_tokens_per_frame
+
+    def load_visual(self, visual: Any) -> Any:
+        """A `VideoFile` decoded into a `Clip` with this processor's `world_num_frames`; others unchanged."""
+        if isinstance(visual, VideoFile):
+            return load_video(visual, self.world_num_frames, temporal_compression=self.world_temporal_compression)
+        return visual
 
     def world_block(self, visual: Any) -> str:
         return self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
@@ -127,6 +139,7 @@ class TheWorldProcessor(Gemma3Processor):
         if images is None:
             return super().__call__(images=None, text=text, **kwargs)
         texts, visuals = _nest(images, text)
+        visuals = [[self.load_visual(v) for v in sample] for sample in visuals]
         gemma_images = [[_to_pil(self.gemma_image(v)) for v in sample] for sample in visuals]
         if not self.enable_world:
             return super().__call__(images=gemma_images, text=text if texts is None else texts, **kwargs)
@@ -136,11 +149,14 @@ class TheWorldProcessor(Gemma3Processor):
         out = super().__call__(images=gemma_images, text=texts, **kwargs)
         pixels = [self.world_pixels(v) for sample in visuals for v in sample]
         if pixels:
-            frame_counts = sorted({p.shape[1] for p in pixels})
-            if len(frame_counts) > 1:
-                raise ValueError(f"clips in one batch must have the same number of frames, got {frame_counts}")
-            stacked = np.stack(pixels)  # (N, 3, T, S, S)
-            out["world_pixel_values"] = torch.from_numpy(stacked) if kwargs.get("return_tensors") == "pt" else stacked
+            as_tensor = kwargs.get("return_tensors") == "pt"
+            longest = max(p.shape[1] for p in pixels)
+            # (N, 3, T, S, S); items shorter than the longest are zero-padded at the end of time
+            stacked = np.stack([np.pad(p, ((0, 0), (0, longest - p.shape[1]), (0, 0), (0, 0))) for p in pixels])
+            out["world_pixel_values"] = torch.from_numpy(stacked) if as_tensor else stacked
+            if any(p.shape[1] != longest for p in pixels):
+                counts = np.array([latent_frames(p.shape[1], self.world_temporal_compression) for p in pixels])
+                out["world_latent_frames"] = torch.from_numpy(counts) if as_tensor else counts  # (N,) int64
         return out
 
     def apply_chat_template(
@@ -157,7 +173,8 @@ class TheWorldProcessor(Gemma3Processor):
         Gemma image markers, and `__call__` adds the world blocks."""
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = conversation if batched else [conversation]
-        stripped, visuals = zip(*(_extract_visuals(c) for c in conversations)) if conversations else ((), ())
+        extracted = [_extract_visuals(c, self.world_num_frames, self.world_temporal_compression) for c in conversations]
+        stripped, visuals = zip(*extracted) if extracted else ((), ())
         processor_kwargs = {k: kwargs.pop(k) for k in PROCESSOR_KWARGS if k in kwargs}
         rendered = super().apply_chat_template(
             list(stripped) if batched else stripped[0],
@@ -218,14 +235,20 @@ def world_frames_problem(frames: int, max_frames: int, temporal_compression: int
             f"most world_num_frames={max_frames}"
         )
     return None
+def latent_frames(frames: int, temporal_compression: int = 4) -> int:
+    """Latent frames the VAE makes of a clip of `frames` (4k+1) frames: 1 + (T - 1) // 4."""
+    return 1 + (frames - 1) // temporal_compression
 
 
 def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
-    """An image or `Clip` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
+    """An image, `Clip` or `VideoFile` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
 
     PIL bicubic on uint8 cannot overshoot [-1, 1]. A module function, not only a method, so the
-    latent cache computes exactly these pixels without a tokenizer.
+    latent cache computes exactly these pixels without a tokenizer. A video file is decoded into
+    `max_frames` frames (see `theworld.processing.video`).
     """
+    if isinstance(visual, VideoFile):
+        visual = load_video(visual, max_frames, temporal_compression=temporal_compression)
     frames = list(visual) if isinstance(visual, Clip) else [visual]
     problem = world_frames_problem(len(frames), max_frames, temporal_compression)
     if problem is not None:
@@ -294,8 +317,12 @@ def _nest(images: Any, text: Any) -> tuple[list[str] | None, list[list[Any]]]:
     return texts, nested
 
 
-def _extract_visuals(conversation: list[dict]) -> tuple[list[dict], list[Any]]:
-    """Replace image/video items by bare Gemma image items; return the loaded visuals in order."""
+def _extract_visuals(conversation: list[dict], num_frames: int, temporal_compression: int) -> tuple[list[dict], list[Any]]:
+    """Replace image/video items by bare Gemma image items; return the loaded visuals in order.
+
+    A video item gives its clip as a list of frames, or as a video file path (decoded here into
+    `num_frames` frames, or at the item's `"fps"`).
+    """
     # Shallow copies: each message's content list is rebuilt below, so the caller's is never
     # changed, and in-memory images and frames are not copied.
     conversation = [dict(message) for message in conversation]
@@ -315,9 +342,14 @@ def _extract_visuals(conversation: list[dict]) -> tuple[list[dict], list[Any]]:
                 new_content.append({"type": "image"})
             elif kind == "video":
                 frames = item.get("video")
+                if isinstance(frames, (str, os.PathLike)):
+                    frames = load_video(frames, num_frames, fps=item.get("fps"), temporal_compression=temporal_compression)
                 if not isinstance(frames, (list, tuple)):
-                    raise ValueError("a video item must give its clip as a list of frames (video files are not decoded)")
-                visuals.append(Clip(_to_pil(f) for f in frames))
+                    raise ValueError(
+                        f"a video item must give a video file path or a list of frames, got {type(frames).__name__}"
+                    )
+                times = frames.frame_times if isinstance(frames, Clip) else None
+                visuals.append(Clip((_to_pil(f) for f in frames), frame_times=times))
                 new_content.append({"type": "image"})
             else:
                 new_content.append(item)
