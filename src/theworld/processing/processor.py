@@ -29,6 +29,7 @@ from transformers.image_utils import load_image
 
 from theworld.data.images import CORRUPT_IMAGE_ERRORS
 from theworld.errors import TheWorldUserError
+from theworld.model.configuration import WORLD_DEFAULTS, WorldGeometry
 from theworld.processing.tokens import resolve_world_tokens
 
 PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
@@ -47,11 +48,11 @@ class TheWorldProcessor(Gemma3Processor):
         tokenizer=None,
         chat_template=None,
         image_seq_length: int = 256,
-        enable_world: bool = True,
-        world_image_size: int = 512,
-        world_tokens_per_frame: int = 256,
-        world_num_frames: int = 17,
-        world_temporal_compression: int = 4,
+        enable_world: bool = WORLD_DEFAULTS["enable_world"],
+        world_image_size: int = WORLD_DEFAULTS["world_image_size"],
+        world_tokens_per_frame: int = WORLD_DEFAULTS["world_tokens_per_frame"],
+        world_num_frames: int = WORLD_DEFAULTS["world_num_frames"],
+        world_temporal_compression: int = WORLD_DEFAULTS["world_temporal_compression"],
         world_clip_frame: str = "last",
         **kwargs: Any,
     ) -> None:
@@ -70,15 +71,23 @@ class TheWorldProcessor(Gemma3Processor):
 
     @classmethod
     def from_model_config(cls, name_or_path: str, config: Any, **kwargs: Any) -> TheWorldProcessor:
-        """A processor whose world settings match a `TheWorldConfig` (token budget, frame size)."""
+        """The tokenizer and image processor at `name_or_path`, with the world settings of a `TheWorldConfig`."""
+        geometry = config.world_geometry
         return cls.from_pretrained(
             name_or_path,
             enable_world=config.enable_world,
-            world_image_size=config.world_image_size,
-            world_tokens_per_frame=config.world_tokens_per_frame,
-            world_num_frames=config.world_num_frames,
-            world_temporal_compression=config.world_temporal_compression,
+            world_image_size=geometry.image_size,
+            world_tokens_per_frame=geometry.tokens_per_frame,
+            world_num_frames=geometry.num_frames,
+            world_temporal_compression=geometry.temporal_compression,
             **kwargs,
+        )
+
+    @property
+    def world_geometry(self) -> WorldGeometry:
+        """This processor's world settings as the one geometry object (tokens per item, clip lengths)."""
+        return WorldGeometry(
+            self.world_image_size, self.world_tokens_per_frame, self.world_num_frames, self.world_temporal_compression
         )
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
@@ -93,8 +102,7 @@ class TheWorldProcessor(Gemma3Processor):
 
     # ------------------------------------------------------------------------------------------
     def world_tokens_for(self, visual: Any) -> int:
-        frames = len(visual) if isinstance(visual, Clip) else 1
-        return (1 + (frames - 1) // self.world_temporal_compression) * self.world_tokens_per_frame
+        return self.world_geometry.tokens_for_frames(len(visual) if isinstance(visual, Clip) else 1)
 
     def world_block(self, visual: Any) -> str:
         return self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
@@ -210,14 +218,8 @@ def make_tokenizer_config_portable(directory: Any) -> bool:
 
 
 def world_frames_problem(frames: int, max_frames: int, temporal_compression: int = 4) -> str | None:
-    """Why the world path cannot take a clip of `frames` frames, or None: the one rule, also used to check
-    training data before step 1 (`theworld.training.preflight`)."""
-    if frames < 1 or (frames - 1) % temporal_compression or frames > max_frames:
-        return (
-            f"a clip has {frames} frames: world clips need {temporal_compression}k+1 frames (1, 5, 9, ...) and at "
-            f"most world_num_frames={max_frames}"
-        )
-    return None
+    """`WorldGeometry.frames_problem` for callers holding the two numbers (training's preflight check)."""
+    return WorldGeometry(num_frames=max_frames, temporal_compression=temporal_compression).frames_problem(frames)
 
 
 def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
