@@ -39,6 +39,7 @@ from theworld.world_encoder.vae import CosmosWorldEncoder
 
 logger = logging.getLogger(__name__)
 
+
 def _is_custom_code(cls) -> bool:
     """Not "custom code" for transformers' weight initialisation (unless loaded from the Hub).
 
