@@ -22,7 +22,8 @@ shuffled-world), the harness derives from each item's visuals how many world tok
 must hold (`expected_world_tokens`) and refuses a prompt that holds a different number; after
 every batch and at the end it checks that what reached the world projector, counted by a forward
 hook the harness registers (`count_world_usage`: `world_forward_count`, `world_token_count`),
-grew by exactly what was fed. A world-off run checks the opposite (no world tokens anywhere). Any mismatch raises `WorldInputsMissingError`: no numbers are produced.
+grew by exactly what was fed. A world-off run checks the opposite (no world tokens anywhere).
+Any mismatch raises `WorldInputsMissingError`: no numbers are produced.
 """
 
 from __future__ import annotations
