@@ -124,3 +124,14 @@ def test_image_files_still_load_as_transformers_loads_them(processor, image_file
     )
     for key in by_pil:
         assert torch.equal(by_path[key], by_pil[key]), key
+
+
+def test_world_geometry_is_the_configs(processor):
+    """The processor asks the geometry the model config computes: tokens per image and per clip."""
+    from theworld.model.configuration import WorldGeometry
+
+    geometry = processor.world_geometry
+    assert isinstance(geometry, WorldGeometry)
+    assert processor.world_tokens_for(random_image(0)) == geometry.tokens_for_frames(1) == geometry.tokens_per_frame
+    assert processor.world_tokens_for(Clip([random_image(0)] * 5)) == geometry.tokens_for_frames(5) == 2 * geometry.tokens_per_frame
+    assert geometry.frames_problem(4) is not None and geometry.frames_problem(5) is None
