@@ -29,7 +29,7 @@ counters and with what the items require.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,12 +65,10 @@ class WorldFeed:
 
     forwards: int = 0
     tokens: int = 0
-    per_forward: list[int] = field(default_factory=list)
 
     def add(self, tokens: int) -> None:
         self.forwards += 1
         self.tokens += tokens
-        self.per_forward.append(tokens)
 
 
 def encode_prompt(processor: Any, item: EvalItem) -> EncodedPrompt:
@@ -93,15 +91,6 @@ def encode_prompt(processor: Any, item: EvalItem) -> EncodedPrompt:
 
 def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> int:
     return 0 if world_token_id is None else int((input_ids == world_token_id).sum())
-
-
-def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    param = model.get_input_embeddings().weight
-    return param.device, param.dtype
-
-
-def _world_token_id(model: torch.nn.Module) -> int | None:
-    return getattr(model.config, "world_token_id", None)
 
 
 def _shape_key(prompt: EncodedPrompt) -> tuple[Any, ...] | None:
@@ -139,7 +128,8 @@ def _collate(
     """Model inputs for rows (prompt index, continuation ids), and each row's start offset."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    device, dtype = _model_device_dtype(model)
+    param = model.get_input_embeddings().weight
+    device, dtype = param.device, param.dtype
     lengths = [len(prompts[p]) + len(cont) for p, cont in rows]
     width = max(lengths)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
@@ -195,7 +185,7 @@ def score_continuations(
     for p, cont in rows:
         if len(cont) == 0:
             raise ValueError(f"item {prompts[p].id!r}: an empty continuation has no tokens to score")
-    world_token_id = _world_token_id(model)
+    world_token_id = getattr(model.config, "world_token_id", None)
     scores: list[float] = [0.0] * len(rows)
     for batch in _batches([p for p, _ in rows], prompts, batch_size):
         batch_rows = [rows[i] for i in batch]
@@ -251,7 +241,7 @@ def generate_answers(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    world_token_id = _world_token_id(model)
+    world_token_id = getattr(model.config, "world_token_id", None)
     answers: list[Generation | None] = [None] * len(prompts)
     for batch in _batches(list(range(len(prompts))), prompts, batch_size):
         inputs, _ = _collate(model, prompts, [(p, ()) for p in batch], "left", pad)

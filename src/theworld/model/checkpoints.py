@@ -13,8 +13,8 @@ Everything that loads TheWorld goes through here; everything after receives the 
   loaded the Gemma weights (world encoder, adapter tensors, trainable parts).
 * `save_world_adapter` / `load_world_adapter`: the adapter-only format (`world_adapter.safetensors`
   plus a config naming the base checkpoint).
-* `load_pretrained(name, **settings) -> (model, processor)`: what evaluation, parity and the demo
-  load, in eval mode.
+* `load_pretrained(name, **settings) -> (model, processor)`: what evaluation, the demo and serving
+  load, in eval mode (parity loads models alone, one of them plain Gemma 3).
 
 Base checkpoints are recorded relative to a saved folder when local (`portable_base_reference`: a
 run moved or copied together with its base still loads), as given when a Hub id;
@@ -401,8 +401,8 @@ def load_pretrained(
     `name_or_path` and `kwargs` are what `TheWorld.from_pretrained` takes: world settings
     (`enable_world=False` for plain Gemma 3 from the same checkpoint), `base_model_name_or_path=`,
     and transformers' own (`dtype`, `attn_implementation`, ...). The processor comes from the
-    checkpoint (or its base's tokenizer) with the model config's world settings. Evaluation,
-    parity, the demo and serving load through here.
+    checkpoint (or its base's tokenizer) with the model config's world settings. Evaluation, the
+    demo and serving load through here.
     """
     from theworld.model.modeling import TheWorld
     from theworld.processing.processor import TheWorldProcessor
