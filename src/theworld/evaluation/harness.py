@@ -1,29 +1,17 @@
 """The evaluation harness: items in, a model run under a control, predictions and metrics out.
 
 `evaluate(items, model, processor, output_dir, settings)` scores every item and writes
+predictions.jsonl (scored items), unscored.jsonl (unjudged or without a reference answer, kept out
+of accuracy), metrics.json and run.json (the run's identity); docs/evaluation.md lists the fields.
+Runs resume: finished items are skipped (a half-written last line is redone), and a folder holding
+a different run is refused rather than mixed.
 
-- `predictions.jsonl`: one line per *scored* item (id, kind, category, prediction, target,
-  correct, `scores` {choice: log-likelihood} for choice items, `generation` for free-form ones);
-- `unscored.jsonl`: items that got a prediction but no verdict: free-form answers with no judge
-  configured ("unjudged") and items whose split hides the answer ("no reference answer"). They
-  are kept out of predictions.jsonl so that accuracy, `n` and paired comparisons (`theworld
-  compare`) only ever see right/wrong items, and are counted separately in the metrics;
-- `metrics.json`: accuracy, n, ci95 (bootstrap), per-category and per-kind breakdowns, counts of
-  unjudged items, run identity, settings, wall time and the world tokens the model received;
-- `run.json`: the run's identity, checked on resume.
-
-Runs are resumable: items already in predictions.jsonl / unscored.jsonl are skipped and new ones
-appended (a half-written last line from a crash is dropped and redone). A folder holding a
-different run (other model, control, data, ...) is refused rather than mixed.
-
-Honesty check. An earlier public attempt at this design reported "world" numbers from runs that
-never passed world inputs. Here, for every world-enabled control (none, zero-world,
-shuffled-world), the harness derives from each item's visuals how many world tokens its prompt
-must hold (`expected_world_tokens`) and refuses a prompt that holds a different number; after
-every batch and at the end it checks that what reached the world projector, counted by a forward
-hook the harness registers (`count_world_usage`: `world_forward_count`, `world_token_count`),
-grew by exactly what was fed. A world-off run checks the opposite (no world tokens anywhere).
-Any mismatch raises `WorldInputsMissingError`: no numbers are produced.
+Honesty check: an earlier public attempt at this design reported "world" numbers from runs that
+never passed world inputs. For every world-enabled control the harness derives from each item's
+visuals the world tokens its prompt must hold (`expected_world_tokens`), refuses a prompt that
+holds another number, and after every batch checks that what reached the world projector,
+counted by a forward hook it registers (`count_world_usage`), grew by exactly what was fed. A
+world-off run checks the opposite. A mismatch raises `WorldInputsMissingError`: no numbers.
 """
 
 from __future__ import annotations

@@ -1,29 +1,15 @@
 """Running a model on evaluation prompts: choice log-likelihoods and greedy answers.
 
-These functions know nothing about controls or benchmarks; they take prompts already encoded
-by a processor (`encode_prompt`) and work for `TheWorld` and plain `Gemma3ForConditionalGeneration`
-alike (a prompt without world inputs passes none), which is what lets a test check that the
-world-off control scores exactly like Gemma 3.
+These functions know nothing about controls or benchmarks: they take prompts a processor encoded
+(`encode_prompt`) and work for `TheWorld` and plain `Gemma3ForConditionalGeneration` alike, which
+lets a test check that the world-off control scores exactly like Gemma 3.
 
-Choice scoring. A choice's score is the summed log-probability of its tokens as the assistant's
-answer: the generation prompt (user turn with the visuals and `format_question(question,
-choices)`, then the model-turn header that `add_generation_prompt=True` writes) followed by the
-choice's own tokens. The choice is tokenized on its own (no special tokens) and appended, so its
-tokens never merge with the prompt's final newline; only those tokens are scored, not an end of
-turn. Rows (one prompt + one continuation) from several items go through one forward:
-
-- left padding (the default) puts every continuation at the end of the batch, so the model only
-  computes logits for the last `max continuation + 1` positions (`logits_to_keep`), which keeps a
-  262k-word vocabulary affordable;
-- right padding is also supported (logits are kept from the earliest needed position on).
-
-Position ids are given explicitly (count of real tokens before each position), so a row gets the
-same positions whatever its padding; batched scores match one-row-at-a-time scores to float
-tolerance (tested at 1e-4).
-
-Every forward that carries world inputs is tallied in a `WorldFeed` (forwards, and world
-placeholder tokens counted in the input ids), which the harness compares with the model's own
-counters and with what the items require.
+A choice's score is the summed log-probability of its tokens (tokenized on their own, appended to
+the generation prompt) as the assistant's answer. Rows from several items share a forward; left
+padding puts every continuation at the end, so only the last positions' logits are computed
+(`logits_to_keep`: a 262k vocabulary stays affordable). Position ids are explicit, so a row scores
+the same whatever its padding (tested at 1e-4). Every forward carrying world inputs is tallied in
+a `WorldFeed`, which the harness compares with what reached the model and what the items need.
 """
 
 from __future__ import annotations

@@ -226,9 +226,9 @@ def resolve(
             )
         new_vocab_size = _resolve_world_token_ids(config, weights, hub_kwargs)
 
-    processor_source = None
-    if path is not None:
-        processor_source = path if has_tokenizer(path) else config.base_model_name_or_path
+    processor_source = path
+    if path is not None and not has_tokenizer(path) and config.base_model_name_or_path:
+        processor_source = config.base_model_name_or_path  # a save without tokenizer files: its base's
     encoder_source = None
     if config.enable_world:
         local = os.path.join(weights, WORLD_ENCODER_DIR) if weights is not None else None

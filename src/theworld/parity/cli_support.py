@@ -1,16 +1,10 @@
 """What `theworld parity` needs around the parity core: which model a name means, loading it,
-building the inputs, and running the comparison into one report.
+building the inputs, and running the comparison into one report (docs/parity.md).
 
-A model is named by a checkpoint directory or hub id, loaded as `TheWorld` (anything
-`TheWorld.from_pretrained` takes), or as plain `Gemma3ForConditionalGeneration` with a `gemma:`
-prefix. As the reference, `gemma` alone means Gemma 3 from model A's own base checkpoint (as
-`theworld.model.checkpoints.resolve` finds it). Everything here also runs under transformers 4.57.
-
-Inputs are built with model A's processor (its tokenizer, or its base checkpoint's): `text` (a
-text-only chat) and `image` (an image chat) in Gemma's own prompt format, so a TheWorld can be
-compared with plain Gemma; `world` (a 5-frame clip with its world block), which needs two
-world-enabled TheWorld models; or a JSON file holding a list of chat messages, whose image paths
-are read relative to the file.
+`DIR_OR_ID` loads as `TheWorld`, `gemma:DIR_OR_ID` as plain `Gemma3ForConditionalGeneration`, and
+the reference `gemma` is Gemma 3 from model A's base checkpoint (as `checkpoints.resolve` finds
+it). Inputs (text, image, world, or a chat JSON file) are built with model A's processor. Runs
+under transformers 4.57 too.
 """
 
 from __future__ import annotations
