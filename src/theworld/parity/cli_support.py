@@ -2,8 +2,7 @@
 building the inputs, and running the comparison into one report (docs/parity.md).
 
 `DIR_OR_ID` loads as `TheWorld`, `gemma:DIR_OR_ID` as plain `Gemma3ForConditionalGeneration`, and
-the reference `gemma` is Gemma 3 from model A's base checkpoint (as `checkpoints.resolve` finds
-it). Inputs (text, image, world, or a chat JSON file) are built with model A's processor. Runs
+the reference `gemma` is Gemma 3 from model A's base checkpoint (as its loaded config names it). Inputs (text, image, world, or a chat JSON file) are built with model A's processor. Runs
 under transformers 4.57 too.
 """
 
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from theworld.errors import TheWorldUserError
-from theworld.model.checkpoints import check_model_path, has_tokenizer, read_config_dict, resolve
+from theworld.model.checkpoints import check_model_path, has_tokenizer, read_config_dict
 from theworld.parity.buffers import BufferIssue, audit_buffers
 from theworld.parity.divergence import Divergence, find_first_divergence
 from theworld.parity.logits import LogitReport, compare_logits
@@ -51,17 +50,19 @@ def _existing(source: str) -> str:
     return check_model_path(source, not_found="no checkpoint directory at {name}")
 
 
-def parse_model_spec(text: str, *, model_a: ModelSpec | None = None) -> ModelSpec:
-    """`DIR_OR_ID` -> TheWorld, `gemma:DIR_OR_ID` -> plain Gemma 3; as the reference (`model_a`
-    given), `gemma` alone -> plain Gemma 3 from model A's base checkpoint."""
+def parse_model_spec(text: str, *, model_a: tuple[ModelSpec, nn.Module] | None = None) -> ModelSpec:
+    """`DIR_OR_ID` -> TheWorld, `gemma:DIR_OR_ID` -> plain Gemma 3; as the reference (`model_a`, its
+    spec and the loaded model, given), `gemma` alone -> plain Gemma 3 from model A's base checkpoint."""
     text = text.strip()
     if not text:
         raise TheWorldUserError("an empty model name was given")
     if model_a is not None and text == "gemma":
-        base = resolve(model_a.source, enable_world=False).base
+        spec, model = model_a
+        # The loaded config already names the base (absolute, as resolved); nothing is read again.
+        base = spec.source if spec.kind == "gemma" else model.config.base_model_name_or_path
         if not base:
             raise TheWorldUserError(
-                f"--reference gemma needs model A's base Gemma 3 checkpoint, but {model_a.source} has no "
+                f"--reference gemma needs model A's base Gemma 3 checkpoint, but {spec.source} has no "
                 f"base_model_name_or_path in its config: name the reference explicitly with '{GEMMA_PREFIX}PATH'"
             )
         return ModelSpec(text, "gemma", _existing(base))
