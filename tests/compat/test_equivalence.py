@@ -11,6 +11,7 @@ import torch
 from transformers import Gemma3ForConditionalGeneration, Gemma3Processor
 
 from theworld import TheWorld, TheWorldProcessor
+from theworld.evaluation.harness import count_world_usage
 from theworld.testing.inputs import clip_chat, image_chat
 from theworld.testing.tiny import TINY_WORLD_SETTINGS
 
@@ -82,10 +83,10 @@ def test_world_generate_feeds_the_world_block_at_prefill(rope_gemma_dir, tiny_va
     processor = TheWorldProcessor.from_model_config(rope_gemma_dir, model.config)
     inputs = processor.apply_chat_template(clip_chat(5, frames=5), **COMMON)
     assert inputs["world_pixel_values"].shape == (1, 3, 5, 64, 64)
-    before = model.world_forward_count
-    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    with count_world_usage(model) as usage:
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 4
-    assert model.world_forward_count - before == 1
+    assert usage.world_forward_count == 1
     with torch.no_grad():
         with_world = model(**inputs).logits
         other_world = model(**{**inputs, "world_pixel_values": -inputs["world_pixel_values"]}).logits

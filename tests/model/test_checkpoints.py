@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from theworld import TheWorld
 from theworld.errors import TheWorldUserError
-from theworld.model.checkpoints import check_model_path, looks_local, portable_base_reference
+from theworld.model.checkpoints import check_model_path, load_pretrained, looks_local, portable_base_reference, resolve
 from theworld.testing.inputs import clip_chat
 
 
@@ -102,3 +102,61 @@ def test_loading_from_gemma_reports_fresh_world_weights(tiny_gemma_dir, world_se
         _, info = TheWorld.from_pretrained(tiny_gemma_dir, output_loading_info=True, **world_settings)
     assert all(k.startswith("world_projector.") for k in info["missing_keys"]) and info["missing_keys"]
     assert any("world projector: newly initialised" in r.getMessage() for r in caplog.records)
+
+
+def test_resolve_says_what_each_kind_of_folder_holds_from_configs_alone(project, tiny_vae_dir, world_settings, tmp_path):
+    """One answer to "what is at this path": a Gemma 3 checkpoint, a saved TheWorld, an adapter folder."""
+    root, model = project
+    gemma = resolve(root / "gemma", cosmos_model_name=tiny_vae_dir, **world_settings)
+    assert gemma.from_gemma and gemma.weights == str(root / "gemma") and gemma.adapter is None
+    assert gemma.base == str(root / "gemma") and gemma.processor_source == str(root / "gemma")
+    assert gemma.encoder_source == tiny_vae_dir and gemma.config.world_token_id == model.config.world_token_id
+    assert gemma.config.world_geometry == model.config.world_geometry
+
+    adapter = resolve(root / "runs" / "align")
+    assert not adapter.from_gemma and adapter.adapter == str(root / "runs" / "align")
+    assert adapter.weights == adapter.base == str(root / "gemma")  # the base's weights, then the adapter's
+    assert adapter.processor_source == str(root / "gemma")  # the adapter folder holds no tokenizer
+    assert resolve(root / "runs" / "align", enable_world=False).encoder_source is None
+
+    model.save_pretrained(tmp_path / "full")
+    full = resolve(tmp_path / "full", cosmos_model_name="elsewhere/vae")
+    assert full.weights == str(tmp_path / "full") and full.adapter is None
+    assert full.encoder_source == str(tmp_path / "full" / "world_encoder")  # the save's own VAE comes first
+    assert full.config.base_model_name_or_path == str(root / "gemma")  # recorded relative, resolved absolute
+    assert full.processor_source == str(root / "gemma")
+
+    given = model.config
+    before = given.to_dict()
+    resolve(None, config=given, enable_world=False)
+    assert given.to_dict() == before  # the caller's config is never changed
+
+
+def test_world_off_of_an_adapter_is_the_base_plus_its_gemma_tensors(project, tiny_gemma_dir):
+    """`enable_world=False` on an adapter folder: the base Gemma with the adapter's non-world tensors
+    (what a finetune stage trained), its world tensors left out. It used to refuse the world keys."""
+    from transformers import Gemma3ForConditionalGeneration
+
+    root, model = project
+    weight = "model.language_model.layers.0.mlp.up_proj.weight"
+    with torch.no_grad():
+        model.get_parameter(weight).add_(0.5)
+    keys = [k for k in model.state_dict() if k.startswith("world_projector.")] + [weight]
+    model.save_world_adapter(root / "runs" / "finetune", keys=keys)
+    off = TheWorld.from_pretrained(root / "runs" / "finetune", enable_world=False)
+    gemma = Gemma3ForConditionalGeneration.from_pretrained(tiny_gemma_dir)
+    assert off.world_projector is None
+    assert torch.equal(off.get_parameter(weight), model.get_parameter(weight))
+    assert not torch.equal(off.get_parameter(weight), gemma.get_parameter(weight))
+    other = "model.language_model.layers.1.mlp.up_proj.weight"
+    assert torch.equal(off.get_parameter(other), gemma.get_parameter(other))
+
+
+def test_load_pretrained_gives_a_frozen_eval_model_and_its_matching_processor(project, tiny_vae_dir):
+    root, model = project
+    loaded, processor = load_pretrained(root / "runs" / "align", cosmos_model_name=tiny_vae_dir)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    assert processor.enable_world and processor.world_geometry == loaded.config.world_geometry
+    assert torch.equal(world_logits(loaded, processor), world_logits(model, processor))
+    off, off_processor = load_pretrained(root / "runs" / "align", enable_world=False)
+    assert off.world_projector is None and off_processor.enable_world is False

@@ -66,3 +66,25 @@ def test_params_command_names_a_missing_model(argv, message, capsys, tmp_path, m
     (tmp_path / "runs").mkdir()
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_set_trainable_is_the_one_writer_of_requires_grad_and_the_freeze_flags(world_model):
+    """Loading flags and stages go through one function: exactly the named parts train, and the config
+    records which flagged parts did (what a saved config then says)."""
+    import copy
+
+    from theworld.model.parameters import set_trainable, trainable_parts
+
+    model = copy.deepcopy(world_model)
+    names = set_trainable(model, {"world_projector", "gemma_vision"})
+    assert names == [n for n, p in model.named_parameters() if p.requires_grad]
+    assert {n.split(".")[0] if n.startswith("world") else ".".join(n.split(".")[:2]) for n in names} == {
+        "world_projector", "model.vision_tower", "model.multi_modal_projector",
+    }  # fmt: skip
+    config = model.config
+    assert (config.freeze_gemma_vision, config.freeze_gemma_language, config.freeze_cosmos_vae) == (False, True, True)
+    assert trainable_parts(config) == {"world_projector", "gemma_vision"}  # what from_pretrained would restore
+    set_trainable(model, ())
+    assert not any(p.requires_grad for p in model.parameters()) and config.freeze_gemma_vision
+    with pytest.raises(ValueError, match="unknown trainable parts"):
+        set_trainable(model, {"decoder"})

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from theworld.evaluation.harness import count_world_usage
 from theworld.testing.inputs import clip_chat, image_chat
 
 
 def test_world_tokens_change_logits_and_are_counted(world_model, processor):
     inputs = processor.apply_chat_template(image_chat(0), tokenize=True, return_dict=True, return_tensors="pt")
     assert inputs["world_pixel_values"].shape == (1, 3, 1, 64, 64)
-    before = world_model.world_token_count
-    with torch.no_grad():
+    with count_world_usage(world_model) as usage, torch.no_grad():
         with_world = world_model(**inputs).logits
         zeroed = world_model(**{**inputs, "world_pixel_values": torch.zeros_like(inputs["world_pixel_values"])}).logits
-    assert world_model.world_token_count - before == 2 * 16
+    assert usage.world_token_count == 2 * 16
     assert (with_world - zeroed).abs().max() > 1e-3
 
 

@@ -150,3 +150,14 @@ def test_video_file_item_is_decoded_to_world_num_frames(processor, tmp_path):
     assert np.abs(out["world_pixel_values"][0].numpy() - expected).mean() < 0.05  # lossy codec
     at_fps = [{"role": "user", "content": [{"type": "video", "video": path, "fps": 5}, {"type": "text", "text": "?"}]}]
     assert processor.apply_chat_template(at_fps, tokenize=True, return_dict=True)["world_pixel_values"].shape[2] == 9
+
+
+def test_world_geometry_is_the_configs(processor):
+    """The processor asks the geometry the model config computes: tokens per image and per clip."""
+    from theworld.model.configuration import WorldGeometry
+
+    geometry = processor.world_geometry
+    assert isinstance(geometry, WorldGeometry)
+    assert processor.world_tokens_for(random_image(0)) == geometry.tokens_for_frames(1) == geometry.tokens_per_frame
+    assert processor.world_tokens_for(Clip([random_image(0)] * 5)) == geometry.tokens_for_frames(5) == 2 * geometry.tokens_per_frame
+    assert geometry.frames_problem(4) is not None and geometry.frames_problem(5) is None

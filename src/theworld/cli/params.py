@@ -20,6 +20,8 @@ import torch
 from theworld.errors import TheWorldUserError
 from theworld.training.config import STAGES
 
+GEOMETRY_FLAGS = ("world_image_size", "world_tokens_per_frame", "world_num_frames")  # of WORLD_SETTINGS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="Gemma 3 checkpoint, TheWorld folder or adapter folder (path or Hub id)")
@@ -34,21 +36,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_skeleton(model: str, cosmos_model_name: str | None = None, **world_settings: int | None):
     """TheWorld as `from_pretrained(model)` would build it, on the meta device, with its world encoder if one is named."""
-    from theworld.model.checkpoints import check_model_path
-    from theworld.model.modeling import TheWorld, _local_encoder_dir
-    from theworld.training.latent_cache import world_config_for
+    from theworld.model.checkpoints import resolve
+    from theworld.model.modeling import TheWorld
     from theworld.world_encoder.vae import CosmosWorldEncoder
 
-    path = check_model_path(model)
-    config = world_config_for(path, **world_settings)
+    settings = {k: v for k, v in world_settings.items() if v is not None}
     if cosmos_model_name:
-        config.cosmos_model_name = cosmos_model_name
+        settings["cosmos_model_name"] = cosmos_model_name
+    resolved = resolve(model, **settings)
     with torch.device("meta"):
-        skeleton = TheWorld(config)
-    encoder_source = (_local_encoder_dir(path) or config.cosmos_model_name) if config.enable_world else None
-    if encoder_source is not None:
-        skeleton.attach_world_encoder(CosmosWorldEncoder.skeleton(encoder_source))
-    return skeleton, encoder_source
+        skeleton = TheWorld(resolved.config)
+    if resolved.encoder_source is not None:
+        skeleton.attach_world_encoder(CosmosWorldEncoder.skeleton(resolved.encoder_source))
+    return skeleton, resolved.encoder_source
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.use_lora and args.stage not in ("finetune", "full"):
         raise TheWorldUserError("--use-lora needs --stage finetune or --stage full")
-    world_settings = {k: getattr(args, k) for k in ("world_image_size", "world_tokens_per_frame", "world_num_frames")}
+    world_settings = {k: getattr(args, k) for k in GEOMETRY_FLAGS}
     model, encoder_source = build_skeleton(args.model, args.cosmos_model_name, **world_settings)
     if args.stage:
         apply_stage(model, args.stage, use_lora=args.use_lora, lora=LoraSettings())

@@ -108,11 +108,11 @@ class DemoConfig:
         self._check_world_settings()
 
     def _check_world_settings(self) -> None:
-        """The model's own rule (`TheWorldConfig.validate_world`), reported as the field it names."""
-        from theworld.model.configuration import TheWorldConfig
+        """The model's own rule (`WorldGeometry.check`), reported as the field it names."""
+        from theworld.model.configuration import WorldGeometry
 
         try:
-            TheWorldConfig(world_image_size=self.world_image_size, world_tokens_per_frame=self.world_tokens_per_frame)
+            WorldGeometry(self.world_image_size, self.world_tokens_per_frame).check()
         except ValueError as err:
             name = "world_tokens_per_frame" if str(err).startswith("world_tokens_per_frame") else "world_image_size"
             raise DemoConfigError(name, str(err)) from None

@@ -9,26 +9,22 @@ Without world inputs `forward` is `Gemma3ForConditionalGeneration.forward`, call
 logits are bit-identical to Gemma 3 loaded from the same checkpoint (tested, fp32 and bf16).
 """
 
-import contextlib
-import copy
 import functools
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Unpack
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Gemma3ForConditionalGeneration, Gemma3Model, PretrainedConfig
+from transformers import Gemma3ForConditionalGeneration, Gemma3Model
 from transformers.cache_utils import Cache
 from transformers.models.gemma3.modeling_gemma3 import Gemma3CausalLMOutputWithPast, Gemma3PreTrainedModel
 from transformers.utils import TransformersKwargs
 
 from theworld.errors import TheWorldUserError
-from theworld.model.checkpoints import absolute_base_reference, check_model_path, resolve_base_checkpoint
+from theworld.model import checkpoints
+from theworld.model.checkpoints import WORLD_ADAPTER_NAME, WORLD_ENCODER_DIR  # noqa: F401  (their home, re-exported)
 from theworld.model.compat import (
     GENERATE_PASSES_FIRST_ITERATION,
     LEGACY_KEY_MAPPING,
@@ -37,28 +33,11 @@ from theworld.model.compat import (
     use_portable_key_layout,
 )
 from theworld.model.configuration import TheWorldConfig
-from theworld.model.parameters import ParameterBreakdown, parameter_breakdown
+from theworld.model.parameters import ParameterBreakdown, parameter_breakdown, set_trainable, trainable_parts
 from theworld.model.projector import WorldProjector
 from theworld.world_encoder.vae import CosmosWorldEncoder
 
 logger = logging.getLogger(__name__)
-
-WORLD_ADAPTER_NAME = "world_adapter.safetensors"
-WORLD_ENCODER_DIR = "world_encoder"
-# `from_pretrained` keyword arguments that are TheWorld settings rather than transformers' own.
-WORLD_KWARGS = (
-    "enable_world",
-    "cosmos_model_name",
-    "world_num_frames",
-    "world_image_size",
-    "world_tokens_per_frame",
-    "world_projector_type",
-    "world_bidirectional",
-    "freeze_gemma_vision",
-    "freeze_gemma_language",
-    "freeze_cosmos_vae",
-)
-HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
 
 
 def _is_custom_code(cls) -> bool:
@@ -115,10 +94,6 @@ class TheWorld(Gemma3ForConditionalGeneration):
         # Attached after loading (see `attach_world_encoder`): its weights come from the Cosmos
         # checkpoint, not from TheWorld's, and it is optional when cached latents are used.
         self.world_encoder: CosmosWorldEncoder | None = None
-        # How many forwards received world features, and how many world tokens: evaluation checks
-        # these so a "world" result can never silently be a world-free one.
-        self.world_forward_count = 0
-        self.world_token_count = 0
         self.post_init()
 
     # ----------------------------------------------------------------------------------------
@@ -136,20 +111,12 @@ class TheWorld(Gemma3ForConditionalGeneration):
             init.constant_(module.output_scale, self.config.world_embed_rms or 1.0)
 
     def apply_freezing(self) -> None:
-        """Set requires_grad from the config's freeze flags; world modules always train.
+        """Set requires_grad from the config's freeze flags (`set_trainable`); world modules always train.
 
-        `from_pretrained` calls this (the flags default to: Gemma and the VAE frozen, the world
+        `from_pretrained` does this (the flags default to: Gemma and the VAE frozen, the world
         projector trained); a model built from a config is left fully trainable.
         """
-        cfg = self.config
-        self.model.vision_tower.requires_grad_(not cfg.freeze_gemma_vision)
-        self.model.multi_modal_projector.requires_grad_(not cfg.freeze_gemma_vision)
-        self.model.language_model.requires_grad_(not cfg.freeze_gemma_language)
-        self.lm_head.requires_grad_(not cfg.freeze_gemma_language)
-        if self.world_encoder is not None:
-            self.world_encoder.requires_grad_(not cfg.freeze_cosmos_vae)
-        if self.world_projector is not None:
-            self.world_projector.requires_grad_(True)
+        set_trainable(self, trainable_parts(self.config))
 
     def get_trainable_parameters(self) -> tuple[int, int, float]:
         """(trainable, total, percent) over unique parameters (tied weights counted once)."""
@@ -348,8 +315,6 @@ class TheWorld(Gemma3ForConditionalGeneration):
 
         world_features = world_features.to(inputs_embeds.device, inputs_embeds.dtype)
         inputs_embeds = inputs_embeds.masked_scatter(world_mask.unsqueeze(-1).expand_as(inputs_embeds), world_features)
-        self.world_forward_count += 1
-        self.world_token_count += world_features.shape[0] * world_features.shape[1]
 
         if self.config.world_bidirectional:
             token_type_ids = self._world_token_type_ids(world_mask, token_type_ids)
@@ -414,76 +379,26 @@ class TheWorld(Gemma3ForConditionalGeneration):
         `output_loading_info=True` work as for any transformers model.
 
         The freeze flags decide what trains (defaults: Gemma and the VAE frozen, the world projector
-        trained); a model built with `TheWorld(config)` is fully trainable.
+        trained); a model built with `TheWorld(config)` is fully trainable. What the path holds is
+        decided by `theworld.model.checkpoints.resolve`.
         """
-        path = None if pretrained_model_name_or_path is None else check_model_path(pretrained_model_name_or_path)
-        overrides = {k: kwargs.pop(k) for k in WORLD_KWARGS if k in kwargs}
-        base_override = kwargs.pop("base_model_name_or_path", None)
-        output_loading_info = kwargs.pop("output_loading_info", False)
-        adapter_follows = kwargs.pop("_adapter_follows", False)  # set by `_from_adapter` only
-        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
+        settings = {k: kwargs.pop(k) for k in checkpoints.LOAD_SETTINGS if k in kwargs}
         config = kwargs.pop("config", None)
-        if path is not None and _is_adapter_dir(path):  # also when an Auto class read its config first
-            config_dict = config.to_dict() if isinstance(config, TheWorldConfig) else PretrainedConfig.get_config_dict(path)[0]
-            return cls._from_adapter(path, config_dict, overrides, base_override, output_loading_info, *model_args, **kwargs)
-        config, from_gemma, new_vocab_size = _resolve_config(path, config, overrides, hub_kwargs)
-
-        if LEGACY_KEY_MAPPING and "key_mapping" not in kwargs:
-            kwargs["key_mapping"] = gemma3_key_mapping(cls)
-        model, info = super().from_pretrained(path, *model_args, config=config, output_loading_info=True, **kwargs)
-        if new_vocab_size is not None and new_vocab_size > model.config.text_config.vocab_size:
-            model.resize_token_embeddings(new_vocab_size)
-        if from_gemma and model.world_projector is not None and config.world_embed_rms is None:
-            model.match_world_embedding_scale()
-        if model.world_projector is not None:
-            if not adapter_follows:  # `_from_adapter` says what it restores
-                _log_world_projector_source(path, info["missing_keys"])
-            model._attach_configured_encoder(path)
-        model.apply_freezing()
-        return (model, info) if output_loading_info else model
-
-    def _attach_configured_encoder(self, path: str | None) -> None:
-        """The world encoder a TheWorld save carries (`world_encoder/`), else the config's `cosmos_model_name`."""
-        source = (_local_encoder_dir(path) if path is not None else None) or self.config.cosmos_model_name
-        if source is None:
-            logger.info(
-                "world encoder: none loaded (no cosmos_model_name): this model takes world_latents, not world pixels"
-            )
-            return
-        param = self.get_input_embeddings().weight
-        self.attach_world_encoder(CosmosWorldEncoder.from_pretrained(source, dtype=param.dtype, device=param.device))
+        resolved = checkpoints.resolve(pretrained_model_name_or_path, config=config, hub_kwargs=kwargs, **settings)
+        return cls.from_resolved(resolved, *model_args, **kwargs)
 
     @classmethod
-    def _from_adapter(
-        cls,
-        path: str,
-        config_dict: dict,
-        overrides: dict,
-        base_override: str | None,
-        output_loading_info: bool,
-        *model_args: Any,
-        **kwargs: Any,
-    ):
-        """An adapter directory: a full TheWorld config naming its base checkpoint, plus the trained tensors.
-
-        The base checkpoint is loaded with this config, then the adapter's tensors are applied. While
-        the base loads, the tensors the adapter restores are not reported as missing (they are not).
-        """
-        config = TheWorldConfig.from_dict(config_dict)
-        base = resolve_base_checkpoint(config.base_model_name_or_path, path, base_override)
-        config.base_model_name_or_path = base
-        adapter_file = os.path.join(path, WORLD_ADAPTER_NAME)
-        with safe_open(adapter_file, framework="pt") as handle:
-            adapter_keys = list(handle.keys())
-        with _not_missing(cls, adapter_keys):
-            model, info = cls.from_pretrained(
-                base, *model_args, config=config, output_loading_info=True, _adapter_follows=True, **overrides, **kwargs
+    def from_resolved(
+        cls, resolved: checkpoints.Resolved, *model_args: Any, output_loading_info: bool = False, **kwargs: Any
+    ) -> "TheWorld | tuple[TheWorld, dict]":
+        """Load what `checkpoints.resolve` found: Gemma's weights through transformers, then the world parts."""
+        if LEGACY_KEY_MAPPING and "key_mapping" not in kwargs:
+            kwargs["key_mapping"] = gemma3_key_mapping(cls)
+        with checkpoints.adapter_keys_not_missing(cls, resolved):
+            model, info = super().from_pretrained(
+                resolved.weights, *model_args, config=resolved.config, output_loading_info=True, **kwargs
             )
-        model.load_world_adapter(path)
-        logger.info(
-            "world weights: %d tensors restored from %s (%s) on base checkpoint %s",
-            len(adapter_keys), adapter_file, _key_summary(adapter_keys), base,
-        )  # fmt: skip
+        checkpoints.finish_loading(model, resolved, info["missing_keys"])
         return (model, info) if output_loading_info else model
 
     @torch.no_grad()
@@ -507,146 +422,10 @@ class TheWorld(Gemma3ForConditionalGeneration):
         if self.world_encoder is not None and kwargs.get("is_main_process", True):
             self.world_encoder.save_pretrained(Path(save_directory) / WORLD_ENCODER_DIR)
 
-    def world_adapter_state_dict(self, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """The trainable world modules under stable key names (`world_projector.*`), or the given keys."""
-        state = self.state_dict()
-        if keys is None:
-            keys = [k for k in state if k.startswith("world_projector.")]
-        return {k: state[k].detach().contiguous().cpu() for k in keys}
-
     def save_world_adapter(self, save_directory: str | os.PathLike, keys: list[str] | None = None) -> Path:
         """Write the adapter file plus a config naming the base checkpoint; `from_pretrained` loads the dir."""
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file(self.world_adapter_state_dict(keys), str(out / WORLD_ADAPTER_NAME), metadata={"format": "pt"})
-        self.config.save_pretrained(out)
-        return out / WORLD_ADAPTER_NAME
+        return checkpoints.save_world_adapter(self, save_directory, keys)
 
     def load_world_adapter(self, path: str | os.PathLike) -> None:
         """Strict load: every key must exist with its shape, and every world module key must be given."""
-        path = Path(path)
-        file = path / WORLD_ADAPTER_NAME if path.is_dir() else path
-        if not file.is_file():
-            raise TheWorldUserError(f"no world adapter at {file}")
-        adapter = load_file(str(file))
-        state = self.state_dict()
-        unexpected = sorted(k for k in adapter if k not in state)
-        missing = sorted(k for k in state if k.startswith("world_projector.") and k not in adapter)
-        wrong_shape = sorted(k for k in adapter if k in state and adapter[k].shape != state[k].shape)
-        if unexpected or missing or wrong_shape:
-            raise TheWorldUserError(
-                f"world adapter {file} does not fit this model: unexpected keys {unexpected}, "
-                f"missing keys {missing}, wrong shapes {wrong_shape}"
-            )
-        with torch.no_grad():
-            for key, value in adapter.items():
-                state[key].copy_(value.to(state[key].dtype))
-
-
-def _resolve_config(
-    path: str | None, config: Any, overrides: dict[str, Any], hub_kwargs: dict[str, Any]
-) -> tuple[TheWorldConfig, bool, int | None]:
-    """The config `from_pretrained` builds: (config, built from a Gemma 3 config, vocabulary size to resize to).
-
-    `config` is the caller's (a TheWorldConfig, a Gemma 3 config or None: read from `path`); the
-    world settings in `overrides` are applied to a copy. World token ids missing from the config
-    are resolved from the checkpoint's tokenizer (Gemma's reserved tokens).
-    """
-    if config is None:
-        if path is None:
-            raise TheWorldUserError("TheWorld.from_pretrained(None) needs config= (and usually state_dict=)")
-        config_dict, _ = PretrainedConfig.get_config_dict(path, **hub_kwargs)
-        model_type = config_dict.get("model_type")
-        if model_type == TheWorldConfig.model_type:
-            config = TheWorldConfig.from_dict(config_dict)
-        elif model_type == "gemma3":
-            config = config_dict
-        else:
-            raise TheWorldUserError(
-                f"{path} holds a {model_type!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld checkpoints"
-            )
-    from_gemma = not isinstance(config, TheWorldConfig)
-    if from_gemma:
-        config = TheWorldConfig.from_gemma_config(config, base_model_name_or_path=path)
-    else:
-        config = copy.deepcopy(config)  # the caller's config is not changed by the overrides below
-        if path is not None:  # a saved TheWorld records its base relative to itself: make it absolute
-            config.base_model_name_or_path = absolute_base_reference(config.base_model_name_or_path, path)
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    config.validate_world()
-    new_vocab_size = None
-    if config.enable_world and config.world_token_id is None:
-        if path is None:
-            raise TheWorldUserError(
-                "enable_world=True without a checkpoint: the config must set start_of_world_token_id, "
-                "world_token_id and end_of_world_token_id (they are read from a checkpoint's tokenizer otherwise)"
-            )
-        new_vocab_size = _resolve_world_token_ids(config, path, hub_kwargs)
-    return config, from_gemma, new_vocab_size
-
-
-@contextlib.contextmanager
-def _not_missing(cls: type, keys: list[str]):
-    """Within: `keys` absent from the checkpoint being loaded are not reported as missing.
-
-    transformers reads `_keys_to_ignore_on_load_missing` from the class while loading; set for the
-    duration of one load, it keeps the load report true when an adapter restores those keys next.
-    """
-    own = "_keys_to_ignore_on_load_missing" in cls.__dict__
-    previous = cls._keys_to_ignore_on_load_missing
-    cls._keys_to_ignore_on_load_missing = list(previous or ()) + [rf"^{re.escape(key)}$" for key in keys]
-    try:
-        yield
-    finally:
-        if own:
-            cls._keys_to_ignore_on_load_missing = previous
-        else:
-            del cls._keys_to_ignore_on_load_missing
-
-
-def _log_world_projector_source(path: str | None, missing_keys) -> None:
-    if not any(key.startswith("world_projector.") for key in missing_keys):
-        logger.info("world projector: restored from %s", path or "the given state_dict")
-    elif path is not None:  # transformers' load report lists the keys
-        logger.info("world projector: newly initialised (%s holds no world weights; train stage align)", path)
-
-
-def _key_summary(keys: list[str]) -> str:
-    """'world_projector.*: 6, model.language_model.*: 2' for a list of state-dict keys."""
-    counts: dict[str, int] = {}
-    for key in keys:
-        parts = key.split(".")
-        group = ".".join(parts[:2] if parts[0] == "model" else parts[:1]) + ".*"
-        counts[group] = counts.get(group, 0) + 1
-    return ", ".join(f"{group}: {n}" for group, n in counts.items())
-
-
-def _is_adapter_dir(path: str) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, WORLD_ADAPTER_NAME)) and not any(
-        name.startswith("model") and name.endswith((".safetensors", ".safetensors.index.json"))
-        for name in os.listdir(path)
-    )
-
-
-def _local_encoder_dir(path: str) -> str | None:
-    candidate = os.path.join(path, WORLD_ENCODER_DIR)
-    return candidate if os.path.isfile(os.path.join(candidate, "config.json")) else None
-
-
-def _resolve_world_token_ids(config: TheWorldConfig, path: str, hub_kwargs: dict) -> int | None:
-    """World marker ids come from the checkpoint's tokenizer (reserved `<unusedN>` tokens)."""
-    from transformers import AutoTokenizer
-
-    from theworld.processing.tokens import resolve_world_tokens
-
-    tokenizer = AutoTokenizer.from_pretrained(path, **hub_kwargs)
-    tokens = resolve_world_tokens(tokenizer)
-    if tokens.added:
-        # Only a tokenizer without reserved tokens gets new ones (never the case for Gemma 3);
-        # the embedding is resized after loading.
-        logger.warning("tokenizer of %s has no reserved <unusedN> tokens: world tokens are new ids", path)
-    config.start_of_world_token_id = tokens.start_id
-    config.world_token_id = tokens.world_id
-    config.end_of_world_token_id = tokens.end_id
-    return len(tokenizer) if tokens.added else None
+        checkpoints.load_world_adapter(self, path)

@@ -1,13 +1,56 @@
-"""How many parameters each part of TheWorld has, and which of them train.
+"""Which parts of TheWorld train, and how many parameters each part has.
+
+`set_trainable(model, parts)` is the one function that sets `requires_grad`: `from_pretrained`
+calls it with the parts its freeze flags leave trainable (`trainable_parts(config)`), a training
+stage with the parts it trains (`theworld.training.stages`). It records the outcome in the
+config's freeze flags, so a saved config says what was trained; nothing else writes them.
 
 One count for everything that reports parameters: `TheWorld.parameter_breakdown()`,
 `TheWorld.get_trainable_parameters()`, the training stage log and `theworld params`. Parameters
 are counted once each (Gemma 3 ties its LM head to the input embeddings: one tensor, one row).
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from torch import nn
+
+# Trainable part -> its modules. Each part with a freeze flag (`freeze_<part>`) is recorded in the config.
+PARTS: dict[str, tuple[str, ...]] = {
+    "world_projector": ("world_projector",),
+    "gemma_vision": ("model.vision_tower", "model.multi_modal_projector"),
+    "gemma_language": ("model.language_model", "lm_head"),
+    "cosmos_vae": ("world_encoder",),
+    "lora": (),  # LoRA adapters on the language model: the parameters named `*.lora_*`
+}
+FLAGGED_PARTS = ("gemma_vision", "gemma_language", "cosmos_vae")
+
+
+def trainable_parts(config) -> set[str]:
+    """The parts `from_pretrained` leaves trainable: the world projector, and what the freeze flags free."""
+    return {"world_projector"} | {part for part in FLAGGED_PARTS if not getattr(config, f"freeze_{part}")}
+
+
+def set_trainable(model: nn.Module, parts: Collection[str]) -> list[str]:
+    """Exactly the named parts train; returns the trainable parameter names in `named_parameters` order.
+
+    Parts the model lacks (no world projector with the world off, no VAE attached) are skipped.
+    """
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown trainable parts {unknown}; known: {sorted(PARTS)}")
+    model.requires_grad_(False)
+    for part in parts:
+        for path in PARTS[part]:
+            module = getattr(model, path) if "." not in path else model.get_submodule(path)
+            if module is not None:
+                module.requires_grad_(True)
+    if "lora" in parts:
+        for name, param in model.named_parameters():
+            param.requires_grad_(param.requires_grad or ".lora_" in name)
+    for part in FLAGGED_PARTS:
+        setattr(model.config, f"freeze_{part}", part not in parts)
+    return [name for name, param in model.named_parameters() if param.requires_grad]
 
 # (component, parameter-name prefixes); the first match wins, so the narrower rows come first.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -36,10 +36,11 @@ from transformers.image_utils import load_image
 
 from theworld.data.images import CORRUPT_IMAGE_ERRORS
 from theworld.errors import TheWorldUserError
+from theworld.model.configuration import WORLD_DEFAULTS, WorldGeometry
 from theworld.processing.tokens import resolve_world_tokens
 from theworld.processing.video import Clip, VideoFile, load_video
 
-__all__ = ["Clip", "TheWorldProcessor", "VideoFile", "latent_frames", "world_frames_problem", "world_pixels"]
+__all__ = ["Clip", "TheWorldProcessor", "VideoFile", "world_frames_problem", "world_pixels"]
 
 PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
 
@@ -53,11 +54,11 @@ class TheWorldProcessor(Gemma3Processor):
         tokenizer=None,
         chat_template=None,
         image_seq_length: int = 256,
-        enable_world: bool = True,
-        world_image_size: int = 512,
-        world_tokens_per_frame: int = 256,
-        world_num_frames: int = 17,
-        world_temporal_compression: int = 4,
+        enable_world: bool = WORLD_DEFAULTS["enable_world"],
+        world_image_size: int = WORLD_DEFAULTS["world_image_size"],
+        world_tokens_per_frame: int = WORLD_DEFAULTS["world_tokens_per_frame"],
+        world_num_frames: int = WORLD_DEFAULTS["world_num_frames"],
+        world_temporal_compression: int = WORLD_DEFAULTS["world_temporal_compression"],
         world_clip_frame: str = "last",
         **kwargs: Any,
     ) -> None:
@@ -76,15 +77,23 @@ class TheWorldProcessor(Gemma3Processor):
 
     @classmethod
     def from_model_config(cls, name_or_path: str, config: Any, **kwargs: Any) -> TheWorldProcessor:
-        """A processor whose world settings match a `TheWorldConfig` (token budget, frame size)."""
+        """The tokenizer and image processor at `name_or_path`, with the world settings of a `TheWorldConfig`."""
+        geometry = config.world_geometry
         return cls.from_pretrained(
             name_or_path,
             enable_world=config.enable_world,
-            world_image_size=config.world_image_size,
-            world_tokens_per_frame=config.world_tokens_per_frame,
-            world_num_frames=config.world_num_frames,
-            world_temporal_compression=config.world_temporal_compression,
+            world_image_size=geometry.image_size,
+            world_tokens_per_frame=geometry.tokens_per_frame,
+            world_num_frames=geometry.num_frames,
+            world_temporal_compression=geometry.temporal_compression,
             **kwargs,
+        )
+
+    @property
+    def world_geometry(self) -> WorldGeometry:
+        """This processor's world settings as the one geometry object (tokens per item, clip lengths)."""
+        return WorldGeometry(
+            self.world_image_size, self.world_tokens_per_frame, self.world_num_frames, self.world_temporal_compression
         )
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
@@ -99,8 +108,7 @@ class TheWorldProcessor(Gemma3Processor):
 
     # ------------------------------------------------------------------------------------------
     def world_tokens_for(self, visual: Any) -> int:
-        frames = len(visual) if isinstance(visual, Clip) else 1
-        return latent_frames(frames, self.world_temporal_compression) * self.world_tokens_per_frame
+        return self.world_geometry.tokens_for_frames(len(visual) if isinstance(visual, Clip) else 1)
 
     def load_visual(self, visual: Any) -> Any:
         """A `VideoFile` decoded into a `Clip` with this processor's `world_num_frames`; others unchanged."""
@@ -155,7 +163,7 @@ class TheWorldProcessor(Gemma3Processor):
             stacked = np.stack([np.pad(p, ((0, 0), (0, longest - p.shape[1]), (0, 0), (0, 0))) for p in pixels])
             out["world_pixel_values"] = torch.from_numpy(stacked) if as_tensor else stacked
             if any(p.shape[1] != longest for p in pixels):
-                counts = np.array([latent_frames(p.shape[1], self.world_temporal_compression) for p in pixels])
+                counts = np.array([self.world_geometry.latent_frames(p.shape[1]) for p in pixels])
                 out["world_latent_frames"] = torch.from_numpy(counts) if as_tensor else counts  # (N,) int64
         return out
 
@@ -227,17 +235,8 @@ def make_tokenizer_config_portable(directory: Any) -> bool:
 
 
 def world_frames_problem(frames: int, max_frames: int, temporal_compression: int = 4) -> str | None:
-    """Why the world path cannot take a clip of `frames` frames, or None: the one rule, also used to check
-    training data before step 1 (`theworld.training.preflight`)."""
-    if frames < 1 or (frames - 1) % temporal_compression or frames > max_frames:
-        return (
-            f"a clip has {frames} frames: world clips need {temporal_compression}k+1 frames (1, 5, 9, ...) and at "
-            f"most world_num_frames={max_frames}"
-        )
-    return None
-def latent_frames(frames: int, temporal_compression: int = 4) -> int:
-    """Latent frames the VAE makes of a clip of `frames` (4k+1) frames: 1 + (T - 1) // 4."""
-    return 1 + (frames - 1) // temporal_compression
+    """`WorldGeometry.frames_problem` for callers holding the two numbers (training's preflight check)."""
+    return WorldGeometry(num_frames=max_frames, temporal_compression=temporal_compression).frames_problem(frames)
 
 
 def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
