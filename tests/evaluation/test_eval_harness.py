@@ -128,7 +128,7 @@ def test_forwards_the_model_did_not_count_leave_no_predictions(loaded, tmp_path,
     predictions are never written and the run stops."""
     model, processor = loaded
 
-    def unseen_world_features(world_pixel_values=None, world_latents=None):
+    def unseen_world_features(world_pixel_values=None, world_latents=None, world_latent_frames=None):
         latents = world_latents if world_latents is not None else model.world_encoder(world_pixel_values)
         return model.world_projector.forward(latents)  # `forward`, not the call: no hook fires
 

@@ -107,7 +107,9 @@ def test_the_measurement_does_not_depend_on_the_thread_count():
             assert torch.get_num_threads() == threads  # restored
     finally:
         torch.set_num_threads(before)
-    assert peaks[0] == peaks[1]
+    # Not bit-exact: one run in many measured a peak 4 bytes apart (allocator bookkeeping); the
+    # estimate's tolerance is 15%, so 0.1% is far below anything that matters.
+    assert abs(peaks[0] - peaks[1]) <= 1e-3 * peaks[0], peaks
 
 
 def test_gemma3_4b_from_its_config_alone():
