@@ -12,7 +12,6 @@ is refused unless `--rebuild` is given, which clears it. Then train with the sam
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import logging
 from pathlib import Path
@@ -27,7 +26,7 @@ _ENCODER_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from theworld.training.config import TrainConfig
+    from theworld.cli.train import add_config_keys
 
     parser.allow_abbrev = False  # `--world_image` must not silently mean `--world_image_size`
     parser.add_argument("--config", required=True, type=Path, help="the training config (YAML or JSON)")
@@ -45,10 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--no-eval-data", action="store_true", help="cache train_data only, not eval_data")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    overrides = parser.add_argument_group("training config overrides (--key value, any TrainConfig key)")
-    for field in dataclasses.fields(TrainConfig):
-        flags = {f"--{field.name}", f"--{field.name.replace('_', '-')}"}
-        overrides.add_argument(*sorted(flags), dest=f"override__{field.name}", default=argparse.SUPPRESS, metavar="V")
+    add_config_keys(parser, "training config overrides (--key value, any key of `theworld train`)", "override__")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:

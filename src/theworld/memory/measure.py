@@ -217,10 +217,9 @@ def measure_step(config, setup: StepSetup, vae_config: dict | None = None, steps
                  seed: int = 0) -> MeasuredPeak:
     """Peak memory of the last of `steps` optimizer steps of `TheWorldTrainer` (the first ones create the
     optimizer states)."""
-    from transformers import TrainerCallback, TrainingArguments
+    from transformers import TrainerCallback
 
     from theworld.training.config import TrainConfig
-    from theworld.training.run import training_arguments
     from theworld.training.trainer import TheWorldTrainer
 
     model, trainable = random_model(config, setup, vae_config, seed, device=device)
@@ -267,11 +266,10 @@ def measure_step(config, setup: StepSetup, vae_config: dict | None = None, steps
                 output_dir=out, max_steps=steps, per_device_train_batch_size=setup.batch_size,
                 gradient_accumulation_steps=setup.gradient_accumulation_steps, learning_rate=1e-4, bf16=setup.bf16,
                 gradient_checkpointing=setup.gradient_checkpointing, logging_steps=10_000, save_steps=10_000,
-                stage=setup.stage, use_lora=setup.lora, report_to=["none"],
+                stage=setup.stage, use_lora=setup.lora, report_to=["none"], disable_tqdm=True, use_cpu=device == "cpu",
             )  # fmt: skip
-            args = TrainingArguments(**dict(training_arguments(train_config), disable_tqdm=True, use_cpu=device == "cpu"))
             trainer = TheWorldTrainer(
-                model=model.to(device), args=args, train_dataset=data, data_collator=_stack, stage=setup.stage,
+                model=model.to(device), args=train_config, train_dataset=data, data_collator=_stack, stage=setup.stage,
                 trainable_names=trainable,
             )  # fmt: skip
             trainer.add_callback(Measure())

@@ -115,7 +115,7 @@ def load_model(config: TrainConfig):
 
 def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | None = None):
     """Everything up to `trainer.train()`: data, model, stage, collator, TrainingArguments, trainer."""
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from theworld.processing.processor import TheWorldProcessor
     from theworld.training.collator import TheWorldCollator
@@ -198,11 +198,10 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     if config.resume_weights_only and resumed_from is not None:
         info.initialized_from = os.path.abspath(resume)
         inherited = list(resumed_from.saved_keys)
-    args = TrainingArguments(**training_arguments(config, has_eval=eval_dataset is not None))
-    check_process_group(args)
+    check_process_group(config)
     trainer = TheWorldTrainer(
         model=model,
-        args=args,
+        args=config,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
@@ -213,62 +212,6 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         inherited_keys=inherited,
     )
     return trainer
-
-
-def training_arguments(config: TrainConfig, has_eval: bool = False) -> dict[str, Any]:
-    """TrainConfig -> TrainingArguments keywords (the settings TheWorld fixes are explained inline)."""
-    from transformers import TrainingArguments
-
-    fields = TrainingArguments.__dataclass_fields__
-    args: dict[str, Any] = dict(
-        output_dir=config.output_dir,
-        max_steps=config.max_steps,
-        num_train_epochs=config.num_train_epochs,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.effective_learning_rate(),
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type=config.lr_scheduler_type,
-        max_grad_norm=config.max_grad_norm,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=(config.eval_steps or config.save_steps) if has_eval else None,
-        seed=config.seed,
-        bf16=config.bf16,
-        report_to=[r for r in config.report_to if r != "none"] or "none",
-        push_to_hub=config.push_to_hub,
-        hub_model_id=config.hub_model_id,
-        hub_strategy="end",
-        dataloader_num_workers=config.dataloader_num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,  # the dataset yields Samples; the collator builds the model inputs
-        label_names=["labels"],
-        prediction_loss_only=True,
-        include_num_input_tokens_seen="non_padding",  # for tokens/s
-        average_tokens_across_devices=True,  # num_items_in_batch counts every process's tokens
-        ddp_find_unused_parameters=False,  # the trainer's zero-weighted term reaches every trainable tensor
-        disable_tqdm=False,
-        # Without a GPU, processes started by torchrun / `accelerate launch --multi_gpu` must join a
-        # gloo process group on the CPU; transformers only does that with use_cpu=True.
-        use_cpu=not _has_accelerator(),
-    )
-    if config.gradient_checkpointing:
-        # Non-reentrant checkpointing: gradients reach the world projector through frozen layers
-        # without `enable_input_require_grads`.
-        name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-        args[name] = True
-        args[f"{name}_kwargs"] = {"use_reentrant": False}
-    return args
-
-
-def _has_accelerator() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
 def check_process_group(args) -> None:
