@@ -54,13 +54,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from theworld.data.loading import load_samples
     from theworld.training.config import load_config
-    from theworld.training.latent_cache import (
-        CacheSettings,
-        LatentCache,
-        encoder_source_for,
-        fingerprint_encoder,
-        world_config_for,
-    )
+    from theworld.training.latent_cache import CacheSettings, LatentCache, fingerprint_encoder
+    from theworld.training.sources import WORLD_KEYS, encoder_source_for, world_config_for
     from theworld.training.preflight import check_samples
     from theworld.world_encoder.vae import CosmosWorldEncoder
 
@@ -78,12 +73,7 @@ def run(args: argparse.Namespace) -> int:
     Path(config.latent_cache_dir).mkdir(parents=True, exist_ok=True)  # validation wants it to exist
     config.validate(check_paths=True)
 
-    world = world_config_for(
-        config.model_name_or_path,
-        world_image_size=config.world_image_size,
-        world_num_frames=config.world_num_frames,
-        world_tokens_per_frame=config.world_tokens_per_frame,
-    )
+    world = world_config_for(config.model_name_or_path, **{k: getattr(config, k) for k in WORLD_KEYS})
     # The samples training will use: what it skips (clip lengths the world path refuses) is not cached.
     checked = functools.partial(
         check_samples, max_skip_fraction=config.max_skip_fraction, world_num_frames=world.world_num_frames,

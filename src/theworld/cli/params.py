@@ -36,7 +36,7 @@ def build_skeleton(model: str, cosmos_model_name: str | None = None, **world_set
     """TheWorld as `from_pretrained(model)` would build it, on the meta device, with its world encoder if one is named."""
     from theworld.model.checkpoints import check_model_path
     from theworld.model.modeling import TheWorld, _local_encoder_dir
-    from theworld.training.latent_cache import world_config_for
+    from theworld.training.sources import world_config_for
     from theworld.world_encoder.vae import CosmosWorldEncoder
 
     path = check_model_path(model)

@@ -175,7 +175,7 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
             check_dataset(dataset, processor, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
-        latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
+        latent_cache = open_latent_cache(config, model, [d for d in (train_dataset, eval_dataset) if d is not None])
     collator = TheWorldCollator(
         processor,
         max_length=config.max_length,
@@ -225,11 +225,13 @@ def check_process_group(args) -> None:
         )
 
 
-def open_latent_cache(config: TrainConfig, datasets: list) -> Any:
-    """The latent cache `theworld cache-latents` built for this config, checked to hold every visual."""
-    from theworld.training.latent_cache import open_for_training
+def open_latent_cache(config: TrainConfig, model: Any, datasets: list) -> Any:
+    """The latent cache `theworld cache-latents` built for this run's model, checked to hold every visual."""
+    from theworld.training.latent_cache import open_cache
+    from theworld.training.sources import encoder_source_for
 
-    cache = open_for_training(config)
+    source = encoder_source_for(config.model_name_or_path, model.config.cosmos_model_name)
+    cache = open_cache(config.latent_cache_dir, model.config, source)
     for dataset in datasets:
         cache.check_complete(dataset.samples)  # fail before step 1, not at the first miss
     logger.info("world latents come from the cache in %s (%d latents); the VAE is not run", config.latent_cache_dir, len(cache))
