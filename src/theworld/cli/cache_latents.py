@@ -12,7 +12,7 @@ is refused unless `--rebuild` is given, which clears it. Then train with the sam
 from __future__ import annotations
 
 import argparse
-import functools
+import itertools
 import logging
 from pathlib import Path
 
@@ -52,17 +52,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from theworld.data.loading import load_samples
     from theworld.training.config import load_config
+    from theworld.training.dataset import load_datasets
     from theworld.training.latent_cache import CacheSettings, LatentCache, fingerprint_encoder
+    from theworld.training.preflight import check_dataset
     from theworld.training.sources import WORLD_KEYS, encoder_source_for, world_config_for
-    from theworld.training.preflight import check_samples
     from theworld.world_encoder.vae import CosmosWorldEncoder
 
     if args.batch_size < 1 or args.shard_size < 1:
         raise TheWorldUserError(f"--batch-size and --shard-size must be positive, got {args.batch_size}, {args.shard_size}")
-    overrides = _overrides(args)
-    config = load_config(args.config, overrides, check_paths=False)
+    config = load_config(args.config, _overrides(args), check_paths=False)
     if not config.latent_cache_dir:
         raise TheWorldUserError(
             f"latent_cache_dir is not set in {args.config}: set it to the folder training will read latents from "
@@ -75,30 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
     world = world_config_for(config.model_name_or_path, **{k: getattr(config, k) for k in WORLD_KEYS})
     # The samples training will use: what it skips (clip lengths the world path refuses) is not cached.
-    checked = functools.partial(
-        check_samples, max_skip_fraction=config.max_skip_fraction, world_num_frames=world.world_num_frames,
-        temporal_compression=world.world_temporal_compression,
-    )  # fmt: skip
-    samples = load_samples(
-        config.train_data,
-        config.train_data_format,
-        config.image_folder,
-        max_skip_fraction=config.max_skip_fraction,
-        limit=config.max_train_samples,
-    )
-    samples = checked(samples, source=f"train_data {config.train_data}")
-    logger.info("train_data: %d samples from %s", len(samples), config.train_data)
-    if config.eval_data and not args.no_eval_data:
-        eval_samples = load_samples(
-            config.eval_data,
-            config.eval_data_format,
-            config.image_folder,
-            max_skip_fraction=config.max_skip_fraction,
-            limit=config.max_eval_samples,
-        )
-        eval_samples = checked(eval_samples, source=f"eval_data {config.eval_data}")
-        logger.info("eval_data: %d samples from %s", len(eval_samples), config.eval_data)
-        samples = samples + eval_samples
+    datasets = [d for d in load_datasets(config, eval_data=not args.no_eval_data) if d is not None]
+    for dataset in datasets:
+        data = getattr(config, f"{dataset.name}_data")
+        check_dataset(dataset, world, source=f"{dataset.name}_data {data}", max_skip_fraction=config.max_skip_fraction)
 
     source = encoder_source_for(config.model_name_or_path, config.cosmos_model_name)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
         source, settings.world_image_size, settings.world_image_size, config.latent_cache_dir, len(cache),
     )  # fmt: skip
     stats = cache.build(
-        samples, encoder, batch_size=args.batch_size, shard_size=args.shard_size, progress=not args.no_progress
-    )
+        itertools.chain(*datasets), encoder, batch_size=args.batch_size, shard_size=args.shard_size,
+        progress=not args.no_progress, total=sum(map(len, datasets)),
+    )  # fmt: skip
     print(f"latent cache {config.latent_cache_dir}: {stats.summary()}; {len(cache)} latents in all")
     print(f"train with the same config: theworld train --config {args.config}")
     return 0

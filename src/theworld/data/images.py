@@ -92,8 +92,8 @@ def resolve_path(path: str, image_folder: str | os.PathLike[str] | None, subfold
             f"leaves the image folder {folder} (it points to {joined}); give an absolute path, "
             "or set image_folder to a folder that holds it",
         )
-    candidates = [joined] + [os.path.join(folder, sub, path) for sub in subfolders if sub]
-    return next((c for c in candidates if os.path.isfile(c)), joined)
+    candidates = [os.path.join(folder, sub, path) for sub in subfolders if sub]
+    return next((c for c in candidates if os.path.isfile(c)), joined) if candidates and not os.path.isfile(joined) else joined
 
 
 def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> list[str]:

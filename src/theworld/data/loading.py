@@ -9,6 +9,7 @@ here; this module imports them lazily, by name, so the dependency runs one way a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import logging
@@ -60,14 +61,13 @@ class RecordFormat:
     id_rule: Callable[[dict[str, Any], int, str], str] = record_id
 
     def converter(self, *, source: str, image_folder: str | None, **options: Any) -> Callable[[dict[str, Any], int], Sample]:
-        """`convert(record, index) -> Sample`, for records read from `source`."""
+        """`convert(record, index) -> Sample`, for records read from `source` (picklable, for dataloader workers)."""
+        return functools.partial(self.convert, source=source, image_folder=image_folder, **options)
 
-        def convert(record: dict[str, Any], index: int) -> Sample:
-            sample_id = self.id_rule(record, index, source)
-            with naming_sample(sample_id):  # a skipped visual is logged with the sample it belongs to
-                return self.to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
-
-        return convert
+    def convert(self, record: dict[str, Any], index: int, *, source: str, image_folder: str | None, **options: Any) -> Sample:
+        sample_id = self.id_rule(record, index, source)
+        with naming_sample(sample_id):  # a skipped visual is logged with the sample it belongs to
+            return self.to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
 
     def __call__(
         self,

@@ -485,12 +485,13 @@ class LatentCache:
         batch_size: int = 8,
         shard_size: int = 256,
         progress: bool = True,
+        total: int | None = None,
     ) -> BuildStats:
         """Encode every unique visual of `samples` that is not cached yet, `batch_size` at a time.
 
         `samples` are `Sample`s (their `visuals()` are cached) or bare visuals. `processor_like`
-        supplies `world_pixels(visual)` (default: the cache's own preprocessing, the same code).
-        Latents go to disk every `shard_size` visuals, so a build that stops loses at most one
+        supplies `world_pixels(visual)` (default: the cache's own preprocessing, the same code);
+        `total`, the number of samples, sizes the progress bar. Latents go to disk every `shard_size` visuals, so a build that stops loses at most one
         shard's work; calling `build` again resumes. The encoder must be the one the cache was
         opened for (checked by fingerprint).
         """
@@ -505,15 +506,14 @@ class LatentCache:
             _check_processor(processor_like, self.settings)
             self._preprocessor = processor_like
         _remove_orphaned_temporary_files(self.cache_dir)
-        samples = list(samples)
         stats, seen = BuildStats(), set()
         batches: dict[tuple[int, ...], list[tuple[str, np.ndarray, Any]]] = {}  # by pixel shape
         pending: dict[str, Any] = {"latents": {}, "aliases": {}}  # encoded / learnt, not yet in a shard
-        total = sum(1 for _ in iter_visuals(samples))
-        with tqdm(total=total, desc="caching world latents", unit="visual", disable=not progress) as bar:
-            for visual in map(as_world_visual, iter_visuals(samples)):
+        if total is None and hasattr(samples, "__len__"):
+            total = len(samples)
+        with tqdm(samples, total=total, desc="caching world latents", unit="sample", disable=not progress) as bar:
+            for visual in map(as_world_visual, iter_visuals(bar)):
                 stats.visuals += 1
-                bar.update(1)
                 alias = file_alias(visual)
                 key, pixels = self._aliases.get(alias) if alias is not None else None, None
                 if key is None:

@@ -1,6 +1,6 @@
 """`train(config)`: one stage of TheWorld training, start to finish.
 
-1. read the data with the shared loaders (`theworld.data.loading.load_samples`);
+1. read the data with the shared loaders, held on disk (`theworld.training.dataset.load_datasets`);
 2. load the model: from a Gemma 3 checkpoint, or from an earlier stage's output_dir (its weights
    only: the optimizer, scheduler and step count start fresh, and the log says so);
 3. apply the stage (which parameters train) and keep trainable weights in fp32;
@@ -119,29 +119,12 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
 
     from theworld.processing.processor import TheWorldProcessor
     from theworld.training.collator import TheWorldCollator
-    from theworld.training.dataset import load_dataset
+    from theworld.training.dataset import load_datasets
     from theworld.training.preflight import check_dataset
     from theworld.training.trainer import TheWorldTrainer, TrainingInfo, check_resumable
 
     set_seed(config.seed)
-    train_dataset = load_dataset(
-        config.train_data,
-        format=config.train_data_format,
-        image_folder=config.image_folder,
-        max_skip_fraction=config.max_skip_fraction,
-        limit=config.max_train_samples,
-        name="train",
-    )
-    eval_dataset = None
-    if config.eval_data:
-        eval_dataset = load_dataset(
-            config.eval_data,
-            format=config.eval_data_format,
-            image_folder=config.image_folder,
-            max_skip_fraction=config.max_skip_fraction,
-            limit=config.max_eval_samples,
-            name="eval",
-        )
+    train_dataset, eval_dataset = load_datasets(config)
     if model is None:
         model, previous = load_model(config)
     lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules))
@@ -169,10 +152,10 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
 
     processor_source = _local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
-    # Every sample checked before step 1 (clip lengths, something to learn), with the processor that builds the batches.
+    # Every sample checked before step 1 (clip lengths, something to learn), for the model's world settings.
     for key, dataset in (("train_data", train_dataset), ("eval_data", eval_dataset)):
         if dataset is not None:
-            check_dataset(dataset, processor, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
+            check_dataset(dataset, model.config, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
         latent_cache = open_latent_cache(config, model, [d for d in (train_dataset, eval_dataset) if d is not None])
