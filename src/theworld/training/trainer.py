@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from accelerate import PartialState
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
