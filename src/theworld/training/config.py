@@ -58,7 +58,7 @@ class TheWorldArguments:
         "nvidia/Cosmos-Predict2-2B-Video2World", "the world model: a Cosmos repo with vae/, or a VAE folder"
     )
     enable_world: bool = _key(True, "false trains the Gemma control: same data, same stage, no world tokens")
-    stage: str = _key("align", "what trains: align, finetune, full, or vision (docs/training.md, Stages)")
+    stage: str = _key("align", f"what trains: {', '.join(STAGES)} (docs/training.md, Stages)")
     attn_implementation: str | None = _key(None, "attention kernel, e.g. eager or sdpa (null: transformers' choice)")
     # world settings; None keeps the model's own (the defaults for a Gemma base, the stored ones for a TheWorld dir)
     world_image_size: int | None = _key(None, "side of the square frames the VAE sees (null: the model's own)")

@@ -221,10 +221,10 @@ def fingerprint_pretrained(name_or_path: str | os.PathLike, dtype: torch.dtype |
 
 def encoder_file_stats(source: str | os.PathLike) -> dict[str, list]:
     """(absolute path, size, mtime_ns) of the config and weight files a VAE source is read from."""
-    from theworld.world_encoder.vae import _resolve_vae_files
+    from theworld.world_encoder.vae import vae_files
 
     try:
-        _, files = _resolve_vae_files(str(source))
+        files = vae_files(str(source))
     except (OSError, ValueError, TheWorldUserError):  # e.g. a hub id not in the local cache
         return {}
     return {role: [os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for role, p in files.items()}
