@@ -1,8 +1,4 @@
-"""Markdown rendering of parity results (`LogitReport`, `Divergence`, `BufferIssue` lists).
-
-Every function returns a string; nothing here prints. Plain enough to read in a terminal, and
-valid Markdown for a saved report.
-"""
+"""Markdown rendering of parity results: readable in a terminal, valid Markdown when saved."""
 
 from __future__ import annotations
 
@@ -145,9 +141,8 @@ def render_parity_report(
     labels: tuple[str, str] | None = None,
     extra: Sequence[str] = (),
 ) -> str:
-    """The whole report: logits, the divergence search, then one buffer section per model
-    (`buffer_issues` maps a model label to its issues); sections not given are left out. `labels`
-    describes models A and B (e.g. checkpoint paths) in the header, `extra` adds lines there."""
+    """The whole report: logits, divergence, then one buffer section per model label; sections
+    not given are left out."""
     header = ([f"- model A: {labels[0]}", f"- model B: {labels[1]}"] if labels is not None else []) + list(extra)
     lines = [f"# {title}", ""] + (header + [""] if header else [])
     if logits is not None:
