@@ -48,9 +48,7 @@ def _config(args: argparse.Namespace) -> SyntheticConfig:
     try:
         return SyntheticConfig(image_size=args.image_size, num_frames=args.num_frames, tasks=tasks, seed=args.seed)
     except SyntheticConfigError as err:
-        if err.field_name not in _FLAGS:
-            raise
-        raise TheWorldUserError(f"{_FLAGS[err.field_name]}: {err.detail}") from None
+        raise err.for_flags(_FLAGS) from None
 
 
 def run(args: argparse.Namespace) -> int:
