@@ -1,8 +1,6 @@
-"""`theworld make-data`: write the synthetic "what happens next?" train and held-out splits.
-
-Writes `<dir>/train.jsonl` and `<dir>/heldout.jsonl` in the `theworld.data.qa` format, frames
-under `<dir>/<split>/frames/`. The held-out split is drawn from `heldout_seed(--seed)`, a stream
-no train seed of a sweep reaches, so the two splits never share a clip.
+"""`theworld make-data`: write the synthetic "what happens next?" train and held-out splits
+(`<dir>/<split>.jsonl` in the qa format, frames under `<dir>/<split>/frames/`); the held-out split
+comes from `heldout_seed(--seed)`, so the splits never share a clip.
 """
 
 from __future__ import annotations
