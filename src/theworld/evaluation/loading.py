@@ -36,10 +36,7 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     name = dtype or "auto"
     if name not in DTYPES:
         raise TheWorldUserError(f"unknown dtype {name!r}; known: {', '.join(DTYPES)}")
-    chosen = DTYPES[name]
-    if chosen is None:
-        chosen = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return chosen
+    return DTYPES[name] or (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
 def load_model(

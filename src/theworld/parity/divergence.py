@@ -186,8 +186,8 @@ class _Window:
     end: int  # first execution index not recorded
 
 
-def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Module, Callable]) -> None:
-    handles = [module.register_forward_hook(hook) for module, hook in hooks.items()]
+def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Module, Callable], with_kwargs: bool = False) -> None:
+    handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module, hook in hooks.items()]
     try:
         with run_eval(model):
             model(**move_inputs(inputs, model))
@@ -261,12 +261,7 @@ def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, cal
                 seen["value"] = [(p, t.detach().clone()) for p, t in flat]
             seen["calls"] += 1
 
-        handle = model.get_submodule(name).register_forward_hook(hook, with_kwargs=True)
-        try:
-            with run_eval(model):
-                model(**move_inputs(inputs, model))
-        finally:
-            handle.remove()
+        _run_hooked(model, inputs, {model.get_submodule(name): hook}, with_kwargs=True)
         if seen["value"] is None:
             return None
         captured.append(seen["value"])

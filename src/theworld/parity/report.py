@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from theworld.parity.buffers import BufferIssue
@@ -26,9 +25,7 @@ _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 def _num(value: float | None) -> str:
     if value is None:
         return "-"
-    if math.isinf(value) or math.isnan(value) or value == 0:
-        return str(value) if value else "0"
-    return f"{value:.4g}"
+    return "0" if value == 0 else f"{value:.4g}"  # inf and nan print as such
 
 
 def _shape(shape: Sequence[int] | None) -> str:
