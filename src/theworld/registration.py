@@ -1,12 +1,6 @@
-"""Registers TheWorld with the transformers Auto classes and Gemma 3's checkpoint key renaming.
-
-As Gemma 3 is registered: `AutoModel` -> the base model (`TheWorldModel`, Gemma 3's trunk),
-`AutoModelForCausalLM` and `AutoModelForImageTextToText` -> `TheWorld`, `AutoProcessor` ->
-`TheWorldProcessor`.
-
-transformers 5 renames on-disk Gemma 3 keys through a table keyed by `model_type` (and, for base
-models, by class name); a new model type gets no renaming and every Gemma weight would load as
-missing (random) with only a warning. TheWorld therefore registers Gemma 3's own tables.
+"""Registers TheWorld with the transformers Auto classes (as Gemma 3 is registered) and with Gemma 3's
+checkpoint key renaming: transformers 5 renames on-disk keys by `model_type`, and a new model type
+would otherwise load every Gemma weight as missing (random) with only a warning.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from theworld.errors import TheWorldUserError
 
 # DemoConfig field -> the flag that sets it, so an error names what the user typed.
 _FLAGS = {
@@ -73,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # the config checks every value, and run_demo the output folder, before anything is written
         results = run_demo(_config(args))
     except DemoConfigError as err:
-        if err.field_name not in _FLAGS:
-            raise
-        raise TheWorldUserError(f"{_FLAGS[err.field_name]}: {err.detail}") from None
+        raise err.for_flags(_FLAGS) from None
     table = Table(title=f"held-out accuracy ({args.output_dir}, {results['wall_time_s']} s)")
     for column in ("system", "accuracy %", "95% CI", "n"):
         table.add_column(column)

@@ -1,8 +1,6 @@
-"""`theworld make-data`: write the synthetic "what happens next?" train and held-out splits.
-
-Writes `<dir>/train.jsonl` and `<dir>/heldout.jsonl` in the `theworld.data.qa` format, frames
-under `<dir>/<split>/frames/`. The held-out split is drawn from `heldout_seed(--seed)`, a stream
-no train seed of a sweep reaches, so the two splits never share a clip.
+"""`theworld make-data`: write the synthetic "what happens next?" train and held-out splits
+(`<dir>/<split>.jsonl` in the qa format, frames under `<dir>/<split>/frames/`); the held-out split
+comes from `heldout_seed(--seed)`, so the splits never share a clip.
 """
 
 from __future__ import annotations
@@ -48,9 +46,7 @@ def _config(args: argparse.Namespace) -> SyntheticConfig:
     try:
         return SyntheticConfig(image_size=args.image_size, num_frames=args.num_frames, tasks=tasks, seed=args.seed)
     except SyntheticConfigError as err:
-        if err.field_name not in _FLAGS:
-            raise
-        raise TheWorldUserError(f"{_FLAGS[err.field_name]}: {err.detail}") from None
+        raise err.for_flags(_FLAGS) from None
 
 
 def run(args: argparse.Namespace) -> int:

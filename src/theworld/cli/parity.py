@@ -1,20 +1,8 @@
 """`theworld parity`: do two models that should agree give the same logits, and if not, where do
-they part ways?
-
-    theworld parity --model A --reference B [--inputs text|image|world|FILE.json]
-                    [--dtype float32|bfloat16] [--attn-implementation eager|sdpa] [--atol 0]
-                    [--cosmos-model-name X] [--no-divergence] [--audit-buffers] [--output FILE.md]
-
-A and B are checkpoint directories or hub ids, loaded as TheWorld; prefix one with `gemma:` to
-load it as plain `Gemma3ForConditionalGeneration`. `--reference gemma` is Gemma 3 from A's own
-base checkpoint (A itself when A is a Gemma 3 checkpoint). Both run on the same inputs, built
-with A's processor; the report gives max/mean |logit difference| and greedy agreement. When the
-logits differ by more than --atol (default 0: bit-identical), the first module whose output
-differs is located (A's names and execution order) and its differing weights and buffers listed.
---audit-buffers also checks both models' buffers against their own initialisation.
+they part ways? Usage and the report are described in docs/parity.md.
 
 Exit status: 0 when the logits agree within --atol (and, with --audit-buffers, no buffer has an
-error), 1 when they do not, 2 for a usage error (bad path, unsupported combination).
+error), 1 when they do not, 2 for a usage error.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """`theworld train --config FILE [--key value ...]`: train one stage (align / vision / finetune / full).
 
-Every config key (`TrainConfig`: transformers' `TrainingArguments` plus TheWorld's own) can be given
-or overridden on the command line as `--key value` (or `--key=value`; dashes and underscores are
-interchangeable). Multi-process:
-`accelerate launch --num_processes N [--config_file configs/accelerate/ddp.yaml] -m theworld train --config FILE`.
-See docs/training.md.
+Every `TrainConfig` key can be overridden as `--key value` (or `--key=value`; dashes read as
+underscores). Multi-process runs go through `accelerate launch ... -m theworld train`; see
+docs/training.md.
 """
 
 from __future__ import annotations

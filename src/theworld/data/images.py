@@ -1,10 +1,9 @@
 """Resolving and checking the visuals of training samples, and counting the samples skipped.
 
-A training run that dies at step 40 000 on one missing JPEG wastes a day, and a run that
-silently drops half its data because `image_folder` points at the wrong place wastes more. So
-every loader resolves paths up front, opens each image once (PIL open + verify), skips the few
-bad samples with a log line naming the sample and the file, and stops with a clear error when
-the skipped share is larger than `max_skip_fraction` (which almost always means a wrong folder).
+A run that dies at step 40 000 on one missing JPEG wastes a day, and one that silently drops half
+its data because `image_folder` is wrong wastes more: paths are resolved and every image opened
+once up front, bad samples are skipped with a log line naming sample and file, and too large a
+skipped share (`max_skip_fraction`, almost always a wrong folder) stops the load.
 """
 
 from __future__ import annotations
@@ -42,11 +41,7 @@ DEFAULT_MAX_SKIP_FRACTION = 0.01
 
 
 class UnreadableVisual(Exception):
-    """A visual that cannot be used; the sample holding it is skipped, not the whole load.
-
-    Raised while a record is converted (e.g. undecodable embedded bytes, a clip folder with no
-    frames); `iter_converted` catches exactly this type and counts the skip.
-    """
+    """A visual that cannot be used: `iter_converted` catches exactly this type and skips the sample."""
 
     def __init__(self, path: str, reason: str, sample_id: str | None = None) -> None:
         super().__init__(f"{path}: {reason}")
@@ -57,11 +52,8 @@ class UnreadableVisual(Exception):
 
 @contextmanager
 def naming_sample(sample_id: str) -> Iterator[None]:
-    """Attach `sample_id` to an `UnreadableVisual` raised inside, so the skip log can name it.
-
-    Path helpers do not know which sample they serve; converters wrap their visual handling in
-    this instead of threading the id through every helper.
-    """
+    """Attach `sample_id` to an `UnreadableVisual` raised inside, so the skip log can name it
+    (path helpers do not know which sample they serve)."""
     try:
         yield
     except UnreadableVisual as err:
@@ -71,16 +63,10 @@ def naming_sample(sample_id: str) -> Iterator[None]:
 
 
 def resolve_path(path: str, image_folder: str | os.PathLike[str] | None, subfolders: Sequence[str] = ()) -> str:
-    """The absolute path of `path`, read relative to `image_folder` when it is relative.
-
-    Samples carry absolute paths so they stay valid whatever the working directory of the
-    process (dataloader workers, launchers) that later opens them. A relative path must stay
-    inside `image_folder`: a data file naming `../../etc/passwd` does not get it opened (an
-    `UnreadableVisual`, so the sample is skipped and named). The check is on the path as written
-    (`..` components), not on symlinks, which the folder's owner put there. Absolute paths are
-    the data's explicit choice and are kept. With `subfolders` (e.g. COCO's `train2017`), the first
-    of `image_folder/path`, `image_folder/<sub>/path` that exists; the first when none does.
-    """
+    """The absolute path of `path`, read relative to `image_folder` when it is relative, so samples
+    stay valid in any working directory. A relative path must stay inside `image_folder` (checked
+    on `..` components, not symlinks): `../../etc/passwd` is an `UnreadableVisual`. With
+    `subfolders` (COCO's `train2017`), the first of `image_folder[/<sub>]/path` that exists."""
     given = str(path)
     path = os.path.expanduser(given)
     if os.path.isabs(path) or image_folder is None:
@@ -130,11 +116,8 @@ def image_problem(path: str) -> str | None:
 
 
 def decode_image_bytes(data: bytes, label: str) -> Image.Image:
-    """Decode embedded image bytes (the `{"bytes": ...}` form of HF datasets) fully, now.
-
-    Decoding eagerly turns a corrupt blob into a skipped sample here rather than a crash inside a
-    dataloader worker later; `label` names the blob in the skip log.
-    """
+    """Decode embedded image bytes (HF datasets' `{"bytes": ...}`) now, so a corrupt blob is a
+    skipped sample here, not a crash in a dataloader worker later."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
@@ -184,11 +167,8 @@ class SkipCounter:
         return len(self.skipped) / self.total if self.total else 0.0
 
     def raise_if_too_many(self, source: str) -> None:
-        """Stop with a clear error when more than `max_skip_fraction` of the samples were bad.
-
-        A high share nearly always means a wrong `image_folder`, so the message says so and
-        shows a few of the offending paths.
-        """
+        """Stop when more than `max_skip_fraction` of the samples were bad, naming a few paths: a
+        high share nearly always means a wrong `image_folder`."""
         if not self.skipped or self.fraction <= self.max_skip_fraction:
             return
         examples = "; ".join(f"{s.sample_id}: {s.reason} ({s.path})" for s in self.skipped[:3])
@@ -203,12 +183,8 @@ class SkipCounter:
 def visual_problem(
     visual: Any, verified: dict[str, str | None] | None = None
 ) -> tuple[str, str] | None:
-    """`(path, reason)` for the first unusable file of one visual, or None when all are fine.
-
-    A clip (list of frames) is checked frame by frame: one broken frame breaks the clip.
-    In-memory PIL images are already decoded and pass. `verified` caches per-path results,
-    because many records share one image (multi-turn splits, several questions per photo).
-    """
+    """`(path, reason)` for the first unusable file of one visual (one broken frame breaks a clip),
+    or None; `verified` caches per path, as many records share one image."""
     if isinstance(visual, Image.Image):
         return None
     if isinstance(visual, VideoFile):
@@ -251,13 +227,9 @@ def iter_converted(
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     limit: int | None = None,
 ) -> Iterator[tuple[int, Sample]]:
-    """`(record index, sample)` for each record that converts and whose visuals open; the skip budget is
-    enforced once the records are read (or `limit` samples kept).
-
-    `convert(record, index)` builds one `Sample` and raises `TheWorldUserError` for a malformed
-    record (a wrong record is a data bug the user must see) or `UnreadableVisual` for a visual
-    that cannot be used (counted as a skip). Only counts are kept, so any number of records streams.
-    """
+    """`(record index, sample)` for each record that converts and whose visuals open. A malformed
+    record raises (a data bug the user must see); an `UnreadableVisual` counts as a skip, and the
+    skip budget is enforced once the records are read. Only counts are kept, so records stream."""
     counter = SkipCounter(max_skip_fraction)
     verified: dict[str, str | None] = {}
     kept = 0

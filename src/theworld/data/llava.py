@@ -1,8 +1,6 @@
-"""The LLaVA conversation format (the field's de facto training format), and LLaVA-CC3M.
-
-Record: `{"id", "image": str | [str], "video": clip?, "conversations": [{"from", "value"}]}`,
-as a JSON array or JSON Lines. `<image>` in a turn marks where an image goes; we put the image
-item exactly there so the prompt the model trains on matches what the data author wrote.
+"""The LLaVA conversation format (the field's de facto training format), and LLaVA-CC3M
+(docs/data-formats.md). Each visual goes exactly where its `<image>` marker stands, so the prompt
+the model trains on matches what the data author wrote.
 """
 
 from __future__ import annotations
@@ -51,13 +49,9 @@ def conversations_to_messages(
     videos: list[dict[str, Any]],
     sample_id: str,
 ) -> list[dict[str, Any]]:
-    """LLaVA turns -> HF chat messages, with each visual placed at its marker.
-
-    `<image>` markers take the images in order and `<video>` markers the clips. Data that marks
-    clips with `<image>` too (LLaVA-Video style) has no `<video>` marker: then `<image>` markers
-    take images then clips. With no marker at all, every visual goes to the start of the first
-    user turn. Any other count mismatch is a data error naming the sample.
-    """
+    """LLaVA turns -> HF chat messages, each visual at its marker (`<image>` takes images, `<video>`
+    clips; without `<video>` markers `<image>` takes images then clips; with none, all visuals open
+    the first user turn). Any other count mismatch is a data error naming the sample."""
     if not isinstance(turns, list) or not turns:
         raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list")
     texts = [(_role(turn, sample_id), _text(turn, sample_id)) for turn in turns]

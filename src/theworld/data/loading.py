@@ -1,10 +1,7 @@
 """One entry point for training data: a file or Hub id plus a format name -> validated `Sample`s.
 
-Config files name a data source and (optionally) its format. Records come from the one reader
-(`theworld.data.records`: JSON array streamed, JSON Lines, parquet, or a Hub dataset); the
-format's `RecordFormat` turns each into a `Sample`, and `iter_converted` validates them. Format
-modules define their `RecordFormat` (the `<format>_samples` hook and its `load`) with the class
-here; this module imports them lazily, by name, so the dependency runs one way at import time.
+Records come from the one reader (`theworld.data.records`); the format's `RecordFormat` turns each
+into a `Sample`. Format modules are imported lazily, by name, so they may import this module.
 """
 
 from __future__ import annotations
@@ -49,13 +46,8 @@ def record_id(record: dict[str, Any], index: int, source: str, key: str = "id") 
 
 @dataclass(frozen=True)
 class RecordFormat:
-    """One data format: how a record becomes a `Sample`, and how a record without an id is named.
-
-    `to_sample(record, image_folder=..., sample_id=..., **options)` builds one `Sample` (options are
-    format-specific, e.g. openspatial's `draw_boxes`); `id_rule(record, index, source)` names it.
-    Calling the format on records gives the validated samples (skips and the skip budget are
-    `iter_converted`'s); `load(path)` reads a local file with it.
-    """
+    """One data format: how a record becomes a `Sample` (`to_sample`, with format-specific options
+    such as openspatial's `draw_boxes`), and how a record without an id is named (`id_rule`)."""
 
     to_sample: Callable[..., Sample]
     id_rule: Callable[[dict[str, Any], int, str], str] = record_id
@@ -147,14 +139,9 @@ def load_samples(
     limit: int | None = None,
     **options: Any,
 ) -> list[Sample]:
-    """Read a data file (or Hub dataset id) in one of `FORMATS` into validated samples, in memory.
-
-    `image_folder` defaults to the data file's folder (the working directory for a Hub id).
-    `options` go to the format's converter (e.g. `draw_boxes=True, cache_dir=...` for
-    openspatial). Raises `TheWorldUserError` for an unknown format, a missing file, an empty
-    source, a malformed record, or more skipped samples than `max_skip_fraction` allows. Training
-    reads large files without holding them: `theworld.training.dataset.load_dataset`.
-    """
+    """Read a data file (or Hub dataset id) in one of `FORMATS` into validated samples, in memory;
+    `options` go to the format's converter. Training reads large files without holding them
+    (`theworld.training.dataset`)."""
     fmt = record_format(format) if format != "auto" else None
     records, default_folder = open_records(path_or_id)
     first, records = first_record(records, str(path_or_id))

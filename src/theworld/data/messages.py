@@ -1,9 +1,8 @@
-"""The Hugging Face chat format (`messages` + `images` column) and the generic QA JSONL.
+"""The Hugging Face chat format (`messages` + `images` column) and the generic QA record.
 
-HF chat records already are `Sample.messages` except that image items are placeholders
-(`{"type": "image"}`) filled in order from a separate `images` column; the fill must be exact,
-because a shifted image silently trains the model on the wrong picture. QA records (qa.py) become
-a two-turn conversation built with `format_question`, the same prompt evaluation uses.
+Image placeholders are filled in order from the `images` column, exactly: a shifted image silently
+trains on the wrong picture. QA records become two turns built with `format_question`, the prompt
+evaluation uses.
 """
 
 from __future__ import annotations
@@ -23,11 +22,8 @@ ROLES = ("user", "assistant", "system")
 
 
 def column_image(value: Any, image_folder: str | None, label: str) -> Any:
-    """One `images` column entry -> an absolute path or a decoded PIL image.
-
-    Entries are a path (relative to `image_folder`), a `{"path", "bytes"}` dict as HF `Image`
-    features store them (bytes win when present), or an already decoded PIL image.
-    """
+    """One `images` column entry (a path, HF `Image`'s `{"path", "bytes"}`, or a PIL image) -> an
+    absolute path or a decoded image."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, dict):
@@ -51,11 +47,8 @@ def _column(record: dict[str, Any], *names: str) -> list[Any]:
 def messages_record_to_sample(
     record: dict[str, Any], *, image_folder: str | None, sample_id: str
 ) -> Sample:
-    """One HF chat record -> `Sample`, placeholders filled from `images` / `videos` in order.
-
-    Items that already carry their visual (`{"type": "image", "image": "a.png"}`) keep it and
-    do not consume the column. A count mismatch raises `TheWorldUserError` naming the record.
-    """
+    """One HF chat record -> `Sample`, placeholders filled from `images` / `videos` in order (items
+    carrying their own visual keep it); a count mismatch names the record."""
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise TheWorldUserError(f"sample {sample_id}: `messages` must be a non-empty list")

@@ -1,12 +1,9 @@
-"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s with one region naming; the region
-naming and numbered boxes SpatialRGPT-Bench (evaluation) shares with it.
+"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s, and the region naming and numbered
+boxes SpatialRGPT-Bench shares with it.
 
-In the raw data a human turn names regions with `<mask> <depth>` (or `<mask>`), and the gpt
-turn answers with `Region [k]`, k counting the masks of *its own question*: `Region [0]` means a
-different object in every turn. Gemma has no mask encoder, so regions must be named in text
-(and optionally drawn on the image) with one numbering for the whole conversation: mask
-occurrence g (counted over all human turns, which is also the index into `bbox`) becomes
-`Region [g]` everywhere, and each answer is rewritten to the same global numbers.
+Raw answers say `Region [k]` with k counting the masks of their own question, so `Region [0]` is
+another object in every turn. Gemma has no mask encoder: regions are named in text (and
+optionally drawn) with one numbering for the whole conversation (docs/data-formats.md).
 """
 
 from __future__ import annotations
@@ -39,22 +36,15 @@ def default_cache_dir() -> str:
 
 
 def name_regions(text: str, start: int = 0) -> tuple[str, int]:
-    """Replace each `<mask>` (with an optional `<depth>`) by "Region [k]", k counting from `start`.
-
-    Returns the new text and the number of masks replaced. In SpatialRGPT-Bench k is the mask's
-    position in the question, which is also its index in the row's `bbox` list.
-    """
+    """Replace each `<mask>` (optionally with `<depth>`) by "Region [k]", k counting from `start`;
+    returns the text and the number of masks replaced."""
     pieces = _MASK.split(text)
     return pieces[0] + "".join(f"Region [{start + g}]{piece}" for g, piece in enumerate(pieces[1:])), len(pieces) - 1
 
 
 def renumber_regions(turns: list[dict[str, Any]], sample_id: str) -> tuple[list[dict[str, Any]], int]:
-    """Rewrite masks and `Region [k]` references to global numbers; also return the mask count.
-
-    Each `<mask>` (with an optional following `<depth>`) in a human turn becomes `Region [g]`,
-    g the global index of that occurrence; `Region [k]` in the next gpt turn becomes the global
-    index of the k-th mask of the preceding question. An out-of-range k is a data error.
-    """
+    """Rewrite masks and `Region [k]` references to global numbers (a mask occurrence's index over
+    all human turns); also return the mask count. An out-of-range k is a data error."""
     if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
         raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list of turns")
     next_index = 0
@@ -87,13 +77,8 @@ def _to_global(match: re.Match[str], *, local: list[int], sample_id: str) -> str
 
 
 def draw_boxes(image: Image.Image, boxes: list[list[float]]) -> Image.Image:
-    """An RGB copy of `image` with box k outlined and labelled `k` (identical boxes share one outline: `0,2`).
-
-    Boxes are [x1, y1, x2, y2] in pixels, clamped to the image; each distinct box gets the next
-    palette colour and a filled label inside its top-left corner; line width and font size scale
-    with the image. A region mentioned in two questions has two identical boxes: one outline keeps
-    the picture readable while every number in the text still points at a box.
-    """
+    """An RGB copy of `image` with box k ([x1, y1, x2, y2] pixels) outlined and labelled `k`;
+    identical boxes (a region asked about twice) share one outline labelled `0,2`."""
     image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     width, height = image.size
@@ -150,11 +135,8 @@ def openspatial_record_to_sample(
     draw_boxes: bool = False,
     cache_dir: str | None = None,
 ) -> Sample:
-    """One OpenSpatial record -> `Sample` with globally numbered regions.
-
-    `meta["boxes"]` holds box g for `Region [g]`. With `draw_boxes`, the image is a cached copy
-    with the numbered boxes drawn, so the model can see which region is which.
-    """
+    """One OpenSpatial record -> `Sample`; `meta["boxes"]` holds box g for `Region [g]`, and with
+    `draw_boxes` the image is a cached copy with the numbered boxes drawn."""
     filename = record.get("filename")
     if not isinstance(filename, str) or not filename:
         raise TheWorldUserError(f"sample {sample_id}: no `filename`")

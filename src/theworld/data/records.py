@@ -1,10 +1,8 @@
 """Records of a data file or Hub dataset: the one reader of JSON, JSON Lines and parquet, for training and evaluation.
 
-`iter_rows(path)` yields `(where, record)`: `where` names the row for error messages (`file:line`
-for JSON Lines, `file row i` otherwise). JSON arrays are streamed with ijson and parquet in record
-batches, so no file is read whole (OpenSpatialDataset is one ~30 GB array). `hub_rows` reads a Hub
-dataset with `datasets.load_dataset` (Arrow, memory-mapped). Malformed input is a
-`TheWorldUserError` naming the file and row.
+JSON arrays are streamed with ijson and parquet in record batches, so no file is read whole
+(OpenSpatial is one ~30 GB array); Hub datasets come through `datasets` (Arrow, memory-mapped).
+Malformed input is a `TheWorldUserError` naming the file and row.
 """
 
 from __future__ import annotations

@@ -8,14 +8,9 @@ from typing import Any
 
 @dataclass
 class Sample:
-    """A conversation with its visuals, in the Hugging Face chat format.
-
-    `messages` is a list of `{"role": "user"|"assistant"|"system", "content": [...]}` whose
-    content items are `{"type": "text", "text": str}`, `{"type": "image", "image": X}` or
-    `{"type": "video", "video": [X, ...]}`, where X is an absolute file path or a `PIL.Image`.
-    A video is a short clip given as its frames; the world path encodes the clip, Gemma's image
-    path sees one frame of it (see `TheWorldProcessor`).
-    """
+    """A conversation with its visuals, in the Hugging Face chat format: content items are text,
+    `{"type": "image", "image": X}` or `{"type": "video", "video": [X, ...]}`, X an absolute path
+    or a `PIL.Image`. The world path encodes a clip; Gemma's image path sees one frame of it."""
 
     id: str
     messages: list[dict[str, Any]]

@@ -1,33 +1,9 @@
 """Procedural "what happens next?" clips whose answer is in the motion, not in any one frame.
 
-Why this data set exists: TheWorld's claim is that the world path (the VAE over the whole clip)
-adds information that Gemma's image path (which sees only the clip's LAST frame) lacks. A fair
-test of that claim needs questions the last frame cannot answer. Every clip is therefore built
-so that its last frame follows one distribution whatever the answer:
-
-1. draw the scene as it looks in the last frame (positions, sizes, colours) and a motion
-   (speed, angle) without looking at the answer;
-2. build one trajectory per possible answer, backwards from that same last frame;
-3. keep the draw only if EVERY answer's trajectory is valid (objects fully inside the frame in
-   all frames, no overlaps), otherwise draw again;
-4. render the trajectory of the answer the clip was given from a shuffled, exactly balanced list.
-
-Step 3 is what keeps the last frame uninformative: whether a draw is kept depends on the scene
-only, never on the answer it gets, so P(answer | last frame) is uniform. (Drawing the last frame
-and then only the chosen answer's trajectory would leak: a ball near the left edge could only
-have come from the left.)
-
-Task families, each with a fixed two-way choice list so chance is 1/2:
-
-- `direction`: one ball drifting mostly sideways. "Which way is the ball moving?" left / right.
-- `approach`: a red ball moves along the line to a still blue square (within 30 degrees).
-  "Is the red ball moving toward the blue square or away from it?" toward / away.
-- `reach-wall`: one ball moving sideways, nearer one edge. "...will the ball touch the edge of
-  the picture within the next N frames?" yes / no. Needs the direction AND the speed.
-
-Seeds: clip `i` of a task comes from its own stream `(seed, task, i)`, so a clip does not change
-when other tasks or counts change. The held-out split uses `heldout_seed(seed)`, a stream far
-from any train seed a sweep would use; ids carry the split name, so ids never collide either.
+Each clip is built backwards from a last frame drawn without looking at the answer, and a draw is
+kept only if every answer's trajectory is valid, so the last frame (all Gemma's image path sees)
+says nothing about the answer: P(answer | last frame) is uniform. Tasks, seeds and the reasoning
+are in docs/demo.md.
 """
 
 from __future__ import annotations
@@ -43,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from theworld.errors import TheWorldUserError
+from theworld.errors import ConfigFieldError, TheWorldUserError
 
 logger = logging.getLogger(__name__)
 
@@ -74,24 +50,16 @@ _RED = (225, 45, 45)
 _BLUE = (50, 90, 230)
 
 
-class SyntheticConfigError(TheWorldUserError):
-    """A bad `SyntheticConfig` field; `field_name` lets the CLI name its own flag instead."""
+class SyntheticConfigError(ConfigFieldError):
+    """A bad `SyntheticConfig` field."""
 
-    def __init__(self, field_name: str, detail: str) -> None:
-        super().__init__(f"SyntheticConfig.{field_name}: {detail}")
-        self.field_name = field_name
-        self.detail = detail
+    prefix = "SyntheticConfig."
 
 
 @dataclass
 class SyntheticConfig:
     """How the clips look. Defaults suit the demo: 9 frames -> 3 latent frames, 64 px -> 8x8.
-
-    `seed` is the train seed `generate` uses when it is given none; `reach_horizon` is how many
-    frames ahead `reach-wall` asks about (None: twice the clip's length in steps). It must exceed
-    `num_frames - 1`: a ball that reaches the edge sooner than that could not have come from that
-    side during the clip, which would make "no" impossible for it.
-    """
+    `reach_horizon` (None: twice the clip's steps) must exceed `num_frames - 1` (docs/demo.md)."""
 
     image_size: int = 64
     num_frames: int = 9

@@ -1,10 +1,5 @@
-"""Visual Spatial Reasoning (VSR): true/false captions about COCO images, for training and evaluation.
-
-Record (JSONL, `cambridgeltl/vsr_random` / `vsr_zeroshot`): `{"image": "000000085637.jpg",
-"image_link", "caption", "label": 1|0, "relation", "subj", "obj"}`. Training
-(`vsr_record_to_sample`) and evaluation (`theworld.evaluation.benchmarks.load_vsr`) read a record
-with the same functions here: the question (`vsr_question` + `format_question` with the choices
-`["true", "false"]`), the answer (`vsr_answer`) and the image (`vsr_image`).
+"""Visual Spatial Reasoning (VSR): true/false captions about COCO images (docs/data-formats.md).
+Training and evaluation (`evaluation.benchmarks.load_vsr`) read a record with the same functions.
 """
 
 from __future__ import annotations

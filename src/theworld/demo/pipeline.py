@@ -1,17 +1,7 @@
-"""The demo: does the world path learn what a static VLM cannot?
-
-One command runs the whole job the library exists for, through the same code a user runs:
-
-1. checkpoints: the tiny Gemma 3 and tiny Cosmos-style VAE (`theworld.testing`), or real ids;
-2. data: procedurally generated clips whose answers are only in the motion (`make-data`), a
-   train split and a held-out split from a different seed stream;
-3. a latent cache of every clip (`cache-latents`): the frozen VAE runs once per clip;
-4. training with the same data, steps and learning rate (`train`):
-   - `gemma_control`: world off (= Gemma 3), stage `finetune`, all steps;
-   - `theworld`: world on, stage `align` then `finetune` from its output, the same steps in total;
-5. evaluation on the held-out split (`eval` harness, choices scored by log-likelihood):
-   `gemma_control` (world-off), `theworld`, and `theworld_zero_world` (its world tokens zeroed);
-6. results.json, report.md and a PNG (`theworld.demo.report`).
+"""The demo: does the world path learn what a static VLM cannot? One command makes the tiny
+checkpoints and the synthetic clips, caches latents, trains `gemma_control` and `theworld` on the
+same budget and evaluates them beside `theworld_zero_world`, through the code a user runs
+(steps in docs/demo.md).
 """
 
 from __future__ import annotations
@@ -26,20 +16,15 @@ from typing import Any
 
 import torch
 
-from theworld.errors import TheWorldUserError
+from theworld.errors import ConfigFieldError, TheWorldUserError
 
 logger = logging.getLogger(__name__)
 
 SYSTEMS = ("gemma_control", "theworld", "theworld_zero_world")
 
 
-class DemoConfigError(TheWorldUserError):
-    """A bad `DemoConfig` field; `field_name` lets the CLI name its own flag instead."""
-
-    def __init__(self, field_name: str, detail: str) -> None:
-        super().__init__(f"{field_name}: {detail}")
-        self.field_name = field_name
-        self.detail = detail
+class DemoConfigError(ConfigFieldError):
+    """A bad `DemoConfig` field."""
 
 
 @dataclass

@@ -1,18 +1,9 @@
-"""Benchmark loaders: each published format read into `EvalItem`s, every problem a clear error.
+"""Benchmark loaders: each published format read into `EvalItem`s (formats: docs/data-formats.md).
 
-Each loader is `load_<name>(data, image_folder=None, split=None, limit=None) -> list[EvalItem]`
-and is registered in `BENCHMARKS`. `data` is a local file (.jsonl, .json array, .parquet), a
-local folder holding split files (a Hub snapshot: `<folder>[/<config>]/**/<split>-*.parquet`,
-`<split>.jsonl`, ...), or a Hub id read with `datasets.load_dataset` (needs network). Relative
-image paths are resolved against `image_folder`, by default the data file's own folder.
-
-Evaluation must never drop items quietly (a shrunken denominator inflates accuracy), so a
-missing file or image, an unreadable row, an answer outside its choices or a duplicate id raises
-`TheWorldUserError` naming the file and row.
-
-Per-benchmark conventions (see the loader docstrings): BLINK answers "(A)" become the choice
-text; VSR captions become true/false questions; SpatialRGPT-Bench regions become "Region [k]"
-with box k drawn and numbered k on the image (`draw_region_boxes`).
+A loader is `load_<name>(data, image_folder=None, split=None, limit=None)`, registered in
+`BENCHMARKS`; `data` is a local file, a local snapshot folder of split files, or a Hub id.
+Evaluation never drops items quietly (a shrunken denominator inflates accuracy): a missing image,
+an unreadable row, an answer outside its choices or a duplicate id raises naming file and row.
 """
 
 from __future__ import annotations
@@ -78,10 +69,6 @@ def _split_files(folder: Path, config: str | None, split: str | None) -> list[Pa
     return files
 
 
-def _read_hub(data: str, config: str | None, split: str | None, limit: int | None) -> list[Row]:
-    return [(f"{data}[{split}] row {i}", dict(rec)) for i, rec in enumerate(islice(hub_rows(data, config, split), limit))]
-
-
 def read_rows(data: str, config: str | None, split: str | None, limit: int | None) -> tuple[list[Row], Path | None]:
     """Records of a local file, local snapshot folder or Hub dataset, and the default image folder."""
     if limit is not None and limit < 0:
@@ -95,7 +82,8 @@ def read_rows(data: str, config: str | None, split: str | None, limit: int | Non
             rows.extend(_read_file(file, None if limit is None else limit - len(rows)))
         return rows, path.resolve()
     if looks_like_hub_id(data):
-        return _read_hub(data, config, split, limit), None
+        rows = islice(hub_rows(data, config, split), limit)
+        return [(f"{data}[{split}] row {i}", dict(record)) for i, record in enumerate(rows)], None
     raise TheWorldUserError(f"{data}: no such file or folder (and it is not a Hub id such as 'owner/name')")
 
 
@@ -226,11 +214,7 @@ def _load_blink(
 def load_blink_relative_depth(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """BLINK Relative_Depth (config of `BLINK-Benchmark/BLINK`, split `val` by default).
-
-    Rows: idx, question, image_1..image_4 (PIL from the Hub, {"bytes", "path"} in parquet),
-    choices, answer "(A)" -> the choice text; scored by log-likelihood over the choices.
-    """
+    """BLINK Relative_Depth (`BLINK-Benchmark/BLINK`, split `val`); answers "(A)" become the choice text."""
     return _load_blink("Relative_Depth", "blink-relative-depth", data, image_folder, split, limit)
 
 
@@ -246,13 +230,8 @@ def load_blink_spatial_relation(
 def load_vsr(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """VSR (`cambridgeltl/vsr_random` / `vsr_zeroshot`, JSONL per split, `test` by default).
-
-    Rows: image (COCO 2017 file name), image_link, caption, label (1 = true), relation, subj,
-    obj. Each caption becomes a true/false question, category = relation. Images are looked up
-    in `image_folder`, then its `train2017`/`val2017` subfolders (the link names the right one).
-    Rows carry no id, so the id is the row index and image name (stable for a given file).
-    """
+    """VSR (split `test` by default): captions become true/false questions, category = relation.
+    Rows carry no id: the id is the row index and image name."""
     rows, default_folder = read_rows(data, None, split or "test", limit)
     folder = _folder(image_folder, default_folder)
     items = []
@@ -316,14 +295,9 @@ def _srgpt_texts(row: dict[str, Any], where: str) -> tuple[str, str]:
 def _srgpt_scoring(
     qa_type: str, category: str, question: str, answer: str, where: str
 ) -> tuple[str, list[str] | None, str, dict[str, Any]]:
-    """(kind, choices, answer, extra meta) from the benchmark's own type and category.
-
-    Direction -> "clock"; other quantitative -> "numeric"; qualitative -> "choice" when the
-    question offers two named regions ("Which is taller, Region [0] or Region [1]?") and the
-    answer names exactly one of them, else "qualitative_free". A metric or clock answer with
-    no readable value (e.g. "they overlap") falls back to "qualitative_free" (judged), flagged
-    in meta, so it is still evaluated rather than dropped.
-    """
+    """(kind, choices, answer, extra meta) from the benchmark's own type and category: direction ->
+    clock, other quantitative -> numeric, qualitative -> choice when the question offers two named
+    regions and the answer names one; else (and for unreadable values, flagged) judged free text."""
     if "direction" in category:
         hour = parse_clock(answer)
         if hour is not None:
@@ -347,14 +321,8 @@ def _srgpt_scoring(
 def load_spatialrgpt_bench(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """SpatialRGPT-Bench (`a8cheng/SpatialRGPT-Bench`, split `val`; or its JSON/JSONL export).
-
-    Rows: id, image (embedded) or image_info.file_path (relative to `image_folder`), text_q,
-    conversations (question with `<mask>` per region, then answer), bbox (one per mask, in
-    order), rle (ignored), qa_info {type, category}. conversations/bbox/qa_info/image_info may
-    be string-serialised Python literals. Masks become "Region [k]" and box k is drawn and
-    numbered k on the image (`draw_region_boxes`); scoring kind: see `_srgpt_scoring`.
-    """
+    """SpatialRGPT-Bench (split `val`): masks become "Region [k]" with box k drawn and numbered k on
+    the image; scoring kind from `_srgpt_scoring`."""
     rows, default_folder = read_rows(data, None, split or "val", limit)
     folder = _folder(image_folder, default_folder)
     items, fallbacks = [], 0
@@ -406,12 +374,8 @@ def load_spatialrgpt_bench(
 def load_jsonl(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """The generic QA format of `theworld.data.qa` (id, question, choices?, answer, image /
-    images / video, category?). Paths are relative to `image_folder`, default the file's folder.
-
-    Scoring kind: the optional field "kind" if present, else "choice" when choices are given and
-    "qualitative_free" otherwise. `split` only picks a file when `data` is a folder.
-    """
+    """The generic QA format; kind is the record's "kind", else "choice" with choices and
+    "qualitative_free" without. `split` only picks a file when `data` is a folder."""
     rows, default_folder = read_rows(data, None, split, limit)
     folder = _folder(image_folder, default_folder)
     items = []

@@ -1,11 +1,8 @@
-"""Compare evaluation runs: accuracies with intervals, and paired tests on their shared items.
+"""Compare evaluation runs (`theworld eval` folders): accuracies with intervals, and paired tests.
 
-A run folder (written by `theworld eval`) holds `predictions.jsonl` (one line per item: id,
-prediction, target, correct, optional scores) and `metrics.json` (accuracy, n, ci95, control,
-model). Differences of a few points on ~130 items are noise unless a paired test says
-otherwise, so the report puts a paired-bootstrap interval and McNemar's p next to every
-difference, computed only on the items both runs answered. A run whose metrics.json disagrees
-with its own predictions (a stale or truncated file) is rejected instead of being reported.
+A few points on ~130 items are noise unless a paired test says otherwise, so every difference
+comes with a paired-bootstrap interval and McNemar's p on the items both runs answered. A run
+whose metrics.json disagrees with its own predictions (stale or truncated) is rejected.
 """
 
 from __future__ import annotations

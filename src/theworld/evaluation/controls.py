@@ -1,22 +1,9 @@
-"""Controls: the same evaluation with the world path removed, blanked or given the wrong scene.
+"""Controls: the same evaluation with the world path removed, blanked or given the wrong scene
+(`none`, `world-off`, `zero-world`, `shuffled-world`; what each rules out: docs/evaluation.md).
 
-A world-token gain means something only next to controls run on the same items:
-
-- ``none``: the model as it is, each item with its own world inputs.
-- ``world-off``: the same checkpoint loaded with ``enable_world=False`` and a processor with
-  ``enable_world=False``; the prompt has no world block and the model is Gemma 3 exactly.
-- ``zero-world``: world blocks are in the prompt (same length, same positions, same attention
-  pattern) but the world projector's output is replaced by zeros (`zero_world`). A gain that
-  survives this comes from the prompt layout, not from the scene.
-- ``shuffled-world``: each item gets another item's world inputs (`shuffled_donors`). A gain
-  that survives this is not about *this* scene.
-
-Shuffling keeps every prompt unchanged, so the donor's world inputs must have exactly the
-recipient's shape: items are shuffled only among items with the same visual signature (number
-of visuals and frames per visual, hence the same world token count). Within each such group the
-donors are a seeded random cyclic permutation (Sattolo's algorithm), which never maps an item to
-itself. A group of one item cannot be shuffled; that is an error rather than a silent fixed point.
-Items without visuals have no world inputs and are left alone.
+Shuffling keeps every prompt unchanged, so donors come only from items with the same visual
+signature (same world token count), as a seeded cyclic permutation (Sattolo's algorithm) that
+never maps an item to itself; a group of one is an error, not a silent fixed point.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """One evaluation question, whatever benchmark it came from, and its chat-format `Sample`.
 
-Every benchmark loader produces `EvalItem`s so that the model-running half of the harness has a
-single input type. `kind` says how an answer is scored, decided once at load time from the
-benchmark's own annotation rather than guessed later from the text:
-
-- "choice": `choices` are scored by log-likelihood; `answer` is one of them.
-- "numeric": a metric quantity (answer text holds a number and unit; see `parsing`).
-- "clock": a clock-position direction ("2 o'clock").
-- "qualitative_free": free text judged against `answer` (LLM judge).
-
-The prompt is built with `theworld.data.qa.format_question`, the same function training uses,
-so a model is evaluated on the prompt it was trained on.
+`kind` says how an answer is scored, decided once at load time from the benchmark's own
+annotation: "choice" (log-likelihood over `choices`), "numeric" (a metric quantity, see
+`parsing`), "clock" (a clock direction) or "qualitative_free" (LLM judge). The prompt is
+`theworld.data.qa.format_question`, the one training uses.
 """
 
 from __future__ import annotations
@@ -29,12 +22,8 @@ KINDS: tuple[str, ...] = ("choice", "numeric", "clock", "qualitative_free")
 
 @dataclass
 class EvalItem:
-    """A benchmark question with its visuals and reference answer.
-
-    `visuals` holds, in prompt order, absolute image paths, `PIL.Image`s, or clips: lists of
-    frames or a `VideoFile` (a video file path). `answer` is None only where the benchmark split withholds answers (e.g. BLINK test).
-    `meta` keeps benchmark-specific fields (original answer sentence, parsed target, ...).
-    """
+    """A benchmark question with its visuals (image paths, `PIL.Image`s or clips, in prompt order)
+    and reference answer (None only where the split withholds answers, e.g. BLINK test)."""
 
     id: str
     question: str
@@ -62,11 +51,8 @@ class EvalItem:
 
 
 def to_sample(item: EvalItem, answer: str | None = None) -> Sample:
-    """The item as a chat `Sample`: visuals then the question text; an assistant turn if `answer`.
-
-    Passing the answer builds the scored continuation for log-likelihood choice scoring (one
-    sample per choice); leaving it out builds the generation prompt.
-    """
+    """The item as a chat `Sample`: visuals then the question; with `answer`, the scored assistant
+    turn (one sample per choice), without it the generation prompt."""
     content: list[dict[str, Any]] = []
     for visual in item.visuals:
         if isinstance(visual, VideoFile):

@@ -1,16 +1,9 @@
 """An LLM judge for free-text answers, over any OpenAI-compatible `/chat/completions` server.
 
-SpatialRGPT-Bench's qualitative answers are sentences ("No, Region [0] is not behind Region
-[1].") that no string match scores fairly; the published protocol uses an LLM judge. This client
-uses only the standard library (urllib), so a local vLLM / llama.cpp server or a hosted API can
-judge without a new dependency. The judge must answer `{"correct": true|false, "reason": ...}`;
-anything else raises `JudgeError` carrying the raw reply, never a guessed verdict, so a flaky
-judge cannot quietly bias a result.
-
-Credentials never reach a message or a log: user:password in the URL is sent as HTTP Basic auth
-and shown as `***`, secret-looking query parameters are masked, and every error text (a reply
-may echo the request's `Authorization` header) has the key, the password and any
-`Authorization`/`Bearer` value replaced by `[REDACTED]` (`redact`).
+SpatialRGPT-Bench's qualitative answers are sentences no string match scores fairly. The client
+uses only urllib, so a local server or a hosted API can judge without a new dependency. A reply
+that is not `{"correct": true|false, "reason": ...}` raises `JudgeError`, never a guessed
+verdict. Credentials never reach a message or a log (`redact`, docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -113,11 +106,8 @@ def parse_verdict(content: str) -> Verdict:
 
 
 class OpenAIJudge:
-    """Judges (question, reference, prediction) triples with a chat model at `base_url`.
-
-    `base_url` is the API root that `/chat/completions` is appended to (e.g.
-    `http://127.0.0.1:8000/v1`). Temperature 0 keeps verdicts as repeatable as the server allows.
-    """
+    """Judges (question, reference, prediction) triples with a chat model at `base_url` (the API root,
+    e.g. `http://127.0.0.1:8000/v1`); temperature 0 keeps verdicts repeatable."""
 
     def __init__(
         self,

@@ -1,15 +1,7 @@
-"""The model and processor an evaluation control needs, loaded by `theworld.model.checkpoints`.
-
-`load_model(path, control)` accepts what `TheWorld.from_pretrained` accepts: a Gemma 3
-checkpoint (world modules freshly initialised: a baseline with untrained world tokens), a saved
-TheWorld folder, or a world-adapter folder (adapter weights + a config naming the base Gemma).
-
-- Controls none / zero-world / shuffled-world load it with the world path on and need the Cosmos
-  VAE (from the folder's `world_encoder/`, the config's `cosmos_model_name`, or
-  `cosmos_model_name=` here) because items arrive as pixels.
-- Control world-off loads the *same* checkpoint with `enable_world=False` (and so a processor
-  with `enable_world=False`): Gemma 3 exactly, with whatever Gemma weights the checkpoint holds.
-  For an adapter folder that means the base Gemma plus any non-world tensors the adapter carries.
+"""The model and processor an evaluation control needs, loaded by `theworld.model.checkpoints`
+from whatever `TheWorld.from_pretrained` accepts. World-enabled controls need the Cosmos VAE
+(items arrive as pixels); `world-off` loads the same checkpoint with `enable_world=False`:
+Gemma 3 exactly, with whatever Gemma weights the checkpoint holds.
 """
 
 from __future__ import annotations
@@ -44,10 +36,7 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     name = dtype or "auto"
     if name not in DTYPES:
         raise TheWorldUserError(f"unknown dtype {name!r}; known: {', '.join(DTYPES)}")
-    chosen = DTYPES[name]
-    if chosen is None:
-        chosen = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return chosen
+    return DTYPES[name] or (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
 
 def load_model(

@@ -1,19 +1,11 @@
 """Reading metric quantities and clock directions out of free-text answers, and scoring them.
 
-SpatialRGPT-Bench's quantitative questions are scored by relative error (success when it is at
-most 25%) and its direction questions by clock position. The published protocol asks an LLM to
-convert both texts to numbers; a deterministic parser is reproducible, free and testable, and
-the conventions it applies are stated here:
-
-- Region references ("Region [0]") are removed first so their indices are never read as values.
-- Thousands separators ("1,200") are removed; decimals use a point.
-- Units: m/meter(s)/metre(s), cm, mm, km, in/inch(es)/" , ft/foot/feet/' , yd/yard(s), mile(s).
-  A bare "in" counts as inches only when no word follows it ("3 in." yes, "3 in the box" no).
-- Feet-and-inches combinations (5'10", 5 ft 10 in, 5 feet 10 inches) are added up.
-- Ranges ("2-3 meters", "2 to 3 m", "between 2 and 3 m") give their midpoint.
-- Number words (one..twenty, thirty..ninety, "twenty-five") are read when a unit follows them.
-- The first quantity that carries a unit wins; if no number has a unit, the first bare number is
-  taken **in meters** (the benchmark's own unit); text without a number gives None.
+SpatialRGPT-Bench scores quantities by relative error (success at <= 25%) and directions by clock
+position; its protocol has an LLM convert texts to numbers, a deterministic parser is
+reproducible and testable. Conventions: "Region [0]" references are removed first; "1,200" loses
+its separator; units m, cm, mm, km, in/", ft/', yd, mile(s) (a bare "in" only when no word
+follows); 5'10" and "5 ft 10 in" add up; ranges give their midpoint; number words are read before
+a unit; the first quantity with a unit wins, else the first bare number in meters.
 """
 
 from __future__ import annotations
@@ -179,11 +171,8 @@ def clock_distance(a: int, b: int) -> int:
 
 
 def score_numeric(pred_text: str | None, target_text: str) -> dict[str, Any]:
-    """Relative error of a predicted quantity and success at 10/25/50%; `correct` is the 25% rule.
-
-    An unreadable prediction counts as a failure (the model gave no usable number); an unreadable
-    target is a data error and raises, because no score would mean anything.
-    """
+    """Relative error of a predicted quantity and success at 10/25/50% (`correct`: 25%). An
+    unreadable prediction fails; an unreadable target is a data error and raises."""
     target = parse_quantity(target_text)
     if target is None:
         raise TheWorldUserError(f"reference answer has no quantity: {target_text!r}")

@@ -1,10 +1,6 @@
-"""Uncertainty for accuracies on small benchmarks, and paired tests between two systems.
-
-With ~130 items (BLINK tasks) a 95% interval is about +-8 points, so every reported accuracy
-carries a bootstrap interval, and two systems are compared on the *same* items: a paired
-bootstrap of the difference and McNemar's exact test on the discordant pairs. Everything is
-seeded so reports are reproducible. scipy is not a dependency; the exact binomial tail is
-computed with integer arithmetic.
+"""Uncertainty for accuracies on small benchmarks (~130 items: +-8 points at 95%), and paired tests
+between two systems on the same items (paired bootstrap, McNemar's exact test). Seeded; the exact
+binomial tail uses integer arithmetic, so scipy is not needed.
 """
 
 from __future__ import annotations
@@ -75,11 +71,8 @@ def paired_bootstrap(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> PairedDiff:
-    """Difference of means a - b on the same items, with a paired bootstrap interval.
-
-    Pairing removes the item-difficulty variance both systems share, so the interval is much
-    tighter than comparing two independent intervals.
-    """
+    """Difference of means a - b on the same items, with a paired bootstrap interval (pairing removes
+    the item-difficulty variance both systems share)."""
     xa, xb = _as_array(a, "a"), _as_array(b, "b")
     if xa.shape != xb.shape:
         raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
@@ -96,11 +89,7 @@ def _as_binary(values: Sequence[bool | float], name: str) -> np.ndarray:
 
 
 def mcnemar(a: Sequence[bool | float], b: Sequence[bool | float]) -> float:
-    """Two-sided exact McNemar p-value: a binomial(n, 1/2) test on the discordant pairs.
-
-    Only items where exactly one system is right carry information about which is better; with
-    n01 + n10 = n discordant items, p = min(1, 2 * P[X <= min(n01, n10)]) for X ~ Bin(n, 1/2).
-    """
+    """Two-sided exact McNemar p-value: p = min(1, 2 P[X <= min(n01, n10)]), X ~ Bin(n01 + n10, 1/2)."""
     xa, xb = _as_binary(a, "a"), _as_binary(b, "b")
     if xa.shape != xb.shape:
         raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")

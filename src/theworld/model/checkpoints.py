@@ -1,24 +1,11 @@
 """What is at a checkpoint name, and what are its world settings: the one place that decides.
 
-Everything that loads TheWorld goes through here; everything after receives the objects it returns.
-
-* `looks_local(name)` / `check_model_path(name)`: a name that can only be a local path (never a
-  Hub id 'owner/name') and does not exist fails naming the folder, before transformers turns it
-  into a Hub lookup ("couldn't connect").
-* `resolve(name, **settings) -> Resolved`: classifies the checkpoint (a Gemma 3 checkpoint, a saved
-  TheWorld folder, a TheWorld adapter folder, or the same on the Hub) from its config.json alone,
-  applies the world settings given, finds the base checkpoint an adapter is applied to, the world
-  encoder's source and the folder holding the tokenizer. No weights are read.
-* `finish_loading(model, resolved, info)`: what `TheWorld.from_pretrained` does after transformers
-  loaded the Gemma weights (world encoder, adapter tensors, trainable parts).
-* `save_world_adapter` / `load_world_adapter`: the adapter-only format (`world_adapter.safetensors`
-  plus a config naming the base checkpoint).
-* `load_pretrained(name, **settings) -> (model, processor)`: what evaluation, the demo and serving
-  load, in eval mode (parity loads models alone, one of them plain Gemma 3).
-
-Base checkpoints are recorded relative to a saved folder when local (`portable_base_reference`: a
-run moved or copied together with its base still loads), as given when a Hub id;
-`base_model_name_or_path=` at load time replaces the recorded value.
+Everything that loads TheWorld goes through here and everything after receives the objects it
+returns: `resolve` classifies a checkpoint (Gemma 3, saved TheWorld, TheWorld adapter, local or
+on the Hub) from config.json alone and applies the world settings; `finish_loading` completes
+`TheWorld.from_pretrained`; `save_world_adapter` / `load_world_adapter` own the adapter format;
+`load_pretrained` gives (model, processor) to evaluation, the demo and serving. A local base
+checkpoint is recorded relative to a saved folder, so a run moved with its base still loads.
 """
 
 from __future__ import annotations
@@ -58,11 +45,8 @@ HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_downl
 
 
 def looks_local(name: str) -> bool:
-    """True when `name` can only be a filesystem path, never a Hub id of the form 'owner/name'.
-
-    Gemma 3, TheWorld and Cosmos checkpoints on the Hub always have an owner. 'runs/gemma' is read
-    as a path when ./runs exists: a mistyped folder there, not the Hub repo 'runs/gemma'.
-    """
+    """True when `name` can only be a filesystem path, never a Hub id 'owner/name' ('runs/gemma' is a
+    path when ./runs exists: a mistyped folder, not a Hub repo)."""
     if os.path.exists(name) or os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name:
         return True
     parts = name.split("/")
@@ -277,11 +261,8 @@ def _resolve_world_token_ids(config: TheWorldConfig, path: str, hub_kwargs: dict
 
 @contextlib.contextmanager
 def adapter_keys_not_missing(cls: type, resolved: Resolved):
-    """Within: the tensors the adapter restores next are not reported missing while its base loads.
-
-    transformers reads `_keys_to_ignore_on_load_missing` from the class while loading; set for the
-    duration of one load, it keeps the load report true.
-    """
+    """Within: the tensors the adapter restores next are not reported missing while its base loads
+    (transformers reads `_keys_to_ignore_on_load_missing` from the class during the load)."""
     if resolved.adapter is None:
         yield
         return
@@ -361,12 +342,9 @@ def save_world_adapter(model: TheWorld, save_directory: str | os.PathLike, keys:
 
 
 def load_world_adapter(model: TheWorld, path: str | os.PathLike) -> list[str]:
-    """Strict load of an adapter file or folder; returns the keys applied.
-
-    Every key must exist with its shape, and every world module key must be given. A model loaded
-    with `enable_world=False` takes the adapter's other tensors (Gemma weights a stage trained)
-    and leaves its world tensors out: the world-off control of a trained run.
-    """
+    """Strict load of an adapter file or folder (every key with its shape, every world key given);
+    returns the keys applied. With the world off its world tensors are left out: the world-off
+    control of a trained run."""
     path = Path(path)
     file = path / WORLD_ADAPTER_NAME if path.is_dir() else path
     if not file.is_file():
@@ -396,14 +374,8 @@ def load_world_adapter(model: TheWorld, path: str | os.PathLike) -> list[str]:
 def load_pretrained(
     name_or_path: str | os.PathLike, *, device: str | torch.device | None = None, **kwargs: Any
 ) -> tuple[TheWorld, TheWorldProcessor]:
-    """(model, processor) for a checkpoint, in eval mode with every parameter frozen.
-
-    `name_or_path` and `kwargs` are what `TheWorld.from_pretrained` takes: world settings
-    (`enable_world=False` for plain Gemma 3 from the same checkpoint), `base_model_name_or_path=`,
-    and transformers' own (`dtype`, `attn_implementation`, ...). The processor comes from the
-    checkpoint (or its base's tokenizer) with the model config's world settings. Evaluation, the
-    demo and serving load through here.
-    """
+    """(model, processor) for a checkpoint, in eval mode with every parameter frozen; `kwargs` are
+    what `TheWorld.from_pretrained` takes, and the processor gets the model config's world settings."""
     from theworld.model.modeling import TheWorld
     from theworld.processing.processor import TheWorldProcessor
 

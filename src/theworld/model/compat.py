@@ -47,13 +47,8 @@ def gemma3_key_mapping(model_class: type = Gemma3ForConditionalGeneration) -> di
 
 
 def use_portable_key_layout(model: torch.nn.Module) -> None:
-    """Make transformers 5's `save_pretrained` write Gemma 3's original key layout.
-
-    transformers 5 reverts the key conversions recorded at load time when saving; a model built from
-    scratch (or loaded from a 5.x save) records none for SigLIP and saves `vision_tower.*`. Recording
-    the full conversion table makes the save write `vision_tower.vision_model.*`. No-op under 4.x,
-    which always saves that layout.
-    """
+    """Make transformers 5's `save_pretrained` write Gemma 3's original key layout
+    (`vision_tower.vision_model.*`) by recording the full conversion table; no-op under 4.x."""
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
     except ImportError:

@@ -95,14 +95,9 @@ class WorldGeometry:
 
 
 def add_legacy_rope_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
-    """Add transformers 4.x's rope fields to a serialised Gemma 3 config that has only 5.x's.
-
-    transformers 5 writes `text_config.rope_parameters` (one entry per layer type); 4.57 ignores it
-    and reads `rope_theta` (global layers), `rope_local_base_freq` (sliding layers) and
-    `rope_scaling` (global layers), silently using its defaults when they are absent: a checkpoint
-    with rope scaling (gemma-3-4b uses linear x8) would load with other positions. Writing both
-    is safe: 5.x prefers `rope_parameters` when both are present. Changes `config_dict` in place.
-    """
+    """Add transformers 4.x's rope fields to a serialised Gemma 3 config that has only 5.x's
+    `rope_parameters`, in place: 4.57 would silently use its defaults and load gemma-3-4b (linear
+    rope scaling x8) with other positions. 5.x prefers `rope_parameters` when both are present."""
     text = config_dict.get("text_config")
     params = text.get("rope_parameters") if isinstance(text, dict) else None
     if not isinstance(params, dict):
@@ -240,11 +235,8 @@ class TheWorldConfig(Gemma3Config):
 
     @classmethod
     def from_gemma_config(cls, gemma_config: Gemma3Config | dict[str, Any], **world_kwargs: Any) -> TheWorldConfig:
-        """Build from a plain Gemma 3 config, keeping every Gemma field and adding the world ones.
-
-        The source's `model_type`/`architectures` are dropped: kept, they would make the saved
-        config claim to be plain Gemma 3.
-        """
+        """Build from a plain Gemma 3 config, adding the world fields; the source's `model_type` and
+        `architectures` are dropped, or the saved config would claim to be plain Gemma 3."""
         data = gemma_config.to_dict() if not isinstance(gemma_config, dict) else dict(gemma_config)
         for key in ("model_type", "architectures", "transformers_version", "auto_map"):
             data.pop(key, None)

@@ -1,13 +1,8 @@
 """Which parts of TheWorld train, and how many parameters each part has.
 
-`set_trainable(model, parts)` is the one function that sets `requires_grad`: `from_pretrained`
-calls it with the parts its freeze flags leave trainable (`trainable_parts(config)`), a training
-stage with the parts it trains (`theworld.training.stages`). It records the outcome in the
-config's freeze flags, so a saved config says what was trained; nothing else writes them.
-
-One count for everything that reports parameters: `TheWorld.parameter_breakdown()`,
-`TheWorld.get_trainable_parameters()`, the training stage log and `theworld params`. Parameters
-are counted once each (Gemma 3 ties its LM head to the input embeddings: one tensor, one row).
+`set_trainable` is the one function that sets `requires_grad` (for `from_pretrained`'s freeze flags
+and for training stages) and records the outcome in the config's freeze flags. One count serves
+everything that reports parameters; tied weights (Gemma's LM head) count once.
 """
 
 from collections.abc import Collection
@@ -32,10 +27,7 @@ def trainable_parts(config) -> set[str]:
 
 
 def set_trainable(model: nn.Module, parts: Collection[str]) -> list[str]:
-    """Exactly the named parts train; returns the trainable parameter names in `named_parameters` order.
-
-    Parts the model lacks (no world projector with the world off, no VAE attached) are skipped.
-    """
+    """Exactly the named parts train (parts the model lacks are skipped); returns the trainable names."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown trainable parts {unknown}; known: {sorted(PARTS)}")

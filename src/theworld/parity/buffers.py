@@ -1,33 +1,13 @@
 """Audit a model's buffers (and optionally parameters) for the signatures of broken loading.
 
-Two bugs this catches, both seen in practice:
-  * transformers 5 builds models on the meta device and materialises them; a buffer or parameter
-    that nothing fills comes back as uninitialised memory (values such as 2e+38) or zeros; a
-    rotary `inv_freq` left at zero moved a model's logits by 0.66;
-  * a cast that turns an fp32 buffer into bf16 (`inv_freq` rounded, positions smeared).
-
-Each tensor gets value checks that need no reference (meta device, non-finite, absurd magnitude,
-all zeros) and, where one can be computed, a comparison against a *reference*: the value the
-model's own initialisation gives that tensor.
-
-How the reference is found, generically: a skeleton copy of the model is built (every module
-copied shallowly, sharing its config; the tensors under test replaced by CPU tensors filled with
-a sentinel value, floating ones in fp32; every other parameter replaced by an empty meta tensor,
-so a 2 GB embedding is never duplicated) and initialised the way `PreTrainedModel.initialize_weights`
-does it: children before parents, each module by the `_init_weights` of the nearest
-`PreTrainedModel` containing it (so SigLIP buffers get SigLIP's init inside Gemma 3), with
-transformers' "already initialised" flags absent and torch's own init functions in place, so the
-init really runs. That is done twice, with two different sentinels and random seeds; a tensor
-counts as defined by the init only when both runs give it the same value (random inits and
-tensors the init leaves alone get no reference). A module whose init needs real values of its
-parameters (it fails on meta tensors) is retried with real copies of its own subtree.
-Where `_init_weights` defines nothing, `reference_fns` and built-in fallbacks (rotary `inv_freq`
-from the module's rope init function, `embed_scale` from `scalar_embed_scale`) are tried.
-
-The expected dtype of a buffer is the dtype of the tensor the init copied into it; a buffer now
-held in a narrower dtype (fp32 `inv_freq` -> bf16) is reported as a dtype change. Values are
-compared at the buffer's own precision, so a bf16 `embed_scale` of 55.5 (sqrt(3072) rounded, as
-Gemma does when loaded in bf16) is not a mismatch.
+It catches what was seen in practice: tensors nothing filled after transformers 5's meta-device
+loading (uninitialised memory such as 2e+38, or zeros: a zeroed rotary `inv_freq` moved logits by
+0.66), and fp32 buffers cast to bf16. Each tensor gets value checks that need no reference, and a
+comparison against the value the model's own `_init_weights` gives it: a skeleton copy of the
+model (sentinel-filled tensors under test, other parameters on meta, so nothing large is copied)
+is initialised twice with different sentinels and seeds; only values both runs agree on count.
+Where `_init_weights` defines nothing, `reference_fns` and built-in fallbacks (rotary `inv_freq`,
+`embed_scale`) are tried. Values are compared at the buffer's own precision.
 """
 
 from __future__ import annotations
@@ -57,18 +37,9 @@ _MAX_REAL_SUBTREE = 1 << 26  # largest subtree (elements) copied for real when a
 
 @dataclass
 class BufferIssue:
-    """One problem with one tensor. `kind` is one of:
-
-    meta               on the meta device: it holds no data at all
-    non_finite         contains NaN or infinity
-    garbage            a finite magnitude above the threshold (uninitialised memory)
-    all_zero           every element is zero although its reference is not (or no reference exists)
-    reference_mismatch differs from the value the model's own initialisation gives it
-    shape_mismatch     has another shape than its reference
-    dtype_change       held in another dtype than the initialisation produces (e.g. fp32 -> bf16)
-    differs_from_init  (parameters only, severity info) differs from a deterministic init value,
-                       which is expected for trained weights
-    """
+    """One problem with one tensor. `kind`: meta, non_finite, garbage (uninitialised memory),
+    all_zero, reference_mismatch, shape_mismatch, dtype_change (e.g. fp32 -> bf16), or (parameters
+    only, severity info) differs_from_init, which is expected for trained weights."""
 
     name: str
     kind: str
@@ -113,14 +84,9 @@ def audit_buffers(
     max_param_numel: int = 1 << 24,
     max_batch_numel: int = 1 << 27,
 ) -> list[BufferIssue]:
-    """Check every buffer of `model` (persistent or not) and, with `check_parameters`, every
-    parameter; return the issues found, in module order (an empty list means all is well).
-
-    A value differs from its reference when |value - reference| > atol + rtol * |reference|, with
-    the reference rounded to the tensor's dtype first. Parameters larger than `max_param_numel`
-    elements get the value checks but no reference (their inits are random in practice); at most
-    `max_batch_numel` parameter elements are materialised (in fp32, twice) at a time.
-    """
+    """Check every buffer of `model` (and, with `check_parameters`, every parameter); return the
+    issues in module order. Parameters above `max_param_numel` elements get value checks only;
+    at most `max_batch_numel` parameter elements are materialised at a time."""
     entries = _entries(model, check_parameters)
     wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= max_param_numel]
     refs = _references(model, wanted, reference_fns, max_batch_numel)

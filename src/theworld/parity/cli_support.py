@@ -1,9 +1,6 @@
-"""What `theworld parity` needs around the parity core: which model a name means, loading it,
-building the inputs, and running the comparison into one report (docs/parity.md).
-
-`DIR_OR_ID` loads as `TheWorld`, `gemma:DIR_OR_ID` as plain `Gemma3ForConditionalGeneration`, and
-the reference `gemma` is Gemma 3 from model A's base checkpoint (as its loaded config names it). Inputs (text, image, world, or a chat JSON file) are built with model A's processor. Runs
-under transformers 4.57 too.
+"""What `theworld parity` needs around the parity core: resolving model names, loading, building
+inputs with model A's processor, and running the comparison into one report (docs/parity.md).
+Runs under transformers 4.57 too.
 """
 
 from __future__ import annotations
@@ -76,11 +73,8 @@ def parse_model_spec(text: str, *, model_a: tuple[ModelSpec, nn.Module] | None =
 def load_model(
     spec: ModelSpec, *, dtype: torch.dtype = torch.float32, attn_implementation: str = "eager", cosmos_model_name: str | None = None
 ) -> nn.Module:
-    """Load a model for comparison, in eval mode and frozen. Loading errors become `TheWorldUserError`.
-
-    Frozen on both sides: torch.matmul picks its kernel by requires_grad (Gemma's image projector
-    runs mm or bmm), so a trainable and a frozen copy of the same weights can differ in the last bits.
-    """
+    """Load a model for comparison, in eval mode and frozen: torch.matmul picks its kernel by
+    requires_grad, so a trainable and a frozen copy of the same weights can differ in the last bits."""
     from theworld import TheWorld
 
     common = dict(dtype=dtype, attn_implementation=attn_implementation)
@@ -96,9 +90,8 @@ def load_model(
 
 
 def _load_gemma(source: str, **kwargs: Any) -> nn.Module:
-    """Plain Gemma 3. Under transformers 4.x, with the key mapping and rope fields that let it read
-    a checkpoint written by transformers 5 (which 4.x would otherwise load with a random vision
-    tower and default rope, warning only)."""
+    """Plain Gemma 3; under transformers 4.x with the key mapping and rope fields that let it read
+    a transformers 5 checkpoint (4.x would load a random vision tower, warning only)."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
     from theworld.model.compat import gemma3_key_mapping

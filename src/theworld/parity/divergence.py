@@ -1,21 +1,11 @@
-"""Find the first module at which two models' activations part ways.
+"""Find the first module at which two models' activations part ways, and which of its weights
+and buffers differ (a zeroed rotary `inv_freq` shows up as `model.rotary_emb` with that buffer).
 
-When two models that should agree do not (`compare_logits` failed), the useful answer is *where*:
-the first module, in the reference model's execution order, whose output differs, and which of
-that module's weights and buffers differ between the two models. A zeroed rotary `inv_freq`
-shows up as `model.rotary_emb` (call 1, the second layer type) with `full_attention_inv_freq`
-listed; a damaged weight shows up as the innermost module that owns it.
-
-How: forward hooks on every named submodule of both models. Modules are matched by qualified name
-(model B's names can be translated into A's through `name_map`, for a subclass that wraps or
-renames modules) and by call index, so a module run several times per forward (a rotary embedding
-called once per layer type) is compared call by call. Forward hooks fire when a module returns,
-so the execution order is a post-order: a leaf that diverges is reported before its block.
-
-Memory stays bounded: model A runs recording detached copies of its outputs until
-`max_recorded_bytes` is reached, then model B runs comparing on the fly against that window (B's
-activations are never stored); if the window agrees, both run again for the next window. Most
-searches need one pass of each model.
+Forward hooks on every named submodule of both models, matched by qualified name (B's names can be
+translated into A's through `name_map`) and call index. Hooks fire when a module returns, so the
+order is a post-order: a leaf that diverges is reported before its block. Memory stays bounded:
+A records detached outputs up to `max_recorded_bytes`, then B compares on the fly against that
+window; most searches need one pass of each model.
 """
 
 from __future__ import annotations
@@ -41,11 +31,8 @@ Flat = list[tuple[str, torch.Tensor]]  # every tensor of a module output, with i
 
 @dataclass
 class TensorDifference:
-    """A parameter or buffer of the divergent module that is not the same in both models.
-
-    `name` is relative to the module (`weight`, `mlp.down_proj.weight`); `max_abs_diff` is None when
-    the tensor exists in one model only or is on the meta device, `inf` when the shapes differ.
-    """
+    """A parameter or buffer of the divergent module that differs; `max_abs_diff` is None when it
+    exists in one model only or is on meta, `inf` when the shapes differ."""
 
     name: str
     kind: str  # "parameter" or "buffer"
@@ -98,16 +85,10 @@ def find_first_divergence(
     name_map: NameMap = None,
     max_recorded_bytes: int = DEFAULT_MAX_RECORDED_BYTES,
 ) -> Divergence | None:
-    """Run both models on `inputs` and return the first module whose output differs, or None.
-
-    Model A is the reference: its execution order defines "first", and reported names are A's.
-    `name_map` translates B's qualified module names into A's: a callable (None leaves a module out)
-    or a prefix mapping such as `{"core": ""}` (B's `core.model.layers.0` is A's `model.layers.0`;
-    the longest matching prefix wins). Modules of B that map to no module of A, and modules of A
-    nothing maps to, are listed in `only_in_b` / `only_in_a` and not compared. All tensors of a
-    module's output are compared in fp32; it differs when any common tensor differs by more than
-    `atol` or has another shape.
-    """
+    """Run both models on `inputs` and return the first module (in A's execution order, A's names)
+    whose output differs by more than `atol`, or None. `name_map` translates B's module names into
+    A's: a callable (None leaves a module out) or a prefix mapping such as `{"core": ""}` (longest
+    prefix wins); unmatched modules are listed in `only_in_a` / `only_in_b`, not compared."""
     a_names = [name for name, _ in model_a.named_modules()]
     b_to_a, only_in_a, only_in_b = _match_names(a_names, [n for n, _ in model_b.named_modules()], name_map)
     start = 0
@@ -145,9 +126,8 @@ def module_name_differences(model_a: nn.Module, model_b: nn.Module, name_map: Na
 
 
 def _match_names(a_names: list[str], b_names: list[str], name_map: NameMap) -> tuple[dict[str, str], list[str], list[str]]:
-    """({B name: A name} in B's order, names only in A, names only in B). When several B modules map
-    to one A name, one the map renamed wins over one it left as it was (with `{"core": ""}`, B's
-    `core` is A's root, not B's own root); then B's registration order."""
+    """({B name: A name} in B's order, names only in A, names only in B). Of several B modules
+    mapping to one A name, one the map renamed wins, then B's registration order."""
     mapper = _make_mapper(name_map)
     known = set(a_names)
     mapped = {name: mapper(name) for name in b_names}
@@ -206,8 +186,8 @@ class _Window:
     end: int  # first execution index not recorded
 
 
-def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Module, Callable]) -> None:
-    handles = [module.register_forward_hook(hook) for module, hook in hooks.items()]
+def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Module, Callable], with_kwargs: bool = False) -> None:
+    handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module, hook in hooks.items()]
     try:
         with run_eval(model):
             model(**move_inputs(inputs, model))
@@ -281,12 +261,7 @@ def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, cal
                 seen["value"] = [(p, t.detach().clone()) for p, t in flat]
             seen["calls"] += 1
 
-        handle = model.get_submodule(name).register_forward_hook(hook, with_kwargs=True)
-        try:
-            with run_eval(model):
-                model(**move_inputs(inputs, model))
-        finally:
-            handle.remove()
+        _run_hooked(model, inputs, {model.get_submodule(name): hook}, with_kwargs=True)
         if seen["value"] is None:
             return None
         captured.append(seen["value"])

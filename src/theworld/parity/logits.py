@@ -1,10 +1,7 @@
-"""Compare the logits of two models on the same inputs.
-
-The first question `theworld parity` asks: do two models that should be the same (a subclass and
-its parent, one checkpoint loaded two ways, one model under two library versions) give the same
-next-token scores? Model-agnostic: any module whose forward returns a tensor, a tuple starting with
-the logits, or an object with a `logits` field (a transformers `ModelOutput`) can be compared.
-The tensor helpers at the bottom are shared with `divergence.py`.
+"""Compare the logits of two models that should agree (a subclass and its parent, one checkpoint
+loaded two ways or under two library versions). Any module whose output is a tensor, a tuple
+starting with the logits, or has a `logits` field can be compared. The tensor helpers at the
+bottom are shared with `divergence.py`.
 """
 
 from __future__ import annotations
@@ -23,14 +20,9 @@ __all__ = ["LogitReport", "compare_logits", "extract_logits", "max_abs_diff"]
 
 @dataclass
 class LogitReport:
-    """How far apart two models' logits are.
-
-    `max_abs_diff` / `mean_abs_diff` are in fp32 over the compared positions (all of them, or those
-    with `attention_mask == 1` when the inputs carry a (batch, seq) mask); `inf` when the shapes
-    differ or exactly one side is non-finite somewhere. `greedy_agreement` is the share of compared
-    positions whose arg-max token is the same in both; it is also computed when only the vocabulary
-    sizes differ (a resized embedding), and is None when even the leading dimensions differ.
-    """
+    """How far apart two models' logits are, in fp32 over the compared positions (those with
+    `attention_mask == 1` when the inputs carry one); `inf` when the shapes differ or one side alone
+    is non-finite. `greedy_agreement` is None when even the leading dimensions differ."""
 
     shape_a: tuple[int, ...]
     shape_b: tuple[int, ...]
@@ -52,12 +44,9 @@ class LogitReport:
 
 
 def compare_logits(model_a: nn.Module, model_b: nn.Module, inputs: Mapping[str, Any], atol: float = 0.0) -> LogitReport:
-    """Run both models on `inputs` (eval mode, no grad; training flags restored) and compare in fp32.
-
-    `inputs` go to each model as keyword arguments, moved to its device. The comparison passes when
-    the shapes match, every value is finite in the same places, and `max_abs_diff <= atol`. A shape
-    mismatch is a failed comparison, never an exception.
-    """
+    """Run both models on `inputs` (eval mode, no grad, flags restored) and compare in fp32; passes
+    when shapes match, non-finite values sit in the same places and `max_abs_diff <= atol`. A shape
+    mismatch is a failed comparison, never an exception."""
     raw = []
     for model in (model_a, model_b):
         with run_eval(model):

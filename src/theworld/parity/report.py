@@ -1,12 +1,7 @@
-"""Markdown rendering of parity results (`LogitReport`, `Divergence`, `BufferIssue` lists).
-
-Every function returns a string; nothing here prints. Plain enough to read in a terminal, and
-valid Markdown for a saved report.
-"""
+"""Markdown rendering of parity results: readable in a terminal, valid Markdown when saved."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 from theworld.parity.buffers import BufferIssue
@@ -30,9 +25,7 @@ _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 def _num(value: float | None) -> str:
     if value is None:
         return "-"
-    if math.isinf(value) or math.isnan(value) or value == 0:
-        return str(value) if value else "0"
-    return f"{value:.4g}"
+    return "0" if value == 0 else f"{value:.4g}"  # inf and nan print as such
 
 
 def _shape(shape: Sequence[int] | None) -> str:
@@ -145,9 +138,8 @@ def render_parity_report(
     labels: tuple[str, str] | None = None,
     extra: Sequence[str] = (),
 ) -> str:
-    """The whole report: logits, the divergence search, then one buffer section per model
-    (`buffer_issues` maps a model label to its issues); sections not given are left out. `labels`
-    describes models A and B (e.g. checkpoint paths) in the header, `extra` adds lines there."""
+    """The whole report: logits, divergence, then one buffer section per model label; sections
+    not given are left out."""
     header = ([f"- model A: {labels[0]}", f"- model B: {labels[1]}"] if labels is not None else []) + list(extra)
     lines = [f"# {title}", ""] + (header + [""] if header else [])
     if logits is not None:

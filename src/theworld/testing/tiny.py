@@ -1,10 +1,7 @@
-"""Tiny random Gemma 3 and Cosmos-style VAE checkpoints, built offline and seeded.
-
-No weights can be downloaded on the development machines, so tests and the demo run the real
-loading code on checkpoints made here: a Gemma-style BPE tokenizer trained on a small corpus
-(with Gemma's special tokens and reserved `<unusedN>` tokens), a Gemma-like chat template, a tiny
-`Gemma3ForConditionalGeneration`, and a tiny `AutoencoderKLWan` with the Cosmos latent layout
-(16 channels, 8x space, 4x causal time).
+"""Tiny random Gemma 3 and Cosmos-style VAE checkpoints, built offline and seeded, so tests and the
+demo run the real loading code without downloads: a Gemma-style BPE tokenizer (Gemma's special and
+reserved `<unusedN>` tokens), its chat template, a tiny `Gemma3ForConditionalGeneration` and a tiny
+`AutoencoderKLWan` with the Cosmos latent layout.
 """
 
 from __future__ import annotations
@@ -232,14 +229,9 @@ def latent_statistics(vae, pixels: torch.Tensor) -> tuple[list[float], list[floa
 
 
 def make_tiny_vae(output_dir: str | Path, spec: TinyVAESpec | None = None) -> Path:
-    """Write a tiny random `AutoencoderKLWan` in a Cosmos-style layout (`<dir>/vae/`).
-
-    Cosmos's VAE config carries `latents_mean`/`latents_std` measured on its training data, so
-    normalised latents are well scaled. A random VAE has very different statistics: with
-    Cosmos's numbers its normalised latents are ~97% constant offset (per-dimension std across
-    images 0.008 vs mean 0.29), and the world path cannot learn from them. So the tiny VAE's
-    statistics are measured here, on generic calibration scenes, and recorded in its config.
-    """
+    """Write a tiny random `AutoencoderKLWan` in a Cosmos-style layout (`<dir>/vae/`). With Cosmos's
+    `latents_mean`/`latents_std` a random VAE's normalised latents are ~97% constant offset and the
+    world path cannot learn from them, so its statistics are measured here on calibration scenes."""
     from diffusers import AutoencoderKLWan
 
     spec = spec or TinyVAESpec()

@@ -1,24 +1,12 @@
 """Turn `Sample`s into training batches: one processor pass per sample, labels on answers only.
 
-Each sample is built exactly once, as a whole conversation, through
-`TheWorldProcessor.apply_chat_template` (the same call inference uses), so the tokens the model
-trains on are the tokens it will see. Labels are then derived from those token ids:
-
-* supervised: the content tokens of every assistant turn plus its `<end_of_turn>` token;
-* -100: everything else (BOS, system/user turns, the `<start_of_turn>model\\n` header, image and
-  world placeholders and their markers, the newline after `<end_of_turn>`, padding).
-
-Assistant turns are found on the token ids, not by re-tokenising pieces of text: the special
-tokens `<start_of_turn>` / `<end_of_turn>` are atomic, and a turn is the assistant's when the
-tokens right after `<start_of_turn>` decode to `model\\n`. If a tokenizer merged the header's newline
-with the first answer character, that straddling token is supervised (it carries answer text).
-
-With a latent cache the world path needs no pixels: the processor's `world_pixels` is skipped and a
-clip's frames other than the one Gemma's image path sees are not decoded.
-
-Sequences are right-padded. A sample longer than `max_length` is cut at `max_length` only if
-the cut leaves every image and world block whole and some answer tokens; otherwise it is dropped
-(its id logged once) with `on_truncated="drop"`, or raises `TheWorldUserError` with "error".
+Each sample is built once, as a whole conversation, through `TheWorldProcessor.apply_chat_template`
+(the call inference uses), so the model trains on the tokens it will see. Supervised are the content
+tokens of every assistant turn plus its `<end_of_turn>`; everything else is -100. Assistant turns are
+found on the token ids (the tokens after `<start_of_turn>` decode to `model\\n`), never by
+re-tokenising text. With a latent cache the world path needs no pixels. A sample longer than
+`max_length` is cut only if every image and world block stays whole and answer tokens remain;
+otherwise it is dropped (`on_truncated="drop"`, id logged) or raises (`"error"`).
 """
 
 from __future__ import annotations
@@ -31,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
@@ -68,14 +57,8 @@ class EncodedSample:
 
 
 class TheWorldCollator:
-    """`collator(samples) -> batch dict` for `TheWorld.forward` + `labels`.
-
-    Batch keys: input_ids, attention_mask, token_type_ids, labels (always); pixel_values when a
-    sample has images; world_pixel_values, or world_latents when `latent_cache` is given, when the
-    world path is on and a sample has visuals. With `return_sample_ids`, also `sample_ids` (a list
-    of the batch's sample ids, not a model input: the trainer pops it to name the samples of a
-    batch whose loss is not finite).
-    """
+    """`collator(samples) -> batch dict` for `TheWorld.forward` + `labels`; with `return_sample_ids`
+    also `sample_ids`, which the trainer pops to name the samples of a batch whose loss is not finite."""
 
     def __init__(
         self,
@@ -248,23 +231,13 @@ class TheWorldCollator:
         return self.pad(kept)
 
     def pad(self, items: list[EncodedSample]) -> dict[str, torch.Tensor]:
-        length = max(len(e.input_ids) for e in items)
-        batch_size = len(items)
-        input_ids = torch.full((batch_size, length), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch_size, length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((batch_size, length), dtype=torch.long)
-        token_type_ids = torch.zeros((batch_size, length), dtype=torch.long)
-        for row, item in enumerate(items):
-            n = len(item.input_ids)
-            input_ids[row, :n] = item.input_ids
-            labels[row, :n] = item.labels
-            attention_mask[row, :n] = 1
-            token_type_ids[row, :n] = item.token_type_ids
+        """Right-padded (B, L) tensors, plus the samples' visual tensors."""
+        ids = [e.input_ids.long() for e in items]
         batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "labels": labels,
+            "input_ids": pad_sequence(ids, batch_first=True, padding_value=self.pad_token_id),
+            "attention_mask": pad_sequence([torch.ones_like(i) for i in ids], batch_first=True),
+            "token_type_ids": pad_sequence([e.token_type_ids.long() for e in items], batch_first=True),
+            "labels": pad_sequence([e.labels.long() for e in items], batch_first=True, padding_value=IGNORE_INDEX),
         }
         pixels = [e.pixel_values for e in items if e.pixel_values is not None]
         if pixels:

@@ -1,14 +1,9 @@
 """`TrainConfig`: transformers' `TrainingArguments` plus TheWorld's own keys, read by `HfArgumentParser`.
 
-A config file (YAML or JSON, a flat mapping) and `--key value` overrides name the same keys: every
-`TrainingArguments` field, and TheWorld's own (`TheWorldArguments`: model, world, data, LoRA, run
-folder). `HfArgumentParser` parses them, file values first, command-line values last, so the
-dataclasses are the schema. What TheWorld adds around it: an unknown key (with the closest valid
-key suggested), a value of the wrong type, an unknown stage or a data file that does not exist is a
-`TheWorldUserError` naming the key or file, which the CLI prints as one line and exit code 2.
-
-YAML note: PyYAML reads `1e-4` as a *string* (YAML 1.1 wants `1.0e-4`); strings are parsed by the
-key's type, so `learning_rate: 1e-4` works.
+A config file (YAML or JSON, a flat mapping) and `--key value` overrides name the same keys; the
+dataclasses are the schema. TheWorld adds errors that name the key or file: an unknown key (with
+the closest one suggested), a wrong type, an unknown stage, a missing data file. PyYAML reads
+`1e-4` as a string; strings are parsed by the key's type, so `learning_rate: 1e-4` works.
 """
 
 from __future__ import annotations

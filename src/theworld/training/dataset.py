@@ -1,12 +1,8 @@
 """Training data for the Trainer: records held on disk (Arrow, memory-mapped), a `Sample` built when drawn.
 
-A training file can be far larger than memory (OpenSpatialDataset: one ~30 GB JSON array). Its
-records are streamed once into an Arrow table by `datasets` (`Dataset.from_generator`, cached and
-reused while the file keeps its size and mtime) and memory-mapped; a Hub dataset already is one.
-A validation pass (the loaders' checks: every visual opens, the skip budget) keeps the indices of
-the usable records, 8 bytes each, and `dataset[i]` converts its record into a `Sample` when the
-dataloader draws it (in the workers, with `dataloader_num_workers > 0`). The Trainer's seeded
-sampler then gives a data order that a resumed run reproduces.
+A training file can be far larger than memory (OpenSpatial: one ~30 GB JSON array): `datasets`
+streams it once into a cached Arrow table; a validation pass keeps the indices of the usable
+records, and `dataset[i]` converts a record into a `Sample` when the dataloader draws it.
 """
 
 from __future__ import annotations

@@ -1,33 +1,15 @@
-"""A disk cache of normalised world latents, so the frozen VAE encodes each training visual once.
+"""A disk cache of normalised world latents, so the frozen VAE encodes each training visual once
+(encoding a 512x512 frame costs far more than the rest of an `align` step). Layout and guarantees
+are in docs/training.md (Latent cache); in short:
 
-In every normal training stage the Cosmos VAE is frozen: its latents for an image never change,
-yet encoding one 512x512 frame costs far more than the rest of an `align` step. `LatentCache`
-encodes every unique visual of a data set once (`build`) and serves the latents back
-(`latents_for`) for the collator to pass to the model as `world_latents`.
-
-Layout: `manifest.json` (what makes the latents valid, written once) and shards
-`latents-00000-<token>.safetensors`, one tensor (16, Tl, h, w) per visual, named by its key.
-
-**Keys** are the sha256 of a visual's *world pixels* (the exact float32 (3, T, S, S) array
-`processing.processor.world_pixels` gives the VAE) plus the preprocessing settings: in-memory
-images have no file, the same picture under two paths is encoded once, and a change to the
-preprocessing is a clear miss, never a stale hit. Each shard also records *aliases*, (absolute
-path, size, mtime_ns) of a visual's files -> key, so an unchanged file is looked up without
-decoding it; a changed file misses its alias and is hashed again.
-
-**Validity**: the manifest records the world encoder's identity (sha256 of its config and of its
-encoder weights as loaded, their dtype, the latents mean/std) and the settings. A cache built
-with another VAE or size is refused naming each difference (`on_stale="error"`), or cleared
-(`"rebuild"`); never silently used. The manifest also records the stat of the VAE files it was
-built from: while they are unchanged, training trusts the recorded identity without reading the
-VAE (`open_cache`). `world_num_frames` is recorded, not compared: a longer clip is another key.
-
-**Writes** are atomic and multi-process safe: a shard (with its own keys, aliases and per-tensor
-sha256) is written under `.<name>.<host>.<pid>.tmp`, fsynced and renamed; names carry a random
-token, so builders never overwrite each other. The next build deletes temporaries whose writer no
-longer runs on this host, and any older than an hour. **Integrity**: `build` refuses non-finite
-latents; `latents_for` checks every tensor's sha256 and raises `LatentCacheCorruptError` naming
-the shard and the visual.
+- keys are the sha256 of a visual's float32 world pixels plus the preprocessing settings, so a
+  preprocessing change misses instead of hitting stale latents; each shard also records file
+  aliases (path, size, mtime_ns) -> key, so an unchanged file is looked up without decoding;
+- the manifest records the encoder's identity (config and encoder weights hashes, latents
+  mean/std) and the settings; a mismatch is refused naming each difference, or cleared on
+  `on_stale="rebuild"`; the stat of the VAE files lets training skip re-hashing them;
+- shards are written atomically under a temporary name that names the writer (host, pid), with a
+  sha256 per tensor that `latents_for` checks (`LatentCacheCorruptError`).
 """
 
 from __future__ import annotations
@@ -93,11 +75,8 @@ class LatentCacheMissError(TheWorldUserError):
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """The preprocessing and storage settings latents depend on.
-
-    `world_num_frames` is the longest clip the run accepts (recorded, not compared); `dtype` the
-    storage dtype: "float32" (exact), or "bfloat16"/"float16" (half the disk, rounded once).
-    """
+    """The preprocessing and storage settings latents depend on; `world_num_frames` is recorded,
+    not compared (a longer clip is another key)."""
 
     world_image_size: int
     world_num_frames: int = 1
@@ -142,11 +121,8 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class EncoderFingerprint:
-    """Identity of a world encoder: what decides the latents it produces for given pixels.
-
-    `source` and `files` (the stat of the VAE files it was read from) are not compared: `files`
-    lets a later run trust this identity while those files are unchanged.
-    """
+    """Identity of a world encoder: what decides its latents. `source` and `files` (the stat of
+    the VAE files) are not compared; `files` lets a later run trust this identity unread."""
 
     config_sha256: str
     weights_sha256: str
@@ -191,11 +167,8 @@ def tensor_sha256(tensor: torch.Tensor, digest: Any = None) -> str:
 
 
 def fingerprint_encoder(encoder: CosmosWorldEncoder, source: str = "") -> EncoderFingerprint:
-    """Hash a loaded world encoder: its VAE config (private `_*` keys dropped) and encoder weights.
-
-    Only `encoder.*`/`quant_conv.*` tensors count, as held (an encoder loaded in bf16 differs from
-    the fp32 one, as its latents do), so a full `AutoencoderKLWan` and the encoder half agree.
-    """
+    """Hash a loaded world encoder's VAE config and its `encoder.*`/`quant_conv.*` tensors as held
+    (a bf16 encoder differs from the fp32 one, as its latents do)."""
     config = {k: v for k, v in dict(encoder.vae.config).items() if not k.startswith("_")}
     digest, dtypes = hashlib.sha256(), set()
     for name, tensor in sorted(encoder.vae.state_dict().items()):
@@ -320,14 +293,9 @@ class LatentCache:
         on_stale: str = "error",
         processor: Any = None,
     ) -> LatentCache:
-        """Open (or create) the cache in `cache_dir` for this encoder and these settings.
-
-        `encoder_fingerprint` is a `fingerprint_encoder`/`fingerprint_pretrained` result (or the
-        encoder itself). A cache whose manifest disagrees with it or with `settings` raises
-        `TheWorldUserError` naming every difference (`on_stale="error"`), or is cleared
-        (`on_stale="rebuild"`). `processor` (optional) is the `TheWorldProcessor` whose
-        `world_pixels` computes lookup keys; by default the same code runs from `settings`.
-        """
+        """Open (or create) the cache in `cache_dir` for this encoder (a fingerprint, or the encoder)
+        and these settings; a disagreeing manifest raises naming every difference, or is cleared
+        with `on_stale="rebuild"`. `processor`'s `world_pixels` computes keys when given."""
         if on_stale not in ON_STALE:
             raise ValueError(f"on_stale={on_stale!r}: expected one of {ON_STALE}")
         if isinstance(encoder_fingerprint, CosmosWorldEncoder):
@@ -421,11 +389,8 @@ class LatentCache:
             raise TheWorldUserError(f"cannot prepare {describe_visual(visual)} for the world encoder: {err}") from err
 
     def latents_for(self, visual: Any) -> torch.Tensor:
-        """Normalised latents (16, Tl, h, w) of an image or clip, in the cache's storage dtype.
-
-        Raises `LatentCacheMissError` (a `TheWorldUserError`) naming the visual if it was never
-        cached, e.g. the cache was built from other data or the file changed since.
-        """
+        """Normalised latents (16, Tl, h, w) of an image or clip, in the storage dtype; a visual never
+        cached raises `LatentCacheMissError` naming it."""
         key = self.key_for(visual)
         shard = self._index.get(key)
         if shard is None:
@@ -487,14 +452,9 @@ class LatentCache:
         progress: bool = True,
         total: int | None = None,
     ) -> BuildStats:
-        """Encode every unique visual of `samples` that is not cached yet, `batch_size` at a time.
-
-        `samples` are `Sample`s (their `visuals()` are cached) or bare visuals. `processor_like`
-        supplies `world_pixels(visual)` (default: the cache's own preprocessing, the same code);
-        `total`, the number of samples, sizes the progress bar. Latents go to disk every `shard_size` visuals, so a build that stops loses at most one
-        shard's work; calling `build` again resumes. The encoder must be the one the cache was
-        opened for (checked by fingerprint).
-        """
+        """Encode every uncached unique visual of `samples` (`Sample`s or bare visuals), writing a
+        shard every `shard_size` latents, so a stopped build loses at most one shard; calling it
+        again resumes. The encoder must be the one the cache was opened for."""
         if batch_size < 1 or shard_size < 1:
             raise ValueError(f"batch_size={batch_size} and shard_size={shard_size} must be positive")
         problems = self.fingerprint.differences(fingerprint_encoder(encoder))
@@ -589,13 +549,8 @@ class LatentCache:
 
 
 def open_cache(cache_dir: str | os.PathLike, world_config: Any, encoder_source: str, on_stale: str = "error") -> LatentCache:
-    """The latent cache in `cache_dir`, checked against a run's resolved `TheWorldConfig` and its VAE.
-
-    The VAE is not read while the files the cache was built from are unchanged (their recorded
-    stat); otherwise its encoder weights are hashed and compared. Raises `TheWorldUserError` when the
-    cache is missing, empty, or was built for another VAE or settings. Call `check_complete(samples)`
-    next to fail before step 1 rather than at a miss.
-    """
+    """The latent cache in `cache_dir`, checked against a run's resolved `TheWorldConfig` and VAE
+    (read only when its files changed since the build); missing, empty or stale caches raise."""
     manifest_path = Path(cache_dir) / MANIFEST_NAME
     if not manifest_path.is_file():
         raise TheWorldUserError(
@@ -690,13 +645,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _remove_orphaned_temporary_files(root: Path, max_age_s: float = TMP_MAX_AGE_S) -> list[str]:
-    """Delete the temporary files of writers that died (a killed build), never a live writer's.
-
-    A temporary file names its writer (`_tmp_name`): it is an orphan when that process no longer
-    runs on this host. A writer on another host cannot be checked from here; its file (like any
-    temporary file of an older naming) is removed once it is older than `max_age_s`, far longer
-    than writing one shard takes. Returns the names removed.
-    """
+    """Delete temporary files whose writer no longer runs on this host, and any older than
+    `max_age_s` (a writer on another host cannot be checked); return the names removed."""
     removed, now = [], time.time()
     for path in root.iterdir():
         match = TMP_PATTERN.match(path.name)

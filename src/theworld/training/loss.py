@@ -29,13 +29,9 @@ def supervised_lm_loss(
     labels: torch.Tensor,
     num_items_in_batch: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy at supervised positions, divided by `num_items_in_batch`.
-
-    `num_items_in_batch` is the number of supervised tokens across the whole optimizer step (all
-    gradient-accumulation micro-batches and all processes), so every token weighs the same however
-    the batch was split. Without it the loss is the mean over this batch's supervised tokens.
-    Returns (loss, number of supervised tokens in this batch).
-    """
+    """Summed next-token cross-entropy at supervised positions, divided by `num_items_in_batch` (the
+    supervised tokens of the whole optimizer step, so every token weighs the same however the batch
+    was split; default: this batch's). Returns (loss, supervised tokens in this batch)."""
     keep = supervised_mask(labels)  # (B, L)
     targets = labels[:, 1:][keep[:, :-1]]  # (K,) in the same row-major order as the kept positions
     outputs = model(**inputs, logits_to_keep=keep)

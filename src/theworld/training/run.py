@@ -1,22 +1,11 @@
-"""`train(config)`: one stage of TheWorld training, start to finish.
+"""`train(config)`: one stage of TheWorld training, start to finish: read the data, load the model
+(a Gemma 3 checkpoint, or an earlier stage's output_dir, weights only), apply the stage, train with
+`TheWorldTrainer`, and write the final model to output_dir (docs/training.md).
 
-1. read the data with the shared loaders, held on disk (`theworld.training.dataset.load_datasets`);
-2. load the model: from a Gemma 3 checkpoint, or from an earlier stage's output_dir (its weights
-   only: the optimizer, scheduler and step count start fresh, and the log says so);
-3. apply the stage (which parameters train) and keep trainable weights in fp32;
-4. train with `TheWorldTrainer` (resuming a checkpoint of the *same* stage restores optimizer,
-   scheduler, step, RNG and data position, after verifying the checkpoint's checksums);
-5. write the final model to output_dir, loadable by `TheWorld.from_pretrained(output_dir)`.
-
-output_dir belongs to one run and one writer: `train` holds a lock on it for the whole run
-(`run_lock.RunLock`; a second writer is refused at start), and a folder that already holds a run
-is either resumed explicitly (`resume_from_checkpoint`), replaced (`overwrite_output_dir`), or
-refused (`check_output_dir`). A new run never shares a folder with an older one's checkpoints:
-checkpoint rotation and `latest` would mix the two.
-
-Precision (`bf16: true`): frozen weights are loaded in bf16, trainable weights are kept in fp32
-(they are the optimizer's master copies), and the Trainer's bf16 autocast runs the forward pass in
-bf16. No fp16 path is offered: Gemma overflows in fp16.
+output_dir belongs to one run and one writer: `train` holds a `RunLock` on it, and a folder that
+already holds a run is resumed explicitly, replaced (`overwrite_output_dir`) or refused, so
+checkpoint rotation and `latest` never mix two runs. With `bf16`, frozen weights load in bf16 and
+trainable ones stay fp32 (the optimizer's master copies); no fp16 path: Gemma overflows in fp16.
 """
 
 from __future__ import annotations
@@ -76,10 +65,7 @@ def load_model(config: TrainConfig):
     # stage's config names), only recorded in the config below.
     if config.enable_world:
         kwargs["cosmos_model_name"] = None if config.latent_cache_dir else cosmos
-    if config.bf16:
-        kwargs["dtype"] = torch.bfloat16
-    else:
-        kwargs["dtype"] = torch.float32
+    kwargs["dtype"] = torch.bfloat16 if config.bf16 else torch.float32
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     if previous is not None and previous.enable_world != config.enable_world:
@@ -289,14 +275,9 @@ def _step_of(checkpoint: str | os.PathLike) -> int | None:
 
 
 def check_output_dir(config: TrainConfig, resume: str | None) -> None:
-    """output_dir holds no run, or the run being resumed, or (overwrite_output_dir) nothing of an older run.
-
-    * a new run into a folder holding another run's checkpoints or final model is refused;
-    * `overwrite_output_dir: true` deletes that run's checkpoints and final-model files first;
-    * resuming an older checkpoint-N of the folder's own run sets the checkpoints after N aside
-      (moved to `superseded-<time>/`, not deleted): they belong to the abandoned continuation, and
-      rotation or `latest` would otherwise mix them with the resumed run's.
-    """
+    """output_dir holds no run, the run being resumed, or (overwrite_output_dir) nothing of an older
+    run. Resuming an older checkpoint-N moves the later checkpoints to `superseded-<time>/`: they
+    belong to the abandoned continuation."""
     from theworld.training.checkpoint_io import clear_run, list_checkpoints
 
     out = config.output_dir
@@ -336,13 +317,8 @@ def check_output_dir(config: TrainConfig, resume: str | None) -> None:
 
 
 def verify_resume(checkpoint: str, weights_only: bool = False) -> None:
-    """The checkpoint's files are whole (checksums) and hold everything the resume will restore.
-
-    A full resume needs the adapter, the stage record, trainer_state.json, the optimizer and the
-    scheduler, and checks every file the checkpoint recorded (RNG states included); a
-    weights-only start needs just the adapter and the stage record. Raises `CheckpointError`
-    naming the file and the last intact checkpoint.
-    """
+    """The checkpoint's files are whole (checksums) and hold what the resume restores (a weights-only
+    start needs just the adapter and the stage record); raises `CheckpointError` naming the file."""
     from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
 
     from theworld.model.modeling import WORLD_ADAPTER_NAME

@@ -1,22 +1,14 @@
 """Training stages (Prismatic-style): which parts of TheWorld learn.
 
     align     the world projector only; Gemma (vision + language) and the VAE stay frozen.
-    vision    + Gemma's vision tower and multi-modal projector; the language model stays frozen
-              (domain adaptation: the vision side learns new imagery, the language side is kept).
-    finetune  + the language model (not the vision side): all of it, or LoRA adapters on its
-              linear layers (use_lora).
+    vision    + Gemma's vision tower and multi-modal projector; the language model stays frozen.
+    finetune  + the language model (not the vision side): all of it, or LoRA (use_lora).
     full      + the language model and the vision side.
 
-The Cosmos VAE stays frozen in every stage; `train_cosmos_vae=True` (stage full only) is the one
-explicit opt-in. With `enable_world=False` (the Gemma control) there is no projector: `align` is an
-error, `vision` trains the vision side alone and `finetune` the language model alone.
-
-`stage_parts` names what a stage trains; `apply_stage` hands that set to
-`theworld.model.parameters.set_trainable`, the one function that sets `requires_grad` (and
-records the outcome in the config's freeze flags, which a saved config then carries). It returns
-the ordered names of the trainable parameters (order of `model.named_parameters()`, tied weights
-once). Checkpoints record the stage and these names; a resume checks them, so a checkpoint is
-never silently loaded into a different trainable set.
+The Cosmos VAE stays frozen unless `train_cosmos_vae=True` (stage full only). Without the world
+path (the Gemma control) `align` is an error. `apply_stage` hands the stage's parts to
+`model.parameters.set_trainable`, the one function that sets `requires_grad`, and returns the
+trainable names that checkpoints record, so a resume never loads into another trainable set.
 """
 
 from __future__ import annotations
@@ -80,11 +72,8 @@ def has_lora(model: torch.nn.Module) -> bool:
 
 
 def merge_lora(model: torch.nn.Module) -> list[str]:
-    """Fold every LoRA adapter into its base linear layer and put the plain layer back.
-
-    Returns the names of the base weights that changed (`...q_proj.weight`), which then belong in
-    the saved adapter file. Afterwards the model is a plain TheWorld again.
-    """
+    """Fold every LoRA adapter into its base linear layer (the model is a plain TheWorld again);
+    returns the base weights that changed, which then belong in the saved adapter file."""
     from peft.tuners.lora import LoraLayer
 
     merged: list[str] = []
