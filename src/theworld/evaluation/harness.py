@@ -61,8 +61,9 @@ class WorldInputsMissingError(TheWorldUserError):
 
 @dataclass
 class EvalSettings:
-    """How items are run. `batch_size` counts rows per forward (one row per choice, or per prompt
-    when generating); `seed` drives the shuffled-world donors and the bootstrap."""
+    """How items are run. `batch_size` bounds the choice rows of the items prefilled together (an
+    item's choices are never split), or the prompts generated together; `seed` drives the
+    shuffled-world donors and the bootstrap."""
 
     control: str = "none"
     batch_size: int = 8
@@ -130,7 +131,7 @@ class WorldAudit:
         self.start_forwards = usage.world_forward_count
         self.start_tokens = usage.world_token_count
         self.feed = WorldFeed()
-        self.required_tokens = 0  # sum over rows of each row's item's expected world tokens
+        self.required_tokens = 0  # sum over items run of each item's expected world tokens (one prefill each)
 
     def require(self, tokens: int) -> None:
         self.required_tokens += tokens
@@ -156,10 +157,10 @@ class WorldAudit:
             problems.append(
                 f"the world projector's world_token_count grew by {tokens}, expected {self.required_tokens}"
             )
-        if forwards != self.feed.forwards:
+        if forwards != self.feed.projector_calls:
             problems.append(
-                f"the world projector's world_forward_count grew by {forwards}, expected {self.feed.forwards} "
-                "(one per forward with world inputs)"
+                f"the world projector's world_forward_count grew by {forwards}, expected {self.feed.projector_calls} "
+                "(one per clip length in each forward with world inputs)"
             )
         if problems:
             raise WorldInputsMissingError(
@@ -385,12 +386,12 @@ class _Runner:
         rows: list[tuple[int, list[int]]] = []
         for p, index in enumerate(indices):
             item = self.items[index]
+            self.audit.require(self.required_tokens(item))  # its prompt, world block included, runs once
             for choice in item.choices or []:
                 ids = self.tokenizer(choice, add_special_tokens=False)["input_ids"]
                 if not ids:
                     raise TheWorldUserError(f"item {item.id!r}: choice {choice!r} has no tokens")
                 rows.append((p, ids))
-                self.audit.require(self.required_tokens(item))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         logliks = score_continuations(
             self.model, prompts, rows, self.settings.batch_size, self.settings.padding_side, pad, self.audit.feed
@@ -556,7 +557,8 @@ def evaluate(
         world_tokens_seen=tokens,
         world={
             "enabled": world_run,
-            "forwards_with_world": forwards,
+            "forwards_with_world": audit.feed.forwards,
+            "projector_calls": forwards,
             "tokens_seen": tokens,
             "tokens_required": audit.required_tokens,
             "check": "passed",

@@ -1,0 +1,41 @@
+"""Reference implementations that tests and benchmarks compare the fast paths against.
+
+`full_forward_scores` is how choice scoring worked before prompts were prefilled once
+(`theworld.evaluation.scoring`): every (prompt, choice) row is one full forward of prompt +
+choice, with the row's own copy of the image pixels and world inputs (SigLIP and the world
+projector run once per choice). It is slow by construction and kept only as the yardstick: the
+fast path must give the same scores (to 1e-4 in float32), and `benchmarks/choice_scoring.py`
+reports the speed of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from theworld.evaluation.scoring import EncodedPrompt, collate
+
+
+def full_forward_scores(
+    model: torch.nn.Module,
+    prompts: Sequence[EncodedPrompt],
+    rows: Sequence[tuple[int, Sequence[int]]],
+    batch_size: int = 8,
+    padding_side: str = "left",
+    pad_token_id: int = 0,
+) -> list[float]:
+    """Summed log-probability of each row's continuation, one full forward per row (batched by `batch_size`)."""
+    scores: list[float] = []
+    for begin in range(0, len(rows), batch_size):
+        batch = rows[begin : begin + batch_size]
+        inputs, offsets = collate(model, prompts, batch, padding_side, pad_token_id)
+        with torch.no_grad():
+            logits = model(**inputs, use_cache=False).logits  # (B, L, V)
+        for r, (start, (p, cont)) in enumerate(zip(offsets, batch)):
+            # Position t's logits predict token t + 1.
+            first = start + len(prompts[p]) - 1
+            targets = torch.as_tensor(list(cont), dtype=torch.long, device=logits.device)
+            row = logits[r, first : first + len(cont)].float().log_softmax(-1)
+            scores.append(float(row.gather(-1, targets[:, None]).double().sum()))
+    return scores
