@@ -11,6 +11,8 @@ Runs, each in its own process (so one benchmark's memory or threads never colour
 5. memory_estimate.py - `theworld estimate-memory` against measured training-step peaks (within
                        15%), and its figures for gemma-3-4b's four training configurations
 6. serve_throughput.py - `theworld serve` requests/s, batching / one at a time, 8 clients (>= 2x)
+7. choice_scoring.py - scoring two-choice items / forwards of the same prompts (target <= 1.3;
+                       one full forward per choice, the old path, beside it), items/s of both
 
 plus `gpu_stage1.py --params-only` (parameter counts and the FLOP formula at gemma-3-4b's size;
 the GPU measurement itself runs only with `--gpu` on a machine with CUDA).
@@ -53,7 +55,11 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
     ("loss_memory", "loss_memory.py", [], []),
     ("memory_estimate", "memory_estimate.py", [], ["--cases", "align bf16 b4x384", "full bf16 checkpointing b2x384"]),
     ("serve_throughput", "serve_throughput.py", [], ["--rounds", "1", "--requests", "2"]),
+    ("choice_scoring", "choice_scoring.py", [], ["--pairs", "2", "--old-pairs", "1"]),
 ]  # fmt: skip
+# The figures' numbers in BENCHMARKS.md's table.
+FIGURE_INDEX = {"world_overhead": 1, "world_cost": 2, "cache_vs_vae": 3, "loss_memory": 4, "memory_estimate": 5,
+                "serve_throughput": 6, "choice_scoring": 7}  # fmt: skip
 
 
 def run_process(args: list[str], log_name: str) -> tuple[int, str, float]:
@@ -172,7 +178,7 @@ def _counts_section(stage1: dict[str, Any] | None) -> list[str]:
 def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict[str, Any], total_s: float,
                    argv: list[str]) -> None:
     figures: list[tuple[int, dict[str, Any]]] = []
-    for index, key in enumerate(("world_overhead", "world_cost", "cache_vs_vae", "loss_memory", "memory_estimate", "serve_throughput"), start=1):
+    for key, index in FIGURE_INDEX.items():
         for fig in results.get(key, {}).get("figures", []):
             figures.append((index, fig))
 
@@ -209,7 +215,7 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
     if cache is not None and not cache.get("missing") and not cache.get("full_vae", True):
         extra_rows[3].append("| 3 | full-size VAE at 512x512 | - | >= 3 | skipped (`--no-full-vae`) "
                              "| `.venv/bin/python benchmarks/cache_vs_vae.py --threads 1 --full-vae` |")
-    for index in (1, 2, 3, 4, 5):
+    for index in sorted(set(FIGURE_INDEX.values())):
         for i, fig in figures:
             if i == index:
                 lines.append(f"| {index} | {fig['name']} | {_value(fig)} | {fig['target']} | {_verdict(fig)} "
@@ -427,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip cache_vs_vae's full-size VAE at 512x512 (the slow part, minutes on a CPU)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these (world_overhead world_cost cache_vs_vae loss_memory memory_estimate "
-                        "serve_throughput gpu_stage1)")
+                        "serve_throughput choice_scoring gpu_stage1)")
     parser.add_argument("--gpu", action="store_true", help="also run gpu_stage1.py's GPU measurement (needs CUDA)")
     args = parser.parse_args(argv)
     shown_argv = sys.argv[1:] if argv is None else argv

@@ -178,3 +178,17 @@ def test_serve_throughput_workload_mixes_images_and_clips(tmp_path):
     assert bodies[3]["messages"][0]["content"][0] != bodies[7]["messages"][0]["content"][0]  # clips of 5 and 9 frames
     assert len({body["messages"][0]["content"][1]["text"] for body in bodies}) == 8
     assert all(body["max_tokens"] == 5 and body["temperature"] == 0 for body in bodies)
+
+
+def test_choice_scoring_runs_tiny_and_scores_like_the_old_path():
+    import choice_scoring
+
+    result = choice_scoring.run(size="tiny", n_items=3, batch_size=4, pairs=1, old_pairs=1, warmup=0)
+    assert result["choices_per_item"] == 2 and result["n_items"] == 3
+    assert result["max_score_difference"] < 1e-4  # the same scores as one full forward per choice
+    assert positive(result["ratio_prefilled"]) and positive(result["ratio_full_forwards"])
+    assert positive(result["items_per_s_prefilled"]) and result["mfu"] is None  # no peak FLOP/s for a CPU
+    assert result["flops_per_item"] > 0
+    figs = choice_scoring.figures(result, "cmd")
+    assert [f.target for f in figs] == ["<= 1.3", "n/a (the old path, for comparison)"]
+    assert choice_scoring.prompt_groups(5, 2, 4) == [[0, 1], [2, 3], [4]]

@@ -30,11 +30,14 @@ def full_forward_scores(
     for begin in range(0, len(rows), batch_size):
         batch = rows[begin : begin + batch_size]
         inputs, offsets = collate(model, prompts, batch, padding_side, pad_token_id)
+        width = inputs["input_ids"].shape[1]
+        # Position t's logits predict token t + 1: only the positions from the earliest row's last
+        # prompt token on are projected to the vocabulary (`logits_to_keep`), as the old path did.
+        keep = width - min(start + len(prompts[p]) - 1 for start, (p, _) in zip(offsets, batch))
         with torch.no_grad():
-            logits = model(**inputs, use_cache=False).logits  # (B, L, V)
+            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
         for r, (start, (p, cont)) in enumerate(zip(offsets, batch)):
-            # Position t's logits predict token t + 1.
-            first = start + len(prompts[p]) - 1
+            first = start + len(prompts[p]) - 1 - (width - keep)
             targets = torch.as_tensor(list(cont), dtype=torch.long, device=logits.device)
             row = logits[r, first : first + len(cont)].float().log_softmax(-1)
             scores.append(float(row.gather(-1, targets[:, None]).double().sum()))
