@@ -71,7 +71,7 @@ from common import (  # noqa: E402
 
 # gemma-3-4b's config lives in the library (`theworld estimate-memory` uses it too).
 from theworld.memory.configs import WORLD_MARKER_IDS, gemma3_4b_config  # noqa: E402
-from theworld.memory.configs import gemma3_layer_types as layer_types  # noqa: E402
+from theworld.testing.gemma import GemmaSpec, gemma3_config, gemma3_layer_types  # noqa: E402
 
 # Peak dense bf16 tensor FLOP/s (no sparsity) by device-name substring, first match wins.
 PEAK_BF16_FLOPS = (
@@ -96,17 +96,9 @@ PEAK_BF16_FLOPS = (
 
 def dry_run_config():
     """A scaled-down Gemma 3 with the same structure (SigLIP image path, 5:1 layers), for the CPU."""
-    from transformers import Gemma3Config
-
-    text = dict(
-        vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=64,
-        layer_types=layer_types(6), max_position_embeddings=2048, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-    )  # fmt: skip
-    vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2, image_size=56, patch_size=14, vision_use_head=False)
-    return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
-                        boi_token_index=20, eoi_token_index=21, image_token_index=22)
+    spec = GemmaSpec(vocab_size=1024, num_hidden_layers=6, sliding_window=64, max_position_embeddings=2048,
+                     layer_types=gemma3_layer_types(6), vision_image_size=56, vision_patch_size=14)  # fmt: skip
+    return gemma3_config(spec, pad=0, eos=1, bos=2, boi=20, eoi=21, image=22)
 
 
 def world_config_for(gemma_config, tokens_per_frame: int, image_size: int, num_frames: int = 17,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Training data is read into Arrow tables in the `datasets` cache: one per test session, removed after it.
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="theworld-test-datasets-")
+os.environ.setdefault("HF_DATASETS_CACHE", _DATASETS_CACHE)
+atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
 
 import pytest
 import torch

@@ -467,3 +467,31 @@ def test_killed_builds_temporary_shard_is_removed_by_the_next_build_a_live_write
     assert not os.path.exists(tmp)
     assert not [p for p in os.listdir(tmp_path / "cache") if p.endswith(".tmp")]
     assert "2 already cached" in capsys.readouterr().out
+
+
+def test_training_trusts_the_recorded_vae_while_its_files_are_unchanged(tmp_path, tiny_vae_dir, tiny_gemma_dir, data, world_settings, monkeypatch):
+    """`open_cache` takes the resolved model config and the VAE source; it reads no VAE weights while the files
+    the cache was built from keep their recorded size and mtime, and hashes them again once they change."""
+    from theworld.model.checkpoints import resolve
+    from theworld.training import latent_cache
+
+    def world_config_for(path, **settings):
+        return resolve(path, **settings).config
+
+    vae = tmp_path / "cosmos"
+    shutil.copytree(tiny_vae_dir, vae)
+    encoder = CosmosWorldEncoder.from_pretrained(vae)
+    settings = CacheSettings.from_model_config(world_config_for(tiny_gemma_dir, **world_settings))
+    LatentCache.open(tmp_path / "cache", fingerprint_encoder(encoder, source=str(vae)), settings).build(data["samples"][:1], encoder, progress=False)
+
+    hashed = []
+    real = latent_cache.fingerprint_pretrained
+    monkeypatch.setattr(latent_cache, "fingerprint_pretrained", lambda *a, **k: hashed.append(a) or real(*a, **k))
+    world = world_config_for(tiny_gemma_dir, **world_settings)
+    cache = latent_cache.open_cache(tmp_path / "cache", world, str(vae))
+    assert hashed == [] and cache.latents_for(data["visuals"][0]).shape == (16, 1, 8, 8)
+    weights = vae / "vae" / "diffusion_pytorch_model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # same bytes, new mtime
+    assert len(latent_cache.open_cache(tmp_path / "cache", world, str(vae))) == 1 and len(hashed) == 1
+    with pytest.raises(TheWorldUserError, match="world_image_size: cache 64, now 32"):
+        latent_cache.open_cache(tmp_path / "cache", world_config_for(tiny_gemma_dir, **{**world_settings, "world_image_size": 32, "world_tokens_per_frame": 4}), str(vae))

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = COMMANDS[top.command]
     module = importlib.import_module(module_name)
     cmd_parser = argparse.ArgumentParser(prog=f"theworld {top.command}", description=help_text)
+    add_common_arguments(cmd_parser, default=None)  # first: a command's own flags make way for it
     module.add_arguments(cmd_parser)
-    add_common_arguments(cmd_parser, default=None)
     args = cmd_parser.parse_args(rest)
     level = getattr(args, "log_level", top.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -147,10 +147,8 @@ def prepare_data(config: DemoConfig, out: Path) -> tuple[Path, Path]:
     return Path(train), Path(heldout)
 
 
-def train_config(config: DemoConfig, **values: Any):
-    """A validated `TrainConfig` with the demo's shared budget and the given stage-specific values."""
-    from theworld.training.config import build_config
-
+def train_values(config: DemoConfig, **values: Any) -> dict[str, Any]:
+    """The config keys of one run: the demo's shared budget and the given stage-specific values."""
     base = dict(
         train_data_format="qa",
         per_device_train_batch_size=config.batch_size,
@@ -167,15 +165,22 @@ def train_config(config: DemoConfig, **values: Any):
     base.update(values)
     # Ten or more loss points per stage for the curves, at most one every 10 steps.
     base.setdefault("logging_steps", max(1, min(10, int(base.get("max_steps", 10)) // 10)))
-    return build_config(base)
+    return base
 
 
-def build_latent_cache(train_cfg, heldout: Path) -> None:
-    """Encode every train and held-out clip once (the `cache-latents` command on this config)."""
+def train_config(config: DemoConfig, **values: Any):
+    """A validated `TrainConfig` from `train_values`."""
+    from theworld.training.config import build_config
+
+    return build_config(train_values(config, **values))
+
+
+def build_latent_cache(values: dict[str, Any], heldout: Path) -> None:
+    """Encode every train and held-out clip once (the `cache-latents` command on this run's config keys)."""
     from theworld.cli.main import main
 
-    path = Path(train_cfg.output_dir).parent / "cache_config.json"
-    path.write_text(json.dumps({**train_cfg.to_dict(), "eval_data": str(heldout), "eval_data_format": "qa"}, indent=2))
+    path = Path(values["output_dir"]).parent / "cache_config.json"
+    path.write_text(json.dumps({**values, "eval_data": str(heldout), "eval_data_format": "qa"}, indent=2))
     code = main(["cache-latents", "--config", str(path)])
     if code:
         raise TheWorldUserError(f"cache-latents failed (exit {code}); see the log above")
@@ -194,9 +199,10 @@ def run_training(config: DemoConfig, gemma: str, cosmos: str, train_data: Path, 
                            output_dir=str(runs / "gemma_control"))
     histories["gemma_control"] = [_history(train(control), "finetune", 0)]
 
-    align = train_config(config, **common, enable_world=True, stage="align", max_steps=config.align_steps,
-                         output_dir=str(runs / "theworld_align"), latent_cache_dir=cache_dir)
-    build_latent_cache(align, heldout)
+    align_values = train_values(config, **common, enable_world=True, stage="align", max_steps=config.align_steps,
+                                output_dir=str(runs / "theworld_align"), latent_cache_dir=cache_dir)
+    align = train_config(config, **align_values)
+    build_latent_cache(align_values, heldout)
     stages = []
     source = gemma
     if config.align_steps > 0:

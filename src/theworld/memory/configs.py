@@ -14,41 +14,20 @@ import os
 from typing import Any
 
 from theworld.errors import TheWorldUserError
+from theworld.testing.gemma import GemmaSpec, gemma3_config, gemma3_layer_types
 
-GEMMA3_4B_TEXT: dict[str, Any] = dict(
-    vocab_size=262_208,
-    hidden_size=2560,
-    intermediate_size=10_240,
-    num_hidden_layers=34,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    head_dim=256,
-    query_pre_attn_scalar=256,
-    sliding_window=1024,
-    max_position_embeddings=131_072,
-    rms_norm_eps=1e-6,
-    hidden_activation="gelu_pytorch_tanh",
-    rope_parameters={
-        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-    },
-    pad_token_id=0,
-    eos_token_id=1,
-    bos_token_id=2,
-)
-GEMMA3_4B_VISION: dict[str, Any] = dict(
-    model_type="siglip_vision_model",
-    hidden_size=1152,
-    intermediate_size=4304,
-    num_hidden_layers=27,
-    num_attention_heads=16,
-    image_size=896,
-    patch_size=14,
-    vision_use_head=False,
-    layer_norm_eps=1e-6,
-)
-GEMMA3_4B_TOKENS: dict[str, int] = dict(boi_token_index=255_999, eoi_token_index=256_000, image_token_index=262_144)
-GEMMA3_4B_MM_TOKENS = 256
+GEMMA3_4B = GemmaSpec(
+    vocab_size=262_208, hidden_size=2560, intermediate_size=10_240, num_hidden_layers=34, num_attention_heads=8,
+    num_key_value_heads=4, head_dim=256, sliding_window=1024, max_position_embeddings=131_072,
+    layer_types=gemma3_layer_types(34), vision_hidden_size=1152, vision_intermediate_size=4304,
+    vision_num_hidden_layers=27, vision_num_attention_heads=16, vision_image_size=896, vision_patch_size=14,
+    mm_tokens_per_image=256,
+)  # fmt: skip
+GEMMA3_4B_TOKENS: dict[str, int] = dict(pad=0, eos=1, bos=2, boi=255_999, eoi=256_000, image=262_144)
+GEMMA3_4B_ROPE = {
+    "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+}
 # `<unused0..2>`: placeholders (unverified ids); memory does not depend on them.
 WORLD_MARKER_IDS: dict[str, int] = dict(start_of_world_token_id=6, world_token_id=7, end_of_world_token_id=8)
 
@@ -56,18 +35,9 @@ KNOWN_MODELS = ("google/gemma-3-4b-it", "google/gemma-3-4b-pt", "gemma-3-4b")
 COSMOS_VAE_IDS = ("nvidia/Cosmos-Predict2-2B-Video2World", "nvidia/Cosmos-Predict2-14B-Video2World")
 
 
-def gemma3_layer_types(num_layers: int, pattern: int = 6) -> list[str]:
-    """Gemma 3's interleave: every `pattern`-th layer global, the rest sliding-window."""
-    return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(num_layers)]
-
-
 def gemma3_4b_config():
     """gemma-3-4b's `Gemma3Config`, built without a download."""
-    from transformers import Gemma3Config
-
-    text = dict(GEMMA3_4B_TEXT, layer_types=gemma3_layer_types(GEMMA3_4B_TEXT["num_hidden_layers"]))
-    return Gemma3Config(text_config=text, vision_config=dict(GEMMA3_4B_VISION),
-                        mm_tokens_per_image=GEMMA3_4B_MM_TOKENS, **GEMMA3_4B_TOKENS)  # fmt: skip
+    return gemma3_config(GEMMA3_4B, **GEMMA3_4B_TOKENS, rope_parameters=GEMMA3_4B_ROPE)
 
 
 def load_model_config(name_or_path: str, **world: Any):

@@ -50,21 +50,17 @@ def small_config(hidden: int = 128, layers: int = 2, intermediate: int = 512, he
 
     Token ids: pad 0, eos 1, bos 2, image markers 5/6/7, world markers 10/11/12; text ids are drawn above.
     """
-    from transformers import Gemma3Config
-
     from theworld.model.configuration import TheWorldConfig
+    from theworld.testing.gemma import GemmaSpec, gemma3_config
 
-    text = dict(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim, query_pre_attn_scalar=head_dim,
-        sliding_window=4096, layer_types=["full_attention" if i % 2 else "sliding_attention" for i in range(layers)],
-        max_position_embeddings=8192, pad_token_id=0, bos_token_id=2, eos_token_id=1,
+    spec = GemmaSpec(
+        hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, head_dim=head_dim, vocab_size=vocab, sliding_window=4096, max_position_embeddings=8192,
+        layer_types=["full_attention" if i % 2 else "sliding_attention" for i in range(layers)],
+        vision_hidden_size=vision_hidden, vision_intermediate_size=vision_intermediate, vision_num_hidden_layers=vision_layers,
+        vision_image_size=image_size, vision_patch_size=patch_size, mm_tokens_per_image=mm_tokens,
     )  # fmt: skip
-    vision = dict(model_type="siglip_vision_model", hidden_size=vision_hidden, intermediate_size=vision_intermediate,
-                  num_hidden_layers=vision_layers, num_attention_heads=2, image_size=image_size, patch_size=patch_size,
-                  vision_use_head=False)  # fmt: skip
-    gemma = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=mm_tokens, boi_token_index=5,
-                         eoi_token_index=6, image_token_index=7, pad_token_id=0, bos_token_id=2, eos_token_id=1)  # fmt: skip
+    gemma = gemma3_config(spec, pad=0, eos=1, bos=2, boi=5, eoi=6, image=7)
     return TheWorldConfig.from_gemma_config(gemma, world_image_size=world_image_size, world_tokens_per_frame=world_tokens,
                                             world_num_frames=5, start_of_world_token_id=10, world_token_id=11,
                                             end_of_world_token_id=12)  # fmt: skip
@@ -217,10 +213,9 @@ def measure_step(config, setup: StepSetup, vae_config: dict | None = None, steps
                  seed: int = 0) -> MeasuredPeak:
     """Peak memory of the last of `steps` optimizer steps of `TheWorldTrainer` (the first ones create the
     optimizer states)."""
-    from transformers import TrainerCallback, TrainingArguments
+    from transformers import TrainerCallback
 
     from theworld.training.config import TrainConfig
-    from theworld.training.run import training_arguments
     from theworld.training.trainer import TheWorldTrainer
 
     model, trainable = random_model(config, setup, vae_config, seed, device=device)
@@ -267,11 +262,10 @@ def measure_step(config, setup: StepSetup, vae_config: dict | None = None, steps
                 output_dir=out, max_steps=steps, per_device_train_batch_size=setup.batch_size,
                 gradient_accumulation_steps=setup.gradient_accumulation_steps, learning_rate=1e-4, bf16=setup.bf16,
                 gradient_checkpointing=setup.gradient_checkpointing, logging_steps=10_000, save_steps=10_000,
-                stage=setup.stage, use_lora=setup.lora, report_to=["none"],
+                stage=setup.stage, use_lora=setup.lora, report_to=["none"], disable_tqdm=True, use_cpu=device == "cpu",
             )  # fmt: skip
-            args = TrainingArguments(**dict(training_arguments(train_config), disable_tqdm=True, use_cpu=device == "cpu"))
             trainer = TheWorldTrainer(
-                model=model.to(device), args=args, train_dataset=data, data_collator=_stack, stage=setup.stage,
+                model=model.to(device), args=train_config, train_dataset=data, data_collator=_stack, stage=setup.stage,
                 trainable_names=trainable,
             )  # fmt: skip
             trainer.add_callback(Measure())

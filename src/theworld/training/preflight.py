@@ -18,7 +18,8 @@ builds batches; the trainer fails a run that ends an epoch without one supervise
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from theworld.data.images import SkipCounter
@@ -52,23 +53,23 @@ def has_assistant_turn(sample: Sample) -> bool:
     return any(message.get("role") == "assistant" for message in sample.messages)
 
 
-def check_samples(
-    samples: Sequence[Sample],
+def kept_positions(
+    samples: Iterable[Sample],
     *,
     source: str,
     max_skip_fraction: float,
     world_num_frames: int | None,
     temporal_compression: int = 4,
-) -> list[Sample]:
-    """The samples a run can use, in order; see the module docstring for what is checked.
+) -> array:
+    """The positions of the samples a run can use; see the module docstring for what is checked.
 
     Raises `TheWorldUserError` (naming `source`) when more than `max_skip_fraction` of the samples
     have unusable clips, or when no sample is left with something to learn.
     """
     counter = SkipCounter(max_skip_fraction)
-    kept: list[Sample] = []
+    kept = array("q")
     unsupervised: list[str] = []
-    for sample in samples:
+    for position, sample in enumerate(samples):
         problem = clip_problem(sample, world_num_frames, temporal_compression)
         if problem is not None:
             counter.skip(sample.id, *problem)
@@ -78,7 +79,7 @@ def check_samples(
             logger.warning("sample %s has no assistant turn: nothing to learn (0 supervised tokens); left out", sample.id)
             unsupervised.append(sample.id)
             continue
-        kept.append(sample)
+        kept.append(position)
     counter.raise_if_too_many(source)
     if not kept:
         reasons = []
@@ -87,24 +88,31 @@ def check_samples(
         if counter.skipped:
             reasons.append(f"{len(counter.skipped)} with unusable clips")
         raise TheWorldUserError(
-            f"{source}: nothing to learn: of {len(samples)} samples, {' and '.join(reasons) or 'none are left'}. "
+            f"{source}: nothing to learn: of {counter.total} samples, {' and '.join(reasons) or 'none are left'}. "
             "Training supervises assistant turns only: check the data's roles (e.g. LLaVA 'gpt', messages 'assistant')"
         )
     if unsupervised or counter.skipped:
         logger.warning(
             "%s: %d of %d samples kept (%d without an assistant turn, %d with unusable clips)",
-            source, len(kept), len(samples), len(unsupervised), len(counter.skipped),
+            source, len(kept), counter.total, len(unsupervised), len(counter.skipped),
         )  # fmt: skip
     return kept
 
 
-def check_dataset(dataset: Any, processor: Any, *, source: str, max_skip_fraction: float) -> None:
-    """`check_samples` on a `SampleDataset` in place, with the world settings of the processor that builds its batches."""
-    world = bool(getattr(processor, "enable_world", False))
-    dataset.samples = check_samples(
-        dataset.samples,
-        source=source,
-        max_skip_fraction=max_skip_fraction,
-        world_num_frames=int(processor.world_num_frames) if world else None,
-        temporal_compression=int(getattr(processor, "world_temporal_compression", 4)),
+def check_samples(samples: Sequence[Sample], **kwargs: Any) -> list[Sample]:
+    """The samples a run can use, in order (`kept_positions`)."""
+    return [samples[position] for position in kept_positions(samples, **kwargs)]
+
+
+def check_dataset(dataset: Any, world_config: Any, *, source: str, max_skip_fraction: float) -> None:
+    """Keep only the usable samples of a `SampleDataset`, for a run with this `TheWorldConfig`'s world settings."""
+    world = bool(getattr(world_config, "enable_world", False))
+    dataset.keep(
+        kept_positions(
+            dataset,
+            source=source,
+            max_skip_fraction=max_skip_fraction,
+            world_num_frames=int(world_config.world_num_frames) if world else None,
+            temporal_compression=int(getattr(world_config, "world_temporal_compression", 4)),
+        )
     )

@@ -1,6 +1,6 @@
 """`train(config)`: one stage of TheWorld training, start to finish.
 
-1. read the data with the shared loaders (`theworld.data.loading.load_samples`);
+1. read the data with the shared loaders, held on disk (`theworld.training.dataset.load_datasets`);
 2. load the model: from a Gemma 3 checkpoint, or from an earlier stage's output_dir (its weights
    only: the optimizer, scheduler and step count start fresh, and the log says so);
 3. apply the stage (which parameters train) and keep trainable weights in fp32;
@@ -32,6 +32,7 @@ import torch
 
 from theworld.errors import TheWorldUserError
 from theworld.training.config import TrainConfig
+from theworld.training.sources import local_or_id, world_settings
 from theworld.training.stages import LoraSettings, apply_stage, cast_trainable_to_fp32
 
 logger = logging.getLogger(__name__)
@@ -62,29 +63,19 @@ def resolve_checkpoint(config: TrainConfig) -> str | None:
     return value
 
 
-def _local_or_id(value: str | None) -> str | None:
-    """Absolute path for a local folder (so saved configs work from any working directory), else unchanged."""
-    if value is not None and os.path.exists(value):
-        return os.path.abspath(value)
-    return value
-
-
 def load_model(config: TrainConfig):
     """TheWorld for this run, plus the earlier stage's record when it starts from a TheWorld output."""
     from theworld.model.modeling import TheWorld
     from theworld.training.trainer import TrainingInfo
 
-    source = _local_or_id(config.model_name_or_path)
-    cosmos = _local_or_id(config.cosmos_model_name)
+    source = local_or_id(config.model_name_or_path)
+    cosmos = local_or_id(config.cosmos_model_name)
     previous = TrainingInfo.load(source) if os.path.isdir(source) else None
-    kwargs: dict[str, Any] = {"enable_world": config.enable_world}
+    kwargs: dict[str, Any] = world_settings(config)
     # With a latent cache the VAE is never run: it is not loaded (not even the one an earlier
     # stage's config names), only recorded in the config below.
     if config.enable_world:
         kwargs["cosmos_model_name"] = None if config.latent_cache_dir else cosmos
-    for key in ("world_image_size", "world_tokens_per_frame", "world_num_frames", "world_projector_type", "world_bidirectional"):
-        if getattr(config, key) is not None:
-            kwargs[key] = getattr(config, key)
     if config.bf16:
         kwargs["dtype"] = torch.bfloat16
     else:
@@ -115,33 +106,16 @@ def load_model(config: TrainConfig):
 
 def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | None = None):
     """Everything up to `trainer.train()`: data, model, stage, collator, TrainingArguments, trainer."""
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from theworld.processing.processor import TheWorldProcessor
     from theworld.training.collator import TheWorldCollator
-    from theworld.training.dataset import load_dataset
+    from theworld.training.dataset import load_datasets
     from theworld.training.preflight import check_dataset
     from theworld.training.trainer import TheWorldTrainer, TrainingInfo, check_resumable
 
     set_seed(config.seed)
-    train_dataset = load_dataset(
-        config.train_data,
-        format=config.train_data_format,
-        image_folder=config.image_folder,
-        max_skip_fraction=config.max_skip_fraction,
-        limit=config.max_train_samples,
-        name="train",
-    )
-    eval_dataset = None
-    if config.eval_data:
-        eval_dataset = load_dataset(
-            config.eval_data,
-            format=config.eval_data_format,
-            image_folder=config.image_folder,
-            max_skip_fraction=config.max_skip_fraction,
-            limit=config.max_eval_samples,
-            name="eval",
-        )
+    train_dataset, eval_dataset = load_datasets(config)
     if model is None:
         model, previous = load_model(config)
     lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules))
@@ -167,15 +141,15 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
                 resume, resumed_from.global_step,
             )  # fmt: skip
 
-    processor_source = _local_or_id(config.model_name_or_path)
+    processor_source = local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
-    # Every sample checked before step 1 (clip lengths, something to learn), with the processor that builds the batches.
+    # Every sample checked before step 1 (clip lengths, something to learn), for the model's world settings.
     for key, dataset in (("train_data", train_dataset), ("eval_data", eval_dataset)):
         if dataset is not None:
-            check_dataset(dataset, processor, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
+            check_dataset(dataset, model.config, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
-        latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
+        latent_cache = open_latent_cache(config, model, [d for d in (train_dataset, eval_dataset) if d is not None])
     collator = TheWorldCollator(
         processor,
         max_length=config.max_length,
@@ -192,17 +166,16 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         enable_world=config.enable_world,
         use_lora=config.use_lora,
         lora=lora.to_dict() if config.use_lora else None,
-        initialized_from=_local_or_id(config.model_name_or_path) if previous is not None else None,
+        initialized_from=local_or_id(config.model_name_or_path) if previous is not None else None,
     )
     inherited = list(previous.saved_keys) if previous is not None else []
     if config.resume_weights_only and resumed_from is not None:
         info.initialized_from = os.path.abspath(resume)
         inherited = list(resumed_from.saved_keys)
-    args = TrainingArguments(**training_arguments(config, has_eval=eval_dataset is not None))
-    check_process_group(args)
+    check_process_group(config)
     trainer = TheWorldTrainer(
         model=model,
-        args=args,
+        args=config,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
@@ -213,62 +186,6 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         inherited_keys=inherited,
     )
     return trainer
-
-
-def training_arguments(config: TrainConfig, has_eval: bool = False) -> dict[str, Any]:
-    """TrainConfig -> TrainingArguments keywords (the settings TheWorld fixes are explained inline)."""
-    from transformers import TrainingArguments
-
-    fields = TrainingArguments.__dataclass_fields__
-    args: dict[str, Any] = dict(
-        output_dir=config.output_dir,
-        max_steps=config.max_steps,
-        num_train_epochs=config.num_train_epochs,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.effective_learning_rate(),
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type=config.lr_scheduler_type,
-        max_grad_norm=config.max_grad_norm,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=(config.eval_steps or config.save_steps) if has_eval else None,
-        seed=config.seed,
-        bf16=config.bf16,
-        report_to=[r for r in config.report_to if r != "none"] or "none",
-        push_to_hub=config.push_to_hub,
-        hub_model_id=config.hub_model_id,
-        hub_strategy="end",
-        dataloader_num_workers=config.dataloader_num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,  # the dataset yields Samples; the collator builds the model inputs
-        label_names=["labels"],
-        prediction_loss_only=True,
-        include_num_input_tokens_seen="non_padding",  # for tokens/s
-        average_tokens_across_devices=True,  # num_items_in_batch counts every process's tokens
-        ddp_find_unused_parameters=False,  # the trainer's zero-weighted term reaches every trainable tensor
-        disable_tqdm=False,
-        # Without a GPU, processes started by torchrun / `accelerate launch --multi_gpu` must join a
-        # gloo process group on the CPU; transformers only does that with use_cpu=True.
-        use_cpu=not _has_accelerator(),
-    )
-    if config.gradient_checkpointing:
-        # Non-reentrant checkpointing: gradients reach the world projector through frozen layers
-        # without `enable_input_require_grads`.
-        name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-        args[name] = True
-        args[f"{name}_kwargs"] = {"use_reentrant": False}
-    return args
-
-
-def _has_accelerator() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
 def check_process_group(args) -> None:
@@ -282,11 +199,12 @@ def check_process_group(args) -> None:
         )
 
 
-def open_latent_cache(config: TrainConfig, datasets: list) -> Any:
-    """The latent cache `theworld cache-latents` built for this config, checked to hold every visual."""
-    from theworld.training.latent_cache import open_for_training
+def open_latent_cache(config: TrainConfig, model: Any, datasets: list) -> Any:
+    """The latent cache `theworld cache-latents` built for this run's model, checked to hold every visual."""
+    from theworld.training.latent_cache import open_cache
+    from theworld.training.sources import encoder_source
 
-    cache = open_for_training(config)
+    cache = open_cache(config.latent_cache_dir, model.config, encoder_source(config))
     for dataset in datasets:
         cache.check_complete(dataset.samples)  # fail before step 1, not at the first miss
     logger.info("world latents come from the cache in %s (%d latents); the VAE is not run", config.latent_cache_dir, len(cache))

@@ -108,6 +108,13 @@ class CosmosWorldEncoder(nn.Module):
         save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
 
 
+def vae_files(name: str) -> dict[str, str]:
+    """{"config": config.json, "weights": weights file or index} of the VAE `name` loads from (the
+    files a latent cache's manifest records, to notice when they change)."""
+    _, config, weights = _vae_files(name)
+    return {"config": config, "weights": weights}
+
+
 def _vae_files(name: str, with_weights: bool = True) -> tuple[str, str, str | None]:
     """(where, config.json, weights file or index) of a VAE: a directory (its `vae/`, or itself) or a
     Hub id (its `vae/` subfolder, or its root). Weights are only looked for `with_weights`."""
