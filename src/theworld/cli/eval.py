@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from theworld.evaluation.harness import EvalSettings, evaluate
     from theworld.evaluation.judge import OpenAIJudge
     from theworld.evaluation.loading import load_model
-    from theworld.evaluation.processes import Processes
+    from theworld.processes import Processes
 
     items = load_benchmark(args.benchmark, args.data, image_folder=args.image_folder, split=args.split, limit=args.limit)
     if not items:

@@ -5,7 +5,7 @@ predictions.jsonl (scored items), unscored.jsonl (unjudged or without a referenc
 of accuracy), metrics.json and run.json (the run's identity); docs/evaluation.md lists the fields.
 Runs resume: finished items are skipped (a half-written last line is redone), and a folder holding
 a different run is refused rather than mixed (`theworld.evaluation.outputs`). Processes started by
-`accelerate launch` share the pending items and merge their shards (`theworld.evaluation.processes`).
+`accelerate launch` share the pending items and merge their shards (`theworld.processes`).
 
 Honesty check: an earlier public attempt at this design reported "world" numbers from runs that
 never passed world inputs. For every world-enabled control the harness derives from each item's
@@ -45,7 +45,7 @@ from theworld.evaluation.outputs import (  # noqa: F401  (PREDICTIONS, UNSCORED,
     merge_shards,
 )
 from theworld.evaluation.parsing import score_clock, score_numeric
-from theworld.evaluation.processes import Processes
+from theworld.processes import Processes
 from theworld.evaluation.scoring import (
     EncodedPrompt,
     WorldFeed,

@@ -1,13 +1,14 @@
-"""The processes sharing one evaluation run, as `accelerate launch` starts them.
+"""The processes sharing one job, as `accelerate launch` starts them: an evaluation, a latent cache build.
 
     accelerate launch --multi_gpu --num_processes 8 -m theworld eval --model ... --output-dir OUT
+    accelerate launch --multi_gpu --num_processes 8 -m theworld cache-latents --config train.yaml
 
-Every process loads the model on its own device and runs a share of the pending items
-(round-robin over the items not yet finished, so shares stay even after a resume); each writes
-its own shard of the output files, and the main process merges them and writes the metrics
-(`theworld.evaluation.outputs`). A run started by plain `python` or `theworld` is one process.
+Every process loads its model on its own device and works on a share of the items; the main
+process alone writes what is shared (an evaluation's merged files and metrics, a cache's manifest).
+A job started by plain `python` or `theworld` is one process. On a machine without a GPU,
+`--multi_gpu` still starts the processes (gloo); accelerate's `--cpu` flag alone starts one.
 
-`Processes` is the little the harness needs from the launcher: this process's index, the count,
+`Processes` is the little these jobs need from the launcher: this process's index, the count,
 a barrier, and gathering or sharing small Python objects. Collective calls go through Accelerate
 (`PartialState`, gloo on CPUs, NCCL on GPUs); one process needs none of it.
 """
@@ -28,7 +29,7 @@ T = TypeVar("T")
 
 @dataclass
 class Processes:
-    """This process's `index` among `count` evaluation processes (index 0 is the main one)."""
+    """This process's `index` among `count` processes (index 0 is the main one)."""
 
     index: int = 0
     count: int = 1
