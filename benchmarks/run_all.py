@@ -13,9 +13,12 @@ Runs, each in its own process (so one benchmark's memory or threads never colour
 6. serve_throughput.py - `theworld serve` requests/s, batching / one at a time, 8 clients (>= 2x)
 7. choice_scoring.py - scoring two-choice items / forwards of the same prompts (target <= 1.3;
                        one full forward per choice, the old path, beside it), items/s of both
+8. cache_throughput.py - `theworld cache-latents` images/s: batched VAE calls / one image per
+                       call, and 2 processes / 1 (full-size VAE at 128x128, random weights)
 
 plus `gpu_stage1.py --params-only` (parameter counts and the FLOP formula at gemma-3-4b's size;
-the GPU measurement itself runs only with `--gpu` on a machine with CUDA).
+the GPU measurement itself runs only with `--gpu` on a machine with CUDA; `gpu_benchmark.py`
+records the whole GPU section, evaluation and training, in one budgeted run).
 
     .venv/bin/python benchmarks/run_all.py --output BENCHMARKS.md
     .venv/bin/python benchmarks/run_all.py --quick --output /tmp/B.md   # fewer repetitions
@@ -56,10 +59,11 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
     ("memory_estimate", "memory_estimate.py", [], ["--cases", "align bf16 b4x384", "full bf16 checkpointing b2x384"]),
     ("serve_throughput", "serve_throughput.py", [], ["--rounds", "1", "--requests", "2"]),
     ("choice_scoring", "choice_scoring.py", [], ["--pairs", "2", "--old-pairs", "1"]),
+    ("cache_throughput", "cache_throughput.py", [], ["--vae", "tiny", "--images", "6", "--size", "64", "--repeats", "1"]),
 ]  # fmt: skip
 # The figures' numbers in BENCHMARKS.md's table.
 FIGURE_INDEX = {"world_overhead": 1, "world_cost": 2, "cache_vs_vae": 3, "loss_memory": 4, "memory_estimate": 5,
-                "serve_throughput": 6, "choice_scoring": 7}  # fmt: skip
+                "serve_throughput": 6, "choice_scoring": 7, "cache_throughput": 8}  # fmt: skip
 
 
 def run_process(args: list[str], log_name: str) -> tuple[int, str, float]:
@@ -433,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip cache_vs_vae's full-size VAE at 512x512 (the slow part, minutes on a CPU)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these (world_overhead world_cost cache_vs_vae loss_memory memory_estimate "
-                        "serve_throughput choice_scoring gpu_stage1)")
+                        "serve_throughput choice_scoring cache_throughput gpu_stage1)")
     parser.add_argument("--gpu", action="store_true", help="also run gpu_stage1.py's GPU measurement (needs CUDA)")
     args = parser.parse_args(argv)
     shown_argv = sys.argv[1:] if argv is None else argv
