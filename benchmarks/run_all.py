@@ -302,9 +302,32 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
               "--params-only`):", ""]
     lines += _counts_section(stage1)
     lines += [""]
+    lines += GPU_BENCHMARK_SECTION
     if "memory_estimate" in results:
         lines += memory_section(results["memory_estimate"])
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+# gpu_benchmark.py writes this section itself, filled, on a GPU (--markdown); until then, how to.
+GPU_BENCHMARK_SECTION = [
+    "## GPU: evaluation and training at gemma-3-4b's size (gpu_benchmark.py)",
+    "",
+    "**Not run on a GPU yet.** One run with a time budget records the whole section on one CUDA GPU "
+    "(about 5 minutes on an H100/H200; parts left when the budget is spent are marked skipped):",
+    "",
+    "```",
+    "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_benchmark.py --budget-s 420 --json gpu.json --markdown gpu.md",
+    "```",
+    "",
+    "At gemma-3-4b's architecture with random weights in bf16: evaluation of BLINK-sized two-choice items "
+    "(~565 tokens: 256 image + 256 world tokens; each prompt prefilled once, its choices scored from the KV "
+    "cache, beside the old full forward per choice): items/s, prompt tokens/s, MFU against the GPU's dense "
+    "bf16 peak, peak memory, with `sdpa` and `eager` attention; then `align` training steps (batch 8, "
+    "512x512, VAE in the loop): tokens/s, MFU, peak memory, without and with gradient checkpointing, `sdpa` "
+    "and `eager`. `gpu.md` is this section, filled: paste it here. Its CPU dry run (`--dry-run`, tiny "
+    "models) is tested in `tests/benchmarks/test_benchmarks_smoke.py`.",
+    "",
+]
 
 
 def _gib(n: float) -> str:
