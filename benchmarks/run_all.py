@@ -11,9 +11,14 @@ Runs, each in its own process (so one benchmark's memory or threads never colour
 5. memory_estimate.py - `theworld estimate-memory` against measured training-step peaks (within
                        15%), and its figures for gemma-3-4b's four training configurations
 6. serve_throughput.py - `theworld serve` requests/s, batching / one at a time, 8 clients (>= 2x)
+7. choice_scoring.py - scoring two-choice items / forwards of the same prompts (target <= 1.3;
+                       one full forward per choice, the old path, beside it), items/s of both
+8. cache_throughput.py - `theworld cache-latents` images/s: batched VAE calls / one image per
+                       call, and 2 processes / 1 (full-size VAE at 128x128, random weights)
 
 plus `gpu_stage1.py --params-only` (parameter counts and the FLOP formula at gemma-3-4b's size;
-the GPU measurement itself runs only with `--gpu` on a machine with CUDA).
+the GPU measurement itself runs only with `--gpu` on a machine with CUDA; `gpu_benchmark.py`
+records the whole GPU section, evaluation and training, in one budgeted run).
 
     .venv/bin/python benchmarks/run_all.py --output BENCHMARKS.md
     .venv/bin/python benchmarks/run_all.py --quick --output /tmp/B.md   # fewer repetitions
@@ -53,7 +58,12 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
     ("loss_memory", "loss_memory.py", [], []),
     ("memory_estimate", "memory_estimate.py", [], ["--cases", "align bf16 b4x384", "full bf16 checkpointing b2x384"]),
     ("serve_throughput", "serve_throughput.py", [], ["--rounds", "1", "--requests", "2"]),
+    ("choice_scoring", "choice_scoring.py", [], ["--pairs", "2", "--old-pairs", "1"]),
+    ("cache_throughput", "cache_throughput.py", [], ["--vae", "tiny", "--images", "6", "--size", "64", "--repeats", "1"]),
 ]  # fmt: skip
+# The figures' numbers in BENCHMARKS.md's table.
+FIGURE_INDEX = {"world_overhead": 1, "world_cost": 2, "cache_vs_vae": 3, "loss_memory": 4, "memory_estimate": 5,
+                "serve_throughput": 6, "choice_scoring": 7, "cache_throughput": 8}  # fmt: skip
 
 
 def run_process(args: list[str], log_name: str) -> tuple[int, str, float]:
@@ -172,7 +182,7 @@ def _counts_section(stage1: dict[str, Any] | None) -> list[str]:
 def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict[str, Any], total_s: float,
                    argv: list[str]) -> None:
     figures: list[tuple[int, dict[str, Any]]] = []
-    for index, key in enumerate(("world_overhead", "world_cost", "cache_vs_vae", "loss_memory", "memory_estimate", "serve_throughput"), start=1):
+    for key, index in FIGURE_INDEX.items():
         for fig in results.get(key, {}).get("figures", []):
             figures.append((index, fig))
 
@@ -209,7 +219,7 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
     if cache is not None and not cache.get("missing") and not cache.get("full_vae", True):
         extra_rows[3].append("| 3 | full-size VAE at 512x512 | - | >= 3 | skipped (`--no-full-vae`) "
                              "| `.venv/bin/python benchmarks/cache_vs_vae.py --threads 1 --full-vae` |")
-    for index in (1, 2, 3, 4, 5):
+    for index in sorted(set(FIGURE_INDEX.values())):
         for i, fig in figures:
             if i == index:
                 lines.append(f"| {index} | {fig['name']} | {_value(fig)} | {fig['target']} | {_verdict(fig)} "
@@ -292,9 +302,32 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
               "--params-only`):", ""]
     lines += _counts_section(stage1)
     lines += [""]
+    lines += GPU_BENCHMARK_SECTION
     if "memory_estimate" in results:
         lines += memory_section(results["memory_estimate"])
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+# gpu_benchmark.py writes this section itself, filled, on a GPU (--markdown); until then, how to.
+GPU_BENCHMARK_SECTION = [
+    "## GPU: evaluation and training at gemma-3-4b's size (gpu_benchmark.py)",
+    "",
+    "**Not run on a GPU yet.** One run with a time budget records the whole section on one CUDA GPU "
+    "(about 5 minutes on an H100/H200; parts left when the budget is spent are marked skipped):",
+    "",
+    "```",
+    "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_benchmark.py --budget-s 420 --json gpu.json --markdown gpu.md",
+    "```",
+    "",
+    "At gemma-3-4b's architecture with random weights in bf16: evaluation of BLINK-sized two-choice items "
+    "(~565 tokens: 256 image + 256 world tokens; each prompt prefilled once, its choices scored from the KV "
+    "cache, beside the old full forward per choice): items/s, prompt tokens/s, MFU against the GPU's dense "
+    "bf16 peak, peak memory, with `sdpa` and `eager` attention; then `align` training steps (batch 8, "
+    "512x512, VAE in the loop): tokens/s, MFU, peak memory, without and with gradient checkpointing, `sdpa` "
+    "and `eager`. `gpu.md` is this section, filled: paste it here. Its CPU dry run (`--dry-run`, tiny "
+    "models) is tested in `tests/benchmarks/test_benchmarks_smoke.py`.",
+    "",
+]
 
 
 def _gib(n: float) -> str:
@@ -427,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip cache_vs_vae's full-size VAE at 512x512 (the slow part, minutes on a CPU)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only these (world_overhead world_cost cache_vs_vae loss_memory memory_estimate "
-                        "serve_throughput gpu_stage1)")
+                        "serve_throughput choice_scoring cache_throughput gpu_stage1)")
     parser.add_argument("--gpu", action="store_true", help="also run gpu_stage1.py's GPU measurement (needs CUDA)")
     args = parser.parse_args(argv)
     shown_argv = sys.argv[1:] if argv is None else argv

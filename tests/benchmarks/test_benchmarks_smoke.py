@@ -178,3 +178,45 @@ def test_serve_throughput_workload_mixes_images_and_clips(tmp_path):
     assert bodies[3]["messages"][0]["content"][0] != bodies[7]["messages"][0]["content"][0]  # clips of 5 and 9 frames
     assert len({body["messages"][0]["content"][1]["text"] for body in bodies}) == 8
     assert all(body["max_tokens"] == 5 and body["temperature"] == 0 for body in bodies)
+
+
+def test_choice_scoring_runs_tiny_and_scores_like_the_old_path():
+    import choice_scoring
+
+    result = choice_scoring.run(size="tiny", n_items=3, batch_size=4, pairs=1, old_pairs=1, warmup=0)
+    assert result["choices_per_item"] == 2 and result["n_items"] == 3
+    assert result["max_score_difference"] < 1e-4  # the same scores as one full forward per choice
+    assert positive(result["ratio_prefilled"]) and positive(result["ratio_full_forwards"])
+    assert positive(result["items_per_s_prefilled"]) and result["mfu"] is None  # no peak FLOP/s for a CPU
+    assert result["flops_per_item"] > 0
+    figs = choice_scoring.figures(result, "cmd")
+    assert [f.target for f in figs] == ["<= 1.3", "n/a (the old path, for comparison)"]
+    assert choice_scoring.prompt_groups(5, 2, 4) == [[0, 1], [2, 3], [4]]
+
+
+def test_gpu_benchmark_dry_run_records_each_part_and_its_markdown(tmp_path):
+    import json
+
+    import gpu_benchmark
+
+    parts = ["train sdpa, gradient checkpointing", "eval eager"]  # in the script's order
+    out, md = tmp_path / "gpu.json", tmp_path / "gpu.md"
+    assert gpu_benchmark.main(["--dry-run", "--only", *parts, "--json", str(out), "--markdown", str(md)]) == 0
+    results = json.loads(out.read_text())["parts"]
+    assert [r["part"] for r in results] == parts and all(r["status"] == "ok" for r in results)
+    assert results[0]["result"]["gradient_checkpointing"] and results[1]["result"]["attn_implementation"] == "eager"
+    rows = [line for line in md.read_text().splitlines() if line.startswith(("| eval", "| train"))]
+    assert len(rows) == 2 and "images/s" in rows[0] and "items/s" in rows[1]
+
+    # A spent budget skips what is left, and says so.
+    assert gpu_benchmark.main(["--dry-run", "--budget-s", "0", "--only", "eval sdpa", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["parts"][0]["status"].startswith("skipped: time budget spent")
+
+
+def test_cache_throughput_reads_the_line_cache_latents_prints():
+    import cache_throughput
+
+    line = ("throughput: 12.50 images/s over 2 process(es) (16 in 1.3 s; the VAE alone 7.10 images/s per process, "
+            "batches of 8 on cpu)")  # fmt: skip
+    match = cache_throughput.THROUGHPUT.search(line)
+    assert match and float(match["rate"]) == 12.5 and match["procs"] == "2" and float(match["vae"]) == 7.1

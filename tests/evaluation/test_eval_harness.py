@@ -173,7 +173,7 @@ def test_resume_skips_finished_items_and_appends(loaded, tmp_path):
     assert [r["id"] for r in read_jsonl(out / PREDICTIONS)] == ["c0", "c1", "c2", "c3"]
     assert metrics["items_run"] == 2 and metrics["items_resumed"] == 2 and metrics["n"] == 4
     assert usage.world_forward_count == metrics["world"]["forwards_with_world"] == 1
-    assert metrics["world_tokens_seen"] == (2 + 3) * 16  # c2 (2 choices) and c3 (3 choices), 16 world tokens each
+    assert metrics["world_tokens_seen"] == 2 * 16  # c2 and c3, 16 world tokens each: one prefill per item, whatever its choices
     again = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})
     assert again["items_run"] == 0 and again["accuracy"] == metrics["accuracy"]
     with pytest.raises(TheWorldUserError, match="different evaluation run"):
@@ -254,13 +254,15 @@ def test_metrics_file_has_the_reported_keys_and_compare_reads_it(loaded, tmp_pat
     assert on_disk["n"] == 3 and on_disk["no_reference"] == 1 and on_disk["control"] == "none"
     assert set(on_disk["per_category"]) == {"cat0", "cat1"}
     assert on_disk["per_category"]["cat0"]["n"] == 2 and len(on_disk["per_category"]["cat0"]["ci95"]) == 2
-    assert on_disk["world"]["tokens_seen"] == on_disk["world"]["tokens_required"] == (2 + 3 + 2 + 2) * 16  # rows x world tokens
+    assert on_disk["world"]["tokens_seen"] == on_disk["world"]["tokens_required"] == 4 * 16  # items x world tokens
     run = load_run(out)  # the compare CLI accepts the folder
     assert run.n == 3 and run.accuracy == pytest.approx(on_disk["accuracy"])
 
 
 def test_clip_items_get_one_world_block_per_clip(loaded, tmp_path):
-    """A 5-frame clip is 2 latent frames: 32 world tokens per row, checked against the model's counters."""
+    """A 5-frame clip is 2 latent frames: 32 world tokens, checked against the model's counters. The clip
+    and the image item share one prefill (time-padded, `world_latent_frames`), the projector running
+    once per length, and score as each does alone."""
     model, processor = loaded
     folder = tmp_path / "data"
     folder.mkdir()
@@ -275,5 +277,10 @@ def test_clip_items_get_one_world_block_per_clip(loaded, tmp_path):
     metrics = evaluate(load_jsonl(str(path)), model, processor, tmp_path / "out", EvalSettings(batch_size=8))
     records = {r["id"]: r for r in read_jsonl(tmp_path / "out" / PREDICTIONS)}
     assert records["clip"]["world_tokens"] == 32 and records["c0"]["world_tokens"] == 16
-    assert metrics["world"]["tokens_seen"] == 2 * 32 + 2 * 16
-    assert metrics["world"]["forwards_with_world"] == 2
+    assert metrics["world"]["tokens_seen"] == 32 + 16
+    assert metrics["world"]["forwards_with_world"] == 1 and metrics["world"]["projector_calls"] == 2
+    alone = evaluate(load_jsonl(str(path)), model, processor, tmp_path / "alone", EvalSettings(batch_size=2))
+    assert alone["world"]["forwards_with_world"] == 2  # two choices per item: one item per prefill
+    separate = {r["id"]: r for r in read_jsonl(tmp_path / "alone" / PREDICTIONS)}
+    for item_id, record in records.items():
+        assert record["scores"] == pytest.approx(separate[item_id]["scores"], abs=1e-4)

@@ -7,6 +7,15 @@ Reads the same config file as `theworld train` (any of its keys may be overridde
 clip with the world encoder the model would load, at the model's `world_image_size`. Running it
 again skips what is cached (an interrupted run resumes). A cache made for another VAE or size
 is refused unless `--rebuild` is given, which clears it. Then train with the same config.
+
+Several processes share a build when Accelerate starts them (one per GPU; `--multi_gpu` also
+starts them on a machine without one):
+
+    accelerate launch --multi_gpu --num_processes 8 -m theworld cache-latents --config train.yaml
+
+The main process opens (or clears) the cache and writes its one manifest; then every process
+encodes its share of the visuals (split by file path, `latent_cache.share_owner`) into shards of
+its own, and the main process prints the totals and the throughput in images/s.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -54,7 +64,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from theworld.training.config import load_config
     from theworld.training.dataset import load_datasets
-    from theworld.training.latent_cache import CacheSettings, LatentCache, fingerprint_encoder
+    from theworld.processes import Processes
+    from theworld.training.latent_cache import BuildStats, CacheSettings, LatentCache, fingerprint_encoder
     from theworld.training.preflight import check_dataset
     from theworld.training.sources import encoder_source, resolve_model
     from theworld.world_encoder.vae import CosmosWorldEncoder
@@ -79,24 +90,47 @@ def run(args: argparse.Namespace) -> int:
         data = getattr(config, f"{dataset.name}_data")
         check_dataset(dataset, world, source=f"{dataset.name}_data {data}", max_skip_fraction=config.max_skip_fraction)
 
+    processes = Processes.from_environment()
     source = encoder_source(config)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or (str(processes.device) if processes.device is not None else None)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = CosmosWorldEncoder.from_pretrained(source, dtype=_ENCODER_DTYPES[args.encoder_dtype], device=device)
     settings = CacheSettings.from_model_config(world, dtype=args.dtype)
-    cache = LatentCache.open(
-        config.latent_cache_dir,
-        fingerprint_encoder(encoder, source=source),
-        settings,
-        on_stale="rebuild" if args.rebuild else "error",
-    )
-    logger.info(
-        "caching world latents of %s at %dx%d into %s (%d already cached)",
-        source, settings.world_image_size, settings.world_image_size, config.latent_cache_dir, len(cache),
-    )  # fmt: skip
+    fingerprint = fingerprint_encoder(encoder, source=source)
+
+    def open_cache(on_stale: str) -> LatentCache:
+        return LatentCache.open(config.latent_cache_dir, fingerprint, settings, on_stale=on_stale)
+
+    # The main process alone checks, clears (--rebuild) and writes the manifest; the others then open what it made.
+    opened: list[LatentCache] = []
+    processes.main_first(lambda: opened.append(open_cache("rebuild" if args.rebuild else "error")))
+    cache = opened[0] if opened else open_cache("error")
+    if processes.is_main:
+        logger.info(
+            "caching world latents of %s at %dx%d into %s (%d already cached, %d process(es))",
+            source, settings.world_image_size, settings.world_image_size, config.latent_cache_dir, len(cache),
+            processes.count,
+        )  # fmt: skip
+    started = time.perf_counter()
     stats = cache.build(
         itertools.chain(*datasets), encoder, batch_size=args.batch_size, shard_size=args.shard_size,
-        progress=not args.no_progress, total=sum(map(len, datasets)),
+        progress=not args.no_progress and processes.is_main, total=sum(map(len, datasets)),
+        share=(processes.index, processes.count),
     )  # fmt: skip
-    print(f"latent cache {config.latent_cache_dir}: {stats.summary()}; {len(cache)} latents in all")
+    parts = processes.gather({"stats": vars(stats), "wall": time.perf_counter() - started})
+    processes.wait()  # every shard is on disk
+    if not processes.is_main:
+        return 0
+    total = BuildStats.total(part["stats"] for part in parts)
+    wall = max(part["wall"] for part in parts)
+    cached = len(open_cache("error"))  # every process's shards
+    print(f"latent cache {config.latent_cache_dir}: {total.summary()}; {cached} latents in all")
+    if total.encoded:
+        per_process = total.encoded / total.seconds_encoding if total.seconds_encoding else float("nan")
+        print(
+            f"throughput: {total.encoded / wall:.2f} images/s over {processes.count} process(es) "
+            f"({total.encoded} in {wall:.1f} s; the VAE alone {per_process:.2f} images/s per process, "
+            f"batches of {args.batch_size} on {device.split(':')[0]})"
+        )
     print(f"train with the same config: theworld train --config {args.config}")
     return 0

@@ -6,7 +6,9 @@
 Writes OUT/predictions.jsonl, OUT/unscored.jsonl, OUT/metrics.json and OUT/run.json (see
 `theworld.evaluation.harness`); re-running with the same arguments resumes. Compare runs with
 `theworld compare`. The items are loaded (and checked) before the model, so a bad data path
-fails in seconds.
+fails in seconds. Several processes share a run when Accelerate starts them, each on its own GPU:
+
+    accelerate launch --multi_gpu --num_processes 8 -m theworld eval --model ... --output-dir OUT
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from theworld.evaluation.harness import EvalSettings, evaluate
     from theworld.evaluation.judge import OpenAIJudge
     from theworld.evaluation.loading import load_model
+    from theworld.processes import Processes
 
     items = load_benchmark(args.benchmark, args.data, image_folder=args.image_folder, split=args.split, limit=args.limit)
     if not items:
@@ -85,8 +88,12 @@ def run(args: argparse.Namespace) -> int:
         padding_side=args.padding_side,
         seed=args.seed,
     )
+    processes = Processes.from_environment()
+    device = args.device
+    if processes.device is not None and device in (None, "", "auto"):
+        device = str(processes.device)  # each process on the device its launcher gave it
     model, processor = load_model(
-        args.model, args.control, cosmos_model_name=args.cosmos_model_name, dtype=args.dtype, device=args.device
+        args.model, args.control, cosmos_model_name=args.cosmos_model_name, dtype=args.dtype, device=device
     )
     judge = None
     if args.judge_url:
@@ -101,12 +108,15 @@ def run(args: argparse.Namespace) -> int:
         "dtype": str(model.dtype).removeprefix("torch."),
         "judge_model": args.judge_model,
     }
-    metrics = evaluate(items, model, processor, args.output_dir, settings, judge=judge, info=info)
+    metrics = evaluate(items, model, processor, args.output_dir, settings, judge=judge, info=info, processes=processes)
+    if not processes.is_main:
+        return 0
     accuracy = "n/a" if metrics["accuracy"] is None else f"{100 * metrics['accuracy']:.1f}%"
     ci = metrics["ci95"]
     ci_text = "" if ci is None else f" (95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f})"
     print(
         f"{args.benchmark} [{args.control}]: accuracy {accuracy}{ci_text} over n={metrics['n']}, "
-        f"{metrics['unjudged']} unjudged, {metrics['world_tokens_seen']} world tokens -> {args.output_dir}"
+        f"{metrics['unjudged']} unjudged, {metrics['world_tokens_seen']} world tokens"
+        f"{'' if processes.count == 1 else f', {processes.count} processes'} -> {args.output_dir}"
     )
     return 0

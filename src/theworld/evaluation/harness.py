@@ -4,7 +4,8 @@
 predictions.jsonl (scored items), unscored.jsonl (unjudged or without a reference answer, kept out
 of accuracy), metrics.json and run.json (the run's identity); docs/evaluation.md lists the fields.
 Runs resume: finished items are skipped (a half-written last line is redone), and a folder holding
-a different run is refused rather than mixed.
+a different run is refused rather than mixed (`theworld.evaluation.outputs`). Processes started by
+`accelerate launch` share the pending items and merge their shards (`theworld.processes`).
 
 Honesty check: an earlier public attempt at this design reported "world" numbers from runs that
 never passed world inputs. For every world-enabled control the harness derives from each item's
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,7 +34,18 @@ from tqdm import tqdm
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.controls import check_control, control_context, shuffled_donors, uses_world, visual_signature
 from theworld.evaluation.items import EvalItem
+from theworld.evaluation.outputs import (  # noqa: F401  (PREDICTIONS, UNSCORED, METRICS: their names here too)
+    METRICS,
+    PREDICTIONS,
+    UNSCORED,
+    Writer,
+    check_run_identity,
+    finished_records,
+    json_safe,
+    merge_shards,
+)
 from theworld.evaluation.parsing import score_clock, score_numeric
+from theworld.processes import Processes
 from theworld.evaluation.scoring import (
     EncodedPrompt,
     WorldFeed,
@@ -48,11 +59,6 @@ from theworld.processing.processor import Clip
 
 logger = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions.jsonl"
-UNSCORED = "unscored.jsonl"
-METRICS = "metrics.json"
-RUN_INFO = "run.json"
-
 
 class WorldInputsMissingError(TheWorldUserError):
     """A world-enabled evaluation whose forwards did not all receive the world tokens they needed
@@ -61,8 +67,9 @@ class WorldInputsMissingError(TheWorldUserError):
 
 @dataclass
 class EvalSettings:
-    """How items are run. `batch_size` counts rows per forward (one row per choice, or per prompt
-    when generating); `seed` drives the shuffled-world donors and the bootstrap."""
+    """How items are run. `batch_size` bounds the choice rows of the items prefilled together (an
+    item's choices are never split), or the prompts generated together; `seed` drives the
+    shuffled-world donors and the bootstrap."""
 
     control: str = "none"
     batch_size: int = 8
@@ -130,7 +137,7 @@ class WorldAudit:
         self.start_forwards = usage.world_forward_count
         self.start_tokens = usage.world_token_count
         self.feed = WorldFeed()
-        self.required_tokens = 0  # sum over rows of each row's item's expected world tokens
+        self.required_tokens = 0  # sum over items run of each item's expected world tokens (one prefill each)
 
     def require(self, tokens: int) -> None:
         self.required_tokens += tokens
@@ -156,106 +163,16 @@ class WorldAudit:
             problems.append(
                 f"the world projector's world_token_count grew by {tokens}, expected {self.required_tokens}"
             )
-        if forwards != self.feed.forwards:
+        if forwards != self.feed.projector_calls:
             problems.append(
-                f"the world projector's world_forward_count grew by {forwards}, expected {self.feed.forwards} "
-                "(one per forward with world inputs)"
+                f"the world projector's world_forward_count grew by {forwards}, expected {self.feed.projector_calls} "
+                "(one per clip length in each forward with world inputs)"
             )
         if problems:
             raise WorldInputsMissingError(
                 "world-enabled evaluation did not feed the world path as required: " + "; ".join(problems)
                 + ". No metrics were written."
             )
-
-
-# ------------------------------------------------------------------------------------ output files
-
-
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats become None (strict JSON); tuples become lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return _json_safe(value.item())
-    return value
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a jsonl output file, made safe to append to.
-
-    A crash can leave the last line without its newline: cut mid-record (not valid JSON: dropped,
-    that item runs again) or whole but unterminated (kept, and its newline added). Either way
-    the file ends with a newline before anything is appended, so no record is ever glued to the
-    previous one.
-    """
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    records: list[dict[str, Any]] = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            if lineno == len(lines) and not text.endswith("\n"):
-                logger.warning("%s: dropping a half-written last line; that item is run again", path)
-                path.write_text("\n".join(lines[:-1]) + ("\n" if len(lines) > 1 else ""), encoding="utf-8")
-                break
-            raise TheWorldUserError(f"{path}:{lineno}: not valid JSON ({err}); fix or remove the file") from err
-        if not isinstance(record, dict) or "id" not in record:
-            raise TheWorldUserError(f"{path}:{lineno}: each line needs an 'id'")
-        records.append(record)
-    else:
-        if text and not text.endswith("\n"):
-            logger.warning("%s: the last record lacked its newline (interrupted write); newline added", path)
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write("\n")
-    return records
-
-
-def _check_run_identity(output_dir: Path, identity: Mapping[str, Any]) -> None:
-    path = output_dir / RUN_INFO
-    identity = _json_safe(dict(identity))
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise TheWorldUserError(f"{path}: not valid JSON ({err})") from err
-        differing = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
-        if differing:
-            detail = ", ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in differing)
-            raise TheWorldUserError(
-                f"{output_dir} holds a different evaluation run ({detail}); use another --output-dir"
-            )
-    elif (output_dir / PREDICTIONS).exists() or (output_dir / UNSCORED).exists():
-        raise TheWorldUserError(f"{output_dir} holds predictions but no {RUN_INFO}; use another --output-dir")
-    else:
-        path.write_text(json.dumps(identity, indent=2) + "\n", encoding="utf-8")
-
-
-class _Writer:
-    """Appends one JSON line per finished item to predictions.jsonl or unscored.jsonl."""
-
-    def __init__(self, output_dir: Path) -> None:
-        self.handles = {
-            True: (output_dir / PREDICTIONS).open("a", encoding="utf-8"),
-            False: (output_dir / UNSCORED).open("a", encoding="utf-8"),
-        }
-
-    def write(self, record: dict[str, Any]) -> None:
-        handle = self.handles[record.get("correct") is not None]
-        handle.write(json.dumps(_json_safe(record)) + "\n")
-        handle.flush()
-
-    def close(self) -> None:
-        for handle in self.handles.values():
-            handle.close()
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -385,12 +302,12 @@ class _Runner:
         rows: list[tuple[int, list[int]]] = []
         for p, index in enumerate(indices):
             item = self.items[index]
+            self.audit.require(self.required_tokens(item))  # its prompt, world block included, runs once
             for choice in item.choices or []:
                 ids = self.tokenizer(choice, add_special_tokens=False)["input_ids"]
                 if not ids:
                     raise TheWorldUserError(f"item {item.id!r}: choice {choice!r} has no tokens")
                 rows.append((p, ids))
-                self.audit.require(self.required_tokens(item))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         logliks = score_continuations(
             self.model, prompts, rows, self.settings.batch_size, self.settings.padding_side, pad, self.audit.feed
@@ -472,6 +389,7 @@ def evaluate(
     settings: EvalSettings | None = None,
     judge: Any = None,
     info: Mapping[str, Any] | None = None,
+    processes: Processes | None = None,
 ) -> dict[str, Any]:
     """Evaluate `items` under `settings.control`, write the output files, return the metrics.
 
@@ -479,8 +397,13 @@ def evaluate(
     `enable_world=False` (see `theworld.evaluation.loading.load_model`); every other control a
     world-enabled pair. `info` (model, benchmark, data, split, ...) is recorded in run.json and
     metrics.json; with the control and seed it is the identity a resumed run must match.
+
+    With `processes` (several, as `accelerate launch` starts them) every process calls this with
+    the same items; each runs its share of the pending items into its own shard, and the main
+    process merges the shards and computes the metrics, which every process returns.
     """
     settings = settings or EvalSettings()
+    processes = processes or Processes()
     if not items:
         raise TheWorldUserError("no items to evaluate")
     world_run = uses_world(settings.control)
@@ -489,46 +412,54 @@ def evaluate(
         raise TheWorldUserError(f"control {settings.control!r} needs a world-enabled model (it has enable_world=False)")
     if not world_run and has_projector:
         raise TheWorldUserError("control 'world-off' needs the model loaded with enable_world=False")
-    seen_ids: set[str] = set()
-    for item in items:
-        if item.id in seen_ids:
+    order: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.id in order:
             raise TheWorldUserError(f"duplicate item id {item.id!r}")
-        seen_ids.add(item.id)
+        order[item.id] = index
 
     out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise TheWorldUserError(f"output folder {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     identity = dict(info or {})
     identity.update(control=settings.control, max_new_tokens=settings.max_new_tokens)
     if settings.control == "shuffled-world":
         identity["shuffle_seed"] = settings.seed
-    _check_run_identity(out, identity)
 
-    done = {str(r["id"]): r for r in _read_records(out / PREDICTIONS) + _read_records(out / UNSCORED)}
-    stray = sorted(set(done) - seen_ids)
-    if stray:
-        raise TheWorldUserError(
-            f"{out} has predictions for {len(stray)} items not in this evaluation (e.g. {stray[0]!r}): "
-            "different --data/--limit/--split? use another --output-dir"
-        )
+    def open_run() -> None:  # the main process alone: the other processes wait, then read
+        if out.exists() and not out.is_dir():
+            raise TheWorldUserError(f"output folder {out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        check_run_identity(out, identity)
+        merged = merge_shards(out, order)  # what an interrupted multi-process run left
+        if merged:
+            logger.info("%s: %d finished items merged from an interrupted run's shards", out, merged)
+        stray = sorted(set(finished_records(out)) - set(order))
+        if stray:
+            raise TheWorldUserError(
+                f"{out} has predictions for {len(stray)} items not in this evaluation (e.g. {stray[0]!r}): "
+                "different --data/--limit/--split? use another --output-dir"
+            )
+
+    processes.main_first(open_run)
+    done = finished_records(out)
     pending = [i for i, item in enumerate(items) if item.id not in done]
-    if done:
+    if done and processes.is_main:
         logger.info("resuming in %s: %d items done, %d to go", out, len(done), len(pending))
+    mine = processes.share(pending)
 
     model.eval()
     audit = WorldAudit(WorldUsage(), world_run)
     runner = _Runner(items, model, processor, settings, judge, audit)
     started = time.perf_counter()
-    choice_items = [i for i in pending if items[i].kind == "choice"]
-    free_items = [i for i in pending if items[i].kind != "choice"]
+    choice_items = [i for i in mine if items[i].kind == "choice"]
+    free_items = [i for i in mine if items[i].kind != "choice"]
     work = [(runner.run_choices, g) for g in _groups(choice_items, items, settings.batch_size, lambda it: len(it.choices))]
     work += [(runner.run_generation, g) for g in _groups(free_items, items, settings.batch_size, lambda it: 1)]
-    writer = _Writer(out)
+    where = "" if processes.count == 1 else f" [process {processes.index + 1}/{processes.count}]"
+    writer = Writer(out, rank=None if processes.count == 1 else processes.index)
     try:
         # The audit reads the hook's counter, which starts at 0 as its placeholder did.
         with count_world_usage(model) as audit.usage, control_context(model, settings.control), tqdm(
-            total=len(pending), desc=f"eval ({settings.control})", unit="item"
+            total=len(mine), desc=f"eval ({settings.control}){where}", unit="item"
         ) as progress:
             for run, group in work:
                 records = run(group)
@@ -539,33 +470,45 @@ def evaluate(
     finally:
         writer.close()
     audit.verify()
+    projector_calls, tokens = audit.seen()
+    tallies = processes.gather(
+        {"forwards": audit.feed.forwards, "projector_calls": projector_calls, "tokens": tokens,
+         "required": audit.required_tokens, "items": len(mine)}  # fmt: skip
+    )
+    total = {key: sum(t[key] for t in tallies) for key in tallies[0]}
     wall = time.perf_counter() - started
 
-    records = {str(r["id"]): r for r in _read_records(out / PREDICTIONS) + _read_records(out / UNSCORED)}
-    missing = [item.id for item in items if item.id not in records]
-    if missing:  # cannot happen unless the files were changed under us
-        raise TheWorldUserError(f"{out}: no prediction for {len(missing)} items (e.g. {missing[0]!r})")
-    metrics = compute_metrics((records[item.id] for item in items), n_boot=settings.n_boot, seed=settings.seed)
-    forwards, tokens = audit.seen()
-    metrics.update(
-        {k: v for k, v in identity.items() if k not in metrics},
-        settings=asdict(settings),
-        wall_time_s=wall,
-        items_run=len(pending),
-        items_resumed=len(items) - len(pending),
-        world_tokens_seen=tokens,
-        world={
-            "enabled": world_run,
-            "forwards_with_world": forwards,
-            "tokens_seen": tokens,
-            "tokens_required": audit.required_tokens,
-            "check": "passed",
-        },
-    )
-    (out / METRICS).write_text(json.dumps(_json_safe(metrics), indent=2) + "\n", encoding="utf-8")
-    logger.info(
-        "%s: accuracy %s over n=%d (%d unjudged) in %.1fs",
-        out, "n/a" if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}", metrics["n"],
-        metrics["unjudged"], wall,
-    )
-    return metrics
+    def finish() -> dict[str, Any]:  # the main process, once every shard is complete
+        merge_shards(out, order)
+        records = finished_records(out)
+        missing = [item.id for item in items if item.id not in records]
+        if missing:  # cannot happen unless the files were changed under us
+            raise TheWorldUserError(f"{out}: no prediction for {len(missing)} items (e.g. {missing[0]!r})")
+        metrics = compute_metrics((records[item.id] for item in items), n_boot=settings.n_boot, seed=settings.seed)
+        metrics.update(
+            {k: v for k, v in identity.items() if k not in metrics},
+            settings=asdict(settings),
+            wall_time_s=wall,
+            processes=processes.count,
+            items_run=total["items"],
+            items_resumed=len(items) - len(pending),
+            world_tokens_seen=total["tokens"],
+            world={
+                "enabled": world_run,
+                "forwards_with_world": total["forwards"],
+                "projector_calls": total["projector_calls"],
+                "tokens_seen": total["tokens"],
+                "tokens_required": total["required"],
+                "check": "passed",
+            },
+        )
+        (out / METRICS).write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
+        logger.info(
+            "%s: accuracy %s over n=%d (%d unjudged) in %.1fs",
+            out, "n/a" if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}", metrics["n"],
+            metrics["unjudged"], wall,
+        )  # fmt: skip
+        return metrics
+
+    processes.wait()  # every shard is complete
+    return processes.main_first(finish)

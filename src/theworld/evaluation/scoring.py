@@ -1,15 +1,27 @@
-"""Running a model on evaluation prompts: choice log-likelihoods and greedy answers.
+"""Running a model on evaluation prompts: choice log-likelihoods and greedy answers, each prompt computed once.
 
 These functions know nothing about controls or benchmarks: they take prompts a processor encoded
 (`encode_prompt`) and work for `TheWorld` and plain `Gemma3ForConditionalGeneration` alike, which
 lets a test check that the world-off control scores exactly like Gemma 3.
 
+**One prompt, one forward.** The choices of an item share everything up to the answer: its
+image, its world block and its question. `prefill` runs a batch of prompts once (left-padded,
+with their images and world inputs, Gemma's bidirectional image/world masks from
+`token_type_ids`) and keeps the KV cache; a choice is then only its own tokens, run from that
+cache (`score_continuations`: the cache rows are repeated once per choice, the continuations go
+through one small batched forward with the prompt's mask and explicit positions). Gemma 3's
+hybrid cache keeps its sliding-window layers at the window, as during `generate`. Images (SigLIP)
+and world features (the projector) run once per item, not once per choice.
+
 A choice's score is the summed log-probability of its tokens (tokenized on their own, appended to
-the generation prompt) as the assistant's answer. Rows from several items share a forward; left
-padding puts every continuation at the end, so only the last positions' logits are computed
-(`logits_to_keep`: a 262k vocabulary stays affordable). Position ids are explicit, so a row scores
-the same whatever its padding (tested at 1e-4). Every forward carrying world inputs is tallied in
-a `WorldFeed`, which the harness compares with what reached the model and what the items need.
+the generation prompt) as the assistant's answer, in float64. Its first token is scored from the
+prompt's last logits, so single-token choices need no second forward at all. The scores equal a
+full forward of prompt + choice per row (`theworld.testing.reference`) to 1e-4 in float32
+(tested: prompts of different lengths, padding, every control). Free-form items decode greedily
+from the same prefill (`generate_answers`; tested token for token against `model.generate`).
+
+Every forward carrying world inputs (a prefill) is tallied in a `WorldFeed`, which the harness
+compares with what reached the model and what the items need.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from theworld.evaluation.items import EvalItem, to_sample
 
@@ -46,14 +59,17 @@ class EncodedPrompt:
 
 @dataclass
 class WorldFeed:
-    """What was fed to the model with world inputs: forwards (a generate call's prefill counts once)
-    and world placeholder tokens in those forwards' input ids."""
+    """What was fed to the model with world inputs: forwards (one per prefill), the world
+    projector calls they imply (one per clip length in the forward: the model encodes each
+    length on its own), and world placeholder tokens in those forwards' input ids."""
 
     forwards: int = 0
+    projector_calls: int = 0
     tokens: int = 0
 
-    def add(self, tokens: int) -> None:
+    def add(self, tokens: int, projector_calls: int = 1) -> None:
         self.forwards += 1
+        self.projector_calls += projector_calls
         self.tokens += tokens
 
 
@@ -79,39 +95,48 @@ def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> i
     return 0 if world_token_id is None else int((input_ids == world_token_id).sum())
 
 
-def _shape_key(prompt: EncodedPrompt) -> tuple[Any, ...] | None:
-    """Rows whose world inputs have different per-visual shapes cannot share one tensor."""
-    return None if prompt.world is None else (prompt.world_key, tuple(prompt.world.shape[1:]))
+# ------------------------------------------------------------------------------------------------
+# batching prompts
 
 
-def _batches(row_prompts: Sequence[int], prompts: Sequence[EncodedPrompt], batch_size: int) -> list[list[int]]:
-    """Row indices in chunks of at most `batch_size`, never mixing world-input shapes."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    batches: list[list[int]] = []
-    current: list[int] = []
-    current_key: Any = None
-    for row, p in enumerate(row_prompts):
-        key = _shape_key(prompts[p])
-        clash = key is not None and current_key is not None and key != current_key
-        if current and (len(current) >= batch_size or clash):
-            batches.append(current)
-            current, current_key = [], None
-        current.append(row)
-        current_key = current_key if key is None else key
-    if current:
-        batches.append(current)
-    return batches
+def _world_inputs(model: torch.nn.Module, prompts: Sequence[EncodedPrompt]) -> dict[str, torch.Tensor]:
+    """The prompts' world inputs as one tensor (visuals in prompt order), time-padded when lengths differ.
+
+    Items of different clip lengths share a forward: the shorter ones are zero-padded along time
+    and `world_latent_frames` gives every visual's own latent frames (the model encodes each
+    from its own frames only).
+    """
+    worlds = [p for p in prompts if p.world is not None]
+    if not worlds:
+        return {}
+    keys = {p.world_key for p in worlds}
+    if len(keys) != 1 or next(iter(keys)) not in WORLD_KEYS:
+        raise ValueError(f"prompts of one batch must share one world input kind, got {sorted(keys)}")
+    key = keys.pop()
+    tensors = [p.world for p in worlds]  # each (visuals, C, T, H, W)
+    if len({tuple(t.shape[1:2]) + tuple(t.shape[3:]) for t in tensors}) != 1:
+        raise ValueError(f"world inputs of one batch differ beyond their length: {[tuple(t.shape) for t in tensors]}")
+    longest = max(t.shape[2] for t in tensors)
+    if all(t.shape[2] == longest for t in tensors):
+        return {key: torch.cat(tensors)}
+    geometry = model.config.world_geometry
+    frames = [t.shape[2] if key == "world_latents" else geometry.latent_frames(t.shape[2]) for t in tensors for _ in range(t.shape[0])]
+    padded = torch.cat([F.pad(t, (0, 0, 0, 0, 0, longest - t.shape[2])) for t in tensors])  # (N, C, longest, H, W)
+    return {key: padded, "world_latent_frames": torch.tensor(frames, dtype=torch.long)}
 
 
-def _collate(
+def collate(
     model: torch.nn.Module,
     prompts: Sequence[EncodedPrompt],
     rows: Sequence[tuple[int, Sequence[int]]],
     padding_side: str,
     pad_token_id: int,
 ) -> tuple[dict[str, Any], list[int]]:
-    """Model inputs for rows (prompt index, continuation ids), and each row's start offset."""
+    """Model inputs for rows (prompt index, continuation ids), and each row's start offset.
+
+    Image pixels and world inputs come once per row, in row order (each row its own copy): rows
+    are normally one per prompt (`prefill`); the full-forward reference gives one per choice.
+    """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     param = model.get_input_embeddings().weight
@@ -122,7 +147,6 @@ def _collate(
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
     offsets = []
-    pixels, world = [], []
     for r, ((p, cont), length) in enumerate(zip(rows, lengths)):
         prompt = prompts[p]
         start = width - length if padding_side == "left" else 0
@@ -131,12 +155,6 @@ def _collate(
         input_ids[r, start : start + length] = torch.cat([prompt.input_ids.long(), cont_ids])
         token_type_ids[r, start : start + len(prompt)] = prompt.token_type_ids.long()
         attention_mask[r, start : start + length] = 1
-        # Image and world features are scattered in row-major placeholder order: concatenating
-        # them in row order (each row its own copy) keeps every row with its own visuals.
-        if prompt.pixel_values is not None:
-            pixels.append(prompt.pixel_values)
-        if prompt.world is not None:
-            world.append(prompt.world)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     inputs: dict[str, Any] = {
         "input_ids": input_ids.to(device),
@@ -144,14 +162,121 @@ def _collate(
         "token_type_ids": token_type_ids.to(device),
         "position_ids": position_ids.to(device),
     }
+    row_prompts = [prompts[p] for p, _ in rows]
+    # Image and world features are scattered in row-major placeholder order: concatenating them
+    # in row order keeps every row with its own visuals.
+    pixels = [p.pixel_values for p in row_prompts if p.pixel_values is not None]
     if pixels:
         inputs["pixel_values"] = torch.cat(pixels).to(device=device, dtype=dtype)
-    if world:
-        keys = {prompts[p].world_key for p, _ in rows if prompts[p].world is not None}
-        if len(keys) != 1 or next(iter(keys)) not in WORLD_KEYS:
-            raise ValueError(f"rows of one batch must share one world input kind, got {sorted(keys)}")
-        inputs[keys.pop()] = torch.cat(world).to(device)
+    inputs.update({k: v.to(device) for k, v in _world_inputs(model, row_prompts).items()})
     return inputs, offsets
+
+
+# ------------------------------------------------------------------------------------------------
+# prefill
+
+
+@dataclass
+class Prefill:
+    """A batch of prompts after one forward: its KV cache and what the next tokens need."""
+
+    cache: Any  # transformers `Cache` (Gemma 3: full-attention and sliding-window layers)
+    attention_mask: torch.Tensor  # (B, W) long: the prompts' keys in the cache (0 on padding)
+    next_positions: torch.Tensor  # (B,) long: position id of the token after each prompt (its length)
+    last_logits: torch.Tensor  # (B, V) float32: logits at each prompt's last token
+
+
+def prefill(
+    model: torch.nn.Module,
+    prompts: Sequence[EncodedPrompt],
+    padding_side: str = "left",
+    pad_token_id: int = 0,
+    feed: WorldFeed | None = None,
+) -> Prefill:
+    """Run the prompts once (images, world blocks, bidirectional masks) and keep their cache.
+
+    Only the last prompt token's logits are computed (`logits_to_keep`): a 262k vocabulary over
+    a 560-token prompt would otherwise dominate the memory.
+    """
+    inputs, offsets = collate(model, prompts, [(p, ()) for p in range(len(prompts))], padding_side, pad_token_id)
+    last = [start + len(prompt) - 1 for start, prompt in zip(offsets, prompts)]  # each prompt's last token
+    keep = sorted(set(last))  # left padding: one column for every row
+    with torch.no_grad():
+        out = model(**inputs, use_cache=True, logits_to_keep=torch.tensor(keep, device=inputs["input_ids"].device))
+    if feed is not None and any(k in inputs for k in WORLD_KEYS):
+        lengths = inputs.get("world_latent_frames")
+        feed.add(
+            count_world_tokens(inputs["input_ids"], getattr(model.config, "world_token_id", None)),
+            projector_calls=1 if lengths is None else len(set(lengths.tolist())),
+        )
+    rows = torch.arange(len(prompts))
+    columns = torch.tensor([keep.index(t) for t in last])
+    return Prefill(
+        cache=out.past_key_values,
+        attention_mask=inputs["attention_mask"],
+        next_positions=torch.tensor([len(p) for p in prompts], device=inputs["input_ids"].device),
+        last_logits=out.logits[rows, columns].float(),  # (B, V)
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# choices
+
+
+def _prompt_groups(rows_per_prompt: dict[int, list[int]], batch_size: int) -> list[list[int]]:
+    """Consecutive prompts whose rows fill at most `batch_size` (a prompt with more rows goes alone:
+    its choices always share its prefill)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    count = 0
+    for p, row_ids in rows_per_prompt.items():
+        if current and count + len(row_ids) > batch_size:
+            groups.append(current)
+            current, count = [], 0
+        current.append(p)
+        count += len(row_ids)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _continuation_logprobs(
+    model: torch.nn.Module, state: Prefill, owners: Sequence[int], continuations: Sequence[Sequence[int]], pad_token_id: int
+) -> list[float]:
+    """Summed log-probabilities of each continuation after its prompt (row `owners[r]` of `state`).
+
+    The first token is scored from the prompt's last logits. The rest: the cache rows are
+    repeated per continuation (`batch_select_indices`, in place: the prefill is used once) and
+    tokens 0..n-2 of every continuation go through one forward, right-padded (causal: padding
+    after a row never changes its logits), at positions prompt length + j.
+    """
+    device = state.last_logits.device
+    index = torch.tensor(list(owners), device=device)
+    targets = [torch.as_tensor(list(c), dtype=torch.long, device=device) for c in continuations]
+    first = state.last_logits[index].log_softmax(-1)  # (R, V)
+    totals = [first[r, t[0]].double() for r, t in enumerate(targets)]
+    width = max(len(c) for c in continuations) - 1
+    if width > 0:  # some continuation has more than one token
+        ids = torch.full((len(targets), width), pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(targets), width), dtype=torch.long, device=device)
+        for r, t in enumerate(targets):
+            ids[r, : len(t) - 1] = t[:-1]
+            mask[r, : len(t) - 1] = 1
+        state.cache.batch_select_indices(index.to(state.attention_mask.device))
+        positions = state.next_positions[index][:, None] + torch.arange(width, device=device)
+        with torch.no_grad():
+            logits = model(
+                input_ids=ids,
+                attention_mask=torch.cat([state.attention_mask[index], mask], dim=1),
+                position_ids=positions,
+                past_key_values=state.cache,
+                use_cache=True,
+            ).logits  # (R, width, V)
+        for r, t in enumerate(targets):
+            if len(t) > 1:
+                rest = logits[r, : len(t) - 1].float().log_softmax(-1).gather(-1, t[1:, None]).squeeze(-1)
+                totals[r] = totals[r] + rest.double().sum()
+    return [float(x) for x in totals]
 
 
 def score_continuations(
@@ -165,34 +290,29 @@ def score_continuations(
 ) -> list[float]:
     """Summed log-probability of each row's continuation ids after its prompt (float64 sums).
 
-    `rows` are (index into `prompts`, continuation token ids); at most `batch_size` rows go
-    through one forward.
+    `rows` are (index into `prompts`, continuation token ids). Prompts are prefilled in groups
+    whose rows number at most `batch_size` (a prompt's rows are never split), each prompt once.
     """
-    for p, cont in rows:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows_per_prompt: dict[int, list[int]] = {}
+    for i, (p, cont) in enumerate(rows):
         if len(cont) == 0:
             raise ValueError(f"item {prompts[p].id!r}: an empty continuation has no tokens to score")
-    world_token_id = getattr(model.config, "world_token_id", None)
+        rows_per_prompt.setdefault(p, []).append(i)
     scores: list[float] = [0.0] * len(rows)
-    for batch in _batches([p for p, _ in rows], prompts, batch_size):
-        batch_rows = [rows[i] for i in batch]
-        inputs, offsets = _collate(model, prompts, batch_rows, padding_side, pad_token_id)
-        width = inputs["input_ids"].shape[1]
-        # Position t's logits predict token t + 1: continuation token j of a row sits at
-        # start + len(prompt) + j and is predicted at start + len(prompt) + j - 1.
-        first_needed = min(start + len(prompts[p]) - 1 for start, (p, _) in zip(offsets, batch_rows))
-        keep = width - first_needed
-        with torch.no_grad():
-            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits  # (B, keep, V)
-        if any(k in inputs for k in WORLD_KEYS) and feed is not None:
-            feed.add(count_world_tokens(inputs["input_ids"], world_token_id))
-        base = width - keep
-        for r, (i, start, (p, cont)) in enumerate(zip(batch, offsets, batch_rows)):
-            targets = torch.as_tensor(list(cont), dtype=torch.long, device=logits.device)
-            first = start + len(prompts[p]) - 1 - base
-            row_logits = logits[r, first : first + len(cont)].float()
-            logprobs = row_logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
-            scores[i] = float(logprobs.double().sum())
+    for group in _prompt_groups(rows_per_prompt, batch_size):
+        state = prefill(model, [prompts[p] for p in group], padding_side, pad_token_id, feed)
+        row_ids = [i for p in group for i in rows_per_prompt[p]]
+        owners = [g for g, p in enumerate(group) for _ in rows_per_prompt[p]]
+        values = _continuation_logprobs(model, state, owners, [rows[i][1] for i in row_ids], pad_token_id)
+        for i, value in zip(row_ids, values):
+            scores[i] = value
     return scores
+
+
+# ------------------------------------------------------------------------------------------------
+# free-form answers
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -214,6 +334,36 @@ class Generation:
     stopped: bool  # False when max_new_tokens ran out first
 
 
+def greedy_tokens(model: torch.nn.Module, state: Prefill, max_new_tokens: int, stops: Sequence[int]) -> list[list[int]]:
+    """Greedy decoding from a prefill: each row's new tokens, up to and including its first stop token.
+
+    One token per forward for the whole batch, from the cache; a finished row keeps decoding
+    (its tokens are dropped) so the batch stays rectangular, as `generate` does.
+    """
+    tokens = state.last_logits.argmax(-1)  # (B,)
+    mask, positions = state.attention_mask, state.next_positions
+    out: list[list[int]] = [[] for _ in range(tokens.shape[0])]
+    done = [False] * len(out)
+    for step in range(max_new_tokens):
+        for r, token in enumerate(tokens.tolist()):
+            if not done[r]:
+                out[r].append(token)
+                done[r] = token in stops
+        if all(done) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        with torch.no_grad():
+            logits = model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None] + step,
+                past_key_values=state.cache,
+                use_cache=True,
+            ).logits[:, -1]  # (B, V)
+        tokens = logits.float().argmax(-1)
+    return out
+
+
 def generate_answers(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -222,35 +372,25 @@ def generate_answers(
     batch_size: int = 8,
     feed: WorldFeed | None = None,
 ) -> list[Generation]:
-    """Greedy answers (`do_sample=False`) to each prompt, left-padded batches of `batch_size`."""
+    """Greedy answers to each prompt: left-padded batches of `batch_size`, each prompt prefilled once."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    world_token_id = getattr(model.config, "world_token_id", None)
-    answers: list[Generation | None] = [None] * len(prompts)
-    for batch in _batches(list(range(len(prompts))), prompts, batch_size):
-        inputs, _ = _collate(model, prompts, [(p, ()) for p in batch], "left", pad)
-        inputs.pop("position_ids")  # generate derives them from the attention mask
-        width = inputs["input_ids"].shape[1]
-        with torch.no_grad():
-            out = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=stops,
-                pad_token_id=pad,
+    answers: list[Generation] = []
+    for start in range(0, len(prompts), batch_size):
+        state = prefill(model, prompts[start : start + batch_size], "left", pad, feed)
+        for new in greedy_tokens(model, state, max_new_tokens, stops):
+            stopped = bool(new) and new[-1] in stops
+            kept = new[:-1] if stopped else new
+            answers.append(
+                Generation(
+                    text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                    raw=tokenizer.decode(kept, skip_special_tokens=False),
+                    num_tokens=len(kept),
+                    stopped=stopped,
+                )
             )
-        if any(k in inputs for k in WORLD_KEYS) and feed is not None:
-            feed.add(count_world_tokens(inputs["input_ids"], world_token_id))  # the prefill
-        for row, p in enumerate(batch):
-            new = out[row, width:].tolist()
-            stop_at = next((j for j, tok in enumerate(new) if tok in stops), None)
-            kept = new if stop_at is None else new[:stop_at]
-            answers[p] = Generation(
-                text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                raw=tokenizer.decode(kept, skip_special_tokens=False),
-                num_tokens=len(kept),
-                stopped=stop_at is not None,
-            )
-    return [a for a in answers if a is not None]
+    return answers

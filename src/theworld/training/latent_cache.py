@@ -260,12 +260,40 @@ class BuildStats:
     duplicates: int = 0
     shards_written: int = 0
     seconds_encoding: float = 0.0
+    other_processes: int = 0  # visuals left to the other processes of a shared build
 
     def summary(self) -> str:
         return (
             f"{self.visuals} visuals, {self.unique} unique: {self.encoded} encoded, {self.already_cached} already "
             f"cached, {self.duplicates} repeats; {self.shards_written} shard(s) written"
         )
+
+    @classmethod
+    def total(cls, parts: Iterable[BuildStats | dict[str, Any]]) -> BuildStats:
+        """The sum of several processes' stats (each saw its own share of the visuals)."""
+        result = cls()
+        for part in parts:
+            part = part if isinstance(part, dict) else asdict(part)
+            for name in ("visuals", "unique", "encoded", "already_cached", "duplicates", "shards_written", "seconds_encoding"):
+                setattr(result, name, getattr(result, name) + part[name])
+        return result
+
+
+def share_owner(visual: Any, key: str | None, count: int) -> int:
+    """Which of `count` processes building one cache encodes `visual`.
+
+    A file (or clip of files) goes by its absolute path(s), so no process decodes another's files
+    and every occurrence of a file lands in one process; an in-memory visual goes by its content
+    key. The same picture under two paths may be encoded by two processes (both copies are valid).
+    """
+    frames = list(visual) if isinstance(visual, Clip) else [visual]
+    if all(isinstance(f, str) and "://" not in f for f in frames):
+        text = "|".join(os.path.abspath(f) for f in frames)
+    else:
+        if key is None:
+            raise ValueError("an in-memory visual is shared out by its key")
+        text = key
+    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16) % count
 
 
 class LatentCache:
@@ -451,12 +479,18 @@ class LatentCache:
         shard_size: int = 256,
         progress: bool = True,
         total: int | None = None,
+        share: tuple[int, int] = (0, 1),
     ) -> BuildStats:
         """Encode every uncached unique visual of `samples` (`Sample`s or bare visuals), writing a
         shard every `shard_size` latents, so a stopped build loses at most one shard; calling it
-        again resumes. The encoder must be the one the cache was opened for."""
+        again resumes. The encoder must be the one the cache was opened for. `share=(index,
+        count)`: this is process `index` of `count` building the cache at once; it encodes only
+        the visuals `share_owner` gives it, into shards of its own (no two write one file)."""
         if batch_size < 1 or shard_size < 1:
             raise ValueError(f"batch_size={batch_size} and shard_size={shard_size} must be positive")
+        index, count = share
+        if not 0 <= index < count:
+            raise ValueError(f"share={share}: expected (index, count) with 0 <= index < count")
         problems = self.fingerprint.differences(fingerprint_encoder(encoder))
         if problems:
             raise TheWorldUserError(
@@ -473,14 +507,20 @@ class LatentCache:
             total = len(samples)
         with tqdm(samples, total=total, desc="caching world latents", unit="sample", disable=not progress) as bar:
             for visual in map(as_world_visual, iter_visuals(bar)):
-                stats.visuals += 1
                 alias = file_alias(visual)
+                if count > 1 and alias is not None and share_owner(visual, None, count) != index:
+                    stats.other_processes += 1  # another process's file: not even decoded here
+                    continue
                 key, pixels = self._aliases.get(alias) if alias is not None else None, None
                 if key is None:
                     pixels = self._world_pixels(visual)
                     key = self.settings.key(pixels)
+                    if count > 1 and alias is None and share_owner(visual, key, count) != index:
+                        stats.other_processes += 1
+                        continue
                     if alias is not None:
                         self._aliases[alias] = key
+                stats.visuals += 1
                 if alias is not None and alias not in self._stored_aliases:
                     pending["aliases"][alias] = key
                 if key in seen:
