@@ -129,8 +129,10 @@ def validate_vae_on_cpu(size: int = 128, frames: tuple[int, ...] = (1, 5)) -> li
     return results
 
 
-def validate_on_gpu() -> list[dict[str, Any]]:
-    """gemma-3-4b at real size on CUDA: one measured training step per configuration that fits."""
+def validate_on_gpu(cases: list[str] | None = None) -> list[dict[str, Any]]:
+    """gemma-3-4b at real size on CUDA: one measured training step per configuration that fits.
+
+    `cases` ("STAGE" or "STAGE+checkpointing") picks configurations and their order (default: all)."""
     import torch
 
     from theworld.memory.configs import load_model_config
@@ -139,21 +141,28 @@ def validate_on_gpu() -> list[dict[str, Any]]:
 
     config = load_model_config("google/gemma-3-4b-it", world_image_size=WORLD_IMAGE_SIZE, world_tokens_per_frame=WORLD_TOKENS)
     capacity = torch.cuda.get_device_properties(0).total_memory
+    names = {stage: name for stage, name, _, _ in CONFIGURATIONS}
+    order = [(stage, checkpointing) for stage in names for checkpointing in (True, False)]
+    if cases:
+        unknown = [c for c in cases if c.split("+")[0] not in names or c.split("+")[1:] not in ([], ["checkpointing"])]
+        if unknown:
+            raise SystemExit(f"--cases {unknown}: expected STAGE or STAGE+checkpointing, STAGE one of {list(names)}")
+        order = [(c.split("+")[0], c.endswith("+checkpointing")) for c in cases]
     results = []
-    for stage, name, _, _ in CONFIGURATIONS:
-        for checkpointing in (True, False):
-            setup = StepSetup(stage=stage, batch_size=BATCH, seq_len=SEQ_LEN, gradient_checkpointing=checkpointing)
-            estimate = estimate_memory(config, setup)
-            entry = {"case": f"{name} ({stage}){' + checkpointing' if checkpointing else ''}",
-                     "estimate_bytes": estimate.peak_bytes}  # fmt: skip
-            if estimate.peak_bytes > 0.9 * capacity:
-                entry["skipped"] = f"estimate {estimate.peak_bytes / 2**30:.0f} GiB > 90% of the GPU's {capacity / 2**30:.0f} GiB"
-            else:
-                measured = measure_step(config, setup, {}, device="cuda")
-                entry.update(measured_bytes=measured.peak_bytes, ratio=estimate.peak_bytes / measured.peak_bytes)
-                torch.cuda.empty_cache()
-            results.append(entry)
-            print(f"  {entry}", flush=True)
+    for stage, checkpointing in order:
+        name = names[stage]
+        setup = StepSetup(stage=stage, batch_size=BATCH, seq_len=SEQ_LEN, gradient_checkpointing=checkpointing)
+        estimate = estimate_memory(config, setup)
+        entry = {"case": f"{name} ({stage}){' + checkpointing' if checkpointing else ''}",
+                 "estimate_bytes": estimate.peak_bytes}  # fmt: skip
+        if estimate.peak_bytes > 0.9 * capacity:
+            entry["skipped"] = f"estimate {estimate.peak_bytes / 2**30:.0f} GiB > 90% of the GPU's {capacity / 2**30:.0f} GiB"
+        else:
+            measured = measure_step(config, setup, {}, device="cuda")
+            entry.update(measured_bytes=measured.peak_bytes, ratio=estimate.peak_bytes / measured.peak_bytes)
+            torch.cuda.empty_cache()
+        results.append(entry)
+        print(f"  {entry}", flush=True)
     return results
 
 
@@ -165,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: validate on small models; cuda: measure gemma-3-4b on the GPU")
-    parser.add_argument("--cases", nargs="*", default=None, help="validation cases to run (default: all)")
+    parser.add_argument("--cases", nargs="*", default=None,
+                        help="validation cases to run (default: all); with --device cuda: STAGE or STAGE+checkpointing, in order")
     parser.add_argument("--json", default=None, help="write the results here (used by run_all.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{_gib(row['checkpointing']['peak_bytes']):>5s} with gradient checkpointing; documented {row['documented']}")
     payload: dict[str, Any] = {"gemma3_4b": gemma, "machine": machine_description(), "figures": []}
     if args.device == "cuda":
-        payload["gpu"] = validate_on_gpu()
+        payload["gpu"] = validate_on_gpu(args.cases)
     else:
         print("estimate vs measured peak, small random models on the CPU:")
         results = validate_on_cpu(args.cases)
