@@ -137,7 +137,51 @@ class TheWorldProgressCallback(TrainerCallback):
             self.bar = None
 
 
-class TheWorldTrainer(Trainer):
+class StagedCheckpoints:
+    """Trainer mixin: each checkpoint is written into a staging folder and renamed into place when
+    complete, so a run killed mid-save leaves the previous checkpoint-N intact and no half-written
+    one; `save_total_limit` rotation runs after the rename. Used by every TheWorld trainer."""
+
+    _staging_root: str | None = None
+
+    def _get_output_dir(self, trial) -> str:
+        if self._staging_root is not None:
+            return self._staging_root
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, written to a staging folder and renamed into place when complete."""
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
+        if self.args.should_save:
+            shutil.rmtree(staged, ignore_errors=True)  # left by a run killed mid-save
+            os.makedirs(staging_root, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
+        if self.args.should_save:
+            _publish_directory(staged, final)
+            try:
+                os.rmdir(staging_root)  # only when empty
+            except OSError:
+                pass
+            logger.info("checkpoint %s complete", final)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+
+class TheWorldTrainer(StagedCheckpoints, Trainer):
     """`Trainer` for one stage of TheWorld; see the module docstring for what it changes."""
 
     # `compute_loss` divides by `num_items_in_batch` (tokens of the whole optimizer step): the
@@ -173,7 +217,6 @@ class TheWorldTrainer(Trainer):
         inner = self.model
         parts = [getattr(inner, "world_encoder", None), inner.model.vision_tower, inner.model.multi_modal_projector]
         self._frozen_eval_parts = [m for m in parts if m is not None and not any(p.requires_grad for p in m.parameters())]
-        self._staging_root: str | None = None
         self.progress = TheWorldProgressCallback(description=f"{stage}")
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
@@ -266,42 +309,6 @@ class TheWorldTrainer(Trainer):
             self.processor.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
         logger.info("saved %d trainable tensors (stage %s) to %s", len(keys), self.stage, output_dir)
-
-    def _get_output_dir(self, trial) -> str:
-        if self._staging_root is not None:
-            return self._staging_root
-        return super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """The Trainer's checkpoint, written to a staging folder and renamed into place when complete."""
-        run_dir = super()._get_output_dir(trial)
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_root = os.path.join(run_dir, STAGING_DIR)
-        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
-        if self.args.should_save:
-            shutil.rmtree(staged, ignore_errors=True)  # left by a run killed mid-save
-            os.makedirs(staging_root, exist_ok=True)
-        self.accelerator.wait_for_everyone()
-        self._staging_root = staging_root
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_root = None
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
-        if self.args.should_save:
-            _publish_directory(staged, final)
-            try:
-                os.rmdir(staging_root)  # only when empty
-            except OSError:
-                pass
-            logger.info("checkpoint %s complete", final)
-            rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=False,
-            )
-        self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         """Resume: load the checkpoint's trainable tensors after checking stage and trainable names."""

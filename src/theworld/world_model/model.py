@@ -44,7 +44,9 @@ _HUB_PATTERNS = ["model_index.json", "transformer/*", "scheduler/*"]
 _HUB_TEXT_PATTERNS = ["text_encoder/*", "tokenizer/*"]
 
 
-def resolve_world_model_folder(name_or_path: str | os.PathLike, need_text_encoder: bool = True) -> Path:
+def resolve_world_model_folder(
+    name_or_path: str | os.PathLike, need_text_encoder: bool = True, need_transformer: bool = True
+) -> Path:
     """A local folder holding the world model's parts (a hub id is downloaded, VAE excepted: the
     world encoder fetches its own files). A folder without `transformer/` is a clear error."""
     name = str(name_or_path)
@@ -57,7 +59,7 @@ def resolve_world_model_folder(name_or_path: str | os.PathLike, need_text_encode
 
         patterns = _HUB_PATTERNS + (_HUB_TEXT_PATTERNS if need_text_encoder else [])
         folder = Path(snapshot_download(name, allow_patterns=patterns))
-    if not (folder / "transformer").is_dir():
+    if need_transformer and not (folder / "transformer").is_dir():
         raise TheWorldUserError(
             f"cosmos_model_name {name}: no transformer/ folder, so there is no world model (DiT) to roll out; "
             f"{REPO_LAYOUT}"
@@ -157,7 +159,7 @@ class WorldModel(nn.Module):
 
         if text_condition is None:
             text_condition = encode_text_condition(
-                folder, settings.prompt, negative, settings.max_sequence_length, checker, dtype=dtype
+                folder, settings.prompt, negative, settings.max_sequence_length, dtype=dtype
             )
         else:
             if not text_condition.describes(settings.prompt, negative, settings.max_sequence_length):

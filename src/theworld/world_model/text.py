@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import Cosmos2VideoToWorldPipeline
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -102,18 +103,34 @@ def text_encoder_id(folder: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
+class _PipelineText:
+    """The attributes `Cosmos2VideoToWorldPipeline.encode_prompt` reads, so that its own code
+    (tokenise to max_sequence_length, T5, zero the padding; the default negative prompt) embeds
+    the prompts without a pipeline instance."""
+
+    encode_prompt = Cosmos2VideoToWorldPipeline.encode_prompt
+    _get_t5_prompt_embeds = Cosmos2VideoToWorldPipeline._get_t5_prompt_embeds
+    _execution_device = torch.device("cpu")
+
+    def __init__(self, text_encoder: Any, tokenizer: Any) -> None:
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+
+
 @torch.no_grad()
 def encode_text_condition(
     folder: str | os.PathLike,
     prompt: str,
     negative_prompt: str,
     max_sequence_length: int,
-    safety_checker: Any,
     dtype: torch.dtype | None = None,
 ) -> WorldTextCondition:
     """Load T5 + tokenizer from a Cosmos repo folder, embed both prompts with the pipeline's own
-    `encode_prompt`, then release T5 (nothing keeps a reference to it)."""
-    from diffusers import Cosmos2VideoToWorldPipeline
+    `encode_prompt`, then release T5 (nothing keeps a reference to it).
+
+    Embedding a prompt generates nothing, so no guardrail runs here: it runs when a world model is
+    set up to roll out (`WorldModel.from_pretrained`), on every set-up.
+    """
     from transformers import T5EncoderModel, T5TokenizerFast
 
     folder = Path(folder)
@@ -125,12 +142,7 @@ def encode_text_condition(
             )
     tokenizer = T5TokenizerFast.from_pretrained(folder / "tokenizer")
     text_encoder = T5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype or torch.float32).eval()
-    # A text-only pipeline: the same `encode_prompt` (tokenise to max_sequence_length, T5, zero the
-    # padding) that `Cosmos2VideoToWorldPipeline.__call__` runs.
-    pipe = Cosmos2VideoToWorldPipeline(
-        text_encoder=text_encoder, tokenizer=tokenizer, transformer=None, vae=None, scheduler=None,
-        safety_checker=safety_checker,
-    )  # fmt: skip
+    pipe = _PipelineText(text_encoder, tokenizer)
     prompt_embeds, negative_prompt_embeds = pipe.encode_prompt(
         prompt=prompt,
         negative_prompt=negative_prompt,
