@@ -78,10 +78,10 @@ class KillAfterSave(TrainerCallback):
 
 
 def test_resume_equals_straight_run(tiny_world_dir, dit_config, latents_file, tmp_path):
-    straight = train_world_model(arguments(tiny_world_dir, dit_config, latents_file, tmp_path / "straight",
-                                           gradient_accumulation_steps=2, per_device_train_batch_size=4))  # fmt: skip
-    interrupted = arguments(tiny_world_dir, dit_config, latents_file, tmp_path / "interrupted",
-                            gradient_accumulation_steps=2, per_device_train_batch_size=4)  # fmt: skip
+    """Weights, weight average, optimizer, schedule, data order and noise all continue exactly."""
+    common = dict(gradient_accumulation_steps=2, per_device_train_batch_size=4, ema_decay=0.9)
+    straight = train_world_model(arguments(tiny_world_dir, dit_config, latents_file, tmp_path / "straight", **common))
+    interrupted = arguments(tiny_world_dir, dit_config, latents_file, tmp_path / "interrupted", **common)
     from theworld.world_model.training import build_trainer
 
     trainer, _, _ = build_trainer(interrupted)
@@ -90,16 +90,19 @@ def test_resume_equals_straight_run(tiny_world_dir, dit_config, latents_file, tm
         trainer.train()
     assert sorted(os.listdir(interrupted.output_dir)) == ["checkpoint-3"]
     resumed = train_world_model(arguments(tiny_world_dir, dit_config, latents_file, tmp_path / "interrupted",
-                                          gradient_accumulation_steps=2, per_device_train_batch_size=4,
-                                          resume_from_checkpoint="latest"))  # fmt: skip
+                                          resume_from_checkpoint="latest", **common))  # fmt: skip
     assert resumed.global_step == straight.global_step == 6
     weights = lambda r: load_file(os.path.join(r.output_dir, "transformer", "diffusion_pytorch_model.safetensors"))  # noqa: E731
     a, b = weights(straight), weights(resumed)
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= 1e-6, worst
     assert all(abs(losses(straight)[s] - losses(resumed)[s]) < 1e-6 for s in (4, 5, 6))
-    initial = load_file(os.path.join(straight.output_dir, "checkpoint-3", "transformer", "diffusion_pytorch_model.safetensors"))
+    checkpoint = os.path.join(straight.output_dir, "checkpoint-3")
+    initial = load_file(os.path.join(checkpoint, "transformer", "diffusion_pytorch_model.safetensors"))
     assert max(float((initial[k] - a[k]).abs().max()) for k in a) > 1e-4  # steps 4..6 did train
+    raw = straight.trainer.model.transformer.state_dict()  # the output holds the average, not the last step
+    assert os.path.isfile(os.path.join(checkpoint, "ema.safetensors"))
+    assert max(float((raw[k] - a[k]).abs().max()) for k in a) > 1e-5
 
 
 def test_output_is_a_cosmos_repo_from_clips(tiny_world_dir, dit_config, tmp_path):

@@ -70,6 +70,7 @@ class ForecastStudyConfig:
     dit_mlp_ratio: float = 4.0
     sigma_log_mean: float = 0.0
     sigma_log_std: float = 1.6
+    dit_ema_decay: float | None = None
     # rollouts
     rollout_steps: int = 10
     prompt: str = DEFAULT_PROMPT
@@ -176,7 +177,7 @@ def train_dit(config: ForecastStudyConfig, repo: Path, latents, out: Path) -> di
         learning_rate=config.dit_learning_rate, max_steps=config.dit_steps, lr_scheduler_type="cosine",
         warmup_steps=min(20, config.dit_steps // 10), save_steps=10**9, logging_steps=max(1, config.dit_steps // 20),
         sigma_log_mean=config.sigma_log_mean, sigma_log_std=config.sigma_log_std, seed=config.seed, report_to="none",
-        disable_tqdm=True, save_strategy="no",
+        disable_tqdm=True, save_strategy="no", ema_decay=config.dit_ema_decay,
     )  # fmt: skip
     result = train_world_model(args, latents=latents)
     curve = [(e["step"], e["loss"]) for e in result.trainer.state.log_history if "loss" in e]
@@ -241,6 +242,8 @@ def run_forecast_study(config: ForecastStudyConfig) -> dict[str, Any]:
     with watch("encode_clips"):
         train_latents = encode(repo, train_px, [c.id for c in train])
         eval_latents = encode(repo, eval_px, [c.id for c in evaluation])
+        train_latents.save(out / "latents" / "unlabelled.safetensors")
+        eval_latents.save(out / "latents" / f"{config.eval_split}.safetensors")
     with watch("dit_training"):
         dit = train_dit(config, repo, train_latents, out)
     with watch("rollouts"):

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from theworld.errors import TheWorldUserError
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 TRAINING_INFO_NAME = "theworld_world_model.json"
 LATENTS_NAME = "world_latents.safetensors"
+EMA_NAME = "ema.safetensors"
 COPIED_PARTS = ("scheduler", "vae", "text_encoder", "tokenizer")
 
 
@@ -84,6 +86,10 @@ class WorldModelTrainingArguments(TrainingArguments):
     sigma_log_mean: float = field(default=0.0, metadata={"help": "training sigmas: log sigma ~ N(mean, std)"})
     sigma_log_std: float = field(default=1.6, metadata={"help": "training sigmas: log sigma ~ N(mean, std)"})
     encode_batch_size: int = field(default=16, metadata={"help": "clips per VAE batch when encoding"})
+    ema_decay: float | None = field(
+        default=None, metadata={"help": "keep an exponential moving average of the DiT's weights (e.g. 0.995); the "
+                                        "output holds the average, checkpoints hold both"}
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for key in ("cosmos_model_name", "train_data"):
@@ -94,6 +100,8 @@ class WorldModelTrainingArguments(TrainingArguments):
         for key in ("rollout_frames", "world_image_size", "max_sequence_length", "encode_batch_size", "fps"):
             if getattr(self, key) < 1:
                 raise TheWorldUserError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise TheWorldUserError(f"ema_decay must be between 0 and 1 (or unset), got {self.ema_decay}")
         if self.sigma_log_std <= 0:
             raise TheWorldUserError(f"sigma_log_std must be positive, got {self.sigma_log_std}")
         if self.transformer_config is not None and not os.path.isfile(self.transformer_config):
@@ -194,6 +202,30 @@ class WorldLatentDataset(torch.utils.data.Dataset):
 # the trainer
 
 
+class WeightAverage(TrainerCallback):
+    """An exponential moving average of the DiT's weights, updated after every optimizer step.
+
+    Diffusion models sample better from averaged weights; the average is part of a checkpoint
+    (`ema.safetensors`), so a resumed run continues it exactly."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.module = module
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def on_step_end(self, args, state, control, **kwargs):
+        for key, value in self.module.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[key].lerp_(value.detach().float(), 1.0 - self.decay)
+            else:
+                self.shadow[key].copy_(value)
+
+    def averaged_state(self, like: nn.Module) -> dict[str, torch.Tensor]:
+        reference = like.state_dict()
+        return {k: v.to(reference[k].dtype) for k, v in self.shadow.items()}
+
+
 class WorldModelTrainer(StagedCheckpoints, Trainer):
     """`Trainer` for the DiT: keyed noise, diffusers-layout weights in checkpoints, the same progress bar."""
 
@@ -205,6 +237,9 @@ class WorldModelTrainer(StagedCheckpoints, Trainer):
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
         self.add_callback(self.progress)
+        self.average = WeightAverage(self.model_for_noise.transformer, self.args.ema_decay) if self.args.ema_decay else None
+        if self.average is not None:
+            self.add_callback(self.average)
 
     def draw_noise(self, latent_mean: torch.Tensor) -> dict[str, torch.Tensor]:
         """Sigma, noise and posterior noise for this micro-batch, from a generator keyed by
@@ -239,7 +274,19 @@ class WorldModelTrainer(StagedCheckpoints, Trainer):
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
-        self.model_for_noise.transformer.save_pretrained(os.path.join(output_dir, "transformer"))
+        transformer = self.model_for_noise.transformer
+        final = os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir)
+        if self.average is not None and final:  # the output is the averaged DiT: swap it in to save it
+            trained = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+            transformer.load_state_dict(self.average.averaged_state(transformer))
+            try:
+                transformer.save_pretrained(os.path.join(output_dir, "transformer"))
+            finally:
+                transformer.load_state_dict(trained)
+        else:
+            transformer.save_pretrained(os.path.join(output_dir, "transformer"))
+        if self.average is not None and not final:
+            save_file(self.average.shadow, os.path.join(output_dir, EMA_NAME), metadata={"decay": str(self.average.decay)})
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -251,6 +298,11 @@ class WorldModelTrainer(StagedCheckpoints, Trainer):
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
         saved = CosmosTransformer3DModel.from_pretrained(folder, torch_dtype=next(target.parameters()).dtype)
         target.transformer.load_state_dict(saved.state_dict(), strict=True)
+        if self.average is not None:
+            ema = os.path.join(resume_from_checkpoint, EMA_NAME)
+            if not os.path.isfile(ema):
+                raise TheWorldUserError(f"{resume_from_checkpoint} has no {EMA_NAME}: it was trained without ema_decay")
+            self.average.shadow = {k: v.float() for k, v in load_file(ema).items()}
         logger.info("resumed the DiT, optimizer, scheduler, RNG and data position from %s", resume_from_checkpoint)
 
 
