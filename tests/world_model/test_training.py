@@ -147,3 +147,10 @@ def test_cli_trains_and_reports_bad_keys(tiny_world_dir, dit_config, latents_fil
 def test_clips_shorter_than_observed_plus_rollout_are_refused(tiny_world_dir, dit_config, latents_file, tmp_path):
     with pytest.raises(TheWorldUserError, match="latent frames; observed_frames"):
         train_world_model(arguments(tiny_world_dir, dit_config, latents_file, tmp_path / "x", rollout_frames=2))
+
+
+def test_activation_checkpointing_reaches_the_dit(tiny_world_dir, dit_config, latents_file, tmp_path):
+    result = train_world_model(arguments(tiny_world_dir, dit_config, latents_file, tmp_path / "ckpt", max_steps=1,
+                                         activation_checkpointing="true"))  # fmt: skip
+    assert result.trainer.model.transformer.gradient_checkpointing is True
+    assert result.trainer.args.ddp_find_unused_parameters is False  # every DiT parameter is in every step

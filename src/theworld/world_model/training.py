@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -106,8 +106,11 @@ class WorldModelTrainingArguments(TrainingArguments):
             raise TheWorldUserError(f"sigma_log_std must be positive, got {self.sigma_log_std}")
         if self.transformer_config is not None and not os.path.isfile(self.transformer_config):
             raise TheWorldUserError(f"transformer_config: file {self.transformer_config} does not exist")
-        # Fixed by TheWorld: batches are dicts of latents the model's forward takes as they are.
+        # Fixed by TheWorld: batches are dicts of latents the model's forward takes as they are, and
+        # every DiT parameter is in every step's graph (no DDP search for unused ones).
         self.remove_unused_columns = False
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
         if not (torch.cuda.is_available() or torch.backends.mps.is_available()):
             self.use_cpu = True  # processes launched on CPUs join a gloo group (see training/run.py)
         super().__post_init__()
@@ -139,6 +142,15 @@ class DiTDenoiser(nn.Module):
         self.condition_frames = condition_frames
         self.fps = fps
         self.register_buffer("prompt_embeds", prompt_embeds.detach().clone(), persistent=False)  # (1, L, D)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, every_n_layers: int = 1,
+                                        offload: bool = False) -> None:  # fmt: skip
+        """What the Trainer calls for `activation_checkpointing: true`: diffusers' checkpointing of every DiT block."""
+        if every_n_layers != 1 or offload or activation_checkpointing_kwargs:
+            raise TheWorldUserError(
+                "activation_checkpointing_kwargs are not supported for the world model: the DiT checkpoints every block"
+            )
+        self.transformer.enable_gradient_checkpointing()
 
     def forward(
         self,
