@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from theworld.testing.gemma import GemmaSpec, gemma3_config, gemma3_layer_types
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Token ids used by the random models (any ids inside the vocabulary would do; these stay clear of
@@ -42,7 +44,7 @@ TEXT_ID_START = 100
 
 
 @dataclasses.dataclass
-class LMSize:
+class LMSize(GemmaSpec):
     """Sizes of a random Gemma 3 language model (its vision tower is kept tiny: unused by text)."""
 
     hidden_size: int = 512
@@ -52,52 +54,17 @@ class LMSize:
     head_dim: int = 64
     intermediate_size: int = 2048
     vocab_size: int = 32_000
-    sliding_window: int = 256
-    # Gemma 3 interleaves 5 sliding-window layers per global one; with few layers keep one global.
+    max_position_embeddings: int = 8192
+    # Gemma 3 interleaves 5 sliding-window layers per global one; with few layers the last is global.
     layer_types: list[str] | None = None
 
-    def resolved_layer_types(self) -> list[str]:
-        if self.layer_types is not None:
-            return list(self.layer_types)
-        return ["full_attention" if (i + 1) % 6 == 0 or i == self.num_hidden_layers - 1 else "sliding_attention"
-                for i in range(self.num_hidden_layers)]
+    def __post_init__(self) -> None:
+        self.layer_types = list(self.layer_types or gemma3_layer_types(self.num_hidden_layers))
 
 
-def gemma_config(size: LMSize, vision: dict[str, Any] | None = None, mm_tokens_per_image: int = 4):
+def gemma_config(size: LMSize):
     """A `Gemma3Config` for a random model of the given size; token ids set inside the vocabulary."""
-    from transformers import Gemma3Config
-
-    text = dict(
-        vocab_size=size.vocab_size,
-        hidden_size=size.hidden_size,
-        intermediate_size=size.intermediate_size,
-        num_hidden_layers=size.num_hidden_layers,
-        num_attention_heads=size.num_attention_heads,
-        num_key_value_heads=size.num_key_value_heads,
-        head_dim=size.head_dim,
-        query_pre_attn_scalar=size.head_dim,
-        sliding_window=size.sliding_window,
-        layer_types=size.resolved_layer_types(),
-        max_position_embeddings=8192,
-        pad_token_id=PAD_ID,
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-    )
-    vision = vision or dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
-    )
-    vision = {"model_type": "siglip_vision_model", "vision_use_head": False, **vision}
-    return Gemma3Config(
-        text_config=text,
-        vision_config=vision,
-        mm_tokens_per_image=mm_tokens_per_image,
-        boi_token_index=BOI_ID,
-        eoi_token_index=EOI_ID,
-        image_token_index=IMAGE_ID,
-        pad_token_id=PAD_ID,
-        bos_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-    )
+    return gemma3_config(size, pad=PAD_ID, bos=BOS_ID, eos=EOS_ID, boi=BOI_ID, eoi=EOI_ID, image=IMAGE_ID)
 
 
 def world_config(base, **world: Any):

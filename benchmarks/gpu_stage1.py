@@ -1,6 +1,6 @@
 """`align` stage on a GPU at gemma-3-4b's real size: tokens/s, MFU and peak memory.
 
-Builds gemma-3-4b's architecture with random weights from a config written out below (no
+Builds gemma-3-4b's architecture with random weights from a config written out in `theworld.memory.configs` (no
 download), plus the full-size Cosmos-Predict2 / Wan 2.1 VAE architecture (`AutoencoderKLWan()`
 defaults, encoder half), in bf16 on one CUDA GPU, and times `align` training steps: the VAE in
 the loop (world pixels in, as a first `align` run without a latent cache does), Gemma's SigLIP
@@ -69,41 +69,9 @@ from common import (  # noqa: E402
     write_json,
 )
 
-GEMMA3_4B_TEXT = dict(
-    vocab_size=262_208,
-    hidden_size=2560,
-    intermediate_size=10_240,
-    num_hidden_layers=34,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    head_dim=256,
-    query_pre_attn_scalar=256,
-    sliding_window=1024,
-    max_position_embeddings=131_072,
-    rms_norm_eps=1e-6,
-    hidden_activation="gelu_pytorch_tanh",
-    rope_parameters={
-        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
-        "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-    },
-    pad_token_id=0,
-    eos_token_id=1,
-    bos_token_id=2,
-)
-GEMMA3_4B_VISION = dict(
-    model_type="siglip_vision_model",
-    hidden_size=1152,
-    intermediate_size=4304,
-    num_hidden_layers=27,
-    num_attention_heads=16,
-    image_size=896,
-    patch_size=14,
-    vision_use_head=False,
-    layer_norm_eps=1e-6,
-)
-GEMMA3_4B_TOKENS = dict(boi_token_index=255_999, eoi_token_index=256_000, image_token_index=262_144)
-WORLD_MARKER_IDS = dict(start_of_world_token_id=6, world_token_id=7, end_of_world_token_id=8)  # placeholders
-GEMMA3_4B_MM_TOKENS = 256
+# gemma-3-4b's config lives in the library (`theworld estimate-memory` uses it too).
+from theworld.memory.configs import WORLD_MARKER_IDS, gemma3_4b_config  # noqa: E402
+from theworld.testing.gemma import GemmaSpec, gemma3_config, gemma3_layer_types  # noqa: E402
 
 # Peak dense bf16 tensor FLOP/s (no sparsity) by device-name substring, first match wins.
 PEAK_BF16_FLOPS = (
@@ -126,32 +94,11 @@ PEAK_BF16_FLOPS = (
 )
 
 
-def layer_types(num_layers: int, pattern: int = 6) -> list[str]:
-    """Gemma 3's interleave: every `pattern`-th layer global, the rest sliding-window."""
-    return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(num_layers)]
-
-
-def gemma3_4b_config():
-    from transformers import Gemma3Config
-
-    text = dict(GEMMA3_4B_TEXT, layer_types=layer_types(GEMMA3_4B_TEXT["num_hidden_layers"]))
-    return Gemma3Config(text_config=text, vision_config=dict(GEMMA3_4B_VISION),
-                        mm_tokens_per_image=GEMMA3_4B_MM_TOKENS, **GEMMA3_4B_TOKENS)
-
-
 def dry_run_config():
     """A scaled-down Gemma 3 with the same structure (SigLIP image path, 5:1 layers), for the CPU."""
-    from transformers import Gemma3Config
-
-    text = dict(
-        vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=64,
-        layer_types=layer_types(6), max_position_embeddings=2048, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-    )  # fmt: skip
-    vision = dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2, image_size=56, patch_size=14, vision_use_head=False)
-    return Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
-                        boi_token_index=20, eoi_token_index=21, image_token_index=22)
+    spec = GemmaSpec(vocab_size=1024, num_hidden_layers=6, sliding_window=64, max_position_embeddings=2048,
+                     layer_types=gemma3_layer_types(6), vision_image_size=56, vision_patch_size=14)  # fmt: skip
+    return gemma3_config(spec, pad=0, eos=1, bos=2, boi=20, eoi=21, image=22)
 
 
 def world_config_for(gemma_config, tokens_per_frame: int, image_size: int, num_frames: int = 17,

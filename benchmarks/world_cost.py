@@ -68,7 +68,9 @@ def build_model(size: LMSize, tokens_per_frame: int, image_size: int = 512, num_
     )
     config._attn_implementation = "sdpa"
     torch.manual_seed(seed)
-    return TheWorld(config)
+    model = TheWorld(config)
+    model.apply_freezing()  # as from_pretrained loads it: Gemma frozen, the world projector trained (stage align)
+    return model
 
 
 def make_inputs(model, frames: int, prefix: int, suffix: int, supervised: int, seed: int = 0) -> dict[str, Any]:

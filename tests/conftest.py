@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Training data is read into Arrow tables in the `datasets` cache: one per test session, removed after it.
+_DATASETS_CACHE = tempfile.mkdtemp(prefix="theworld-test-datasets-")
+os.environ.setdefault("HF_DATASETS_CACHE", _DATASETS_CACHE)
+atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
 
 import pytest
 import torch
@@ -14,7 +21,8 @@ from theworld.testing.tiny import TINY_WORLD_SETTINGS, make_tiny_gemma, make_tin
 
 # Tiny models are dominated by per-op overhead: one thread is 3-5x faster than two here
 # (the tiny Wan VAE most of all), and leaves the second core to a parallel process.
-torch.set_num_threads(1)
+# THEWORLD_TEST_THREADS runs the suite at another count (the thread-count matrix of docs/parity.md).
+torch.set_num_threads(int(os.environ.get("THEWORLD_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

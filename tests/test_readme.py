@@ -1,7 +1,8 @@
 """Every command the README shows runs, verbatim, in a sandbox holding tiny stand-ins.
 
 The sandbox working directory holds the tiny Gemma 3 at `google/gemma-3-4b-it/` and the tiny VAE
-at `nvidia/Cosmos-Predict2-2B-Video2World/` (local folders win over hub ids in `from_pretrained`),
+at `nvidia/Cosmos-Predict2-2B-Video2World/` (written by the README's `theworld make-tiny` command;
+local folders win over hub ids in `from_pretrained`),
 small files in each data format at the paths the example configs name, and a copy of `configs/`.
 Commands get only budget flags appended (steps, frame size). A README command with no entry in
 `BUDGET_FLAGS` fails this test: nothing shown to users goes unrun.
@@ -32,6 +33,7 @@ TRAIN_BUDGET = TINY_WORLD + ["--max_steps", "2", "--bf16", "false", "--per_devic
 # (command prefix) -> flags appended; commands not run here say why in the value (a str).
 BUDGET_FLAGS: dict[str, list[str] | str] = {
     "make test": "this suite",
+    "theworld make-tiny": "builds the sandbox's models (the sandbox fixture)",
     "make demo": "run by CI (.ci/run) after make test",
     "theworld demo --model": ["--n-train", "4", "--n-heldout", "4", "--total-steps", "2", "--batch-size", "2",
                               "--tasks", "direction", "--world-image-size", "64", "--world-tokens-per-frame", "16"],
@@ -41,9 +43,14 @@ BUDGET_FLAGS: dict[str, list[str] | str] = {
     "theworld train --config configs/finetune.yaml": TRAIN_BUDGET,
     "accelerate launch --config_file configs/accelerate/ddp.yaml": "needs GPUs; the CPU form "
     "(accelerate launch --multi_gpu --num_processes 2 -m theworld train) runs in tests/training/test_train_ddp.py",
+    "theworld estimate-memory": [],  # from gemma-3-4b's config alone, on the meta device
     "theworld eval": ["--limit", "2", "--batch-size", "2"],
     "theworld compare": [],
     "theworld parity": [],
+    "theworld params": [],
+    "theworld chat": ["--max-new-tokens", "4"],  # stdin is empty: it loads, greets and exits
+    "theworld serve": "a server runs until stopped; tests/serving/test_server.py starts it and runs the README's "
+    "openai client example against it",
 }
 
 
@@ -110,10 +117,14 @@ def write_data(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, tiny_gemma_dir, tiny_vae_dir):
+def sandbox(tmp_path_factory):
+    """The models come from the README's own `theworld make-tiny` command, run in the sandbox."""
     root = tmp_path_factory.mktemp("readme")
-    shutil.copytree(tiny_gemma_dir, root / "google" / "gemma-3-4b-it")
-    shutil.copytree(tiny_vae_dir, root / "nvidia" / "Cosmos-Predict2-2B-Video2World")
+    (make_tiny,) = [c for c in readme_commands() if c.startswith("theworld make-tiny")]
+    result = run_in(root, [sys.executable, "-m", "theworld", *shlex.split(make_tiny)[1:]])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "google" / "gemma-3-4b-it" / "config.json").is_file()
+    assert (root / "nvidia" / "Cosmos-Predict2-2B-Video2World" / "vae" / "config.json").is_file()
     shutil.copytree(REPO / "configs", root / "configs")
     write_data(root)
     return root
@@ -121,7 +132,7 @@ def sandbox(tmp_path_factory, tiny_gemma_dir, tiny_vae_dir):
 
 def run_in(root: Path, argv: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
 def test_every_readme_command_is_accounted_for():

@@ -17,6 +17,7 @@ sys.path.insert(0, str(BENCH_DIR))
 import common  # noqa: E402
 import gpu_stage1  # noqa: E402
 import loss_memory  # noqa: E402
+import memory_estimate  # noqa: E402
 import run_all  # noqa: E402
 import world_cost  # noqa: E402
 import world_overhead  # noqa: E402
@@ -72,6 +73,8 @@ def test_world_cost_runs_tiny():
 
 def test_world_cost_inputs_have_equal_length_and_one_world_block():
     model = world_cost.build_model(TINY, 16, image_size=64)
+    # The world step's optimizer takes the trainable parameters: the projector only, as in stage align.
+    assert {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad} == {"world_projector"}
     inputs = world_cost.make_inputs(model, frames=5, prefix=3, suffix=6, supervised=2)
     assert inputs["world_ids"].shape == inputs["text_ids"].shape
     assert int((inputs["world_ids"] == common.WORLD_ID).sum()) == 32
@@ -168,3 +171,30 @@ def test_rollout_cost_counts_match_the_formula_and_guidance_doubles_the_dit():
         assert positive(r["vae_encode_tflops"])
     assert rows[1]["dit_forward_tflops"] > rows[0]["dit_forward_tflops"]
     assert len(rollout_cost.table(rows, 3).splitlines()) == 2 + len(rows)
+
+
+def test_memory_estimate_writes_the_gemma_table_and_the_validation(tmp_path):
+    """The four configurations from gemma-3-4b's config, one validation case measured, BENCHMARKS.md's section."""
+    import json
+
+    gemma = memory_estimate.gemma3_4b_estimates()
+    assert [r["stage"] for r in gemma] == ["align", "vision", "finetune", "full"]
+    assert all(r["checkpointing"]["peak_bytes"] < r["plain"]["peak_bytes"] for r in gemma)
+    validation = memory_estimate.validate_on_cpu(["vision bf16 checkpointing b4x192"])
+    assert abs(validation[0]["ratio"] - 1) <= memory_estimate.TOLERANCE
+    # through JSON, as run_all reads it
+    result = json.loads(json.dumps({"gemma3_4b": gemma, "validation": validation, "machine": {"cpu": "x"}}))
+    text = "\n".join(run_all.memory_section(result))
+    for stage, documented in (("align", "~20-24 GB"), ("vision", "~35-40 GB"), ("finetune", "~56-60 GB"), ("full", "~80 GB+")):
+        assert f"`{stage}`" in text and documented in text
+    assert "vision bf16 checkpointing b4x192" in text
+    assert "Not measured on a GPU yet" in text and "memory_estimate.py --device cuda" in text
+def test_serve_throughput_workload_mixes_images_and_clips(tmp_path):
+    import serve_throughput
+
+    bodies = serve_throughput.request_bodies(8, max_tokens=5, workdir=tmp_path, clip_every=4)
+    kinds = [body["messages"][0]["content"][0]["type"] for body in bodies]
+    assert kinds == ["image_url", "image_url", "image_url", "video_url"] * 2
+    assert bodies[3]["messages"][0]["content"][0] != bodies[7]["messages"][0]["content"][0]  # clips of 5 and 9 frames
+    assert len({body["messages"][0]["content"][1]["text"] for body in bodies}) == 8
+    assert all(body["max_tokens"] == 5 and body["temperature"] == 0 for body in bodies)

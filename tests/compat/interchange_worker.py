@@ -1,7 +1,7 @@
 """One side of the cross-version checkpoint test; run under either transformers version.
 
-    python interchange_worker.py write DIR          # tiny checkpoints + fixed inputs into DIR
-    python interchange_worker.py logits DIR FILE    # load DIR's checkpoints, save logits to FILE
+    python interchange_worker.py THREADS write DIR          # tiny checkpoints + fixed inputs into DIR
+    python interchange_worker.py THREADS logits DIR FILE    # load DIR's checkpoints, save logits to FILE
 
 `write` makes, with the running transformers: a tiny Gemma 3 checkpoint (non-default rope
 settings, so that a config field read differently shows up), a tiny Cosmos-style VAE, a saved
@@ -14,6 +14,11 @@ clip) in `inputs.pt`.
 inputs (fp32, eager attention) and saves the logits, together with the inputs its own processors
 build from DIR's processor files, to FILE. The test compares two such files bit for bit.
 The test imports this file too, to run a side in its own process when both sides are one version.
+
+THREADS is the torch thread count, passed by the test from its own process: on Intel CPUs with
+AVX-512 (MKL's sgemm, which also runs the VAE's 3D convolutions) the thread count changes how a
+reduction is split, and so the last bits of the result. Both sides must compute with the same
+count for a bit-for-bit comparison to test the library versions and nothing else.
 """
 
 from __future__ import annotations
@@ -44,7 +49,12 @@ def _versions() -> dict[str, str]:
     import diffusers
     import transformers
 
-    return {"transformers": transformers.__version__, "diffusers": diffusers.__version__, "torch": str(torch.__version__)}
+    return {
+        "transformers": transformers.__version__,
+        "diffusers": diffusers.__version__,
+        "torch": str(torch.__version__),
+        "threads": str(torch.get_num_threads()),
+    }
 
 
 def build_inputs(root: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -123,12 +133,12 @@ def logits(root: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    command, root = argv[0], Path(argv[1])
+    torch.set_num_threads(int(argv[0]))
+    command, root = argv[1], Path(argv[2])
     if command == "write":
         write(root)
     elif command == "logits":
-        torch.save(logits(root), argv[2])
+        torch.save(logits(root), argv[3])
     else:
         raise SystemExit(f"unknown command {command!r}")
     return 0

@@ -11,6 +11,7 @@ import torch
 from transformers import Gemma3ForConditionalGeneration, Gemma3Processor
 
 from theworld import TheWorld, TheWorldProcessor
+from theworld.evaluation.harness import count_world_usage
 from theworld.testing.inputs import clip_chat, image_chat
 from theworld.testing.tiny import TINY_WORLD_SETTINGS
 
@@ -45,6 +46,8 @@ def _load(rope_gemma_dir, tiny_vae, enable_world, attn):
 @pytest.mark.parametrize("enable_world", [False, True], ids=["world_off", "world_on_no_block"])
 def test_logits_bit_identical_to_gemma(rope_gemma_dir, tiny_vae, gemma_inputs, enable_world, attn):
     gemma = Gemma3ForConditionalGeneration.from_pretrained(rope_gemma_dir, dtype=torch.float32, attn_implementation=attn).eval()
+    # Same trainability as TheWorld's default load (Gemma frozen): matmul picks kernels by requires_grad.
+    gemma.requires_grad_(False)
     model = _load(rope_gemma_dir, tiny_vae, enable_world, attn)
     assert (model.world_projector is not None) == enable_world
     for kind, inputs in gemma_inputs.items():
@@ -80,10 +83,10 @@ def test_world_generate_feeds_the_world_block_at_prefill(rope_gemma_dir, tiny_va
     processor = TheWorldProcessor.from_model_config(rope_gemma_dir, model.config)
     inputs = processor.apply_chat_template(clip_chat(5, frames=5), **COMMON)
     assert inputs["world_pixel_values"].shape == (1, 3, 5, 64, 64)
-    before = model.world_forward_count
-    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    with count_world_usage(model) as usage:
+        generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] == inputs["input_ids"].shape[1] + 4
-    assert model.world_forward_count - before == 1
+    assert usage.world_forward_count == 1
     with torch.no_grad():
         with_world = model(**inputs).logits
         other_world = model(**{**inputs, "world_pixel_values": -inputs["world_pixel_values"]}).logits

@@ -3,8 +3,8 @@
 Each direction: one side writes tiny checkpoints (Gemma 3 with non-default rope, a TheWorld
 directory with world weights and processor, the Gemma weights in transformers 5's scratch key
 layout) plus fixed inputs; both sides load every checkpoint and run it on those inputs (fp32,
-eager); the logits must be equal bit for bit, and each side's processors, loaded from the written
-directories, must build the same inputs.
+eager, the same torch thread count); the logits must be equal bit for bit, and each side's
+processors, loaded from the written directories, must build the same inputs.
 
 With THEWORLD_COMPAT_OTHER_PYTHON unset (the main suite) both sides are this process: a
 same-version save/load round trip. `make test-compat` sets it, so the two sides are 4.57 and 5.x.
@@ -37,6 +37,8 @@ def _check_direction(writer, reader, root, tmp_path):
     writer.write(root)
     written = writer.logits(root, tmp_path / "writer.pt")
     read = reader.logits(root, tmp_path / "reader.pt")
+    # A bit-for-bit comparison holds for one thread count (docs/parity.md, "Machines and exactness").
+    assert written["versions"]["threads"] == read["versions"]["threads"], (written["versions"], read["versions"])
     assert set(written["logits"]) == set(read["logits"])
     problems = _differences(written, read)
     assert not problems, (

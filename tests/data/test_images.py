@@ -24,6 +24,7 @@ from theworld.data.images import (
 )
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
+from theworld.processing.video import VideoFile
 
 
 def png_bytes(colour: tuple[int, int, int] = (200, 10, 10)) -> bytes:
@@ -83,8 +84,10 @@ def test_resolve_clip_folder_list_and_video_file(tmp_path: Path) -> None:
         str(tmp_path / "b.png"),
     ]
     (tmp_path / "clip.mp4").write_bytes(b"\x00")
-    with pytest.raises(UnreadableVisual, match="video files are not decoded"):
-        resolve_clip("clip.mp4", tmp_path)
+    video = resolve_clip("clip.mp4", tmp_path)
+    assert isinstance(video, VideoFile) and video == str(tmp_path / "clip.mp4")
+    path, reason = visual_problem(video)  # a broken video file is a skipped sample, named
+    assert path == video and "cannot decode video" in reason
     (tmp_path / "empty").mkdir()
     with pytest.raises(UnreadableVisual, match="no image frames"):
         resolve_clip("empty", tmp_path)

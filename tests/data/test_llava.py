@@ -152,7 +152,7 @@ def test_video_clips_from_frame_folder_with_image_or_video_marker(tmp_path: Path
         ]
 
 
-def test_video_file_is_skipped_with_reason_and_counted(tmp_path: Path) -> None:
+def test_undecodable_video_file_is_skipped_with_reason_and_counted(tmp_path: Path) -> None:
     write_png(tmp_path / "a.png")
     (tmp_path / "clip.mp4").write_bytes(b"\x00\x00")
     ok = {
@@ -166,9 +166,13 @@ def test_video_file_is_skipped_with_reason_and_counted(tmp_path: Path) -> None:
         "conversations": [{"from": "human", "value": "<video> q"}, {"from": "gpt", "value": "a"}],
     }
     (tmp_path / "d.json").write_text(json.dumps([ok, video]))
-    with pytest.raises(TheWorldUserError, match=r"mp4: video files are not decoded"):
+    with pytest.raises(TheWorldUserError, match=r"mp4: cannot decode video .*clip\.mp4"):
         load_llava(str(tmp_path / "d.json"))
     assert [s.id for s in load_llava(str(tmp_path / "d.json"), max_skip_fraction=0.5)] == ["ok"]
+    from theworld.testing.inputs import moving_frames, write_video
+
+    write_video(tmp_path / "clip.mp4", moving_frames(5, size=16), fps=10)  # a real video: kept as a clip
+    assert [s.id for s in load_llava(str(tmp_path / "d.json"))] == ["ok", "mp4"]
 
 
 def test_missing_images_are_skipped_until_budget_is_exceeded(tmp_path: Path) -> None:

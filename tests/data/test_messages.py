@@ -198,3 +198,16 @@ def test_qa_record_without_answer_is_an_error(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "qa.jsonl", [{"id": "q7", "question": "Why?"}])
     with pytest.raises(TheWorldUserError, match="sample q7: a QA training record needs"):
         load_qa(path)
+
+
+def test_qa_video_file_is_a_clip_and_a_broken_one_is_skipped(tmp_path: Path) -> None:
+    from theworld.processing.video import VideoFile
+    from theworld.testing.inputs import moving_frames, write_video
+
+    good = write_video(tmp_path / "good.webm", moving_frames(9, size=16), fps=10)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video" * 20)
+    records = [{"id": f"r{i}", "question": "Which way?", "answer": "left", "video": name}
+               for i, name in enumerate(["good.webm", "broken.mp4"])]  # fmt: skip
+    (sample,) = load_qa(write_jsonl(tmp_path / "qa.jsonl", records), max_skip_fraction=0.5)
+    (video,) = sample.visuals()
+    assert isinstance(video, VideoFile) and video == good

@@ -53,3 +53,37 @@ def test_demo_config_validation():
         DemoConfig(align_fraction=1.5)
     with pytest.raises(TheWorldUserError, match="--cosmos-model-name"):
         DemoConfig(model_name_or_path="google/gemma-3-4b-it")
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--n-train", "0"], "--n-train"),
+        (["--n-train", "6"], "--n-train"),
+        (["--n-heldout", "0"], "--n-heldout"),
+        (["--total-steps", "1"], "--total-steps"),
+        (["--align-fraction", "1.0"], "--align-fraction"),
+        (["--total-steps", "2", "--align-fraction", "0.9"], "--align-fraction"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--learning-rate", "-1"], "--learning-rate"),
+        (["--tasks", "direction,sideways"], "--tasks"),
+        (["--world-image-size", "60"], "--world-image-size"),
+        (["--world-tokens-per-frame", "15"], "--world-tokens-per-frame"),
+        (["--threads", "0"], "--threads"),
+        (["--seed", "-1"], "--seed"),
+        (["--model", "google/gemma-3-4b-it"], "--cosmos-model-name"),
+    ],
+)
+def test_demo_checks_every_flag_before_writing_anything(tmp_path, capsys, flags, named):
+    out = tmp_path / "run"
+    assert main(["demo", "--output-dir", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"theworld demo: error: {named}" in err, err
+    assert not out.exists()
+
+
+def test_demo_names_the_output_dir_flag(tmp_path, capsys):
+    (tmp_path / "kept.txt").write_text("x")
+    assert main(["demo", "--output-dir", str(tmp_path)]) == 2
+    assert "theworld demo: error: --output-dir" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]

@@ -265,6 +265,25 @@ def test_jsonl_generic_format_and_sample(tmp_path: Path) -> None:
     assert clip.visuals() == [items[1].visuals[0]]
 
 
+def test_jsonl_video_file_is_a_clip(tmp_path: Path) -> None:
+    from theworld.processing.video import VideoFile
+    from theworld.testing.inputs import moving_frames, write_video
+
+    write_video(tmp_path / "clip.mp4", moving_frames(9, size=16), fps=10)
+    rows = [{"id": "v", "question": "Which way?", "choices": ["left", "right"], "answer": "right", "video": "clip.mp4"}]
+    (item,) = load_jsonl(str(_write_jsonl(tmp_path / "qa.jsonl", rows)))
+    assert isinstance(item.visuals[0], VideoFile) and item.visuals[0] == str((tmp_path / "clip.mp4").resolve())
+    assert to_sample(item).messages[0]["content"][0] == {"type": "video", "video": item.visuals[0]}
+    (tmp_path / "frames").mkdir()
+    for i in range(5):
+        (tmp_path / "frames" / f"{i}.png").write_bytes(_png((i, i, i)))
+    rows = [{"id": "f", "question": "q", "answer": "a", "video": "frames"}, {"id": "m", "question": "q", "video": "no.mp4"}]
+    with pytest.raises(TheWorldUserError, match=r"qa2\.jsonl:2: clip .*no\.mp4: clip not found"):
+        load_jsonl(str(_write_jsonl(tmp_path / "qa2.jsonl", rows)))
+    (folder_item,) = load_jsonl(str(_write_jsonl(tmp_path / "qa3.jsonl", rows[:1])))
+    assert folder_item.visuals == [[str(tmp_path / "frames" / f"{i}.png") for i in range(5)]]
+
+
 def test_jsonl_errors_name_file_and_row(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "question": "q"}\n{not json\n', encoding="utf-8")
@@ -276,6 +295,20 @@ def test_jsonl_errors_name_file_and_row(tmp_path: Path) -> None:
     dup = _write_jsonl(tmp_path / "d.jsonl", [{"id": "x", "question": "q"}, {"id": "x", "question": "r"}])
     with pytest.raises(TheWorldUserError, match="duplicate item id 'x'"):
         load_jsonl(str(dup))
+
+
+def test_relative_image_paths_stay_inside_the_image_folder(tmp_path: Path) -> None:
+    (tmp_path / "secret.png").write_bytes(_png((1, 2, 3)))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ok.png").write_bytes(_png((5, 5, 5)))
+    for key, value in (("image", "../secret.png"), ("video", ["ok.png", "../secret.png"])):
+        path = _write_jsonl(data / "qa.jsonl", [{"id": "x", "question": "q", "answer": "a", key: value}])
+        with pytest.raises(TheWorldUserError, match=r"qa\.jsonl.*'\.\./secret\.png' leaves the image folder"):
+            load_jsonl(str(path))
+    secret = str((tmp_path / "secret.png").resolve())
+    absolute = _write_jsonl(data / "abs.jsonl", [{"id": "x", "question": "q", "answer": "a", "image": secret}])
+    assert load_jsonl(str(absolute))[0].visuals == [secret]  # an absolute path is the data's explicit choice
 
 
 # ---------------------------------------------------------------- sources and registry

@@ -123,3 +123,12 @@ def test_cli_unreadable_image_is_an_error_naming_the_item(world_dir, tmp_path, c
     assert main(eval_args(world_dir, "jsonl", data, tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert "q1" in err and "Traceback" not in err
+
+
+def test_cli_mistyped_relative_model_folder_is_named_not_looked_up_on_the_hub(world_dir, tmp_path, capsys, monkeypatch):
+    """'data/no-model' next to an existing ./data is a missing folder, not the Hub repo 'data/no-model'."""
+    data = write_qa(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert main(eval_args("data/no-model", "jsonl", data, tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "model not found: data/no-model (no such folder" in err and "connect" not in err

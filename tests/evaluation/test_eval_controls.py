@@ -167,7 +167,7 @@ def test_world_off_scores_equal_plain_gemma_exactly(world_dir, tiny_gemma_dir, i
     records = read_scores(tmp_path / "off")
     assert all(r["world_tokens"] == 0 for r in records.values())
 
-    gemma = Gemma3ForConditionalGeneration.from_pretrained(tiny_gemma_dir).eval()
+    gemma = Gemma3ForConditionalGeneration.from_pretrained(tiny_gemma_dir).eval().requires_grad_(False)
     gemma_processor = Gemma3Processor.from_pretrained(tiny_gemma_dir)
     prompts = [encode_prompt(gemma_processor, it) for it in items]
     rows = rows_for(gemma_processor, items)

@@ -21,6 +21,7 @@ from theworld.evaluation.harness import (
     EvalSettings,
     WorldAudit,
     WorldInputsMissingError,
+    count_world_usage,
     evaluate,
 )
 from theworld.evaluation.items import EvalItem, to_sample
@@ -115,27 +116,23 @@ def test_world_model_with_world_free_processor_fails_instead_of_scoring(loaded, 
     model, _ = loaded
     no_world = TheWorldProcessor.from_pretrained(world_dir, enable_world=False)
     items = load_jsonl(str(write_items(tmp_path / "data", choice_rows(2))))
-    before = model.world_forward_count
-    with pytest.raises(WorldInputsMissingError, match="holds 0 world tokens"):
+    with count_world_usage(model) as usage, pytest.raises(WorldInputsMissingError, match="holds 0 world tokens"):
         evaluate(items, model, no_world, tmp_path / "out", EvalSettings())
-    assert model.world_forward_count == before
+    assert usage.world_forward_count == 0
     assert not (tmp_path / "out" / METRICS).exists()
     assert not (tmp_path / "out" / PREDICTIONS).exists() or not read_jsonl(tmp_path / "out" / PREDICTIONS)
 
 
 def test_forwards_the_model_did_not_count_leave_no_predictions(loaded, tmp_path, monkeypatch):
-    """If the world path was skipped inside forward (counters did not move), the batch's
+    """If the world path was skipped inside forward (the harness's hook saw nothing), the batch's
     predictions are never written and the run stops."""
     model, processor = loaded
-    real_forward = model.forward
 
-    def uncounted_forward(*args, **kwargs):
-        forwards, tokens = model.world_forward_count, model.world_token_count
-        out = real_forward(*args, **kwargs)
-        model.world_forward_count, model.world_token_count = forwards, tokens
-        return out
+    def unseen_world_features(world_pixel_values=None, world_latents=None, world_latent_frames=None):
+        latents = world_latents if world_latents is not None else model.world_encoder(world_pixel_values)
+        return model.world_projector.forward(latents)  # `forward`, not the call: no hook fires
 
-    monkeypatch.setattr(model, "forward", uncounted_forward)
+    monkeypatch.setattr(model, "get_world_features", unseen_world_features)
     items = load_jsonl(str(write_items(tmp_path / "data", choice_rows(2))))
     with pytest.raises(WorldInputsMissingError, match="world_forward_count grew by 0, expected 1"):
         evaluate(items, model, processor, tmp_path / "out", EvalSettings())
@@ -169,13 +166,13 @@ def test_resume_skips_finished_items_and_appends(loaded, tmp_path):
     first = (out / PREDICTIONS).read_text(encoding="utf-8")
     # A crash mid-write leaves half a line: it is dropped and that item is run again.
     (out / PREDICTIONS).write_text(first + '{"id": "c2", "predic', encoding="utf-8")
-    forwards = model.world_forward_count
-    metrics = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})
+    with count_world_usage(model) as usage:
+        metrics = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})
     text = (out / PREDICTIONS).read_text(encoding="utf-8")
     assert text.startswith(first)
     assert [r["id"] for r in read_jsonl(out / PREDICTIONS)] == ["c0", "c1", "c2", "c3"]
     assert metrics["items_run"] == 2 and metrics["items_resumed"] == 2 and metrics["n"] == 4
-    assert model.world_forward_count - forwards == metrics["world"]["forwards_with_world"] == 1
+    assert usage.world_forward_count == metrics["world"]["forwards_with_world"] == 1
     assert metrics["world_tokens_seen"] == (2 + 3) * 16  # c2 (2 choices) and c3 (3 choices), 16 world tokens each
     again = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})
     assert again["items_run"] == 0 and again["accuracy"] == metrics["accuracy"]
@@ -183,6 +180,24 @@ def test_resume_skips_finished_items_and_appends(loaded, tmp_path):
         evaluate(load_jsonl(str(data)), model, processor, out, EvalSettings(control="zero-world"), info={"model": "tiny"})
     with pytest.raises(TheWorldUserError, match="not in this evaluation"):
         evaluate(load_jsonl(str(data), limit=1), model, processor, out, info={"model": "tiny"})
+
+
+def test_resume_after_a_last_line_without_its_newline_appends_cleanly(loaded, tmp_path):
+    """A complete last record that lost its newline used to get the next record glued on (exit 2 and
+    every later resume failing). It is kept and terminated before anything is appended."""
+    model, processor = loaded
+    data = write_items(tmp_path / "data", choice_rows(3))
+    out = tmp_path / "out"
+    evaluate(load_jsonl(str(data), limit=2), model, processor, out, info={"model": "tiny"})
+    whole = (out / PREDICTIONS).read_text(encoding="utf-8")
+    (out / PREDICTIONS).write_text(whole.rstrip("\n"), encoding="utf-8")  # the last newline never reached the disk
+    metrics = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})
+    assert metrics["items_resumed"] == 2 and metrics["items_run"] == 1 and metrics["n"] == 3
+    text = (out / PREDICTIONS).read_text(encoding="utf-8")
+    assert text.startswith(whole) and text.endswith("\n")
+    assert [r["id"] for r in read_jsonl(out / PREDICTIONS)] == ["c0", "c1", "c2"]
+    again = evaluate(load_jsonl(str(data)), model, processor, out, info={"model": "tiny"})  # and it stays resumable
+    assert again["items_run"] == 0 and again["n"] == 3
 
 
 class FakeJudge:

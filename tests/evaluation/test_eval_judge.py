@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from theworld.errors import TheWorldUserError
 from theworld.evaluation.judge import JudgeError, OpenAIJudge, parse_verdict
 
 
@@ -26,7 +27,7 @@ class _Handler(BaseHTTPRequestHandler):
             {"path": self.path, "auth": self.headers.get("Authorization"), "body": json.loads(self.rfile.read(length))}
         )
         status, body = self.server.replies.pop(0)
-        data = body.encode()
+        data = body.replace("{auth}", self.headers.get("Authorization") or "").encode()  # a server echoing the header
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -110,3 +111,73 @@ def test_parse_verdict_accepts_only_boolean_correct() -> None:
     assert parse_verdict('{"correct": false}').correct is False
     with pytest.raises(JudgeError):
         parse_verdict('{"correct": 1}')
+
+
+SECRET = "sk-live-0123456789abcdef"
+
+
+def test_error_reply_echoing_the_authorization_header_never_shows_the_key(server: _Server) -> None:
+    server.replies = [
+        (401, '{"error": "invalid key", "request": {"headers": {"Authorization": "{auth}"}}}'),
+        (200, '{"echo": "{auth}"}'),
+        (200, _completion("not json; you sent {auth}")),
+    ]
+    judge = OpenAIJudge(f"http://127.0.0.1:{server.server_port}/v1", "m", api_key=SECRET, timeout=5)
+    for expected in ("HTTP 401", "not a chat completion", "judge reply is not JSON"):
+        with pytest.raises(JudgeError, match=expected) as info:
+            judge.judge("q", "a", "p")
+        assert SECRET not in str(info.value) and SECRET not in (info.value.raw or "")
+        assert "[REDACTED]" in str(info.value)
+    assert [r["auth"] for r in server.received] == [f"Bearer {SECRET}"] * 3  # the server did get the key
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_printed(server: _Server) -> None:
+    server.replies = [(200, _completion('{"correct": true}')), (403, '{"detail": "denied for {auth}"}')]
+    url = f"http://alice:pa%3Ass@127.0.0.1:{server.server_port}/v1?api_key=QUERYSECRET&x=1"
+    judge = OpenAIJudge(url, "m", timeout=5)
+    assert judge.judge("q", "a", "p").correct is True
+    import base64
+
+    assert server.received[0]["auth"] == "Basic " + base64.b64encode(b"alice:pa:ss").decode()
+    assert server.received[0]["path"] == "/v1/chat/completions?api_key=QUERYSECRET&x=1"
+    with pytest.raises(JudgeError) as info:
+        judge.judge("q", "a", "p")
+    text = str(info.value) + (info.value.raw or "")
+    for secret in ("pa%3Ass", "pa:ss", "QUERYSECRET", "alice", base64.b64encode(b"alice:pa:ss").decode()):
+        assert secret not in text, secret
+    assert f"http://***@127.0.0.1:{server.server_port}/v1/chat/completions" in str(info.value)
+    # unreachable: the message shows the URL without its credentials either
+    closed = HTTPServer(("127.0.0.1", 0), _Handler)
+    port = closed.server_port
+    closed.server_close()
+    with pytest.raises(JudgeError, match=rf"judge at http://\*\*\*@127.0.0.1:{port}/v1/chat/completions unreachable") as info:
+        OpenAIJudge(f"http://alice:pa%3Ass@127.0.0.1:{port}/v1", "m", timeout=2).judge("q", "a", "p")
+    assert "pa%3Ass" not in str(info.value)
+    with pytest.raises(TheWorldUserError, match="credentials twice"):
+        OpenAIJudge(url, "m", api_key=SECRET)
+
+
+def test_cli_eval_stderr_carries_neither_the_key_nor_url_credentials(world_dir, server: _Server, tmp_path, capsys, monkeypatch) -> None:
+    """The issue's measurement: a judge that echoes the Authorization header in its 401 reply, and a
+    --judge-url with user:password; the CLI's error output is checked for both."""
+    from theworld.cli.main import main
+    from theworld.testing.inputs import random_image
+
+    random_image(5, size=32).save(tmp_path / "i.png")
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"id": "f0", "question": "What is left?", "answer": "a ball", "image": "i.png"}) + "\n")
+    server.replies = [(401, '{"error": {"message": "bad key", "echo": "Authorization: {auth}"}}')]
+    monkeypatch.setenv("THEWORLD_JUDGE_API_KEY", SECRET)
+    args = ["eval", "--model", world_dir, "--benchmark", "jsonl", "--data", str(tmp_path / "qa.jsonl"),
+            "--output-dir", str(tmp_path / "run"), "--max-new-tokens", "2", "--judge-model", "m",
+            "--judge-url", f"http://127.0.0.1:{server.server_port}/v1"]  # fmt: skip
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "HTTP 401" in captured.err and "[REDACTED]" in captured.err
+    assert SECRET not in captured.err + captured.out
+    monkeypatch.delenv("THEWORLD_JUDGE_API_KEY")
+    server.replies = [(401, '{"error": "who is {auth}?"}')]
+    args[-1] = f"http://bob:hunter2@127.0.0.1:{server.server_port}/v1"
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "HTTP 401" in captured.err and "***@127.0.0.1" in captured.err
+    assert "hunter2" not in captured.err + captured.out and "Ym9iOmh1bnRlcjI" not in captured.err

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from theworld.evaluation.harness import count_world_usage
 from theworld.testing.inputs import clip_chat, image_chat
 
 
 def test_world_tokens_change_logits_and_are_counted(world_model, processor):
     inputs = processor.apply_chat_template(image_chat(0), tokenize=True, return_dict=True, return_tensors="pt")
     assert inputs["world_pixel_values"].shape == (1, 3, 1, 64, 64)
-    before = world_model.world_token_count
-    with torch.no_grad():
+    with count_world_usage(world_model) as usage, torch.no_grad():
         with_world = world_model(**inputs).logits
         zeroed = world_model(**{**inputs, "world_pixel_values": torch.zeros_like(inputs["world_pixel_values"])}).logits
-    assert world_model.world_token_count - before == 2 * 16
+    assert usage.world_token_count == 2 * 16
     assert (with_world - zeroed).abs().max() > 1e-3
 
 
@@ -101,3 +101,70 @@ def test_default_freezing_trains_only_world_modules(world_model):
     assert n_trainable == expected
     assert total == sum(p.numel() for p in {id(p): p for p in world_model.parameters()}.values())
     assert abs(pct - 100 * expected / total) < 1e-9
+
+
+def mixed_chats():
+    """An image, a 9-frame clip and a 5-frame clip: world blocks of 1, 3 and 2 latent frames."""
+    return [
+        image_chat(6, question="Describe this scene in more words"),
+        clip_chat(7, frames=9),
+        clip_chat(8, frames=5, question="Will the ball reach the wall within three steps?"),
+    ]
+
+
+def test_left_padded_mixed_batch_rows_equal_alone(world_model, processor):
+    chats = mixed_chats()
+    batch = processor.apply_chat_template(
+        chats, tokenize=True, return_dict=True, return_tensors="pt", padding=True, padding_side="left",
+        add_generation_prompt=True,
+    )  # fmt: skip
+    assert batch["world_latent_frames"].tolist() == [1, 3, 2]
+    assert batch["world_pixel_values"].shape == (3, 3, 9, 64, 64)
+    assert len(set(batch["attention_mask"].sum(1).tolist())) == 3  # really left-padded
+    with torch.no_grad():
+        batched = world_model(**batch).logits[:, -1]
+        for row, chat in enumerate(chats):
+            alone = processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True)
+            assert "world_latent_frames" not in alone
+            single = world_model(**alone).logits[0, -1]
+            assert torch.allclose(batched[row], single, atol=1e-4), (row, (batched[row] - single).abs().max())
+
+
+def test_mixed_batch_generate_equals_each_alone(world_model, processor):
+    chats = mixed_chats()
+    batch = processor.apply_chat_template(
+        chats, tokenize=True, return_dict=True, return_tensors="pt", padding=True, padding_side="left",
+        add_generation_prompt=True,
+    )  # fmt: skip
+    out = world_model.generate(**batch, max_new_tokens=5, do_sample=False)[:, batch["input_ids"].shape[1] :]
+    for row, chat in enumerate(chats):
+        alone = processor.apply_chat_template(chat, tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True)
+        single = world_model.generate(**alone, max_new_tokens=5, do_sample=False)[0, alone["input_ids"].shape[1] :]
+        assert out[row].tolist() == single.tolist(), row
+
+
+def test_mixed_latents_match_mixed_pixels(world_model, processor):
+    """The latent cache's input: per-item latents padded to the longest, with the same counts."""
+    batch = processor.apply_chat_template(mixed_chats(), tokenize=True, return_dict=True, return_tensors="pt", padding=True)
+    counts = batch["world_latent_frames"].tolist()
+    pixels = batch["world_pixel_values"]
+    with torch.no_grad():
+        per_item = [world_model.world_encoder(pixels[i : i + 1, :, : 1 + 4 * (c - 1)]) for i, c in enumerate(counts)]
+        latents = torch.cat([torch.nn.functional.pad(z, (0, 0, 0, 0, 0, 3 - z.shape[2])) for z in per_item])
+        from_pixels = world_model.get_world_features(pixels, world_latent_frames=batch["world_latent_frames"])
+        from_latents = world_model.get_world_features(world_latents=latents, world_latent_frames=batch["world_latent_frames"])
+    assert [f.shape[0] for f in from_latents] == [16 * c for c in counts]
+    for a, b in zip(from_pixels, from_latents):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_same_length_batch_keeps_the_one_length_path(world_model, processor):
+    """Counts that all equal the input length change nothing, bit for bit (and the processor omits them)."""
+    batch = processor.apply_chat_template(
+        [clip_chat(1, frames=5), clip_chat(2, frames=5)], tokenize=True, return_dict=True, return_tensors="pt", padding=True
+    )
+    assert "world_latent_frames" not in batch
+    with torch.no_grad():
+        plain = world_model(**batch).logits
+        with_counts = world_model(**batch, world_latent_frames=torch.tensor([2, 2])).logits
+    assert torch.equal(plain, with_counts)

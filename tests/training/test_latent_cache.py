@@ -334,3 +334,164 @@ def test_cli_caches_a_training_config_and_the_trainer_opens_it(tmp_path, tiny_ge
     args = ["cache-latents", "--config", str(config), "--world_image_size", "32", "--world_tokens_per_frame", "4"]
     assert main(args + ["--rebuild", "--no-progress"]) == 0
     assert "2 encoded" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# faults: damaged shards, non-finite latents, a killed build's temporary files
+
+
+def _flip_first_latent_byte(shard) -> None:
+    """Flip bit 30 (the top exponent bit) of the first float32 of the shard's first tensor."""
+    import struct
+
+    with open(shard, "r+b") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_len))
+        first = min((v for k, v in header.items() if k != "__metadata__"), key=lambda v: v["data_offsets"][0])
+        offset = 8 + header_len + first["data_offsets"][0] + 3
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_flipped_bit_in_a_shard_is_refused_on_read_naming_shard_and_visual(tmp_path, data, encoder, settings):
+    from theworld.training.latent_cache import SHARD_PATTERN, LatentCacheCorruptError
+
+    root = tmp_path / "cache"
+    a = data["visuals"][0]
+    LatentCache.open(root, encoder, settings).build([a], encoder, progress=False)
+    (shard,) = [p for p in root.iterdir() if SHARD_PATTERN.match(p.name)]
+    before = LatentCache.open(root, encoder, settings).latents_for(a).clone()  # (the tensor maps the file)
+    _flip_first_latent_byte(shard)
+    cache = LatentCache.open(root, encoder, settings)  # the header is intact: it opens
+    with pytest.raises(LatentCacheCorruptError, match=rf"shard {shard} is damaged: the latents of {a} .*do not match"):
+        cache.latents_for(a)
+    # what it would have served: one value scaled by 2**128 (or inf/nan), the rest equal
+    from safetensors.torch import load_file
+
+    served = next(iter(load_file(str(shard)).values()))
+    assert not torch.equal(served, before) and int((served != before).sum()) == 1
+    # the fix the message gives: delete the shard, build again
+    shard.unlink()
+    LatentCache.open(root, encoder, settings).build([a], encoder, progress=False)
+    assert torch.equal(LatentCache.open(root, encoder, settings).latents_for(a), before)
+
+
+def test_truncated_shard_or_one_without_checksums_is_refused_on_open(tmp_path, data, encoder, settings):
+    from safetensors.torch import save_file
+
+    from theworld.training.latent_cache import SHARD_PATTERN, LatentCacheCorruptError
+
+    root = tmp_path / "cache"
+    LatentCache.open(root, encoder, settings).build([data["visuals"][0]], encoder, progress=False)
+    (shard,) = [p for p in root.iterdir() if SHARD_PATTERN.match(p.name)]
+    with open(shard, "r+b") as handle:
+        handle.truncate(shard.stat().st_size - 10)
+    with pytest.raises(LatentCacheCorruptError, match=rf"shard {shard} is unreadable"):
+        LatentCache.open(root, encoder, settings)
+    save_file({"k": torch.zeros(2)}, str(shard), metadata={"format": "pt"})  # no checksums
+    with pytest.raises(LatentCacheCorruptError, match="has no checksums"):
+        LatentCache.open(root, encoder, settings)
+
+
+def test_non_finite_latents_are_never_cached(tmp_path, data, encoder, settings):
+    class NaNEncoder(CountingEncoder):
+        def forward(self, pixels):
+            out = super().forward(pixels)
+            out[0].view(-1)[0] = float("nan")
+            return out
+
+    cache = LatentCache.open(tmp_path / "cache", encoder, settings)
+    a = data["visuals"][0]
+    with pytest.raises(TheWorldUserError, match=rf"non-finite latents for {a}; they are not cached"):
+        cache.build([a], NaNEncoder(encoder), progress=False)
+    assert len(LatentCache.open(tmp_path / "cache", encoder, settings)) == 0
+
+
+_HANGING_WRITER = """
+import sys, time
+from theworld.training import latent_cache
+
+real_save = latent_cache.save_file
+
+
+def save_then_hang(tensors, path, metadata=None):
+    real_save(tensors, path, metadata=metadata)
+    print(path, flush=True)
+    time.sleep(600)  # the shard is written under its temporary name, not yet renamed
+
+
+latent_cache.save_file = save_then_hang
+from theworld.cli.main import main
+
+main(["cache-latents", "--config", sys.argv[1], "--no-progress"])
+"""
+
+
+def test_killed_builds_temporary_shard_is_removed_by_the_next_build_a_live_writers_is_not(
+    tmp_path, tiny_gemma_dir, tiny_vae_dir, capsys
+):
+    import signal
+    import subprocess
+    import sys
+
+    from theworld.cli.main import main
+
+    _image(tmp_path / "p.png", 1)
+    _image(tmp_path / "q.png", 2)
+    records = [{"id": "a", "question": "red?", "answer": "yes", "image": "p.png"}, {"id": "b", "question": "red?", "answer": "no", "image": "q.png"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_gemma_dir}\ncosmos_model_name: {tiny_vae_dir}\ntrain_data: {tmp_path / 'train.jsonl'}\n"
+        f"output_dir: {tmp_path / 'out'}\nlatent_cache_dir: {tmp_path / 'cache'}\n"
+        "world_image_size: 64\nworld_tokens_per_frame: 16\nworld_num_frames: 9\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _HANGING_WRITER, str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        tmp = writer.stdout.readline().strip()  # "" if the writer died first
+        assert tmp.endswith(".tmp") and os.path.exists(tmp), writer.stderr.read() if not tmp else tmp
+        # a build running at the same time leaves the live writer's temporary shard alone
+        assert main(["cache-latents", "--config", str(config), "--no-progress"]) == 0
+        assert os.path.exists(tmp)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=60)
+    assert os.path.exists(tmp)  # orphaned: its writer was killed before the rename
+    capsys.readouterr()
+    assert main(["cache-latents", "--config", str(config), "--no-progress"]) == 0
+    assert not os.path.exists(tmp)
+    assert not [p for p in os.listdir(tmp_path / "cache") if p.endswith(".tmp")]
+    assert "2 already cached" in capsys.readouterr().out
+
+
+def test_training_trusts_the_recorded_vae_while_its_files_are_unchanged(tmp_path, tiny_vae_dir, tiny_gemma_dir, data, world_settings, monkeypatch):
+    """`open_cache` takes the resolved model config and the VAE source; it reads no VAE weights while the files
+    the cache was built from keep their recorded size and mtime, and hashes them again once they change."""
+    from theworld.model.checkpoints import resolve
+    from theworld.training import latent_cache
+
+    def world_config_for(path, **settings):
+        return resolve(path, **settings).config
+
+    vae = tmp_path / "cosmos"
+    shutil.copytree(tiny_vae_dir, vae)
+    encoder = CosmosWorldEncoder.from_pretrained(vae)
+    settings = CacheSettings.from_model_config(world_config_for(tiny_gemma_dir, **world_settings))
+    LatentCache.open(tmp_path / "cache", fingerprint_encoder(encoder, source=str(vae)), settings).build(data["samples"][:1], encoder, progress=False)
+
+    hashed = []
+    real = latent_cache.fingerprint_pretrained
+    monkeypatch.setattr(latent_cache, "fingerprint_pretrained", lambda *a, **k: hashed.append(a) or real(*a, **k))
+    world = world_config_for(tiny_gemma_dir, **world_settings)
+    cache = latent_cache.open_cache(tmp_path / "cache", world, str(vae))
+    assert hashed == [] and cache.latents_for(data["visuals"][0]).shape == (16, 1, 8, 8)
+    weights = vae / "vae" / "diffusion_pytorch_model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # same bytes, new mtime
+    assert len(latent_cache.open_cache(tmp_path / "cache", world, str(vae))) == 1 and len(hashed) == 1
+    with pytest.raises(TheWorldUserError, match="world_image_size: cache 64, now 32"):
+        latent_cache.open_cache(tmp_path / "cache", world_config_for(tiny_gemma_dir, **{**world_settings, "world_image_size": 32, "world_tokens_per_frame": 4}), str(vae))

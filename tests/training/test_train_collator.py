@@ -124,6 +124,33 @@ def test_latent_cache_replaces_world_pixels(processor, model):
         model(**{k: v for k, v in batch.items() if k != "labels"})
 
 
+def test_with_a_latent_cache_the_world_path_does_no_pixel_work(processor, model, tmp_path, monkeypatch):
+    """Cached latents: world pixels are never computed, and of a clip only the frame Gemma sees is decoded;
+    the tokens and Gemma's pixels are those of the run without a cache."""
+    import theworld.processing.processor as processing
+
+    IMAGE.save(tmp_path / "last.png")
+    Image.new("RGB", (36, 30), (20, 20, 200)).save(tmp_path / "other.png")
+
+    def clip_sample(frames):
+        content = [{"type": "video", "video": frames}, {"type": "text", "text": "Which way?"}]
+        return Sample(id="clip", messages=[{"role": "user", "content": content}, {"role": "assistant", "content": [{"type": "text", "text": "left"}]}])
+
+    real = TheWorldCollator(processor)([clip_sample([str(tmp_path / "other.png")] * 4 + [str(tmp_path / "last.png")])])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("world pixels were computed")
+
+    monkeypatch.setattr(processing, "world_pixels", refuse)
+    missing = [str(tmp_path / f"never-decoded-{i}.png") for i in range(4)]  # would fail to open if read
+    cache = FakeLatentCache()
+    batch = TheWorldCollator(processor, latent_cache=cache)([clip_sample(missing + [str(tmp_path / "last.png")])])
+    assert "world_pixel_values" not in batch and batch["world_latents"].shape[0] == 1
+    assert torch.equal(batch["input_ids"], real["input_ids"]) and torch.equal(batch["pixel_values"], real["pixel_values"])
+    assert int((batch["input_ids"] == processor.world_token_id).sum()) == 2 * processor.world_tokens_per_frame  # 5 frames
+    assert [list(c) for c in cache.calls] == [missing + [str(tmp_path / "last.png")]]
+
+
 def test_gemma_control_processor_has_no_world_inputs(tiny_gemma_dir, model):
     from copy import deepcopy
 

@@ -11,7 +11,7 @@ import pytest
 
 from theworld.cli.main import main
 from theworld.errors import TheWorldUserError
-from theworld.training.config import FIELD_NAMES, TrainConfig, load_config
+from theworld.training.config import FIELD_NAMES, STAGES, TrainConfig, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,6 +71,8 @@ def test_bad_stage_and_incompatible_choices(capsys, train_config_values, write_c
     assert "stage=align trains only the world projector" in err
     err = _cli_error(capsys, ["--config", write_config({**train_config_values, "use_lora": True})])
     assert "use_lora=true needs stage=finetune or full" in err
+    err = _cli_error(capsys, ["--config", write_config({**train_config_values, "stage": "vision", "use_lora": True})])
+    assert "use_lora=true needs stage=finetune or full: stage vision trains no language model" in err
     err = _cli_error(capsys, ["--config", write_config({**train_config_values, "on_truncated": "cut"})])
     assert "on_truncated: unknown value 'cut'" in err
 
@@ -94,6 +96,8 @@ def test_values_are_coerced_from_yaml_and_command_line(train_config_values, writ
     # the stage's default learning rate when none is set
     del train_config_values["learning_rate"]
     assert load_config(write_config(train_config_values)).effective_learning_rate() == 1e-3
+    vision = load_config(write_config({**train_config_values, "stage": "vision"}))
+    assert vision.effective_learning_rate() == 2e-5  # SigLIP is pretrained: a fine-tuning rate, as in full
 
 
 def test_every_key_is_a_cli_flag(capsys):
@@ -102,6 +106,29 @@ def test_every_key_is_a_cli_flag(capsys):
     out = capsys.readouterr().out
     for name in FIELD_NAMES:
         assert f"--{name}" in out
+
+
+def test_help_shows_each_keys_type_default_and_meaning(capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    squeezed = "".join(capsys.readouterr().out.split())  # argparse wraps lines at spaces and hyphens
+    expected = {
+        "max_steps": ("INT", "int; default: -1", "optimizer steps"),
+        "learning_rate": ("FLOAT", "float or null; default: null", "the stage's default"),
+        "stage": ("STR", "str; default: align", ", ".join(STAGES)),
+        "bf16": ("BOOL", "bool; default: false", "trainable weights stay fp32"),
+        "report_to": ("LIST", "list of str; default: none", "comma-separated"),
+        "cosmos_model_name": ("STR", "default: nvidia/Cosmos-Predict2-2B-Video2World", "world model"),
+    }
+    for name, parts in expected.items():
+        for part in parts:
+            assert "".join(part.split()) in squeezed, (name, part)
+    for spec in dataclasses.fields(TrainConfig):  # every key explains itself, from the dataclass
+        assert spec.metadata.get("help"), spec.name
+        assert "".join(f"--{spec.name}".split()) in squeezed
+        assert "".join(spec.metadata["help"].split()) in squeezed, spec.name
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -138,3 +165,11 @@ def test_accelerate_configs_load(path):
     config = ClusterConfig.from_yaml_file(str(path))  # accelerate's own reader rejects unknown keys
     assert config.mixed_precision == "bf16"
     assert path.stem.split("_")[0] in str(config.distributed_type).lower() or path.stem == "ddp"
+
+
+def test_mistyped_relative_model_folder_is_named(capsys, train_config_values, write_config, tmp_path, monkeypatch):
+    """'runs/gemmma' with ./runs present is a missing folder, not a Hub repo to try (and fail to reach)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    path = write_config({**train_config_values, "model_name_or_path": "runs/gemmma"})
+    assert "model_name_or_path: runs/gemmma does not exist" in _cli_error(capsys, ["--config", path])

@@ -63,6 +63,9 @@ def test_two_process_run_mixes_image_and_text_batches(train_config_values, train
     a, b = load_file(os.path.join(out, WORLD_ADAPTER_NAME)), load_file(os.path.join(single.output_dir, WORLD_ADAPTER_NAME))
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     print(f"2 processes x batch 1 vs 1 process x batch 2: max weight difference {worst:.2e}")
-    assert worst < 1e-5
+    # Not bit-identical: the gradient all-reduce sums in another order than one batch of 2 does, and
+    # Adam rescales tiny differences (measured: 0 on AVX-512 Xeon, 1.4e-5 with MKL limited to AVX2);
+    # 1e-4 is 1% of one step's update at lr 1e-2.
+    assert worst < 1e-4
     first = [e for e in single.trainer.state.log_history if "loss" in e][0]["loss"]
     assert torch.isfinite(torch.tensor(first))

@@ -85,7 +85,9 @@ def test_align_run_learns_and_writes_a_loadable_output_dir(train_config_values, 
 
     # the output dir: adapter + config naming the base + processor; reloads to the same world logits
     config = json.load(open(os.path.join(out, "config.json")))
-    assert config["base_model_name_or_path"] == tiny_gemma_dir and config["cosmos_model_name"] == values["cosmos_model_name"]
+    # the base is recorded relative to the output dir: a run moved together with its base still loads
+    assert config["base_model_name_or_path"] == os.path.relpath(tiny_gemma_dir, out)
+    assert config["cosmos_model_name"] == values["cosmos_model_name"]
     reloaded = TheWorld.from_pretrained(out)
     reloaded_processor = TheWorldProcessor.from_pretrained(out)
     assert reloaded_processor.world_tokens_per_frame == 16 and reloaded_processor.world_image_size == 64
@@ -232,3 +234,37 @@ def test_bf16_run_keeps_fp32_master_weights(train_config_values):
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     with safe_open(os.path.join(values["output_dir"], WORLD_ADAPTER_NAME), framework="pt") as handle:
         assert all(handle.get_tensor(k).dtype == torch.float32 for k in handle.keys())
+
+
+def test_vision_stage_through_the_cli_saves_and_resumes_exactly_what_trains(train_config_values, write_config, tiny_gemma_dir):
+    """`theworld train --stage vision`: checkpoints and the output hold exactly the trainable tensors (SigLIP,
+    Gemma's multi-modal projector, the world projector), a resume checks them, the language model stays Gemma's."""
+    from theworld.cli.main import main
+    from theworld.errors import TheWorldUserError
+
+    values = dict(train_config_values, max_steps=2, save_steps=1, save_total_limit=None, learning_rate=1e-3)
+    path = write_config(dict(values, stage="align"))
+    assert main(["train", "--config", path, "--stage", "vision"]) == 0
+    out = values["output_dir"]
+    info = json.load(open(os.path.join(out, "checkpoint-1", TRAINING_INFO_NAME)))
+    trainable = info["trainable_parameters"]
+    assert info["stage"] == "vision"
+    assert {n.split(".")[0] if n.startswith("world_") else ".".join(n.split(".")[:2]) for n in trainable} == {
+        "world_projector", "model.vision_tower", "model.multi_modal_projector"
+    }
+    assert not any(n.startswith(("model.language_model.", "lm_head.", "world_encoder.")) for n in trainable)
+    for folder in (os.path.join(out, "checkpoint-1"), out):
+        assert sorted(_adapter_keys(folder)) == sorted(trainable)  # safetensors lists keys sorted
+
+    # the frozen language model is bit-identical to Gemma's; the vision tower moved
+    trained = TheWorld.from_pretrained(out)
+    base = TheWorld.from_pretrained(tiny_gemma_dir)
+    ours, theirs = trained.state_dict(), base.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs if k.startswith(("model.language_model.", "lm_head.")))
+    assert not all(torch.equal(ours[k], theirs[k]) for k in theirs if k.startswith("model.vision_tower."))
+
+    # resume: the same stage continues from its checkpoint; another stage is refused
+    resumed = train(build_config(dict(values, stage="vision", max_steps=3, resume_from_checkpoint=os.path.join(out, "checkpoint-2"))))
+    assert resumed.global_step == 3 and resumed.trainable_names == trainable
+    with pytest.raises(TheWorldUserError, match="written by stage 'vision', this run is stage 'full'"):
+        train(build_config(dict(values, stage="full", resume_from_checkpoint=os.path.join(out, "checkpoint-2"))))

@@ -64,6 +64,56 @@ def test_full_adds_vision_but_keeps_the_vae_frozen_unless_asked(load):
         apply_stage(model, "finetune", train_cosmos_vae=True)
 
 
+def test_vision_adds_the_vision_side_and_keeps_the_language_model_frozen(load):
+    model = load()
+    names = apply_stage(model, "vision")
+    assert set(names) == set(_names(model, WORLD + VISION))
+    assert names == [n for n, p in model.named_parameters() if p.requires_grad]  # ordered as named_parameters
+    assert not any(p.requires_grad for p in model.world_encoder.parameters())
+    assert model.config.freeze_gemma_language and not model.config.freeze_gemma_vision
+    assert model.config.freeze_cosmos_vae
+    with pytest.raises(TheWorldUserError, match="stage vision trains no language model"):
+        apply_stage(model, "vision", use_lora=True)
+    with pytest.raises(TheWorldUserError, match="only allowed with stage full"):
+        apply_stage(model, "vision", train_cosmos_vae=True)
+    control = load(enable_world=False)
+    assert set(apply_stage(control, "vision")) == set(_names(control, VISION))  # the Gemma control: vision alone
+
+
+def test_vision_stage_step_reaches_exactly_its_trainable_set(load, tiny_gemma_dir, train_data_file):
+    """One real step (images and world pixels through the VAE): every tensor of the stage gets a gradient and
+    moves; every other tensor gets none and stays bit-identical."""
+    from theworld.data.loading import load_samples
+    from theworld.processing.processor import TheWorldProcessor
+    from theworld.training.collator import TheWorldCollator
+    from theworld.training.loss import supervised_lm_loss
+
+    model = load()
+    trainable = set(apply_stage(model, "vision"))
+    samples = [s for s in load_samples(train_data_file) if s.visuals()][:3]
+    batch = TheWorldCollator(TheWorldProcessor.from_model_config(tiny_gemma_dir, model.config))(samples)
+    assert batch.get("pixel_values") is not None and batch.get("world_pixel_values") is not None
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before.update({f"buffer:{n}": b.clone() for n, b in model.named_buffers()})
+
+    model.train()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    supervised_lm_loss(model, inputs, batch["labels"])[0].backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == trainable
+    assert all(float(p.grad.abs().sum()) > 0 for n, p in model.named_parameters() if n in trainable), [
+        n for n, p in model.named_parameters() if n in trainable and float(p.grad.abs().sum()) == 0
+    ]
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3).step()
+
+    after = dict(model.named_parameters())
+    changed = {n for n in after if not torch.equal(after[n].detach(), before[n])}
+    assert changed == trainable
+    assert all(torch.equal(b, before[f"buffer:{n}"]) for n, b in model.named_buffers())
+    assert any(n.startswith("model.vision_tower.") for n in changed)
+    assert any(n.startswith("model.multi_modal_projector.") for n in changed)
+
+
 def test_lora_trains_adapters_on_the_language_model_only_and_merges_exactly(load, world_settings):
     model = load()
     names = apply_stage(model, "finetune", use_lora=True, lora=LoraSettings(r=4, alpha=8, dropout=0.0))

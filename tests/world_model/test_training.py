@@ -105,6 +105,20 @@ def test_resume_equals_straight_run(tiny_world_dir, dit_config, latents_file, tm
     assert max(float((raw[k] - a[k]).abs().max()) for k in a) > 1e-5
 
 
+def test_checkpoints_are_checksummed_and_a_damaged_one_is_refused(tiny_world_dir, dit_config, latents_file, tmp_path):
+    """World-model checkpoints go through the same AtomicCheckpoints/checkpoint_io as `theworld train`."""
+    from theworld.training.checkpoint_io import CheckpointError
+
+    run = tmp_path / "run"
+    train_world_model(arguments(tiny_world_dir, dit_config, latents_file, run))
+    checkpoint = run / "checkpoint-3"
+    assert (checkpoint / "checksums.json").is_file() and not (run / ".checkpoint-staging").exists()
+    weights = checkpoint / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])  # truncated
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors"):
+        train_world_model(arguments(tiny_world_dir, dit_config, latents_file, run, resume_from_checkpoint=str(checkpoint)))
+
+
 def test_output_is_a_cosmos_repo_from_clips(tiny_world_dir, dit_config, tmp_path):
     """Clips from a data file are encoded once; the output loads in the pipeline and as a world model."""
     data = tmp_path / "clips"

@@ -12,7 +12,7 @@ is refused unless `--rebuild` is given, which clears it. Then train with the sam
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import itertools
 import logging
 from pathlib import Path
 
@@ -26,7 +26,7 @@ _ENCODER_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from theworld.training.config import TrainConfig
+    from theworld.cli.train import add_config_keys
 
     parser.allow_abbrev = False  # `--world_image` must not silently mean `--world_image_size`
     parser.add_argument("--config", required=True, type=Path, help="the training config (YAML or JSON)")
@@ -44,10 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--no-eval-data", action="store_true", help="cache train_data only, not eval_data")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    overrides = parser.add_argument_group("training config overrides (--key value, any TrainConfig key)")
-    for field in dataclasses.fields(TrainConfig):
-        flags = {f"--{field.name}", f"--{field.name.replace('_', '-')}"}
-        overrides.add_argument(*sorted(flags), dest=f"override__{field.name}", default=argparse.SUPPRESS, metavar="V")
+    add_config_keys(parser, "training config overrides (--key value, any key of `theworld train`)", "override__")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -55,21 +52,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from theworld.data.loading import load_samples
     from theworld.training.config import load_config
-    from theworld.training.latent_cache import (
-        CacheSettings,
-        LatentCache,
-        encoder_source_for,
-        fingerprint_encoder,
-        world_config_for,
-    )
+    from theworld.training.dataset import load_datasets
+    from theworld.training.latent_cache import CacheSettings, LatentCache, fingerprint_encoder
+    from theworld.training.preflight import check_dataset
+    from theworld.training.sources import encoder_source, resolve_model
     from theworld.world_encoder.vae import CosmosWorldEncoder
 
     if args.batch_size < 1 or args.shard_size < 1:
         raise TheWorldUserError(f"--batch-size and --shard-size must be positive, got {args.batch_size}, {args.shard_size}")
-    overrides = _overrides(args)
-    config = load_config(args.config, overrides, check_paths=False)
+    config = load_config(args.config, _overrides(args), check_paths=False)
     if not config.latent_cache_dir:
         raise TheWorldUserError(
             f"latent_cache_dir is not set in {args.config}: set it to the folder training will read latents from "
@@ -80,32 +72,14 @@ def run(args: argparse.Namespace) -> int:
     Path(config.latent_cache_dir).mkdir(parents=True, exist_ok=True)  # validation wants it to exist
     config.validate(check_paths=True)
 
-    world = world_config_for(
-        config.model_name_or_path,
-        world_image_size=config.world_image_size,
-        world_num_frames=config.world_num_frames,
-        world_tokens_per_frame=config.world_tokens_per_frame,
-    )
-    samples = load_samples(
-        config.train_data,
-        config.train_data_format,
-        config.image_folder,
-        max_skip_fraction=config.max_skip_fraction,
-        limit=config.max_train_samples,
-    )
-    logger.info("train_data: %d samples from %s", len(samples), config.train_data)
-    if config.eval_data and not args.no_eval_data:
-        eval_samples = load_samples(
-            config.eval_data,
-            config.eval_data_format,
-            config.image_folder,
-            max_skip_fraction=config.max_skip_fraction,
-            limit=config.max_eval_samples,
-        )
-        logger.info("eval_data: %d samples from %s", len(eval_samples), config.eval_data)
-        samples = samples + eval_samples
+    world = resolve_model(config).config
+    # The samples training will use: what it skips (clip lengths the world path refuses) is not cached.
+    datasets = [d for d in load_datasets(config, eval_data=not args.no_eval_data) if d is not None]
+    for dataset in datasets:
+        data = getattr(config, f"{dataset.name}_data")
+        check_dataset(dataset, world, source=f"{dataset.name}_data {data}", max_skip_fraction=config.max_skip_fraction)
 
-    source = encoder_source_for(config.model_name_or_path, config.cosmos_model_name)
+    source = encoder_source(config)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder = CosmosWorldEncoder.from_pretrained(source, dtype=_ENCODER_DTYPES[args.encoder_dtype], device=device)
     settings = CacheSettings.from_model_config(world, dtype=args.dtype)
@@ -120,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
         source, settings.world_image_size, settings.world_image_size, config.latent_cache_dir, len(cache),
     )  # fmt: skip
     stats = cache.build(
-        samples, encoder, batch_size=args.batch_size, shard_size=args.shard_size, progress=not args.no_progress
-    )
+        itertools.chain(*datasets), encoder, batch_size=args.batch_size, shard_size=args.shard_size,
+        progress=not args.no_progress, total=sum(map(len, datasets)),
+    )  # fmt: skip
     print(f"latent cache {config.latent_cache_dir}: {stats.summary()}; {len(cache)} latents in all")
     print(f"train with the same config: theworld train --config {args.config}")
     return 0

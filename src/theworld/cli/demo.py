@@ -7,6 +7,18 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from theworld.errors import TheWorldUserError
+
+# DemoConfig field -> the flag that sets it, so an error names what the user typed.
+_FLAGS = {
+    "output_dir": "--output-dir", "seed": "--seed", "model_name_or_path": "--model",
+    "cosmos_model_name": "--cosmos-model-name", "world_image_size": "--world-image-size",
+    "image_size": "--world-image-size", "world_tokens_per_frame": "--world-tokens-per-frame",
+    "n_train": "--n-train", "n_heldout": "--n-heldout", "total_steps": "--total-steps",
+    "align_fraction": "--align-fraction", "batch_size": "--batch-size", "learning_rate": "--learning-rate",
+    "tasks": "--tasks", "threads": "--threads",
+}  # fmt: skip
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="runs/demo", help="where everything is written (must be empty)")
@@ -26,30 +38,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for tiny models)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from theworld.demo.pipeline import DemoConfig, run_demo
-    from theworld.demo.report import summary_rows
+def _config(args: argparse.Namespace):
+    from theworld.demo.pipeline import DemoConfig
 
     real = args.model is not None
-    config = DemoConfig(
+
+    def given(value, default):
+        return value if value is not None else default
+
+    return DemoConfig(
         output_dir=args.output_dir,
         seed=args.seed,
         model_name_or_path=args.model,
         cosmos_model_name=args.cosmos_model_name,
-        world_image_size=args.world_image_size or (512 if real else 64),
-        world_tokens_per_frame=args.world_tokens_per_frame or (256 if real else 16),
-        image_size=args.world_image_size or (512 if real else 64),
+        world_image_size=given(args.world_image_size, 512 if real else 64),
+        world_tokens_per_frame=given(args.world_tokens_per_frame, 256 if real else 16),
+        image_size=given(args.world_image_size, 512 if real else 64),
         n_train=args.n_train,
         n_heldout=args.n_heldout,
         total_steps=args.total_steps,
         align_fraction=args.align_fraction,
         batch_size=args.batch_size,
-        learning_rate=args.learning_rate or (2e-5 if real else 1e-3),
-        tasks=tuple(t for t in args.tasks.split(",") if t),
+        learning_rate=given(args.learning_rate, 2e-5 if real else 1e-3),
+        tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         bf16=args.bf16,
-        threads=args.threads if args.threads is not None else (None if real else 1),
+        threads=given(args.threads, None if real else 1),
     )
-    results = run_demo(config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from theworld.demo.pipeline import DemoConfigError, run_demo
+    from theworld.demo.report import summary_rows
+
+    try:  # the config checks every value, and run_demo the output folder, before anything is written
+        results = run_demo(_config(args))
+    except DemoConfigError as err:
+        if err.field_name not in _FLAGS:
+            raise
+        raise TheWorldUserError(f"{_FLAGS[err.field_name]}: {err.detail}") from None
     table = Table(title=f"held-out accuracy ({args.output_dir}, {results['wall_time_s']} s)")
     for column in ("system", "accuracy %", "95% CI", "n"):
         table.add_column(column)

@@ -58,12 +58,14 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None and not args.output.parent.is_dir():
         raise TheWorldUserError(f"--output {args.output}: folder {args.output.parent} does not exist")
     spec_a = parse_model_spec(args.model)
-    spec_b = parse_model_spec(args.reference, model_a=spec_a)
+    if args.reference.strip() != "gemma":  # a bad path fails before any model loads
+        parse_model_spec(args.reference)
     dtype = DTYPES[args.dtype]
     load = dict(dtype=dtype, attn_implementation=args.attn_implementation, cosmos_model_name=args.cosmos_model_name)
 
     logger.info("Loading model A: %s", spec_a.label)
     model_a = load_model(spec_a, **load)
+    spec_b = parse_model_spec(args.reference, model_a=(spec_a, model_a))
     logger.info("Loading model B: %s", spec_b.label)
     model_b = load_model(spec_b, **load)
     inputs, described = build_inputs(args.inputs, spec_a, model_a, model_b, dtype=dtype)

@@ -13,7 +13,7 @@ import io
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from PIL import Image
 
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
+from theworld.processing.video import VideoFile, video_problem
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class UnreadableVisual(Exception):
     """A visual that cannot be used; the sample holding it is skipped, not the whole load.
 
     Raised while a record is converted (e.g. undecodable embedded bytes, a clip folder with no
-    frames); `convert_records` catches exactly this type and counts the skip.
+    frames); `iter_converted` catches exactly this type and counts the skip.
     """
 
     def __init__(self, path: str, reason: str, sample_id: str | None = None) -> None:
@@ -69,24 +70,36 @@ def naming_sample(sample_id: str) -> Iterator[None]:
         raise
 
 
-def resolve_path(path: str, image_folder: str | os.PathLike[str] | None) -> str:
+def resolve_path(path: str, image_folder: str | os.PathLike[str] | None, subfolders: Sequence[str] = ()) -> str:
     """The absolute path of `path`, read relative to `image_folder` when it is relative.
 
     Samples carry absolute paths so they stay valid whatever the working directory of the
-    process (dataloader workers, launchers) that later opens them.
+    process (dataloader workers, launchers) that later opens them. A relative path must stay
+    inside `image_folder`: a data file naming `../../etc/passwd` does not get it opened (an
+    `UnreadableVisual`, so the sample is skipped and named). The check is on the path as written
+    (`..` components), not on symlinks, which the folder's owner put there. Absolute paths are
+    the data's explicit choice and are kept. With `subfolders` (e.g. COCO's `train2017`), the first
+    of `image_folder/path`, `image_folder/<sub>/path` that exists; the first when none does.
     """
-    path = os.path.expanduser(str(path))
-    if not os.path.isabs(path) and image_folder is not None:
-        path = os.path.join(os.path.expanduser(str(image_folder)), path)
-    return os.path.abspath(path)
+    given = str(path)
+    path = os.path.expanduser(given)
+    if os.path.isabs(path) or image_folder is None:
+        return os.path.abspath(path)
+    folder = os.path.abspath(os.path.expanduser(str(image_folder)))
+    joined = os.path.normpath(os.path.join(folder, path))
+    if os.path.commonpath([folder, joined]) != folder:
+        raise UnreadableVisual(
+            given,
+            f"leaves the image folder {folder} (it points to {joined}); give an absolute path, "
+            "or set image_folder to a folder that holds it",
+        )
+    candidates = [os.path.join(folder, sub, path) for sub in subfolders if sub]
+    return next((c for c in candidates if os.path.isfile(c)), joined) if candidates and not os.path.isfile(joined) else joined
 
 
-def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> list[str]:
-    """A clip's frames as absolute paths: a list of frame files, or a folder of frames.
-
-    TheWorld reads clips as frames (the world encoder wants 4k+1 of them); a video file such as
-    `clip.mp4` is not decoded here, so it is reported as unreadable with the fix in the reason.
-    """
+def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> list[str] | VideoFile:
+    """A clip: its frames as absolute paths (a list of frame files, or a folder of frames), or a
+    video file (mp4, webm, mov, gif, ...) as a `VideoFile`, decoded later into 4k+1 frames."""
     if isinstance(value, (list, tuple)):
         return [resolve_path(str(frame), image_folder) for frame in value]
     path = resolve_path(str(value), image_folder)
@@ -99,12 +112,8 @@ def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> lis
         if not frames:
             raise UnreadableVisual(path, "clip folder holds no image frames")
         return frames
-    if os.path.exists(path):
-        raise UnreadableVisual(
-            path,
-            "video files are not decoded; extract the frames into a folder "
-            "(e.g. `ffmpeg -i clip.mp4 clip/%05d.png`) and give the folder or a list of frames",
-        )
+    if os.path.isfile(path):
+        return VideoFile(path)
     raise UnreadableVisual(path, "clip not found")
 
 
@@ -202,6 +211,9 @@ def visual_problem(
     """
     if isinstance(visual, Image.Image):
         return None
+    if isinstance(visual, VideoFile):
+        reason = video_problem(visual)
+        return None if reason is None else (str(visual), reason)
     if isinstance(visual, (list, tuple)):
         for frame in visual:
             problem = visual_problem(frame, verified)
@@ -231,25 +243,26 @@ def validate_sample(
     return True
 
 
-def convert_records(
+def iter_converted(
     records: Iterable[dict[str, Any]],
     convert: Callable[[dict[str, Any], int], Sample],
     *,
     source: str,
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     limit: int | None = None,
-) -> list[Sample]:
-    """Convert records to samples, drop those with bad visuals, and enforce the skip budget.
+) -> Iterator[tuple[int, Sample]]:
+    """`(record index, sample)` for each record that converts and whose visuals open; the skip budget is
+    enforced once the records are read (or `limit` samples kept).
 
     `convert(record, index)` builds one `Sample` and raises `TheWorldUserError` for a malformed
     record (a wrong record is a data bug the user must see) or `UnreadableVisual` for a visual
-    that cannot be used (counted as a skip). `limit` caps the number of samples returned.
+    that cannot be used (counted as a skip). Only counts are kept, so any number of records streams.
     """
     counter = SkipCounter(max_skip_fraction)
     verified: dict[str, str | None] = {}
-    samples: list[Sample] = []
+    kept = 0
     for index, record in enumerate(records):
-        if limit is not None and len(samples) >= limit:
+        if limit is not None and kept >= limit:
             break
         try:
             sample = convert(record, index)
@@ -257,8 +270,13 @@ def convert_records(
             counter.skip(err.sample_id or f"record #{index}", err.path, err.reason)
             continue
         if validate_sample(sample, counter, verified):
-            samples.append(sample)
+            kept += 1
+            yield index, sample
     counter.raise_if_too_many(source)
     if counter.skipped:
-        logger.info("%s: kept %d samples, skipped %d", source, len(samples), len(counter.skipped))
-    return samples
+        logger.info("%s: kept %d samples, skipped %d", source, kept, len(counter.skipped))
+
+
+def convert_records(records: Iterable[dict[str, Any]], convert: Callable[[dict[str, Any], int], Sample], **kwargs: Any) -> list[Sample]:
+    """The samples of `iter_converted`, as a list."""
+    return [sample for _, sample in iter_converted(records, convert, **kwargs)]

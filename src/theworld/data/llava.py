@@ -7,18 +7,12 @@ item exactly there so the prompt the model trains on matches what the data autho
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator
 from typing import Any
 
-from theworld.data.images import (
-    DEFAULT_MAX_SKIP_FRACTION,
-    naming_sample,
-    resolve_clip,
-    resolve_path,
-)
-from theworld.data.loading import load_file, samples_from_records
+from theworld.data.images import naming_sample, resolve_clip, resolve_path
+from theworld.data.loading import RecordFormat
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -145,34 +139,9 @@ def llava_record_to_sample(
     return Sample(id=sample_id, messages=messages, meta={"format": "llava"})
 
 
-# The `load_samples` hook for `llava` and `cc3m`: records -> validated samples.
-llava_samples = functools.partial(samples_from_records, to_sample=llava_record_to_sample)
-
-
-def load_llava(
-    path: str,
-    image_folder: str | None = None,
-    *,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Load a LLaVA JSON/JSONL file; images are relative to `image_folder` (default: its folder)."""
-    return load_file(
-        path, llava_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
-    )
-
-
-def load_cc3m(
-    path: str,
-    image_folder: str | None = None,
-    *,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """LLaVA-CC3M-Pretrain-595K (`chat.json`, images from `images.zip` in `image_folder`).
-
-    The alignment-stage data is plain LLaVA format (one human turn with `<image>` and a
-    describe-the-image instruction, one gpt turn with the caption; extra fields such as
-    `blip_caption` are ignored), so this only names the data set in configs and code.
-    """
-    return load_llava(path, image_folder, max_skip_fraction=max_skip_fraction, limit=limit)
+# The `load_samples` hook for `llava` and `cc3m`, and its file loader. LLaVA-CC3M-Pretrain-595K
+# (`chat.json`, images from `images.zip` in `image_folder`) is plain LLaVA format (one human turn with
+# `<image>` and a describe-the-image instruction, one gpt turn with the caption; extra fields such as
+# `blip_caption` are ignored), so `load_cc3m` only names the data set.
+llava_samples = RecordFormat(llava_record_to_sample)
+load_llava = load_cc3m = llava_samples.load

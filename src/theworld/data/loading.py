@@ -1,35 +1,34 @@
-"""One entry point for training data: a file or Hub id plus a format name -> `list[Sample]`.
+"""One entry point for training data: a file or Hub id plus a format name -> validated `Sample`s.
 
-Config files name a data source and (optionally) its format; this module reads the records
-(JSON array streamed with ijson, JSON Lines line by line, or a Hub dataset), picks the format's
-converter, and returns validated samples. Format modules build their hooks and `load_<format>`
-functions from `samples_from_records` and `load_file` here; this module imports them lazily so the
-dependency runs one way at import time.
+Config files name a data source and (optionally) its format. Records come from the one reader
+(`theworld.data.records`: JSON array streamed, JSON Lines, parquet, or a Hub dataset); the
+format's `RecordFormat` turns each into a `Sample`, and `iter_converted` validates them. Format
+modules define their `RecordFormat` (the `<format>_samples` hook and its `load`) with the class
+here; this module imports them lazily, by name, so the dependency runs one way at import time.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
-import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import ijson
-
-from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, convert_records
+from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, convert_records, naming_sample
+from theworld.data.records import hub_rows, iter_records, looks_like_hub_id
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
+__all__ = ["FORMATS", "RecordFormat", "detect_format", "iter_records", "load_samples", "looks_like_hub_id", "open_records"]
+
 logger = logging.getLogger(__name__)
 
-# Format name -> "module:hook", the hook taking (records, *, source, image_folder,
-# max_skip_fraction, limit, **options); each is `samples_from_records` bound to the format's
-# converter. Names, not imports, so loading.py can be imported by the format modules.
-_SAMPLERS: dict[str, str] = {
+# Format name -> "module:RecordFormat". Names, not imports, so loading.py can be imported by the format modules.
+_FORMATS: dict[str, str] = {
     "llava": "theworld.data.llava:llava_samples",
     "cc3m": "theworld.data.llava:llava_samples",
     "messages": "theworld.data.messages:messages_samples",
@@ -37,12 +36,7 @@ _SAMPLERS: dict[str, str] = {
     "openspatial": "theworld.data.openspatial:openspatial_samples",
     "vsr": "theworld.data.vsr:vsr_samples",
 }
-FORMATS: tuple[str, ...] = ("auto", *_SAMPLERS)
-
-# `owner/name` or `owner/name:split`; a data file name is never taken for one.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]+)?$")
-_BOM = b"\xef\xbb\xbf"
-_DATA_FILE = re.compile(r"\.(json|jsonl|ndjson|txt|csv|parquet)$", re.IGNORECASE)
+FORMATS: tuple[str, ...] = ("auto", *_FORMATS)
 
 
 def record_id(record: dict[str, Any], index: int, source: str, key: str = "id") -> str:
@@ -53,63 +47,45 @@ def record_id(record: dict[str, Any], index: int, source: str, key: str = "id") 
     return f"{os.path.basename(source)}#{index}"
 
 
-def iter_records(path: str) -> Iterator[dict[str, Any]]:
-    """Yield the records of a JSON array or JSON Lines file, one dict at a time.
+@dataclass(frozen=True)
+class RecordFormat:
+    """One data format: how a record becomes a `Sample`, and how a record without an id is named.
 
-    Arrays are streamed with ijson because some (OpenSpatialDataset, ~30 GB) do not fit in
-    memory. Malformed input raises `TheWorldUserError` naming the file (and line for JSONL).
+    `to_sample(record, image_folder=..., sample_id=..., **options)` builds one `Sample` (options are
+    format-specific, e.g. openspatial's `draw_boxes`); `id_rule(record, index, source)` names it.
+    Calling the format on records gives the validated samples (skips and the skip budget are
+    `iter_converted`'s); `load(path)` reads a local file with it.
     """
-    with open(path, "rb") as handle:
-        first = _first_char(handle)
-        handle.seek(0)
-        if handle.read(3) != _BOM:  # ijson does not skip a BOM itself
-            handle.seek(0)
-        if first == b"[":
-            yield from _array_records(handle, path)
-        else:
-            yield from _jsonl_records(handle, path)
 
+    to_sample: Callable[..., Sample]
+    id_rule: Callable[[dict[str, Any], int, str], str] = record_id
 
-def _first_char(handle: Any) -> bytes:
-    """The first non-blank byte after an optional UTF-8 BOM; it tells an array from JSONL."""
-    head = handle.read(4096)
-    if head.startswith(_BOM):
-        head = head[3:]
-    while head:
-        stripped = head.lstrip()
-        if stripped:
-            return stripped[:1]
-        head = handle.read(4096)
-    return b""
+    def converter(self, *, source: str, image_folder: str | None, **options: Any) -> Callable[[dict[str, Any], int], Sample]:
+        """`convert(record, index) -> Sample`, for records read from `source` (picklable, for dataloader workers)."""
+        return functools.partial(self.convert, source=source, image_folder=image_folder, **options)
 
+    def convert(self, record: dict[str, Any], index: int, *, source: str, image_folder: str | None, **options: Any) -> Sample:
+        sample_id = self.id_rule(record, index, source)
+        with naming_sample(sample_id):  # a skipped visual is logged with the sample it belongs to
+            return self.to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
 
-def _array_records(handle: Any, path: str) -> Iterator[dict[str, Any]]:
-    """Stream the items of a top-level JSON array (floats as float, not Decimal)."""
-    try:
-        for index, item in enumerate(ijson.items(handle, "item", use_float=True)):
-            if not isinstance(item, dict):
-                raise TheWorldUserError(f"{path}: item {index} is not a JSON object")
-            yield item
-    except ijson.JSONError as err:
-        raise TheWorldUserError(f"{path}: not a valid JSON array ({err})") from err
+    def __call__(
+        self,
+        records: Iterable[dict[str, Any]],
+        *,
+        source: str,
+        image_folder: str | None,
+        max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
+        limit: int | None = None,
+        **options: Any,
+    ) -> list[Sample]:
+        convert = self.converter(source=source, image_folder=image_folder, **options)
+        return convert_records(records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit)
 
-
-def _jsonl_records(handle: Any, path: str) -> Iterator[dict[str, Any]]:
-    """Parse one JSON object per non-blank line."""
-    for line_number, raw in enumerate(handle, start=1):
-        line = raw.decode("utf-8").strip()
-        if not line:
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TheWorldUserError(
-                f"{path}:{line_number}: not valid JSON ({err.msg}); expected a JSON array or "
-                f"JSON Lines (one object per line)"
-            ) from err
-        if not isinstance(item, dict):
-            raise TheWorldUserError(f"{path}:{line_number}: not a JSON object")
-        yield item
+    def load(self, path: str, image_folder: str | None = None, **kwargs: Any) -> list[Sample]:
+        """Read a local JSON/JSONL file (images relative to `image_folder`, default its folder). Unlike
+        `load_samples` this neither detects the format nor tries the Hub; an empty file gives no samples."""
+        return self(iter_records(path), source=path, image_folder=image_folder or _folder_of(path), **kwargs)
 
 
 def detect_format(record: dict[str, Any], source: str = "data") -> str:
@@ -131,23 +107,36 @@ def detect_format(record: dict[str, Any], source: str = "data") -> str:
     )
 
 
-def looks_like_hub_id(path_or_id: str) -> bool:
-    """True for `owner/name[:split]` that is not a data file name."""
-    return bool(_HUB_ID.match(path_or_id)) and not _DATA_FILE.search(path_or_id.split(":")[0])
+def record_format(format: str) -> RecordFormat:
+    if format not in FORMATS:
+        raise TheWorldUserError(f"unknown data format {format!r}; valid formats: {', '.join(FORMATS)}")
+    module_name, name = _FORMATS[format].split(":")
+    return getattr(importlib.import_module(module_name), name)
 
 
-def _sampler(format: str) -> Callable[..., list[Sample]]:
-    module_name, function_name = _SAMPLERS[format].split(":")
-    return getattr(importlib.import_module(module_name), function_name)
+def open_records(path_or_id: str) -> tuple[Any, str]:
+    """The records of a data file (streamed) or Hub dataset, and the folder relative image paths start from.
+
+    Raises `TheWorldUserError` for a folder, or a missing file that is not a Hub id.
+    """
+    path_or_id = str(path_or_id)
+    if os.path.exists(path_or_id):
+        if os.path.isdir(path_or_id):
+            raise TheWorldUserError(f"{path_or_id} is a folder; give the JSON/JSONL data file")
+        return iter_records(path_or_id), _folder_of(path_or_id)
+    if looks_like_hub_id(path_or_id):
+        logger.info("loading Hub dataset %s", path_or_id)
+        return hub_rows(path_or_id), os.getcwd()
+    raise TheWorldUserError(f"data file {path_or_id} does not exist (and is not a Hub dataset id owner/name)")
 
 
-def _hub_records(dataset_id: str) -> Iterator[dict[str, Any]]:
-    """Rows of a Hub dataset (`owner/name` or `owner/name:split`, default split `train`)."""
-    import datasets  # heavy; only when a Hub id is asked for
-
-    name, _, split = dataset_id.partition(":")
-    logger.info("loading Hub dataset %s (split %s)", name, split or "train")
-    yield from datasets.load_dataset(name, split=split or "train")
+def first_record(records: Any, source: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The first record, and every record again (the first put back in front)."""
+    records = iter(records)
+    first = next(records, None)
+    if first is None:
+        raise TheWorldUserError(f"{source} holds no records")
+    return first, itertools.chain([first], records)
 
 
 def load_samples(
@@ -158,92 +147,25 @@ def load_samples(
     limit: int | None = None,
     **options: Any,
 ) -> list[Sample]:
-    """Read a data file (or Hub dataset id) in one of `FORMATS` into validated samples.
+    """Read a data file (or Hub dataset id) in one of `FORMATS` into validated samples, in memory.
 
     `image_folder` defaults to the data file's folder (the working directory for a Hub id).
     `options` go to the format's converter (e.g. `draw_boxes=True, cache_dir=...` for
     openspatial). Raises `TheWorldUserError` for an unknown format, a missing file, an empty
-    source, a malformed record, or more skipped samples than `max_skip_fraction` allows.
+    source, a malformed record, or more skipped samples than `max_skip_fraction` allows. Training
+    reads large files without holding them: `theworld.training.dataset.load_dataset`.
     """
-    if format not in FORMATS:
-        raise TheWorldUserError(
-            f"unknown data format {format!r}; valid formats: {', '.join(FORMATS)}"
-        )
-    path_or_id = str(path_or_id)
-    if os.path.exists(path_or_id):
-        if os.path.isdir(path_or_id):
-            raise TheWorldUserError(f"{path_or_id} is a folder; give the JSON/JSONL data file")
-        records: Iterator[dict[str, Any]] = iter_records(path_or_id)
-        default_folder = _folder_of(path_or_id)
-    elif looks_like_hub_id(path_or_id):
-        records = _hub_records(path_or_id)
-        default_folder = os.getcwd()
-    else:
-        raise TheWorldUserError(
-            f"data file {path_or_id} does not exist (and is not a Hub dataset id owner/name)"
-        )
-    first = next(records, None)
-    if first is None:
-        raise TheWorldUserError(f"{path_or_id} holds no records")
-    if format == "auto":
-        format = detect_format(first, path_or_id)
+    fmt = record_format(format) if format != "auto" else None
+    records, default_folder = open_records(path_or_id)
+    first, records = first_record(records, str(path_or_id))
+    if fmt is None:
+        format = detect_format(first, str(path_or_id))
         logger.info("%s: detected format %s", path_or_id, format)
-    return _sampler(format)(
-        itertools.chain([first], records),
-        source=path_or_id,
+        fmt = record_format(format)
+    return fmt(
+        records,
+        source=str(path_or_id),
         image_folder=image_folder if image_folder is not None else default_folder,
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
-        **options,
-    )
-
-
-def samples_from_records(
-    records: Iterable[dict[str, Any]],
-    *,
-    to_sample: Callable[..., Sample],
-    source: str,
-    image_folder: str | None,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-    id_rule: Callable[[dict[str, Any], int, str], str] = record_id,
-    **options: Any,
-) -> list[Sample]:
-    """Convert and validate records of one format: the body of every format's hook.
-
-    `to_sample(record, image_folder=..., sample_id=..., **options)` builds one `Sample` (options
-    are format-specific, e.g. openspatial's `draw_boxes`); `id_rule(record, index, source)` names
-    it, so a format whose records carry no id can name them better than `<file>#<index>`.
-    Skips and the skip budget are `convert_records`'s.
-    """
-
-    def convert(record: dict[str, Any], index: int) -> Sample:
-        sample_id = id_rule(record, index, source)
-        return to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
-
-    return convert_records(
-        records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit
-    )
-
-
-def load_file(
-    path: str,
-    samples: Callable[..., list[Sample]],
-    image_folder: str | None = None,
-    *,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-    **options: Any,
-) -> list[Sample]:
-    """Read a local JSON/JSONL file with one format's hook: what `load_<format>` functions share.
-
-    `image_folder` defaults to the file's folder. Unlike `load_samples` this neither detects the
-    format nor tries the Hub, and an empty file gives no samples rather than an error.
-    """
-    return samples(
-        iter_records(path),
-        source=path,
-        image_folder=image_folder if image_folder is not None else _folder_of(path),
         max_skip_fraction=max_skip_fraction,
         limit=limit,
         **options,

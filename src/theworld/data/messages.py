@@ -8,20 +8,13 @@ a two-turn conversation built with `format_question`, the same prompt evaluation
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
 from PIL import Image
 
-from theworld.data.images import (
-    DEFAULT_MAX_SKIP_FRACTION,
-    decode_image_bytes,
-    naming_sample,
-    resolve_clip,
-    resolve_path,
-)
-from theworld.data.loading import load_file, samples_from_records
+from theworld.data.images import decode_image_bytes, naming_sample, resolve_clip, resolve_path
+from theworld.data.loading import RecordFormat
 from theworld.data.qa import format_question
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
@@ -133,8 +126,9 @@ def _filled(
     return {"type": "image", "image": column_image(value, image_folder, sample_id)}
 
 
-# The `load_samples` hook for `messages`: records -> validated samples.
-messages_samples = functools.partial(samples_from_records, to_sample=messages_record_to_sample)
+# The `load_samples` hook for `messages`, and its file loader.
+messages_samples = RecordFormat(messages_record_to_sample)
+load_messages = messages_samples.load
 
 
 def qa_record_to_sample(
@@ -175,31 +169,6 @@ def question_answer_sample(
     )
 
 
-# The `load_samples` hook for `qa`: records -> validated samples.
-qa_samples = functools.partial(samples_from_records, to_sample=qa_record_to_sample)
-
-
-def load_messages(
-    path: str,
-    image_folder: str | None = None,
-    *,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Load an HF chat JSON/JSONL file; image paths are relative to `image_folder`."""
-    return load_file(
-        path, messages_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
-    )
-
-
-def load_qa(
-    path: str,
-    image_folder: str | None = None,
-    *,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Load a QA JSONL file for training; visuals are relative to `image_folder`."""
-    return load_file(
-        path, qa_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
-    )
+# The `load_samples` hook for `qa`, and its file loader.
+qa_samples = RecordFormat(qa_record_to_sample)
+load_qa = qa_samples.load

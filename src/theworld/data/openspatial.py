@@ -1,4 +1,5 @@
-"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s with one region naming.
+"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s with one region naming; the region
+naming and numbered boxes SpatialRGPT-Bench (evaluation) shares with it.
 
 In the raw data a human turn names regions with `<mask> <depth>` (or `<mask>`), and the gpt
 turn answers with `Region [k]`, k counting the masks of *its own question*: `Region [0]` means a
@@ -19,15 +20,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, features
 
-from theworld.data.images import (
-    CORRUPT_IMAGE_ERRORS,
-    DEFAULT_MAX_SKIP_FRACTION,
-    UnreadableVisual,
-    naming_sample,
-    resolve_path,
-)
+from theworld.data.images import CORRUPT_IMAGE_ERRORS, UnreadableVisual, naming_sample, resolve_path
 from theworld.data.llava import ROLES, conversations_to_messages
-from theworld.data.loading import load_file, record_id, samples_from_records
+from theworld.data.loading import RecordFormat, record_id
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -43,9 +38,17 @@ def default_cache_dir() -> str:
     return os.path.join(base, "theworld", "openspatial_boxes")
 
 
-def renumber_regions(
-    turns: list[dict[str, Any]], sample_id: str
-) -> tuple[list[dict[str, Any]], int]:
+def name_regions(text: str, start: int = 0) -> tuple[str, int]:
+    """Replace each `<mask>` (with an optional `<depth>`) by "Region [k]", k counting from `start`.
+
+    Returns the new text and the number of masks replaced. In SpatialRGPT-Bench k is the mask's
+    position in the question, which is also its index in the row's `bbox` list.
+    """
+    pieces = _MASK.split(text)
+    return pieces[0] + "".join(f"Region [{start + g}]{piece}" for g, piece in enumerate(pieces[1:])), len(pieces) - 1
+
+
+def renumber_regions(turns: list[dict[str, Any]], sample_id: str) -> tuple[list[dict[str, Any]], int]:
     """Rewrite masks and `Region [k]` references to global numbers; also return the mask count.
 
     Each `<mask>` (with an optional following `<depth>`) in a human turn becomes `Region [g]`,
@@ -53,9 +56,7 @@ def renumber_regions(
     index of the k-th mask of the preceding question. An out-of-range k is a data error.
     """
     if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
-        raise TheWorldUserError(
-            f"sample {sample_id}: `conversations` must be a non-empty list of turns"
-        )
+        raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list of turns")
     next_index = 0
     local: list[int] = []  # global indices of the preceding question's masks
     rewritten = []
@@ -65,16 +66,11 @@ def renumber_regions(
         if not isinstance(text, str):
             raise TheWorldUserError(f"sample {sample_id}: a turn has no text `value`: {turn!r}")
         if role == "user":
-            pieces = _MASK.split(text)
-            local = list(range(next_index, next_index + len(pieces) - 1))
-            next_index += len(local)
-            text = pieces[0] + "".join(
-                f"Region [{g}]{piece}" for g, piece in zip(local, pieces[1:], strict=True)
-            )
+            text, count = name_regions(text, next_index)
+            local = list(range(next_index, next_index + count))
+            next_index += count
         elif role == "assistant":
-            text = _REGION.sub(
-                functools.partial(_to_global, local=local, sample_id=sample_id), text
-            )
+            text = _REGION.sub(functools.partial(_to_global, local=local, sample_id=sample_id), text)
         rewritten.append({**turn, "value": text})
     return rewritten, next_index
 
@@ -90,36 +86,39 @@ def _to_global(match: re.Match[str], *, local: list[int], sample_id: str) -> str
     return f"Region [{local[k]}]"
 
 
-def draw_numbered_boxes(image_path: str, boxes: list[list[float]], out_path: str) -> None:
-    """Save a copy of the image with box g outlined and labelled `g` (shared boxes: `0,2`).
+def draw_boxes(image: Image.Image, boxes: list[list[float]]) -> Image.Image:
+    """An RGB copy of `image` with box k outlined and labelled `k` (identical boxes share one outline: `0,2`).
 
-    A region mentioned in two questions has two identical boxes; drawing both labels on one
-    outline keeps the picture readable while every number in the text still points at a box.
+    Boxes are [x1, y1, x2, y2] in pixels, clamped to the image; each distinct box gets the next
+    palette colour and a filled label inside its top-left corner; line width and font size scale
+    with the image. A region mentioned in two questions has two identical boxes: one outline keeps
+    the picture readable while every number in the text still points at a box.
     """
-    with Image.open(image_path) as source:
-        image = source.convert("RGB")
+    image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     width, height = image.size
     font_size = max(12, min(width, height) // 30)
-    font = (
-        ImageFont.load_default(size=font_size)
-        if features.check_module("freetype2")
-        else ImageFont.load_default()
-    )
+    font = ImageFont.load_default(size=font_size) if features.check_module("freetype2") else ImageFont.load_default()
     line = max(2, min(width, height) // 200)
     labels: dict[tuple[float, ...], list[int]] = {}
     for index, box in enumerate(boxes):
-        labels.setdefault(tuple(box), []).append(index)
+        labels.setdefault(tuple(float(v) for v in box), []).append(index)
     for colour_index, (box, numbers) in enumerate(labels.items()):
-        x1, y1, x2, y2 = box
-        x1, x2 = sorted((max(0.0, x1), min(width - 1.0, x2)))
-        y1, y2 = sorted((max(0.0, y1), min(height - 1.0, y2)))
+        x1, x2 = sorted(min(max(v, 0.0), width - 1.0) for v in (box[0], box[2]))
+        y1, y2 = sorted(min(max(v, 0.0), height - 1.0) for v in (box[1], box[3]))
         colour = _COLOURS[colour_index % len(_COLOURS)]
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
         text = ",".join(str(n) for n in numbers)
         left, top, right, bottom = draw.textbbox((x1 + line, y1 + line), text, font=font)
         draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
         draw.text((x1 + line, y1 + line), text, fill="white", font=font)
+    return image
+
+
+def draw_numbered_boxes(image_path: str, boxes: list[list[float]], out_path: str) -> None:
+    """Save a JPEG copy of the image with its numbered boxes (`draw_boxes`), atomically."""
+    with Image.open(image_path) as source:
+        image = draw_boxes(source, boxes)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     partial = f"{out_path}.{os.getpid()}.tmp"
     image.save(partial, format="JPEG", quality=95)
@@ -182,30 +181,8 @@ def openspatial_sample_id(record: dict[str, Any], index: int, source: str) -> st
     return record_id(record, index, source)
 
 
-# The `load_samples` hook for `openspatial`: records -> validated samples; takes the
-# `draw_boxes` and `cache_dir` options of `openspatial_record_to_sample`.
-openspatial_samples = functools.partial(
-    samples_from_records, to_sample=openspatial_record_to_sample, id_rule=openspatial_sample_id
-)
-
-
-def load_openspatial(
-    path: str,
-    image_folder: str | None = None,
-    *,
-    draw_boxes: bool = False,
-    cache_dir: str | None = None,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Stream an OpenSpatialDataset JSON array (ijson) or JSONL; images are `<id>.jpg` files
-    in `image_folder` (default: the data file's folder)."""
-    return load_file(
-        path,
-        openspatial_samples,
-        image_folder,
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
-        draw_boxes=draw_boxes,
-        cache_dir=cache_dir,
-    )
+# The `load_samples` hook for `openspatial` (options: `draw_boxes`, `cache_dir` of
+# `openspatial_record_to_sample`), and its file loader: an OpenSpatialDataset JSON array (streamed)
+# or JSONL, images `<id>.jpg` in `image_folder` (default: the data file's folder).
+openspatial_samples = RecordFormat(openspatial_record_to_sample, openspatial_sample_id)
+load_openspatial = openspatial_samples.load

@@ -8,7 +8,9 @@ One JSON object per line:
      "answer": "left",                        # required for scoring: one of choices, or free text
      "image": "imgs/a.png",                   # optional, or
      "images": ["a.png", "b.png"],            # optional, several images, or
-     "video": ["f0.png", "f1.png", ...],      # optional: a clip as its frames (4k+1 frames)
+     "video": ["f0.png", "f1.png", ...],      # optional: a clip as its frames (4k+1 frames), a folder
+                                              # of frames, or a video file ("clip.mp4": mp4, webm,
+                                              # mov, gif; world_num_frames frames evenly over it)
      "category": "direction"}                 # optional: per-category breakdowns
 
 Paths are relative to an image folder (default: the JSONL file's own folder). Training and

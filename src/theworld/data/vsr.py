@@ -1,26 +1,25 @@
-"""Visual Spatial Reasoning (VSR) JSONL as true/false training conversations.
+"""Visual Spatial Reasoning (VSR): true/false captions about COCO images, for training and evaluation.
 
-Record: `{"image": "000000085637.jpg", "caption": ..., "label": 1|0, "relation", "subj",
-"obj", "image_link"}`. The prompt comes from `vsr_question` + `format_question` with the choices
-`["true", "false"]`, so training and VSR evaluation can share one prompt.
+Record (JSONL, `cambridgeltl/vsr_random` / `vsr_zeroshot`): `{"image": "000000085637.jpg",
+"image_link", "caption", "label": 1|0, "relation", "subj", "obj"}`. Training
+(`vsr_record_to_sample`) and evaluation (`theworld.evaluation.benchmarks.load_vsr`) read a record
+with the same functions here: the question (`vsr_question` + `format_question` with the choices
+`["true", "false"]`), the answer (`vsr_answer`) and the image (`vsr_image`).
 """
 
 from __future__ import annotations
 
-import functools
-import os
+from pathlib import Path
 from typing import Any
 
-from theworld.data.images import DEFAULT_MAX_SKIP_FRACTION, resolve_path
-from theworld.data.loading import load_file, record_id, samples_from_records
+from theworld.data.images import resolve_path
+from theworld.data.loading import RecordFormat, record_id
 from theworld.data.messages import question_answer_sample
 from theworld.data.qa import format_question
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
 VSR_CHOICES = ("true", "false")
-# VSR images come from both COCO 2017 splits; users often point at the COCO root.
-_COCO_SUBFOLDERS = ("", "train2017", "val2017")
 
 
 def vsr_question(caption: str) -> str:
@@ -29,43 +28,35 @@ def vsr_question(caption: str) -> str:
 
 
 def vsr_prompt(caption: str) -> str:
-    """The full user-turn text for a caption, shared with evaluation."""
+    """The full user-turn text for a caption, as evaluation builds it from `vsr_question`."""
     return format_question(vsr_question(caption), list(VSR_CHOICES))
 
 
-def coco_image_path(name: str, image_folder: str | None) -> str:
-    """`image_folder/name`, or the copy under `train2017/` or `val2017/` when that exists.
-
-    When none exists the direct path is returned and validation reports it as missing.
-    """
-    for sub in _COCO_SUBFOLDERS:
-        candidate = resolve_path(os.path.join(sub, name) if sub else name, image_folder)
-        if os.path.isfile(candidate):
-            return candidate
-    return resolve_path(name, image_folder)
+def vsr_answer(label: Any) -> str | None:
+    """"true" for label 1 (or true), "false" for 0 (or false), None for anything else."""
+    return {"1": "true", "true": "true", "0": "false", "false": "false"}.get(str(label).strip().lower())
 
 
-def _answer(label: Any, sample_id: str) -> str:
-    if label in (1, True, "1", "true", "True"):
-        return "true"
-    if label in (0, False, "0", "false", "False"):
-        return "false"
-    raise TheWorldUserError(f"sample {sample_id}: VSR label must be 1 or 0, got {label!r}")
+def vsr_subfolders(record: dict[str, Any]) -> tuple[str, ...]:
+    """Where under the image folder a record's COCO image may be: the folder its link names, then both
+    COCO 2017 splits (VSR draws from both; users often point at the COCO root)."""
+    return (Path(str(record.get("image_link") or "")).parent.name, "train2017", "val2017")
 
 
-def vsr_record_to_sample(
-    record: dict[str, Any], *, image_folder: str | None, sample_id: str
-) -> Sample:
+def vsr_image(record: dict[str, Any], image_folder: str | Path | None) -> str:
+    """The record's COCO image: `image_folder/<name>`, or the copy in one of its `vsr_subfolders`."""
+    return resolve_path(str(record["image"]), image_folder, vsr_subfolders(record))
+
+
+def vsr_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
     """One VSR record -> user (image + true/false question) and assistant ("true"/"false")."""
-    image, caption = record.get("image"), record.get("caption")
-    if not isinstance(image, str) or not isinstance(caption, str):
+    if not isinstance(record.get("image"), str) or not isinstance(record.get("caption"), str):
         raise TheWorldUserError(f"sample {sample_id}: a VSR record needs `image` and `caption`")
-    answer = _answer(record.get("label"), sample_id)
+    answer = vsr_answer(record.get("label"))
+    if answer is None:
+        raise TheWorldUserError(f"sample {sample_id}: VSR label must be 1 or 0, got {record.get('label')!r}")
     meta = {"format": "vsr", **{k: record[k] for k in ("relation", "subj", "obj") if k in record}}
-    user = [
-        {"type": "image", "image": coco_image_path(image, image_folder)},
-        {"type": "text", "text": vsr_prompt(caption)},
-    ]
+    user = [{"type": "image", "image": vsr_image(record, image_folder)}, {"type": "text", "text": vsr_prompt(record["caption"])}]
     return question_answer_sample(sample_id, user, answer, meta)
 
 
@@ -76,20 +67,6 @@ def vsr_sample_id(record: dict[str, Any], index: int, source: str) -> str:
     return record_id(record, index, source)
 
 
-# The `load_samples` hook for `vsr`: records -> validated samples.
-vsr_samples = functools.partial(
-    samples_from_records, to_sample=vsr_record_to_sample, id_rule=vsr_sample_id
-)
-
-
-def load_vsr(
-    path: str,
-    image_folder: str | None = None,
-    *,
-    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
-    limit: int | None = None,
-) -> list[Sample]:
-    """Load a VSR JSONL split; COCO images are looked up in `image_folder` (default: its folder)."""
-    return load_file(
-        path, vsr_samples, image_folder, max_skip_fraction=max_skip_fraction, limit=limit
-    )
+# The `load_samples` hook for `vsr`, and its file loader (COCO images looked up in `image_folder`).
+vsr_samples = RecordFormat(vsr_record_to_sample, vsr_sample_id)
+load_vsr = vsr_samples.load

@@ -33,6 +33,15 @@ logger = logging.getLogger(__name__)
 SYSTEMS = ("gemma_control", "theworld", "theworld_zero_world")
 
 
+class DemoConfigError(TheWorldUserError):
+    """A bad `DemoConfig` field; `field_name` lets the CLI name its own flag instead."""
+
+    def __init__(self, field_name: str, detail: str) -> None:
+        super().__init__(f"{field_name}: {detail}")
+        self.field_name = field_name
+        self.detail = detail
+
+
 @dataclass
 class DemoConfig:
     """Everything that decides the demo's numbers; recorded in results.json."""
@@ -63,12 +72,50 @@ class DemoConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.total_steps < 2:
-            raise TheWorldUserError(f"total_steps must be >= 2, got {self.total_steps}")
-        if not 0.0 <= self.align_fraction < 1.0:
-            raise TheWorldUserError(f"align_fraction must be in [0, 1), got {self.align_fraction}")
+        """Every value is checked here, before anything is written; each error names its field."""
+        from theworld.data.synthetic import SyntheticConfig, SyntheticConfigError, count_multiple
+
+        self.tasks = tuple(self.tasks)
         if (self.model_name_or_path is None) != (self.cosmos_model_name is None):
-            raise TheWorldUserError("give both --model and --cosmos-model-name, or neither (tiny offline models)")
+            raise DemoConfigError("cosmos_model_name", "give both --model and --cosmos-model-name, or neither (tiny offline models)")
+        try:
+            synthetic = SyntheticConfig(
+                image_size=self.image_size, num_frames=self.num_frames, tasks=self.tasks, seed=self.seed
+            )
+        except SyntheticConfigError as err:
+            raise DemoConfigError(err.field_name, err.detail) from None
+        multiple = count_multiple(synthetic)
+        for name in ("n_train", "n_heldout"):
+            count = getattr(self, name)
+            if count <= 0 or count % multiple:
+                raise DemoConfigError(
+                    name, f"must be a positive multiple of {multiple} ({len(self.tasks)} task(s) x 2 answers), got {count}"
+                )
+        if self.total_steps < 2:
+            raise DemoConfigError("total_steps", f"must be >= 2 (align and finetune share them), got {self.total_steps}")
+        if not 0.0 <= self.align_fraction < 1.0 or self.align_steps >= self.total_steps:
+            raise DemoConfigError(
+                "align_fraction",
+                f"must be in [0, 1) and leave finetune at least one of the {self.total_steps} steps, got {self.align_fraction}",
+            )
+        for name in ("batch_size", "eval_batch_size", "n_boot"):
+            if getattr(self, name) < 1:
+                raise DemoConfigError(name, f"must be positive, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise DemoConfigError("learning_rate", f"must be positive, got {self.learning_rate}")
+        if self.threads is not None and self.threads < 1:
+            raise DemoConfigError("threads", f"must be positive, got {self.threads}")
+        self._check_world_settings()
+
+    def _check_world_settings(self) -> None:
+        """The model's own rule (`WorldGeometry.check`), reported as the field it names."""
+        from theworld.model.configuration import WorldGeometry
+
+        try:
+            WorldGeometry(self.world_image_size, self.world_tokens_per_frame).check()
+        except ValueError as err:
+            name = "world_tokens_per_frame" if str(err).startswith("world_tokens_per_frame") else "world_image_size"
+            raise DemoConfigError(name, str(err)) from None
 
     @property
     def align_steps(self) -> int:
@@ -100,10 +147,8 @@ def prepare_data(config: DemoConfig, out: Path) -> tuple[Path, Path]:
     return Path(train), Path(heldout)
 
 
-def train_config(config: DemoConfig, **values: Any):
-    """A validated `TrainConfig` with the demo's shared budget and the given stage-specific values."""
-    from theworld.training.config import build_config
-
+def train_values(config: DemoConfig, **values: Any) -> dict[str, Any]:
+    """The config keys of one run: the demo's shared budget and the given stage-specific values."""
     base = dict(
         train_data_format="qa",
         per_device_train_batch_size=config.batch_size,
@@ -120,15 +165,22 @@ def train_config(config: DemoConfig, **values: Any):
     base.update(values)
     # Ten or more loss points per stage for the curves, at most one every 10 steps.
     base.setdefault("logging_steps", max(1, min(10, int(base.get("max_steps", 10)) // 10)))
-    return build_config(base)
+    return base
 
 
-def build_latent_cache(train_cfg, heldout: Path) -> None:
-    """Encode every train and held-out clip once (the `cache-latents` command on this config)."""
+def train_config(config: DemoConfig, **values: Any):
+    """A validated `TrainConfig` from `train_values`."""
+    from theworld.training.config import build_config
+
+    return build_config(train_values(config, **values))
+
+
+def build_latent_cache(values: dict[str, Any], heldout: Path) -> None:
+    """Encode every train and held-out clip once (the `cache-latents` command on this run's config keys)."""
     from theworld.cli.main import main
 
-    path = Path(train_cfg.output_dir).parent / "cache_config.json"
-    path.write_text(json.dumps({**train_cfg.to_dict(), "eval_data": str(heldout), "eval_data_format": "qa"}, indent=2))
+    path = Path(values["output_dir"]).parent / "cache_config.json"
+    path.write_text(json.dumps({**values, "eval_data": str(heldout), "eval_data_format": "qa"}, indent=2))
     code = main(["cache-latents", "--config", str(path)])
     if code:
         raise TheWorldUserError(f"cache-latents failed (exit {code}); see the log above")
@@ -147,9 +199,10 @@ def run_training(config: DemoConfig, gemma: str, cosmos: str, train_data: Path, 
                            output_dir=str(runs / "gemma_control"))
     histories["gemma_control"] = [_history(train(control), "finetune", 0)]
 
-    align = train_config(config, **common, enable_world=True, stage="align", max_steps=config.align_steps,
-                         output_dir=str(runs / "theworld_align"), latent_cache_dir=cache_dir)
-    build_latent_cache(align, heldout)
+    align_values = train_values(config, **common, enable_world=True, stage="align", max_steps=config.align_steps,
+                                output_dir=str(runs / "theworld_align"), latent_cache_dir=cache_dir)
+    align = train_config(config, **align_values)
+    build_latent_cache(align_values, heldout)
     stages = []
     source = gemma
     if config.align_steps > 0:
@@ -200,8 +253,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
-    if out.exists() and any(out.iterdir()):
-        raise TheWorldUserError(f"output folder {out} is not empty: the demo starts from scratch (remove it or pick another)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DemoConfigError("output_dir", f"{out} is not an empty folder: the demo starts from scratch (remove it or pick another)")
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     timings: dict[str, float] = {}

@@ -18,17 +18,20 @@ with box k drawn and numbered k on the image (`draw_region_boxes`).
 from __future__ import annotations
 
 import ast
-import io
-import json
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, features
+from PIL import Image
 
+from theworld.data.images import UnreadableVisual, decode_image_bytes, resolve_clip, resolve_path
+from theworld.data.openspatial import draw_boxes, name_regions
+from theworld.data.records import hub_rows, iter_rows, looks_like_hub_id
+from theworld.data.vsr import VSR_CHOICES, vsr_answer, vsr_question, vsr_subfolders
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.parsing import parse_clock, parse_quantity
@@ -47,63 +50,19 @@ HUB_SOURCES: dict[str, str] = {
 }
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")
-_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 # Drawn SpatialRGPT images are kept in memory; Gemma sees 896x896 and the VAE less, so a
 # longer side above this only costs memory (1406 full-size images would take several GB).
 MAX_DRAWN_SIDE = 1024
-# The colour order of training's boxed images (theworld.data.openspatial), so both look alike.
-_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
 
 
-# ---------------------------------------------------------------------------- reading rows
-
-
-def _looks_like_hub_id(data: str) -> bool:
-    """`owner/name` with no file suffix and no local-path prefix; anything else is a local path."""
-    if data.startswith(("/", ".", "~")) or data.lower().endswith(_SUFFIXES):
-        return False
-    return _HUB_ID_RE.fullmatch(data) is not None
+# ---------------------------------------------------------------------------- reading rows (theworld.data.records)
 
 
 def _read_file(path: Path, limit: int | None) -> list[Row]:
-    suffix = path.suffix.lower()
-    rows: list[Any] = []
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if limit is not None and len(rows) >= limit:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((f"{path}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise TheWorldUserError(f"{path}:{lineno}: not valid JSON ({err})") from err
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise TheWorldUserError(f"{path}: not valid JSON ({err})") from err
-        if not isinstance(data, list):
-            raise TheWorldUserError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-        rows = [(f"{path} row {i}", rec) for i, rec in enumerate(data[:limit] if limit is not None else data)]
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as err:
-            raise TheWorldUserError(f"{path}: unreadable parquet file ({err})") from err
-        if limit is not None:
-            table = table.slice(0, limit)
-        rows = [(f"{path} row {i}", rec) for i, rec in enumerate(table.to_pylist())]
-    else:
+    if path.suffix.lower() not in _SUFFIXES:
         raise TheWorldUserError(f"{path}: unsupported file type (expected one of {', '.join(_SUFFIXES)})")
-    for where, rec in rows:
-        if not isinstance(rec, dict):
-            raise TheWorldUserError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    return rows
+    return list(islice(iter_rows(path), limit))
 
 
 def _split_files(folder: Path, config: str | None, split: str | None) -> list[Path]:
@@ -120,16 +79,7 @@ def _split_files(folder: Path, config: str | None, split: str | None) -> list[Pa
 
 
 def _read_hub(data: str, config: str | None, split: str | None, limit: int | None) -> list[Row]:
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(data, name=config, split=split)
-    except (OSError, ValueError) as err:  # not found, offline, bad config/split
-        raise TheWorldUserError(
-            f"could not load Hub dataset {data!r} (config {config!r}, split {split!r}): {err}"
-        ) from err
-    records = islice(dataset, limit) if limit is not None else dataset
-    return [(f"{data}[{split}] row {i}", dict(rec)) for i, rec in enumerate(records)]
+    return [(f"{data}[{split}] row {i}", dict(rec)) for i, rec in enumerate(islice(hub_rows(data, config, split), limit))]
 
 
 def read_rows(data: str, config: str | None, split: str | None, limit: int | None) -> tuple[list[Row], Path | None]:
@@ -144,7 +94,7 @@ def read_rows(data: str, config: str | None, split: str | None, limit: int | Non
         for file in _split_files(path, config, split):
             rows.extend(_read_file(file, None if limit is None else limit - len(rows)))
         return rows, path.resolve()
-    if _looks_like_hub_id(data):
+    if looks_like_hub_id(data):
         return _read_hub(data, config, split, limit), None
     raise TheWorldUserError(f"{data}: no such file or folder (and it is not a Hub id such as 'owner/name')")
 
@@ -169,45 +119,30 @@ def _literal(value: Any, key: str, where: str) -> Any:
         raise TheWorldUserError(f"{where}: field {key!r} is not a readable literal: {value[:80]!r}") from err
 
 
-def _resolve_path(name: str, folder: Path | None, where: str, subdirs: Sequence[str] = ()) -> str:
-    """An existing absolute image path: `name` itself, or under `folder` (or its `subdirs`)."""
-    path = Path(name).expanduser()
-    if path.is_absolute():
-        candidates = [path]
-    elif folder is None:
-        raise TheWorldUserError(f"{where}: image {name!r} is a relative path and no image folder was given")
-    else:
-        candidates = [folder / path] + [folder / sub / path for sub in subdirs]
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate.resolve())
-    raise TheWorldUserError(f"{where}: image not found: {', '.join(str(c) for c in candidates)}")
-
-
-def _decode(data: bytes, where: str) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except OSError as err:  # includes PIL.UnidentifiedImageError
-        raise TheWorldUserError(f"{where}: embedded image cannot be decoded ({err})") from err
-    return image
-
-
-def _visual(value: Any, folder: Path | None, where: str, subdirs: Sequence[str] = ()) -> Image.Image | str:
-    """A PIL image (embedded: PIL, bytes, or parquet's {"bytes", "path"}) or an absolute path."""
+def _visual(value: Any, folder: Path | None, where: str, subfolders: Sequence[str] = ()) -> Image.Image | str:
+    """A PIL image (embedded: PIL, bytes, or parquet's {"bytes", "path"}) or the absolute path of an existing file."""
+    if isinstance(value, dict):
+        if not value.get("bytes") and not value.get("path"):
+            raise TheWorldUserError(f"{where}: image record has neither bytes nor path")
+        value = value.get("bytes") or str(value["path"])
     if isinstance(value, Image.Image):
         return value
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return _decode(value["bytes"], where)
-        if value.get("path"):
-            return _resolve_path(str(value["path"]), folder, where, subdirs)
-        raise TheWorldUserError(f"{where}: image record has neither bytes nor path")
     if isinstance(value, (bytes, bytearray)):
-        return _decode(bytes(value), where)
-    if isinstance(value, str) and value.strip():
-        return _resolve_path(value, folder, where, subdirs)
-    raise TheWorldUserError(f"{where}: unusable image value of type {type(value).__name__}")
+        try:
+            return decode_image_bytes(bytes(value), where)
+        except UnreadableVisual as err:
+            raise TheWorldUserError(f"{where}: embedded image cannot be decoded ({err.reason})") from err
+    if not isinstance(value, str) or not value.strip():
+        raise TheWorldUserError(f"{where}: unusable image value of type {type(value).__name__}")
+    if folder is None and not os.path.isabs(os.path.expanduser(value)):
+        raise TheWorldUserError(f"{where}: image {value!r} is a relative path and no image folder was given")
+    try:
+        path = resolve_path(value, folder, subfolders)  # the rule training data follows
+    except UnreadableVisual as err:
+        raise TheWorldUserError(f"{where}: image path {err.path!r} {err.reason}; or use --image-folder") from err
+    if not os.path.isfile(path):
+        raise TheWorldUserError(f"{where}: image not found: {path}")
+    return str(Path(path).resolve())
 
 
 def _open_rgb(visual: Image.Image | str, where: str) -> Image.Image:
@@ -308,18 +243,6 @@ def load_blink_spatial_relation(
 
 # ---------------------------------------------------------------------------- VSR
 
-VSR_TEMPLATE = 'Is this statement about the image true or false? "{caption}"'
-
-
-def _vsr_label(raw: Any, where: str) -> str:
-    text = str(raw).strip().lower()
-    if text in ("1", "true"):
-        return "true"
-    if text in ("0", "false"):
-        return "false"
-    raise TheWorldUserError(f"{where}: label must be 1/0 (or true/false), got {raw!r}")
-
-
 def load_vsr(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
@@ -335,16 +258,17 @@ def load_vsr(
     items = []
     for index, (where, row) in enumerate(rows):
         image = _require(row, "image", where)
-        link_dir = Path(str(row.get("image_link") or "")).parent.name
-        subdirs = [d for d in (link_dir, "train2017", "val2017") if d]
+        answer = vsr_answer(_require(row, "label", where))
+        if answer is None:
+            raise TheWorldUserError(f"{where}: label must be 1/0 (or true/false), got {row['label']!r}")
         stem = Path(image).stem if isinstance(image, str) else "image"
         items.append(
             EvalItem(
                 id=f"{index:05d}-{stem}",
-                question=VSR_TEMPLATE.format(caption=str(_require(row, "caption", where)).strip()),
-                choices=["true", "false"],
-                answer=_vsr_label(_require(row, "label", where), where),
-                visuals=[_visual(image, folder, where, subdirs)],
+                question=vsr_question(str(_require(row, "caption", where))),
+                choices=list(VSR_CHOICES),
+                answer=answer,
+                visuals=[_visual(image, folder, where, vsr_subfolders(row))],
                 category=row.get("relation"),
                 kind="choice",
                 meta={"benchmark": "vsr", "subj": row.get("subj"), "obj": row.get("obj"), "image": image},
@@ -355,62 +279,15 @@ def load_vsr(
 
 # ---------------------------------------------------------------------------- SpatialRGPT-Bench
 
-_MASK_RE = re.compile(r"<mask>(?:\s*<depth>)?")
 _REGION_NAME_RE = re.compile(r"Region \[(\d+)\]")
 _TWO_REGION_CHOICE_RE = re.compile(r"Region \[\d+\],? or Region \[\d+\]")
 
 
-def name_regions(text: str) -> tuple[str, int]:
-    """Replace each `<mask>` (with an optional `<depth>`) by "Region [k]", k counting from 0.
-
-    k is the mask's position in the text, which is also its index in the row's `bbox` list, so
-    the text, the drawn labels and the reference answers (which already say "Region [k]") agree.
-    Returns the new text and the number of masks replaced.
-    """
-    count = 0
-
-    def region(_: re.Match[str]) -> str:
-        nonlocal count
-        count += 1
-        return f"Region [{count - 1}]"
-
-    return _MASK_RE.sub(region, text), count
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    if features.check_module("freetype2"):
-        return ImageFont.load_default(size=size)
-    return ImageFont.load_default()  # bitmap font: fixed size, still legible
-
-
 def draw_region_boxes(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Image:
-    """A copy of `image` with box k outlined and labelled with its number k ("Region [k]").
-
-    Same marks as training's boxed OpenSpatial images (`theworld.data.openspatial`), so a model
-    tuned on those sees the same kind of picture here: boxes are [x1, y1, x2, y2] in pixels,
-    clamped to the image; each distinct box gets the next palette colour and a filled label with
-    its number inside its top-left corner; identical boxes share one outline labelled "0,1".
-    Line width and font size scale with the image. The copy is then shrunk so its longer side is
-    at most `MAX_DRAWN_SIDE` (boxes are drawn first, at full resolution).
-    """
-    out = image.convert("RGB")
-    draw = ImageDraw.Draw(out)
-    width, height = out.size
-    line = max(2, min(width, height) // 200)
-    font = _font(max(12, min(width, height) // 30))
-    groups: dict[tuple[float, ...], list[int]] = {}
-    for k, box in enumerate(boxes):
-        groups.setdefault(tuple(float(v) for v in box), []).append(k)
-    for colour_index, (box, numbers) in enumerate(groups.items()):
-        x1, x2 = sorted(min(max(v, 0.0), width - 1.0) for v in (box[0], box[2]))
-        y1, y2 = sorted(min(max(v, 0.0), height - 1.0) for v in (box[1], box[3]))
-        colour = _PALETTE[colour_index % len(_PALETTE)]
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=line)
-        anchor = (x1 + line, y1 + line)
-        text = ",".join(str(k) for k in numbers)
-        left, top, right, bottom = draw.textbbox(anchor, text, font=font)
-        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
-        draw.text(anchor, text, fill="white", font=font)
+    """A copy of `image` with box k outlined and labelled with its number k ("Region [k]"): the marks of
+    training's boxed OpenSpatial images (`theworld.data.openspatial.draw_boxes`), then shrunk so its
+    longer side is at most `MAX_DRAWN_SIDE` (boxes are drawn first, at full resolution)."""
+    out = draw_boxes(image, [list(box) for box in boxes])
     if max(out.size) > MAX_DRAWN_SIDE:
         out.thumbnail((MAX_DRAWN_SIDE, MAX_DRAWN_SIDE), Image.Resampling.LANCZOS)
     return out
@@ -549,8 +426,14 @@ def load_jsonl(
             value = row.get(key)
             if value is None:
                 continue
+            if key == "video" and isinstance(value, str) and value.strip():  # a video file or a folder of frames
+                try:
+                    visuals.append(resolve_clip(value, folder))
+                except UnreadableVisual as err:
+                    raise TheWorldUserError(f"{where}: clip {err}") from err
+                continue
             if not isinstance(value, list) or not value:
-                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths")
+                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths (or, for 'video', a video file)")
             paths = [_visual(v, folder, where) for v in value]
             visuals.extend(paths if key == "images" else [paths])
         answer = row.get("answer")

@@ -56,48 +56,34 @@ class Pair:
     p_mcnemar: float | None  # None when scores are not right/wrong
 
 
-def _score(value: Any, where: str) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
-        return float(value)
-    raise TheWorldUserError(f"{where}: 'correct' must be true/false or a number in [0, 1], got {value!r}")
-
-
 def _read_predictions(path: Path) -> dict[str, float]:
+    """id -> score in [0, 1] ('correct' true/false, or a number) of every line of predictions.jsonl."""
     if not path.is_file():
         raise TheWorldUserError(f"{path}: missing (expected one JSON line per evaluated item)")
     scores: dict[str, float] = {}
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise TheWorldUserError(f"{where}: not valid JSON ({err})") from err
-            if not isinstance(record, dict) or "id" not in record or "correct" not in record:
-                raise TheWorldUserError(f"{where}: each line needs 'id' and 'correct'")
-            item_id = str(record["id"])
-            if item_id in scores:
-                raise TheWorldUserError(f"{where}: duplicate id {item_id!r}")
-            scores[item_id] = _score(record["correct"], where)
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        where = f"{path}:{lineno}"
+        record = _json(line, where) if line.strip() else None
+        if record is None:
+            continue
+        if not isinstance(record, dict) or "id" not in record or "correct" not in record:
+            raise TheWorldUserError(f"{where}: each line needs 'id' and 'correct'")
+        value, item_id = record["correct"], str(record["id"])
+        if not isinstance(value, (bool, int, float)) or not 0.0 <= value <= 1.0:
+            raise TheWorldUserError(f"{where}: 'correct' must be true/false or a number in [0, 1], got {value!r}")
+        if item_id in scores:
+            raise TheWorldUserError(f"{where}: duplicate id {item_id!r}")
+        scores[item_id] = float(value)
     if not scores:
         raise TheWorldUserError(f"{path}: no predictions")
     return scores
 
 
-def _read_metrics(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise TheWorldUserError(f"{path}: missing (expected accuracy, n, ci95, control, model)")
+def _json(text: str, where: str) -> Any:
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise TheWorldUserError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(metrics, dict):
-        raise TheWorldUserError(f"{path}: expected a JSON object")
-    return metrics
+        raise TheWorldUserError(f"{where}: not valid JSON ({err})") from err
 
 
 def load_run(path: str | Path, n_boot: int = 2000, seed: int = 0) -> Run:
@@ -106,7 +92,12 @@ def load_run(path: str | Path, n_boot: int = 2000, seed: int = 0) -> Run:
     if not folder.is_dir():
         raise TheWorldUserError(f"{folder}: not a run folder")
     scores = _read_predictions(folder / "predictions.jsonl")
-    metrics = _read_metrics(folder / "metrics.json")
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file():
+        raise TheWorldUserError(f"{metrics_file}: missing (expected accuracy, n, ci95, control, model)")
+    metrics = _json(metrics_file.read_text(encoding="utf-8"), str(metrics_file))
+    if not isinstance(metrics, dict):
+        raise TheWorldUserError(f"{metrics_file}: expected a JSON object")
     mean = sum(scores.values()) / len(scores)
     accuracy = float(metrics.get("accuracy", mean))
     n = int(metrics.get("n", len(scores)))

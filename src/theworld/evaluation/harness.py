@@ -1,38 +1,28 @@
 """The evaluation harness: items in, a model run under a control, predictions and metrics out.
 
 `evaluate(items, model, processor, output_dir, settings)` scores every item and writes
+predictions.jsonl (scored items), unscored.jsonl (unjudged or without a reference answer, kept out
+of accuracy), metrics.json and run.json (the run's identity); docs/evaluation.md lists the fields.
+Runs resume: finished items are skipped (a half-written last line is redone), and a folder holding
+a different run is refused rather than mixed.
 
-- `predictions.jsonl`: one line per *scored* item (id, kind, category, prediction, target,
-  correct, `scores` {choice: log-likelihood} for choice items, `generation` for free-form ones);
-- `unscored.jsonl`: items that got a prediction but no verdict: free-form answers with no judge
-  configured ("unjudged") and items whose split hides the answer ("no reference answer"). They
-  are kept out of predictions.jsonl so that accuracy, `n` and paired comparisons (`theworld
-  compare`) only ever see right/wrong items, and are counted separately in the metrics;
-- `metrics.json`: accuracy, n, ci95 (bootstrap), per-category and per-kind breakdowns, counts of
-  unjudged items, run identity, settings, wall time and the world tokens the model received;
-- `run.json`: the run's identity, checked on resume.
-
-Runs are resumable: items already in predictions.jsonl / unscored.jsonl are skipped and new ones
-appended (a half-written last line from a crash is dropped and redone). A folder holding a
-different run (other model, control, data, ...) is refused rather than mixed.
-
-Honesty check. An earlier public attempt at this design reported "world" numbers from runs that
-never passed world inputs. Here, for every world-enabled control (none, zero-world,
-shuffled-world), the harness derives from each item's visuals how many world tokens its prompt
-must hold (`expected_world_tokens`) and refuses a prompt that holds a different number; after
-every batch and at the end it checks that the model's own counters (`world_forward_count`,
-`world_token_count`) grew by exactly what was fed. A world-off run checks the opposite (no world
-tokens anywhere). Any mismatch raises `WorldInputsMissingError`: no numbers are produced.
+Honesty check: an earlier public attempt at this design reported "world" numbers from runs that
+never passed world inputs. For every world-enabled control the harness derives from each item's
+visuals the world tokens its prompt must hold (`expected_world_tokens`), refuses a prompt that
+holds another number, and after every batch checks that what reached the world projector,
+counted by a forward hook it registers (`count_world_usage`), grew by exactly what was fed. A
+world-off run checks the opposite. A mismatch raises `WorldInputsMissingError`: no numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,14 +89,46 @@ def expected_world_tokens(item: EvalItem, config: Any) -> int:
     return sum(config.world_tokens_for_frames(frames) for frames in visual_signature(item))
 
 
-class WorldAudit:
-    """Compares the model's world counters with what the harness fed and what the items need."""
+@dataclass
+class WorldUsage:
+    """What reached the world path: forwards whose world projector ran, and the world tokens it produced."""
 
-    def __init__(self, model: torch.nn.Module, world_run: bool) -> None:
-        self.model = model
+    world_forward_count: int = 0
+    world_token_count: int = 0
+
+
+@contextlib.contextmanager
+def count_world_usage(model: torch.nn.Module) -> Iterator[WorldUsage]:
+    """Within the block, a forward hook on the world projector counts what the model received.
+
+    The projector runs once per forward that carries world inputs, on (items, tokens, hidden); a
+    model without one (world off) can receive none. The hook is removed on exit.
+    """
+    usage = WorldUsage()
+    projector = getattr(model, "world_projector", None)
+    if projector is None:
+        yield usage
+        return
+
+    def count(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        usage.world_forward_count += 1
+        usage.world_token_count += output.shape[0] * output.shape[1]
+
+    handle = projector.register_forward_hook(count)
+    try:
+        yield usage
+    finally:
+        handle.remove()
+
+
+class WorldAudit:
+    """Compares what reached the world path (`usage`) with what the harness fed and the items need."""
+
+    def __init__(self, usage: WorldUsage, world_run: bool) -> None:
+        self.usage = usage
         self.world_run = world_run
-        self.start_forwards = int(getattr(model, "world_forward_count", 0))
-        self.start_tokens = int(getattr(model, "world_token_count", 0))
+        self.start_forwards = usage.world_forward_count
+        self.start_tokens = usage.world_token_count
         self.feed = WorldFeed()
         self.required_tokens = 0  # sum over rows of each row's item's expected world tokens
 
@@ -114,8 +136,8 @@ class WorldAudit:
         self.required_tokens += tokens
 
     def seen(self) -> tuple[int, int]:
-        forwards = int(getattr(self.model, "world_forward_count", 0)) - self.start_forwards
-        tokens = int(getattr(self.model, "world_token_count", 0)) - self.start_tokens
+        forwards = self.usage.world_forward_count - self.start_forwards
+        tokens = self.usage.world_token_count - self.start_tokens
         return forwards, tokens
 
     def verify(self) -> None:
@@ -132,11 +154,11 @@ class WorldAudit:
             problems.append(f"the items need {self.required_tokens} world tokens but {self.feed.tokens} were fed")
         if tokens != self.required_tokens:
             problems.append(
-                f"the model's world_token_count grew by {tokens}, expected {self.required_tokens}"
+                f"the world projector's world_token_count grew by {tokens}, expected {self.required_tokens}"
             )
         if forwards != self.feed.forwards:
             problems.append(
-                f"the model's world_forward_count grew by {forwards}, expected {self.feed.forwards} "
+                f"the world projector's world_forward_count grew by {forwards}, expected {self.feed.forwards} "
                 "(one per forward with world inputs)"
             )
         if problems:
@@ -163,7 +185,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
-    """Records of a jsonl output file; a half-written last line (crash mid-write) is cut off."""
+    """Records of a jsonl output file, made safe to append to.
+
+    A crash can leave the last line without its newline: cut mid-record (not valid JSON: dropped,
+    that item runs again) or whole but unterminated (kept, and its newline added). Either way
+    the file ends with a newline before anything is appended, so no record is ever glued to the
+    previous one.
+    """
     if not path.is_file():
         return []
     text = path.read_text(encoding="utf-8")
@@ -183,6 +211,11 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict) or "id" not in record:
             raise TheWorldUserError(f"{path}:{lineno}: each line needs an 'id'")
         records.append(record)
+    else:
+        if text and not text.endswith("\n"):
+            logger.warning("%s: the last record lacked its newline (interrupted write); newline added", path)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write("\n")
     return records
 
 
@@ -484,16 +517,17 @@ def evaluate(
         logger.info("resuming in %s: %d items done, %d to go", out, len(done), len(pending))
 
     model.eval()
-    audit = WorldAudit(model, world_run)
-    writer = _Writer(out)
+    audit = WorldAudit(WorldUsage(), world_run)
     runner = _Runner(items, model, processor, settings, judge, audit)
     started = time.perf_counter()
     choice_items = [i for i in pending if items[i].kind == "choice"]
     free_items = [i for i in pending if items[i].kind != "choice"]
     work = [(runner.run_choices, g) for g in _groups(choice_items, items, settings.batch_size, lambda it: len(it.choices))]
     work += [(runner.run_generation, g) for g in _groups(free_items, items, settings.batch_size, lambda it: 1)]
+    writer = _Writer(out)
     try:
-        with control_context(model, settings.control), tqdm(
+        # The audit reads the hook's counter, which starts at 0 as its placeholder did.
+        with count_world_usage(model) as audit.usage, control_context(model, settings.control), tqdm(
             total=len(pending), desc=f"eval ({settings.control})", unit="item"
         ) as progress:
             for run, group in work:

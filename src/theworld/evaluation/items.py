@@ -21,6 +21,7 @@ from typing import Any, Literal
 from theworld.data.qa import format_question
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
+from theworld.processing.video import VideoFile
 
 Kind = Literal["choice", "numeric", "clock", "qualitative_free"]
 KINDS: tuple[str, ...] = ("choice", "numeric", "clock", "qualitative_free")
@@ -30,8 +31,8 @@ KINDS: tuple[str, ...] = ("choice", "numeric", "clock", "qualitative_free")
 class EvalItem:
     """A benchmark question with its visuals and reference answer.
 
-    `visuals` holds, in prompt order, absolute image paths, `PIL.Image`s, or lists of frames (a
-    clip). `answer` is None only where the benchmark split withholds answers (e.g. BLINK test).
+    `visuals` holds, in prompt order, absolute image paths, `PIL.Image`s, or clips: lists of
+    frames or a `VideoFile` (a video file path). `answer` is None only where the benchmark split withholds answers (e.g. BLINK test).
     `meta` keeps benchmark-specific fields (original answer sentence, parsed target, ...).
     """
 
@@ -68,7 +69,9 @@ def to_sample(item: EvalItem, answer: str | None = None) -> Sample:
     """
     content: list[dict[str, Any]] = []
     for visual in item.visuals:
-        if isinstance(visual, (list, tuple)):
+        if isinstance(visual, VideoFile):
+            content.append({"type": "video", "video": visual})
+        elif isinstance(visual, (list, tuple)):
             content.append({"type": "video", "video": list(visual)})
         else:
             content.append({"type": "image", "image": visual})

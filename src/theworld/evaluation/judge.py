@@ -6,13 +6,22 @@ uses only the standard library (urllib), so a local vLLM / llama.cpp server or a
 judge without a new dependency. The judge must answer `{"correct": true|false, "reason": ...}`;
 anything else raises `JudgeError` carrying the raw reply, never a guessed verdict, so a flaky
 judge cannot quietly bias a result.
+
+Credentials never reach a message or a log: user:password in the URL is sent as HTTP Basic auth
+and shown as `***`, secret-looking query parameters are masked, and every error text (a reply
+may echo the request's `Authorization` header) has the key, the password and any
+`Authorization`/`Bearer` value replaced by `[REDACTED]` (`redact`).
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import logging
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +37,40 @@ SYSTEM_PROMPT = (
     "must name the same object). Reply with a JSON object only: "
     '{"correct": true or false, "reason": "<one short sentence>"}.'
 )
+
+
+REDACTED = "[REDACTED]"
+_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|auth|signature|sig)", re.IGNORECASE)
+# `Authorization: Bearer abc`, `"authorization": "Basic abc"`, `Bearer abc` alone
+_AUTH_VALUE = re.compile(
+    r"""(authorization["']?\s*[:=]\s*["']?)(?:(bearer|basic|token)\s+)?[^\s"',;}]+""", re.IGNORECASE
+)
+_BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with every given secret and any Authorization/Bearer value replaced by [REDACTED]."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _AUTH_VALUE.sub(lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + REDACTED, text)
+    return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+
+
+def split_url_credentials(url: str) -> tuple[str, str | None, str | None, str]:
+    """(url without user:password, user, password, url safe to print: userinfo and secret query values as ***)."""
+    parts = urllib.parse.urlsplit(url)
+    user, password = parts.username, parts.password
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # IPv6 literal
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    shown_query = "&".join(f"{k}=***" if _SECRET_QUERY.search(k) else f"{k}={v}" for k, v in query)
+    shown_netloc = ("***@" if user is not None or password is not None else "") + netloc
+    shown = urllib.parse.urlunsplit(parts._replace(netloc=shown_netloc, query=shown_query))
+    return clean, user, password, shown
 
 
 class JudgeError(TheWorldUserError):
@@ -84,9 +127,24 @@ class OpenAIJudge:
         timeout: float = 60.0,
         max_tokens: int = 256,
     ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        parts = urllib.parse.urlsplit(base_url)  # the path gets /chat/completions, before any query
+        full = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
+        url, user, password, shown = split_url_credentials(full)
+        if (user or password) and api_key:
+            raise TheWorldUserError(
+                f"the judge at {shown} got credentials twice (user:password in the URL and an API key): give one"
+            )
+        self.url = url  # what requests go to: no user:password in it
+        self.shown_url = shown  # what messages print
         self.model = model
         self.api_key = api_key
+        self._basic = None
+        if user or password:
+            self._basic = base64.b64encode(f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}".encode()).decode()
+        query_secrets = tuple(v for k, v in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query) if _SECRET_QUERY.search(k))
+        self._secrets = tuple(
+            s for s in (api_key, password, urllib.parse.unquote(password or ""), self._basic, *query_secrets) if s
+        )
         self.timeout = timeout
         self.max_tokens = max_tokens
 
@@ -101,29 +159,40 @@ class OpenAIJudge:
             "response_format": {"type": "json_object"},
         }
 
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
     def _post(self, body: dict[str, Any]) -> str:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        elif self._basic:
+            headers["Authorization"] = f"Basic {self._basic}"
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as err:
-            detail = err.read().decode("utf-8", errors="replace")
-            raise JudgeError(f"judge at {self.url} returned HTTP {err.code}: {detail[:200]}", raw=detail) from err
-        except (urllib.error.URLError, TimeoutError) as err:
-            raise JudgeError(f"judge at {self.url} unreachable: {err}") from err
+            detail = self._redact(err.read().decode("utf-8", errors="replace"))
+            raise JudgeError(f"judge at {self.shown_url} returned HTTP {err.code}: {detail[:200]}", raw=detail) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+            # the cause is dropped (`from None`): urllib's own texts may quote the URL
+            raise JudgeError(f"judge at {self.shown_url} unreachable: {self._redact(str(err))}") from None
 
     def judge(self, question: str, reference: str, prediction: str) -> Verdict:
         """One verdict; raises `JudgeError` on transport errors or a malformed reply."""
         raw = self._post(self.build_request(question, reference, prediction))
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]
-        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
-            raise JudgeError(f"judge response is not a chat completion: {raw[:200]!r}", raw=raw) from err
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            raw = self._redact(raw)
+            raise JudgeError(f"judge response is not a chat completion: {raw[:200]!r}", raw=raw) from None
         if not isinstance(content, str):
+            raw = self._redact(raw)
             raise JudgeError(f"judge message content is not text: {raw[:200]!r}", raw=raw)
-        verdict = parse_verdict(content)
+        try:
+            verdict = parse_verdict(content)
+        except JudgeError as err:
+            raise JudgeError(self._redact(str(err)), raw=self._redact(content)) from None
         logger.debug("judge verdict %s: %s", verdict.correct, verdict.reason)
         return verdict

@@ -1,35 +1,21 @@
 """Running a model on evaluation prompts: choice log-likelihoods and greedy answers.
 
-These functions know nothing about controls or benchmarks; they take prompts already encoded
-by a processor (`encode_prompt`) and work for `TheWorld` and plain `Gemma3ForConditionalGeneration`
-alike (a prompt without world inputs passes none), which is what lets a test check that the
-world-off control scores exactly like Gemma 3.
+These functions know nothing about controls or benchmarks: they take prompts a processor encoded
+(`encode_prompt`) and work for `TheWorld` and plain `Gemma3ForConditionalGeneration` alike, which
+lets a test check that the world-off control scores exactly like Gemma 3.
 
-Choice scoring. A choice's score is the summed log-probability of its tokens as the assistant's
-answer: the generation prompt (user turn with the visuals and `format_question(question,
-choices)`, then the model-turn header that `add_generation_prompt=True` writes) followed by the
-choice's own tokens. The choice is tokenized on its own (no special tokens) and appended, so its
-tokens never merge with the prompt's final newline; only those tokens are scored, not an end of
-turn. Rows (one prompt + one continuation) from several items go through one forward:
-
-- left padding (the default) puts every continuation at the end of the batch, so the model only
-  computes logits for the last `max continuation + 1` positions (`logits_to_keep`), which keeps a
-  262k-word vocabulary affordable;
-- right padding is also supported (logits are kept from the earliest needed position on).
-
-Position ids are given explicitly (count of real tokens before each position), so a row gets the
-same positions whatever its padding; batched scores match one-row-at-a-time scores to float
-tolerance (tested at 1e-4).
-
-Every forward that carries world inputs is tallied in a `WorldFeed` (forwards, and world
-placeholder tokens counted in the input ids), which the harness compares with the model's own
-counters and with what the items require.
+A choice's score is the summed log-probability of its tokens (tokenized on their own, appended to
+the generation prompt) as the assistant's answer. Rows from several items share a forward; left
+padding puts every continuation at the end, so only the last positions' logits are computed
+(`logits_to_keep`: a 262k vocabulary stays affordable). Position ids are explicit, so a row scores
+the same whatever its padding (tested at 1e-4). Every forward carrying world inputs is tallied in
+a `WorldFeed`, which the harness compares with what reached the model and what the items need.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,12 +51,10 @@ class WorldFeed:
 
     forwards: int = 0
     tokens: int = 0
-    per_forward: list[int] = field(default_factory=list)
 
     def add(self, tokens: int) -> None:
         self.forwards += 1
         self.tokens += tokens
-        self.per_forward.append(tokens)
 
 
 def encode_prompt(processor: Any, item: EvalItem) -> EncodedPrompt:
@@ -93,15 +77,6 @@ def encode_prompt(processor: Any, item: EvalItem) -> EncodedPrompt:
 
 def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> int:
     return 0 if world_token_id is None else int((input_ids == world_token_id).sum())
-
-
-def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    param = model.get_input_embeddings().weight
-    return param.device, param.dtype
-
-
-def _world_token_id(model: torch.nn.Module) -> int | None:
-    return getattr(model.config, "world_token_id", None)
 
 
 def _shape_key(prompt: EncodedPrompt) -> tuple[Any, ...] | None:
@@ -139,7 +114,8 @@ def _collate(
     """Model inputs for rows (prompt index, continuation ids), and each row's start offset."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    device, dtype = _model_device_dtype(model)
+    param = model.get_input_embeddings().weight
+    device, dtype = param.device, param.dtype
     lengths = [len(prompts[p]) + len(cont) for p, cont in rows]
     width = max(lengths)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
@@ -195,7 +171,7 @@ def score_continuations(
     for p, cont in rows:
         if len(cont) == 0:
             raise ValueError(f"item {prompts[p].id!r}: an empty continuation has no tokens to score")
-    world_token_id = _world_token_id(model)
+    world_token_id = getattr(model.config, "world_token_id", None)
     scores: list[float] = [0.0] * len(rows)
     for batch in _batches([p for p, _ in rows], prompts, batch_size):
         batch_rows = [rows[i] for i in batch]
@@ -251,7 +227,7 @@ def generate_answers(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    world_token_id = _world_token_id(model)
+    world_token_id = getattr(model.config, "world_token_id", None)
     answers: list[Generation | None] = [None] * len(prompts)
     for batch in _batches(list(range(len(prompts))), prompts, batch_size):
         inputs, _ = _collate(model, prompts, [(p, ()) for p in batch], "left", pad)

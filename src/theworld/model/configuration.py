@@ -17,29 +17,81 @@ DEFAULT_COSMOS_MODEL = "nvidia/Cosmos-Predict2-2B-Video2World"
 PROJECTOR_TYPES = ("mlp", "linear")
 
 # transformers 5 configs are (strict) dataclasses whose fields are annotated class attributes;
-# transformers 4.57 configs take their fields as `__init__` keywords. Both are supported: the
-# world fields and their defaults are listed once here, the class is built for the running version.
+# transformers 4.57 configs take their fields as `__init__` keywords. One class body serves both:
+# its annotated world fields are the dataclass fields under 5.x and the `__init__` defaults under 4.x.
 DATACLASS_CONFIGS = dataclasses.is_dataclass(Gemma3Config)
-WORLD_DEFAULTS: dict[str, Any] = dict(
-    enable_world=True,
-    cosmos_model_name=None,
-    world_num_frames=17,
-    world_image_size=512,
-    world_tokens_per_frame=256,
-    world_latent_channels=16,
-    world_spatial_compression=8,
-    world_temporal_compression=4,
-    world_projector_type="mlp",
-    world_bidirectional=True,
-    world_embed_rms=None,
-    start_of_world_token_id=None,
-    world_token_id=None,
-    end_of_world_token_id=None,
-    freeze_gemma_vision=True,
-    freeze_gemma_language=True,
-    freeze_cosmos_vae=True,
-    base_model_name_or_path=None,
+# The world settings a user chooses: `from_pretrained` keywords, `theworld params` flags and the
+# training config's keys. The other world fields are the VAE's layout or derived when loading.
+WORLD_SETTINGS = (
+    "enable_world",
+    "cosmos_model_name",
+    "world_num_frames",
+    "world_image_size",
+    "world_tokens_per_frame",
+    "world_projector_type",
+    "world_bidirectional",
 )
+# What `from_pretrained` leaves trainable; a training stage records what it trained in the same flags.
+FREEZE_FLAGS = ("freeze_gemma_vision", "freeze_gemma_language", "freeze_cosmos_vae")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldGeometry:
+    """The world path's shapes, computed here and nowhere else.
+
+    frames (4k+1) --VAE, 4x causal time--> 1 + (frames - 1) // 4 latent frames;
+    image_size px --VAE, 8x space--> latent_side; latent_side / patch_size --space-to-depth-->
+    sqrt(tokens_per_frame) tokens a side. The config, the processor and the latent cache ask it.
+    """
+
+    image_size: int = 512
+    tokens_per_frame: int = 256
+    num_frames: int = 17
+    temporal_compression: int = 4
+    spatial_compression: int = 8
+
+    def check(self) -> None:
+        """Raise ValueError naming the config key when the shapes do not fit together."""
+        if self.num_frames < 1 or (self.num_frames - 1) % self.temporal_compression:
+            raise ValueError(
+                f"world_num_frames={self.num_frames}: clips need {self.temporal_compression}k+1 frames (1, 5, 9, 17, ...)"
+            )
+        if self.image_size % self.spatial_compression:
+            raise ValueError(
+                f"world_image_size={self.image_size} is not a multiple of the VAE's spatial compression {self.spatial_compression}"
+            )
+        side = math.isqrt(self.tokens_per_frame)
+        if side * side != self.tokens_per_frame or side == 0 or self.latent_side % side:
+            raise ValueError(
+                f"world_tokens_per_frame={self.tokens_per_frame} must be a square whose root divides the latent side "
+                f"{self.latent_side} (world_image_size={self.image_size} / {self.spatial_compression})"
+            )
+
+    @property
+    def latent_side(self) -> int:
+        return self.image_size // self.spatial_compression
+
+    @property
+    def patch_size(self) -> int:
+        """Space-to-depth factor turning the latent grid into `tokens_per_frame` tokens."""
+        return self.latent_side // math.isqrt(self.tokens_per_frame)
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a clip of `frames` frames (the VAE's causal time compression)."""
+        return 1 + (frames - 1) // self.temporal_compression
+
+    def tokens_for_frames(self, frames: int) -> int:
+        """World placeholders for one image (frames=1) or clip: latent frames x tokens per frame."""
+        return self.latent_frames(frames) * self.tokens_per_frame
+
+    def frames_problem(self, frames: int) -> str | None:
+        """Why the world path cannot take a clip of `frames` frames, or None."""
+        if frames < 1 or (frames - 1) % self.temporal_compression or frames > self.num_frames:
+            return (
+                f"a clip has {frames} frames: world clips need {self.temporal_compression}k+1 frames (1, 5, 9, ...) "
+                f"and at most world_num_frames={self.num_frames}"
+            )
+        return None
 
 
 def add_legacy_rope_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +118,17 @@ def add_legacy_rope_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
     return config_dict
 
 
-class _WorldConfigMixin:
+def _strict(cls: type) -> type:
+    """huggingface_hub's `strict` (type-checked fields) under transformers 5, as Gemma3Config has it."""
+    if not DATACLASS_CONFIGS:
+        return cls
+    from huggingface_hub.dataclasses import strict
+
+    return strict(cls)
+
+
+@_strict
+class TheWorldConfig(Gemma3Config):
     r"""Gemma 3 config with a world path.
 
     enable_world: build the world projector and accept world inputs. False gives plain Gemma 3.
@@ -84,48 +146,91 @@ class _WorldConfigMixin:
         the world path is attached, so world tokens enter the LM at the scale text tokens do.
     start_of_world_token_id / world_token_id / end_of_world_token_id: tokenizer ids of the world
         block markers (Gemma's reserved `<unusedN>` tokens), resolved from the tokenizer.
-    freeze_gemma_vision / freeze_gemma_language / freeze_cosmos_vae: default trainability.
-    base_model_name_or_path: the Gemma 3 checkpoint an adapter-only directory is applied to.
+    freeze_gemma_vision / freeze_gemma_language / freeze_cosmos_vae: what `from_pretrained` leaves
+        trainable (a model built from the config trains everything until a stage or a load decides);
+        a training stage records here what it trained.
+    base_model_name_or_path: the Gemma 3 checkpoint an adapter-only directory is applied to. Saved
+        relative to the saved folder when it is a local folder ('../gemma'), so a run moved or copied
+        together with its base still loads; a Hub id is saved as is.
     """
+
+    model_type = "theworld"
+
+    enable_world: bool = True
+    cosmos_model_name: str | None = None
+    world_num_frames: int = 17
+    world_image_size: int = 512
+    world_tokens_per_frame: int = 256
+    world_latent_channels: int = 16
+    world_spatial_compression: int = 8
+    world_temporal_compression: int = 4
+    world_projector_type: str = "mlp"
+    world_bidirectional: bool = True
+    world_embed_rms: float | None = None
+    start_of_world_token_id: int | None = None
+    world_token_id: int | None = None
+    end_of_world_token_id: int | None = None
+    freeze_gemma_vision: bool = True
+    freeze_gemma_language: bool = True
+    freeze_cosmos_vae: bool = True
+    base_model_name_or_path: str | None = None
+
+    if DATACLASS_CONFIGS:  # transformers 5
+
+        def __post_init__(self, **kwargs: Any) -> None:
+            super().__post_init__(**kwargs)
+            self.validate_world()
+
+    else:  # transformers 4.x: the class attributes above are the defaults
+
+        def __init__(self, **kwargs: Any) -> None:
+            world = {key: kwargs.pop(key, default) for key, default in WORLD_DEFAULTS.items()}
+            add_legacy_rope_fields(kwargs)  # a config written by transformers 5 has only `rope_parameters`
+            super().__init__(**kwargs)
+            for key, value in world.items():
+                setattr(self, key, value)
+            self.validate_world()
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """Save, writing `base_model_name_or_path` relative to `save_directory` when it is a local folder."""
+        from theworld.model.checkpoints import portable_base_reference
+
+        base = self.base_model_name_or_path
+        self.base_model_name_or_path = portable_base_reference(base, save_directory)
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.base_model_name_or_path = base
+
+    @property
+    def world_geometry(self) -> WorldGeometry:
+        return WorldGeometry(
+            self.world_image_size,
+            self.world_tokens_per_frame,
+            self.world_num_frames,
+            self.world_temporal_compression,
+            self.world_spatial_compression,
+        )
 
     def validate_world(self) -> None:
         """Check the world settings; each error names the config key to fix."""
         if self.world_projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"world_projector_type={self.world_projector_type!r}: expected one of {PROJECTOR_TYPES}")
-        if self.world_num_frames < 1 or (self.world_num_frames - 1) % self.world_temporal_compression:
-            raise ValueError(
-                f"world_num_frames={self.world_num_frames}: clips need "
-                f"{self.world_temporal_compression}k+1 frames (1, 5, 9, 17, ...)"
-            )
-        if self.world_image_size % self.world_spatial_compression:
-            raise ValueError(
-                f"world_image_size={self.world_image_size} is not a multiple of the VAE's "
-                f"spatial compression {self.world_spatial_compression}"
-            )
-        side = math.isqrt(self.world_tokens_per_frame)
-        latent_side = self.world_image_size // self.world_spatial_compression
-        if side * side != self.world_tokens_per_frame or side == 0 or latent_side % side:
-            raise ValueError(
-                f"world_tokens_per_frame={self.world_tokens_per_frame} must be a square whose root divides the "
-                f"latent side {latent_side} (world_image_size={self.world_image_size} / {self.world_spatial_compression})"
-            )
+        self.world_geometry.check()
 
     @property
     def world_patch_size(self) -> int:
-        """Space-to-depth factor turning the latent grid into `world_tokens_per_frame` tokens."""
-        latent_side = self.world_image_size // self.world_spatial_compression
-        return latent_side // math.isqrt(self.world_tokens_per_frame)
+        return self.world_geometry.patch_size
 
     @property
     def world_max_latent_frames(self) -> int:
-        return 1 + (self.world_num_frames - 1) // self.world_temporal_compression
+        return self.world_geometry.latent_frames(self.world_num_frames)
 
     def world_latent_frames(self, num_frames: int) -> int:
-        """Latent frames of a clip of `num_frames` frames (the VAE's causal 4x compression)."""
-        return 1 + (num_frames - 1) // self.world_temporal_compression
+        return self.world_geometry.latent_frames(num_frames)
 
     def world_tokens_for_frames(self, num_frames: int) -> int:
-        return self.world_latent_frames(num_frames) * self.world_tokens_per_frame
+        return self.world_geometry.tokens_for_frames(num_frames)
 
     def to_dict(self) -> dict[str, Any]:
         return add_legacy_rope_fields(super().to_dict())
@@ -147,47 +252,5 @@ class _WorldConfigMixin:
         return cls(**data)
 
 
-if DATACLASS_CONFIGS:  # transformers 5
-    from huggingface_hub.dataclasses import strict
-
-    @strict
-    class TheWorldConfig(_WorldConfigMixin, Gemma3Config):
-        __doc__ = _WorldConfigMixin.__doc__
-        model_type = "theworld"
-
-        enable_world: bool = True
-        cosmos_model_name: str | None = None
-        world_num_frames: int = 17
-        world_image_size: int = 512
-        world_tokens_per_frame: int = 256
-        world_latent_channels: int = 16
-        world_spatial_compression: int = 8
-        world_temporal_compression: int = 4
-        world_projector_type: str = "mlp"
-        world_bidirectional: bool = True
-        world_embed_rms: float | None = None
-        start_of_world_token_id: int | None = None
-        world_token_id: int | None = None
-        end_of_world_token_id: int | None = None
-        freeze_gemma_vision: bool = True
-        freeze_gemma_language: bool = True
-        freeze_cosmos_vae: bool = True
-        base_model_name_or_path: str | None = None
-
-        def __post_init__(self, **kwargs: Any) -> None:
-            super().__post_init__(**kwargs)
-            self.validate_world()
-
-else:  # transformers 4.x
-
-    class TheWorldConfig(_WorldConfigMixin, Gemma3Config):  # type: ignore[no-redef]
-        __doc__ = _WorldConfigMixin.__doc__
-        model_type = "theworld"
-
-        def __init__(self, **kwargs: Any) -> None:
-            world = {key: kwargs.pop(key, default) for key, default in WORLD_DEFAULTS.items()}
-            add_legacy_rope_fields(kwargs)  # a config written by transformers 5 has only `rope_parameters`
-            super().__init__(**kwargs)
-            for key, value in world.items():
-                setattr(self, key, value)
-            self.validate_world()
+# Every world field with its default, read from the class body above (the one table).
+WORLD_DEFAULTS: dict[str, Any] = {key: getattr(TheWorldConfig, key) for key in vars(TheWorldConfig)["__annotations__"]}

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from transformers import PreTrainedModel
 
 __all__ = ["BufferIssue", "Reference", "ReferenceFn", "audit_buffers", "reference_values"]
 
@@ -123,12 +124,7 @@ def audit_buffers(
     entries = _entries(model, check_parameters)
     wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= max_param_numel]
     refs = _references(model, wanted, reference_fns, max_batch_numel)
-    issues: list[BufferIssue] = []
-    for entry in entries:
-        issues.extend(
-            _check(entry.name, entry.tensor, refs.get(entry.name), entry.is_parameter, rtol, atol, garbage_threshold)
-        )
-    return issues
+    return [issue for e in entries for issue in _check(e, refs.get(e.name), rtol, atol, garbage_threshold)]
 
 
 def reference_values(
@@ -147,14 +143,6 @@ def reference_values(
     return _references(model, entries, reference_fns, max_batch_numel)
 
 
-# --------------------------------------------------------------------------------------------
-# Walking the model
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
 def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:
     """Every buffer (and parameter) once, under its first qualified name, in module order."""
     entries: list[_Entry] = []
@@ -164,43 +152,35 @@ def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:
         if with_parameters:
             own = [(n, p, True) for n, p in module._parameters.items() if p is not None] + own
         for local, tensor, is_parameter in own:
-            if id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            entries.append(_Entry(_join(prefix, local), module, local, tensor, is_parameter))
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                entries.append(_Entry(f"{prefix}.{local}" if prefix else local, module, local, tensor, is_parameter))
     return entries
-
-
-def _pretrained_model_class() -> type | tuple:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return ()
-    return PreTrainedModel
 
 
 # --------------------------------------------------------------------------------------------
 # References
 
 
-def _references(
-    model: nn.Module, entries: list[_Entry], reference_fns: Sequence[ReferenceFn], max_batch_numel: int
-) -> dict[str, Reference]:
+def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence[ReferenceFn], max_batch_numel: int) -> dict[str, Reference]:
+    """Given `reference_fns` first, then the model's own init, then the built-in fallbacks (buffers only)."""
     refs: dict[str, Reference] = {}
     for fn in reference_fns:
         for entry in entries:
-            if entry.name not in refs:
-                ref = _as_reference(fn(entry.module, entry.local))
-                if ref is not None:
-                    refs[entry.name] = ref
-
+            if entry.name not in refs and (ref := _as_reference(fn(entry.module, entry.local))) is not None:
+                refs[entry.name] = ref
     pending = [e for e in entries if e.name not in refs and not e.tensor.is_meta]
-    for batch in _batches(pending, max_batch_numel):
+    batch = [e for e in pending if not e.is_parameter]  # every buffer in the first batch
+    size = 0
+    for entry in [e for e in pending if e.is_parameter]:  # parameters while the batch stays small
+        if batch and size + entry.tensor.numel() > max_batch_numel:
+            refs.update(_init_weights_references(model, batch))
+            batch, size = [], 0
+        batch.append(entry)
+        size += entry.tensor.numel()
+    if batch:
         refs.update(_init_weights_references(model, batch))
-
-    for entry in entries:
-        if entry.name in refs or entry.is_parameter:
-            continue
+    for entry in (e for e in entries if e.name not in refs and not e.is_parameter):
         for fn in (_rotary_reference, _embed_scale_reference):
             try:
                 ref = _as_reference(fn(entry.module, entry.local))
@@ -213,55 +193,27 @@ def _references(
     return refs
 
 
-def _batches(entries: list[_Entry], max_numel: int) -> Iterator[list[_Entry]]:
-    """All buffers in the first batch; parameters added while the batch stays under `max_numel`."""
-    batch = [e for e in entries if not e.is_parameter]
-    size = 0
-    for entry in (e for e in entries if e.is_parameter):
-        if batch and size + entry.tensor.numel() > max_numel:
-            yield batch
-            batch, size = [], 0
-        batch.append(entry)
-        size += entry.tensor.numel()
-    if batch:
-        yield batch
-
-
 def _init_weights_references(model: nn.Module, batch: list[_Entry]) -> dict[str, Reference]:
     """Initialise two sentinel-filled skeletons of `model`; keep the tensors of `batch` that both
     runs set to the same value."""
-    runs = [_initialised_skeleton(model, batch, fill, bool_fill, seed) for fill, bool_fill, seed in _SENTINELS]
-    (values_1, dtypes_1, failed_1), (values_2, _, failed_2) = runs
+    (values_1, dtypes, failed_1), (values_2, _, failed_2) = (_initialised_skeleton(model, batch, *s) for s in _SENTINELS)
     refs = {}
     for entry in batch:
         v1, v2 = values_1.get(entry.name), values_2.get(entry.name)
         if entry.name in failed_1 | failed_2 or v1 is None or v2 is None or v1.is_meta or v2.is_meta:
             continue
-        if v1.shape == v2.shape and v1.dtype == v2.dtype and _identical(v1, v2):
-            refs[entry.name] = Reference(v1, dtypes_1.get(entry.name))
+        same = v1.shape == v2.shape and v1.dtype == v2.dtype
+        if same and (bool(((v1 == v2) | (v1.isnan() & v2.isnan())).all()) if v1.is_floating_point() else torch.equal(v1, v2)):
+            refs[entry.name] = Reference(v1, dtypes.get(entry.name))
     return refs
 
 
-def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.is_floating_point():
-        return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
-    return bool(torch.equal(a, b))
-
-
-def _sentinel(tensor: torch.Tensor, fill: int, bool_fill: bool) -> torch.Tensor:
-    dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
-    return torch.full(tuple(tensor.shape), bool_fill if dtype == torch.bool else fill, dtype=dtype)
-
-
-def _real_copy(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.is_meta:
+def _copy(tensor: torch.Tensor, real: bool) -> torch.Tensor:
+    """A real CPU copy (floating tensors in fp32) or an empty meta tensor of the same shape."""
+    if tensor.is_meta or not real:
         return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device="meta")
     dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
     return tensor.detach().to(device="cpu", dtype=dtype).clone(memory_format=torch.contiguous_format)
-
-
-def _meta_copy(tensor: torch.Tensor) -> torch.Tensor:
-    return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device="meta")
 
 
 def _initialised_skeleton(
@@ -278,12 +230,11 @@ def _initialised_skeleton(
         if id(tensor) in replaced:
             return replaced[id(tensor)]
         name = by_id.get(id(tensor))
-        if name is not None:
-            new = _sentinel(tensor, fill, bool_fill)
-        elif is_parameter:
-            new = _meta_copy(tensor)
-        else:
-            new = _real_copy(tensor)  # buffers are small; other modules' inits may read them
+        if name is not None:  # under test: a sentinel the init must overwrite
+            dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+            new = torch.full(tuple(tensor.shape), bool_fill if dtype == torch.bool else fill, dtype=dtype)
+        else:  # buffers are small and other modules' inits may read them; parameters stay on meta
+            new = _copy(tensor, real=not is_parameter)
         if is_parameter:
             new = nn.Parameter(new, requires_grad=tensor.requires_grad)
         if name is not None:
@@ -301,29 +252,24 @@ def _initialised_skeleton(
         skeletons[id(module)] = clone
         state = clone.__dict__
         state.pop("_is_hf_initialized", None)
-        state["_parameters"] = {n: (None if p is None else replacement(p, True)) for n, p in module._parameters.items()}
-        state["_buffers"] = {n: (None if b is None else replacement(b, False)) for n, b in module._buffers.items()}
-        state["_modules"] = {n: (None if c is None else skeleton(c)) for n, c in module._modules.items()}
+        state["_parameters"] = {n: None if p is None else replacement(p, True) for n, p in module._parameters.items()}
+        state["_buffers"] = {n: None if b is None else replacement(b, False) for n, b in module._buffers.items()}
+        state["_modules"] = {n: None if c is None else skeleton(c) for n, c in module._modules.items()}
         # Plain tensor attributes (not registered) must not be shared either: an init writing
         # into one would write into the audited model.
         for key, value in list(state.items()):
             if isinstance(value, torch.Tensor):
-                if id(value) in replaced:
-                    state[key] = replaced[id(value)]
-                else:
-                    state[key] = _real_copy(value) if value.numel() <= _CHUNK else _meta_copy(value)
+                state[key] = replaced[id(value)] if id(value) in replaced else _copy(value, real=value.numel() <= _CHUNK)
         return clone
 
     root = skeleton(model)
-    targets = {id(t): name for name, t in created.items()}
-    recorder = _CopySources(targets)
+    recorder = _CopySources({id(t): name for name, t in created.items()})
     failed: set[str] = set()
-    pretrained = _pretrained_model_class()
 
     def initialise(module: nn.Module, owner: nn.Module | None) -> None:
         for child in module.children():
-            initialise(child, child if pretrained and isinstance(child, pretrained) else owner)
-        if owner is None or not hasattr(owner, "_init_weights"):
+            initialise(child, child if isinstance(child, PreTrainedModel) else owner)
+        if owner is None:
             return
         try:
             owner._init_weights(module)
@@ -335,28 +281,24 @@ def _initialised_skeleton(
         try:
             if sum(p.numel() for _, _, p in metas) > _MAX_REAL_SUBTREE:
                 raise RuntimeError("subtree too large to copy")
-            for owner_module, name, param in metas:
-                real = nn.Parameter(_real_copy(originals[id(param)]), requires_grad=param.requires_grad)
-                owner_module._parameters[name] = real
+            for holder, name, param in metas:
+                holder._parameters[name] = nn.Parameter(_copy(originals[id(param)], real=True), requires_grad=param.requires_grad)
             owner._init_weights(module)
         except Exception as err:
             logger.debug("_init_weights(%s) failed: %s", type(module).__name__, err)
             mine = {id(t) for t in [*module.parameters(), *module.buffers()]}
             failed.update(name for name, t in created.items() if id(t) in mine)
 
-    owner = root if pretrained and isinstance(root, pretrained) else None
     with _genuine_torch_init(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with torch.no_grad(), recorder:
-            initialise(root, owner)
+            initialise(root, root if isinstance(root, PreTrainedModel) else None)
 
     values: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = dict(recorder.sources)
     for entry in batch:
         holder = skeletons.get(id(entry.module))
-        if holder is None:
-            continue
-        tensor = holder._parameters.get(entry.local) if entry.is_parameter else holder._buffers.get(entry.local)
+        tensor = None if holder is None else (holder._parameters if entry.is_parameter else holder._buffers).get(entry.local)
         if tensor is None:
             continue
         tensor = tensor.detach()
@@ -394,13 +336,10 @@ def _genuine_torch_init() -> Iterator[None]:
     except ImportError:  # transformers < 5
         yield
         return
-    originals = getattr(hf_init, "TORCH_INIT_FUNCTIONS", {})
     restored = []
     for module_name in getattr(hf_init, "TORCH_MODULES_TO_PATCH", ()):
         torch_module = sys.modules.get(module_name)
-        if torch_module is None:
-            continue
-        for func_name, func in originals.items():
+        for func_name, func in getattr(hf_init, "TORCH_INIT_FUNCTIONS", {}).items():
             current = getattr(torch_module, func_name, None)
             if current is not None and current is not func:
                 restored.append((torch_module, func_name, current))
@@ -427,10 +366,8 @@ def _as_reference(value: Reference | torch.Tensor | None) -> Reference | None:
 def _rotary_reference(module: nn.Module, name: str) -> Reference | None:
     """`inv_freq` / `original_inv_freq` / `<layer_type>_inv_freq` of a rotary embedding module,
     recomputed with the module's own rope init function (transformers 4.x and 5.x layouts)."""
-    if not name.endswith("inv_freq") or "Rotary" not in type(module).__name__:
-        return None
     config = getattr(module, "config", None)
-    if config is None:
+    if not name.endswith("inv_freq") or "Rotary" not in type(module).__name__ or config is None:
         return None
     layer_type = None
     for suffix in ("_original_inv_freq", "_inv_freq"):
@@ -448,10 +385,7 @@ def _rotary_reference(module: nn.Module, name: str) -> Reference | None:
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
         init_fn = ROPE_INIT_FUNCTIONS[rope_type]
-    if layer_type is None:
-        inv_freq = init_fn(config, "cpu")[0]
-    else:
-        inv_freq = init_fn(config, "cpu", layer_type=layer_type)[0]
+    inv_freq = (init_fn(config, "cpu") if layer_type is None else init_fn(config, "cpu", layer_type=layer_type))[0]
     return Reference(inv_freq.detach().to("cpu"), inv_freq.dtype)
 
 
@@ -479,119 +413,80 @@ def _value_stats(tensor: torch.Tensor) -> tuple[bool, float, bool]:
         chunk = flat[start : start + _CHUNK]
         if chunk.is_floating_point() or chunk.is_complex():
             finite = torch.isfinite(chunk)
-            if not bool(finite.all()):
-                nonfinite = True
-                chunk = chunk[finite]
-            chunk = chunk.abs().to(torch.float64)
-        else:
-            chunk = chunk.to(torch.float64).abs()
+            nonfinite = nonfinite or not bool(finite.all())
+            chunk = chunk[finite]
+        chunk = chunk.abs().to(torch.float64)
         if chunk.numel():
             largest = max(largest, float(chunk.max()))
-            if all_zero and bool((chunk != 0).any()):
-                all_zero = False
+            all_zero = all_zero and not bool((chunk != 0).any())
     return nonfinite, largest, all_zero and not nonfinite
 
 
-def _is_downcast(actual: torch.dtype, expected: torch.dtype) -> bool:
-    if actual.is_floating_point and expected.is_floating_point:
-        return torch.finfo(actual).eps > torch.finfo(expected).eps
-    return actual.is_floating_point != expected.is_floating_point
-
-
-def _check(
-    name: str,
-    tensor: torch.Tensor,
-    ref: Reference | None,
-    is_parameter: bool,
-    rtol: float,
-    atol: float,
-    garbage_threshold: float,
-) -> list[BufferIssue]:
+def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garbage_threshold: float) -> list[BufferIssue]:
+    tensor, is_parameter = entry.tensor, entry.is_parameter
     what = "parameter" if is_parameter else "buffer"
-    dtype = _dtype_name(tensor.dtype)
-
-    def issue(kind: str, severity: str, message: str, **extra) -> BufferIssue:
-        return BufferIssue(name, kind, severity, message, dtype=dtype, is_parameter=is_parameter, **extra)
-
-    if tensor.is_meta:
-        return [issue("meta", "error", f"{what} is on the meta device: it was never materialised")]
     found: list[BufferIssue] = []
 
+    def issue(kind: str, severity: str, message: str, **extra) -> None:
+        found.append(BufferIssue(entry.name, kind, severity, message, dtype=_dtype_name(tensor.dtype), is_parameter=is_parameter, **extra))
+
+    if tensor.is_meta:
+        issue("meta", "error", f"{what} is on the meta device: it was never materialised")
+        return found
     if tensor.dtype != torch.bool and tensor.numel():
         nonfinite, largest, all_zero = _value_stats(tensor)
         if nonfinite:
-            found.append(issue("non_finite", "error", f"{what} contains NaN or infinity"))
+            issue("non_finite", "error", f"{what} contains NaN or infinity")
         if largest > garbage_threshold:
-            found.append(
-                issue(
-                    "garbage",
-                    "error",
-                    f"{what} holds |values| up to {largest:.3g} (> {garbage_threshold:.0e}): "
-                    "uninitialised memory, typically a tensor nothing filled after meta-device loading",
-                )
-            )
-        ref_all_zero = ref is not None and not bool((ref.value != 0).any())
-        if all_zero and not ref_all_zero:
-            if ref is None:
-                found.append(issue("all_zero", "warning", f"{what} is all zeros and no reference says that is intended"))
-            else:
-                found.append(issue("all_zero", "error", f"{what} is all zeros but its initialisation is not"))
-
+            issue(
+                "garbage", "error",
+                f"{what} holds |values| up to {largest:.3g} (> {garbage_threshold:.0e}): "
+                "uninitialised memory, typically a tensor nothing filled after meta-device loading",
+            )  # fmt: skip
+        if all_zero and ref is None:
+            issue("all_zero", "warning", f"{what} is all zeros and no reference says that is intended")
+        elif all_zero and bool((ref.value != 0).any()):
+            issue("all_zero", "error", f"{what} is all zeros but its initialisation is not")
     if ref is None:
         return found
     expected = ref.value.detach().to("cpu")
     if tuple(expected.shape) != tuple(tensor.shape):
-        found.append(
-            issue(
-                "shape_mismatch",
-                "error",
-                f"{what} has shape {tuple(tensor.shape)}, its initialisation {tuple(expected.shape)}",
-            )
-        )
+        issue("shape_mismatch", "error", f"{what} has shape {tuple(tensor.shape)}, its initialisation {tuple(expected.shape)}")
         return found
-
     if ref.expected_dtype is not None and ref.expected_dtype != tensor.dtype:
-        downcast = _is_downcast(tensor.dtype, ref.expected_dtype)
-        found.append(
-            issue(
-                "dtype_change",
-                "error" if downcast else "warning",
-                f"{what} is {dtype} but its initialisation produces {_dtype_name(ref.expected_dtype)}"
-                + (" (precision lost)" if downcast else ""),
-                expected_dtype=_dtype_name(ref.expected_dtype),
-            )
-        )
-
+        actual_t, expected_t = tensor.dtype, ref.expected_dtype
+        if actual_t.is_floating_point and expected_t.is_floating_point:
+            downcast = torch.finfo(actual_t).eps > torch.finfo(expected_t).eps
+        else:
+            downcast = actual_t.is_floating_point != expected_t.is_floating_point
+        issue(
+            "dtype_change", "error" if downcast else "warning",
+            f"{what} is {_dtype_name(actual_t)} but its initialisation produces {_dtype_name(expected_t)}"
+            + (" (precision lost)" if downcast else ""),
+            expected_dtype=_dtype_name(expected_t),
+        )  # fmt: skip
     actual = tensor.detach().to("cpu")
     if tensor.is_floating_point():
-        rounded = expected.to(tensor.dtype).to(torch.float32)
-        value = actual.to(torch.float32)
-        bad = ~((value - rounded).abs() <= atol + rtol * rounded.abs())
-        bad &= ~(torch.isnan(value) & torch.isnan(rounded))
+        rounded, value = expected.to(tensor.dtype).to(torch.float32), actual.to(torch.float32)
+        bad = ~((value - rounded).abs() <= atol + rtol * rounded.abs()) & ~(value.isnan() & rounded.isnan())
         diff = (value - rounded).abs().nan_to_num(nan=math.inf)
-        max_diff = float(diff.max()) if diff.numel() else 0.0
     else:
         bad = actual != expected.to(tensor.dtype)
-        max_diff = float((actual.to(torch.float64) - expected.to(torch.float64)).abs().max()) if actual.numel() else 0.0
-    if bool(bad.any()):
-        if is_parameter:
-            found.append(
-                issue(
-                    "differs_from_init",
-                    "info",
-                    f"parameter differs from its deterministic initial value by up to {max_diff:.3g} "
-                    "(expected for trained weights)",
-                    max_abs_diff=max_diff,
-                )
-            )
-        else:
-            found.append(
-                issue(
-                    "reference_mismatch",
-                    "error",
-                    f"buffer differs from the value its initialisation gives it by up to {max_diff:.3g} "
-                    f"({int(bad.sum())} of {bad.numel()} elements)",
-                    max_abs_diff=max_diff,
-                )
-            )
+        diff = (actual.to(torch.float64) - expected.to(torch.float64)).abs()
+    max_diff = float(diff.max()) if diff.numel() else 0.0
+    if not bool(bad.any()):
+        return found
+    if is_parameter:
+        issue(
+            "differs_from_init", "info",
+            f"parameter differs from its deterministic initial value by up to {max_diff:.3g} (expected for trained weights)",
+            max_abs_diff=max_diff,
+        )  # fmt: skip
+    else:
+        issue(
+            "reference_mismatch", "error",
+            f"buffer differs from the value its initialisation gives it by up to {max_diff:.3g} "
+            f"({int(bad.sum())} of {bad.numel()} elements)",
+            max_abs_diff=max_diff,
+        )  # fmt: skip
     return found

@@ -1,12 +1,10 @@
 """Compare the logits of two models on the same inputs.
 
-This is the first question `theworld parity` asks: do two models that should be the same (a
-subclass and its parent, one checkpoint loaded two ways, one model under two library versions)
-produce the same next-token scores? Everything here is model-agnostic: any module whose forward
-returns a tensor, a tuple whose first element is the logits, or an object with a `logits` field
-(a transformers `ModelOutput`) can be compared.
-
-The tensor helpers at the bottom (`max_abs_diff`, `run_eval`) are shared with `divergence.py`.
+The first question `theworld parity` asks: do two models that should be the same (a subclass and
+its parent, one checkpoint loaded two ways, one model under two library versions) give the same
+next-token scores? Model-agnostic: any module whose forward returns a tensor, a tuple starting with
+the logits, or an object with a `logits` field (a transformers `ModelOutput`) can be compared.
+The tensor helpers at the bottom are shared with `divergence.py`.
 """
 
 from __future__ import annotations
@@ -27,12 +25,11 @@ __all__ = ["LogitReport", "compare_logits", "extract_logits", "max_abs_diff"]
 class LogitReport:
     """How far apart two models' logits are.
 
-    `max_abs_diff` / `mean_abs_diff` are computed in fp32 over the compared positions (all of them,
-    or only those with `attention_mask == 1` when the inputs carry a mask of shape
-    (batch, seq)); they are `inf` when the shapes differ or when exactly one side is non-finite at
-    some position. `greedy_agreement` is the fraction of compared positions whose arg-max token is
-    the same in both models; it is also computed when only the vocabulary sizes differ (a resized
-    embedding), and is None when even the leading dimensions differ.
+    `max_abs_diff` / `mean_abs_diff` are in fp32 over the compared positions (all of them, or those
+    with `attention_mask == 1` when the inputs carry a (batch, seq) mask); `inf` when the shapes
+    differ or exactly one side is non-finite somewhere. `greedy_agreement` is the share of compared
+    positions whose arg-max token is the same in both; it is also computed when only the vocabulary
+    sizes differ (a resized embedding), and is None when even the leading dimensions differ.
     """
 
     shape_a: tuple[int, ...]
@@ -54,30 +51,54 @@ class LogitReport:
         return self.shape_a == self.shape_b
 
 
-def compare_logits(
-    model_a: nn.Module,
-    model_b: nn.Module,
-    inputs: Mapping[str, Any],
-    atol: float = 0.0,
-) -> LogitReport:
-    """Run both models on `inputs` (eval mode, no grad) and compare their logits in fp32.
+def compare_logits(model_a: nn.Module, model_b: nn.Module, inputs: Mapping[str, Any], atol: float = 0.0) -> LogitReport:
+    """Run both models on `inputs` (eval mode, no grad; training flags restored) and compare in fp32.
 
-    `inputs` are passed as keyword arguments to each model, moved to the device of that model's
-    first parameter. The models' train/eval flags are restored afterwards. The comparison passes
-    when the shapes match, every value is finite in the same places, and `max_abs_diff <= atol`.
-    A shape mismatch is reported as a failed comparison, never raised.
+    `inputs` go to each model as keyword arguments, moved to its device. The comparison passes when
+    the shapes match, every value is finite in the same places, and `max_abs_diff <= atol`. A shape
+    mismatch is a failed comparison, never an exception.
     """
-    with run_eval(model_a):
-        out_a = model_a(**move_inputs(inputs, model_a))
-    logits_a = extract_logits(out_a)
-    del out_a
-    with run_eval(model_b):
-        out_b = model_b(**move_inputs(inputs, model_b))
-    logits_b = extract_logits(out_b)
-    del out_b
-
-    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
-    return _compare(logits_a, logits_b, mask, atol)
+    raw = []
+    for model in (model_a, model_b):
+        with run_eval(model):
+            raw.append(extract_logits(model(**move_inputs(inputs, model))))
+    a, b = (x.detach().to(device="cpu", dtype=torch.float32) for x in raw)
+    if a.dim() == 0 or b.dim() == 0:
+        raise ValueError("logits must have at least one (vocabulary) dimension")
+    if a.dim() == 1 and b.dim() == 1:  # a single position: give it a position axis
+        a, b = a[None], b[None]
+    report = LogitReport(
+        tuple(a.shape), tuple(b.shape), *(str(x.dtype).replace("torch.", "") for x in raw),
+        max_abs_diff=math.inf, mean_abs_diff=math.inf, greedy_agreement=None, n_positions=0, atol=float(atol),
+        passed=False, message=f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}",
+    )  # fmt: skip
+    lead = a.shape[:-1]  # positions: every index but the last (vocabulary) one
+    if lead != b.shape[:-1]:
+        return report
+    mask = inputs.get("attention_mask")
+    keep = torch.ones(lead, dtype=torch.bool)
+    if isinstance(mask, torch.Tensor) and tuple(mask.shape) == tuple(lead):
+        keep = mask.detach().cpu() != 0
+    report.n_positions = int(keep.sum())
+    agree = a.argmax(-1) == b.argmax(-1)
+    report.greedy_agreement = int((agree & keep).sum()) / report.n_positions if report.n_positions else None
+    mismatches = (~agree & keep).nonzero()
+    report.first_greedy_mismatch = tuple(int(i) for i in mismatches[0]) if len(mismatches) else None
+    if a.shape != b.shape:
+        return report
+    diff = _elementwise_abs_diff(a, b)[keep]  # (n_positions, vocab)
+    report.max_abs_diff = float(diff.max()) if diff.numel() else 0.0
+    report.mean_abs_diff = float(diff.mean()) if diff.numel() else 0.0
+    if diff.numel():
+        report.worst_position = tuple(int(i) for i in keep.nonzero()[int(diff.amax(-1).argmax())])
+    report.passed = report.max_abs_diff <= atol
+    if report.passed:
+        report.message = f"logits agree (max |diff| {report.max_abs_diff:.3g} <= atol {atol:g})"
+    elif math.isinf(report.max_abs_diff):
+        report.message = "logits differ: non-finite values in one model where the other is finite"
+    else:
+        report.message = f"logits differ: max |diff| {report.max_abs_diff:.6g} > atol {atol:g}"
+    return report
 
 
 def extract_logits(output: Any) -> torch.Tensor:
@@ -97,133 +118,25 @@ def extract_logits(output: Any) -> torch.Tensor:
     return logits
 
 
-def _compare(
-    logits_a: torch.Tensor, logits_b: torch.Tensor, mask: Any, atol: float
-) -> LogitReport:
-    a = logits_a.detach().to(device="cpu", dtype=torch.float32)
-    b = logits_b.detach().to(device="cpu", dtype=torch.float32)
-    common = dict(
-        shape_a=tuple(a.shape),
-        shape_b=tuple(b.shape),
-        dtype_a=str(logits_a.dtype).replace("torch.", ""),
-        dtype_b=str(logits_b.dtype).replace("torch.", ""),
-        atol=float(atol),
-    )
-    if a.dim() == 0 or b.dim() == 0:
-        raise ValueError("logits must have at least one (vocabulary) dimension")
-    if a.dim() == 1 and b.dim() == 1:  # a single position: give it a position axis
-        a, b = a.unsqueeze(0), b.unsqueeze(0)
-
-    # Positions are every index but the last (vocabulary) one.
-    same_lead = a.shape[:-1] == b.shape[:-1]
-    keep = _position_mask(mask, a.shape[:-1]) if same_lead else None
-    n_positions = int(keep.sum()) if keep is not None else (int(math.prod(a.shape[:-1])) if same_lead else 0)
-
-    greedy, first_mismatch = None, None
-    if same_lead:
-        greedy, first_mismatch = _greedy(a, b, keep)
-
-    if a.shape != b.shape:
-        return LogitReport(
-            **common,
-            max_abs_diff=math.inf,
-            mean_abs_diff=math.inf,
-            greedy_agreement=greedy,
-            n_positions=n_positions,
-            passed=False,
-            first_greedy_mismatch=first_mismatch,
-            message=f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}",
-        )
-
-    diff = _elementwise_abs_diff(a, b)
-    if keep is not None:
-        diff = diff[keep]  # (n_positions, vocab)
-    if diff.numel() == 0:
-        max_d, mean_d, worst = 0.0, 0.0, None
-    else:
-        max_d = float(diff.max())
-        mean_d = float(diff.mean())
-        worst = _worst_position(diff, keep, a.shape[:-1])
-    passed = max_d <= atol
-    if passed:
-        message = f"logits agree (max |diff| {max_d:.3g} <= atol {atol:g})"
-    elif math.isinf(max_d):
-        message = "logits differ: non-finite values in one model where the other is finite"
-    else:
-        message = f"logits differ: max |diff| {max_d:.6g} > atol {atol:g}"
-    return LogitReport(
-        **common,
-        max_abs_diff=max_d,
-        mean_abs_diff=mean_d,
-        greedy_agreement=greedy,
-        n_positions=n_positions,
-        passed=passed,
-        worst_position=worst,
-        first_greedy_mismatch=first_mismatch,
-        message=message,
-    )
-
-
-def _position_mask(mask: Any, lead_shape: torch.Size) -> torch.Tensor | None:
-    """A boolean (batch, seq) mask of positions to compare, or None to compare all of them."""
-    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != tuple(lead_shape):
-        return None
-    return mask.detach().to("cpu") != 0
-
-
-def _greedy(
-    a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None
-) -> tuple[float | None, tuple[int, ...] | None]:
-    agree = a.argmax(dim=-1) == b.argmax(dim=-1)
-    if keep is not None:
-        agree = agree | ~keep  # unmasked positions do not count as mismatches
-        total = int(keep.sum())
-        hits = int((agree & keep).sum())
-    else:
-        total = agree.numel()
-        hits = int(agree.sum())
-    mismatches = (~agree).nonzero()
-    first = tuple(int(i) for i in mismatches[0]) if len(mismatches) else None
-    return (hits / total if total else None), first
-
-
-def _worst_position(diff: torch.Tensor, keep: torch.Tensor | None, lead_shape: torch.Size) -> tuple[int, ...]:
-    per_position = diff.reshape(-1, diff.shape[-1]).amax(dim=-1)
-    flat = int(per_position.argmax())
-    if keep is not None:
-        flat = int(keep.reshape(-1).nonzero()[flat])
-    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), tuple(lead_shape)))
-
-
 def _elementwise_abs_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """|a - b| in fp32, with equal values (including equal infinities) 0, both-NaN 0, and a NaN or
-    infinity on one side only `inf`. Shapes must match."""
-    a = a.to(torch.float32)
-    b = b.to(torch.float32)
-    diff = (a - b).abs()
-    both_nan = torch.isnan(a) & torch.isnan(b)
-    diff = torch.where((a == b) | both_nan, torch.zeros_like(diff), diff)
-    return torch.nan_to_num(diff, nan=math.inf)
+    """|a - b| in fp32: equal values (equal infinities too) and both-NaN 0, a NaN or infinity on one side `inf`."""
+    a, b = a.to(torch.float32), b.to(torch.float32)
+    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+    return torch.nan_to_num(torch.where(same, torch.zeros_like(a), (a - b).abs()), nan=math.inf)
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Largest |a - b| in fp32 on CPU (see `_elementwise_abs_diff`); `inf` when the shapes differ."""
+    """Largest |a - b| in fp32 (see `_elementwise_abs_diff`); `inf` when the shapes differ."""
     if tuple(a.shape) != tuple(b.shape):
         return math.inf
-    if a.numel() == 0:
-        return 0.0
-    a = a.detach()
-    b = b.detach().to(a.device)
-    return float(_elementwise_abs_diff(a, b).max())
+    return float(_elementwise_abs_diff(a.detach(), b.detach().to(a.device)).max()) if a.numel() else 0.0
 
 
 def move_inputs(inputs: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
-    """Copy of `inputs` with every tensor moved to the device of the model's first parameter
-    (floating tensors keep their dtype: the model decides how to cast pixel values)."""
+    """`inputs` with every tensor on the device of the model's first parameter (dtypes kept: the
+    model decides how to cast pixel values)."""
     device = next((p.device for p in model.parameters() if p.device.type != "meta"), None)
-    if device is None:
-        return dict(inputs)
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+    return {k: v.to(device) if isinstance(v, torch.Tensor) and device is not None else v for k, v in inputs.items()}
 
 
 @contextmanager

@@ -7,15 +7,24 @@ For every image (or clip) in a prompt the processor puts, right before Gemma's i
 with N = latent frames x `world_tokens_per_frame`, and returns `world_pixel_values` of shape
 (num_visuals, 3, frames, world_image_size, world_image_size) scaled to [-1, 1] for the VAE.
 
-Clips: a chat item `{"type": "video", "video": [frame, ...]}` (or a `Clip` given to `__call__`) is
-encoded whole by the world path; Gemma's image path sees one frame of it, the **last** one (the
-present moment a "what happens next?" question is about; `world_clip_frame="first"` changes it).
+Clips: a chat item `{"type": "video", "video": [frame, ...]}` or `{"type": "video", "video":
+"clip.mp4"}` (a video file, decoded by `theworld.processing.video`: `world_num_frames` frames
+evenly over the clip, or at the item's `"fps"`), or a `Clip` given to `__call__`, is encoded
+whole by the world path; Gemma's image path sees one frame of it, the **last** one (the present
+moment a "what happens next?" question is about; `world_clip_frame="first"` changes it).
+
+A batch may mix images and clips of different lengths: each world block has its own length, so
+`world_pixel_values` is zero-padded along time to the longest item and `world_latent_frames`
+(one count per item, in prompt order) says how many latent frames each item really has. A batch
+whose items all have the same length is returned exactly as before, without that key.
 
 With `enable_world=False` it is exactly `Gemma3Processor` (clips reduced to their Gemma frame).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,13 +34,15 @@ from PIL import Image
 from transformers import Gemma3Processor
 from transformers.image_utils import load_image
 
+from theworld.data.images import CORRUPT_IMAGE_ERRORS
+from theworld.errors import TheWorldUserError
+from theworld.model.configuration import WORLD_DEFAULTS, WorldGeometry
 from theworld.processing.tokens import resolve_world_tokens
+from theworld.processing.video import Clip, VideoFile, load_video
+
+__all__ = ["Clip", "TheWorldProcessor", "VideoFile", "world_frames_problem", "world_pixels"]
 
 PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
-
-
-class Clip(list):
-    """A short video given as its frames (PIL images, paths or URLs); 4k+1 frames."""
 
 
 class TheWorldProcessor(Gemma3Processor):
@@ -43,11 +54,11 @@ class TheWorldProcessor(Gemma3Processor):
         tokenizer=None,
         chat_template=None,
         image_seq_length: int = 256,
-        enable_world: bool = True,
-        world_image_size: int = 512,
-        world_tokens_per_frame: int = 256,
-        world_num_frames: int = 17,
-        world_temporal_compression: int = 4,
+        enable_world: bool = WORLD_DEFAULTS["enable_world"],
+        world_image_size: int = WORLD_DEFAULTS["world_image_size"],
+        world_tokens_per_frame: int = WORLD_DEFAULTS["world_tokens_per_frame"],
+        world_num_frames: int = WORLD_DEFAULTS["world_num_frames"],
+        world_temporal_compression: int = WORLD_DEFAULTS["world_temporal_compression"],
         world_clip_frame: str = "last",
         **kwargs: Any,
     ) -> None:
@@ -66,15 +77,23 @@ class TheWorldProcessor(Gemma3Processor):
 
     @classmethod
     def from_model_config(cls, name_or_path: str, config: Any, **kwargs: Any) -> TheWorldProcessor:
-        """A processor whose world settings match a `TheWorldConfig` (token budget, frame size)."""
+        """The tokenizer and image processor at `name_or_path`, with the world settings of a `TheWorldConfig`."""
+        geometry = config.world_geometry
         return cls.from_pretrained(
             name_or_path,
             enable_world=config.enable_world,
-            world_image_size=config.world_image_size,
-            world_tokens_per_frame=config.world_tokens_per_frame,
-            world_num_frames=config.world_num_frames,
-            world_temporal_compression=config.world_temporal_compression,
+            world_image_size=geometry.image_size,
+            world_tokens_per_frame=geometry.tokens_per_frame,
+            world_num_frames=geometry.num_frames,
+            world_temporal_compression=geometry.temporal_compression,
             **kwargs,
+        )
+
+    @property
+    def world_geometry(self) -> WorldGeometry:
+        """This processor's world settings as the one geometry object (tokens per item, clip lengths)."""
+        return WorldGeometry(
+            self.world_image_size, self.world_tokens_per_frame, self.world_num_frames, self.world_temporal_compression
         )
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
@@ -85,12 +104,17 @@ class TheWorldProcessor(Gemma3Processor):
 
     @property
     def model_input_names(self) -> list[str]:
-        return super().model_input_names + ["world_pixel_values"]
+        return super().model_input_names + ["world_pixel_values", "world_latent_frames"]
 
     # ------------------------------------------------------------------------------------------
     def world_tokens_for(self, visual: Any) -> int:
-        frames = len(visual) if isinstance(visual, Clip) else 1
-        return (1 + (frames - 1) // self.world_temporal_compression) * self.world_tokens_per_frame
+        return self.world_geometry.tokens_for_frames(len(visual) if isinstance(visual, Clip) else 1)
+
+    def load_visual(self, visual: Any) -> Any:
+        """A `VideoFile` decoded into a `Clip` with this processor's `world_num_frames`; others unchanged."""
+        if isinstance(visual, VideoFile):
+            return load_video(visual, self.world_num_frames, temporal_compression=self.world_temporal_compression)
+        return visual
 
     def world_block(self, visual: Any) -> str:
         return self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
@@ -123,6 +147,7 @@ class TheWorldProcessor(Gemma3Processor):
         if images is None:
             return super().__call__(images=None, text=text, **kwargs)
         texts, visuals = _nest(images, text)
+        visuals = [[self.load_visual(v) for v in sample] for sample in visuals]
         gemma_images = [[_to_pil(self.gemma_image(v)) for v in sample] for sample in visuals]
         if not self.enable_world:
             return super().__call__(images=gemma_images, text=text if texts is None else texts, **kwargs)
@@ -132,11 +157,14 @@ class TheWorldProcessor(Gemma3Processor):
         out = super().__call__(images=gemma_images, text=texts, **kwargs)
         pixels = [self.world_pixels(v) for sample in visuals for v in sample]
         if pixels:
-            frame_counts = sorted({p.shape[1] for p in pixels})
-            if len(frame_counts) > 1:
-                raise ValueError(f"clips in one batch must have the same number of frames, got {frame_counts}")
-            stacked = np.stack(pixels)  # (N, 3, T, S, S)
-            out["world_pixel_values"] = torch.from_numpy(stacked) if kwargs.get("return_tensors") == "pt" else stacked
+            as_tensor = kwargs.get("return_tensors") == "pt"
+            longest = max(p.shape[1] for p in pixels)
+            # (N, 3, T, S, S); items shorter than the longest are zero-padded at the end of time
+            stacked = np.stack([np.pad(p, ((0, 0), (0, longest - p.shape[1]), (0, 0), (0, 0))) for p in pixels])
+            out["world_pixel_values"] = torch.from_numpy(stacked) if as_tensor else stacked
+            if any(p.shape[1] != longest for p in pixels):
+                counts = np.array([self.world_geometry.latent_frames(p.shape[1]) for p in pixels])
+                out["world_latent_frames"] = torch.from_numpy(counts) if as_tensor else counts  # (N,) int64
         return out
 
     def apply_chat_template(
@@ -153,7 +181,8 @@ class TheWorldProcessor(Gemma3Processor):
         Gemma image markers, and `__call__` adds the world blocks."""
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = conversation if batched else [conversation]
-        stripped, visuals = zip(*(_extract_visuals(c) for c in conversations)) if conversations else ((), ())
+        extracted = [_extract_visuals(c, self.world_num_frames, self.world_temporal_compression) for c in conversations]
+        stripped, visuals = zip(*extracted) if extracted else ((), ())
         processor_kwargs = {k: kwargs.pop(k) for k in PROCESSOR_KWARGS if k in kwargs}
         rendered = super().apply_chat_template(
             list(stripped) if batched else stripped[0],
@@ -205,18 +234,24 @@ def make_tokenizer_config_portable(directory: Any) -> bool:
     return True
 
 
+def world_frames_problem(frames: int, max_frames: int, temporal_compression: int = 4) -> str | None:
+    """`WorldGeometry.frames_problem` for callers holding the two numbers (training's preflight check)."""
+    return WorldGeometry(num_frames=max_frames, temporal_compression=temporal_compression).frames_problem(frames)
+
+
 def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
-    """An image or `Clip` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
+    """An image, `Clip` or `VideoFile` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
 
     PIL bicubic on uint8 cannot overshoot [-1, 1]. A module function, not only a method, so the
-    latent cache computes exactly these pixels without a tokenizer.
+    latent cache computes exactly these pixels without a tokenizer. A video file is decoded into
+    `max_frames` frames (see `theworld.processing.video`).
     """
+    if isinstance(visual, VideoFile):
+        visual = load_video(visual, max_frames, temporal_compression=temporal_compression)
     frames = list(visual) if isinstance(visual, Clip) else [visual]
-    if (len(frames) - 1) % temporal_compression or len(frames) > max_frames:
-        raise ValueError(
-            f"a clip has {len(frames)} frames: world clips need 4k+1 frames (1, 5, 9, ...) and at most "
-            f"world_num_frames={max_frames}"
-        )
+    problem = world_frames_problem(len(frames), max_frames, temporal_compression)
+    if problem is not None:
+        raise ValueError(problem)
     size = (image_size, image_size)
     arrays = [np.asarray(_to_pil(f).convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) for f in frames]
     pixels = np.stack(arrays, axis=0) / 127.5 - 1.0  # (T, S, S, 3)
@@ -228,9 +263,39 @@ def _to_pil(visual: Any) -> Image.Image:
         return visual
     if isinstance(visual, np.ndarray):
         return Image.fromarray(visual)
-    if isinstance(visual, str):
-        return load_image(visual)
+    if isinstance(visual, (str, os.PathLike)):
+        return load_image_source(os.fspath(visual))
     raise TypeError(f"unsupported image type {type(visual).__name__}: give a PIL image, a path or a URL")
+
+
+class ImageSourceError(TheWorldUserError, OSError):
+    """An image path that is missing or unreadable (an OSError, as PIL's own); the message names the file."""
+
+
+_BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]{64,}$")
+
+
+def load_image_source(source: str) -> Image.Image:
+    """A path, URL or base64 string -> RGB PIL image, decoded now, as transformers' `load_image` gives it.
+
+    transformers reads any string that is not an existing file as base64, so a mistyped path
+    surfaced as "Incorrect image source ... base64", and a truncated file as PIL's bare
+    "Truncated File Read". Here both name the file.
+    """
+    if source.startswith(("http://", "https://")):
+        return load_image(source)
+    if os.path.isfile(source):
+        try:
+            return load_image(source)  # EXIF-rotated, converted to RGB: every pixel decoded here
+        except CORRUPT_IMAGE_ERRORS as err:
+            raise ImageSourceError(f"image file {source} cannot be read ({type(err).__name__}: {err})") from err
+    if source.startswith("data:image/") or _BASE64.match(source):
+        try:
+            return load_image(source)
+        except ValueError as err:
+            raise ImageSourceError(f"image {source[:40]!r}...: not a file, and not decodable as base64 image data") from err
+    where = "" if os.path.isabs(source) else f" (relative to the working directory {os.getcwd()})"
+    raise ImageSourceError(f"image file not found: {source}{where}")
 
 
 def _nest(images: Any, text: Any) -> tuple[list[str] | None, list[list[Any]]]:
@@ -251,8 +316,12 @@ def _nest(images: Any, text: Any) -> tuple[list[str] | None, list[list[Any]]]:
     return texts, nested
 
 
-def _extract_visuals(conversation: list[dict]) -> tuple[list[dict], list[Any]]:
-    """Replace image/video items by bare Gemma image items; return the loaded visuals in order."""
+def _extract_visuals(conversation: list[dict], num_frames: int, temporal_compression: int) -> tuple[list[dict], list[Any]]:
+    """Replace image/video items by bare Gemma image items; return the loaded visuals in order.
+
+    A video item gives its clip as a list of frames, or as a video file path (decoded here into
+    `num_frames` frames, or at the item's `"fps"`).
+    """
     # Shallow copies: each message's content list is rebuilt below, so the caller's is never
     # changed, and in-memory images and frames are not copied.
     conversation = [dict(message) for message in conversation]
@@ -272,9 +341,14 @@ def _extract_visuals(conversation: list[dict]) -> tuple[list[dict], list[Any]]:
                 new_content.append({"type": "image"})
             elif kind == "video":
                 frames = item.get("video")
+                if isinstance(frames, (str, os.PathLike)):
+                    frames = load_video(frames, num_frames, fps=item.get("fps"), temporal_compression=temporal_compression)
                 if not isinstance(frames, (list, tuple)):
-                    raise ValueError("a video item must give its clip as a list of frames (video files are not decoded)")
-                visuals.append(Clip(_to_pil(f) for f in frames))
+                    raise ValueError(
+                        f"a video item must give a video file path or a list of frames, got {type(frames).__name__}"
+                    )
+                times = frames.frame_times if isinstance(frames, Clip) else None
+                visuals.append(Clip((_to_pil(f) for f in frames), frame_times=times))
                 new_content.append({"type": "image"})
             else:
                 new_content.append(item)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from theworld.testing.gemma import GemmaSpec, gemma3_config
 
 logger = logging.getLogger(__name__)
 
@@ -64,29 +66,7 @@ _CORPUS_WORDS = (
 ).split()
 
 
-@dataclass
-class TinyGemmaSpec:
-    """Sizes of the tiny Gemma 3; defaults give a model that runs a forward in milliseconds."""
-
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    head_dim: int = 16
-    sliding_window: int = 256
-    vision_hidden_size: int = 32
-    vision_image_size: int = 32
-    vision_patch_size: int = 8
-    mm_tokens_per_image: int = 4
-    vocab_size: int = 1024
-    seed: int = 0
-    layer_types: list[str] = field(default_factory=lambda: ["sliding_attention", "full_attention"])
-    # None: the library's defaults (1e6 global, 1e4 sliding, no scaling). Set them to check that rope
-    # settings survive a save/load (real gemma-3-4b scales its global layers linearly by 8).
-    rope_theta: float | None = None
-    rope_local_base_freq: float | None = None
-    rope_scaling: dict | None = None
+TinyGemmaSpec = GemmaSpec  # the tiny model's sizes are `GemmaSpec`'s defaults
 
 
 @dataclass
@@ -151,51 +131,13 @@ def _gemma_bpe_pipeline(vocab: dict[str, int], merges: list[tuple[str, str]]) ->
 
 
 def build_gemma_config(tokenizer, spec: TinyGemmaSpec | None = None):
-    from transformers import Gemma3Config
+    """The tiny Gemma 3's config, with the token ids of its tokenizer."""
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _IMAGE_TOKENS.items()}
+    return gemma3_config(spec or TinyGemmaSpec(), pad=tokenizer.pad_token_id, bos=tokenizer.bos_token_id,
+                         eos=tokenizer.eos_token_id, **ids)  # fmt: skip
 
-    spec = spec or TinyGemmaSpec()
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        head_dim=spec.head_dim,
-        query_pre_attn_scalar=spec.head_dim,
-        sliding_window=spec.sliding_window,
-        layer_types=list(spec.layer_types),
-        max_position_embeddings=4096,
-        **{
-            name: getattr(spec, name)
-            for name in ("rope_theta", "rope_local_base_freq", "rope_scaling")
-            if getattr(spec, name) is not None
-        },
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    vision = dict(
-        model_type="siglip_vision_model",
-        hidden_size=spec.vision_hidden_size,
-        intermediate_size=2 * spec.vision_hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=spec.vision_image_size,
-        patch_size=spec.vision_patch_size,
-        vision_use_head=False,
-    )
-    return Gemma3Config(
-        text_config=text,
-        vision_config=vision,
-        mm_tokens_per_image=spec.mm_tokens_per_image,
-        boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
-        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+
+_IMAGE_TOKENS = {"boi": "<start_of_image>", "eoi": "<end_of_image>", "image": "<image_soft_token>"}
 
 
 def build_gemma_processor(tokenizer, spec: TinyGemmaSpec | None = None):

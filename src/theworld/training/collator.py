@@ -13,6 +13,9 @@ tokens `<start_of_turn>` / `<end_of_turn>` are atomic, and a turn is the assista
 tokens right after `<start_of_turn>` decode to `model\\n`. If a tokenizer merged the header's newline
 with the first answer character, that straddling token is supervised (it carries answer text).
 
+With a latent cache the world path needs no pixels: the processor's `world_pixels` is skipped and a
+clip's frames other than the one Gemma's image path sees are not decoded.
+
 Sequences are right-padded. A sample longer than `max_length` is cut at `max_length` only if
 the cut leaves every image and world block whole and some answer tokens; otherwise it is dropped
 (its id logged once) with `on_truncated="drop"`, or raises `TheWorldUserError` with "error".
@@ -20,10 +23,13 @@ the cut leaves every image and world block whole and some answer tokens; otherwi
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from theworld.data.sample import Sample
@@ -66,7 +72,9 @@ class TheWorldCollator:
 
     Batch keys: input_ids, attention_mask, token_type_ids, labels (always); pixel_values when a
     sample has images; world_pixel_values, or world_latents when `latent_cache` is given, when the
-    world path is on and a sample has visuals.
+    world path is on and a sample has visuals. With `return_sample_ids`, also `sample_ids` (a list
+    of the batch's sample ids, not a model input: the trainer pops it to name the samples of a
+    batch whose loss is not finite).
     """
 
     def __init__(
@@ -76,16 +84,22 @@ class TheWorldCollator:
         max_length: int | None = None,
         on_truncated: str = "drop",
         latent_cache: LatentSource | None = None,
+        return_sample_ids: bool = False,
     ) -> None:
         if on_truncated not in ("drop", "error"):
             raise ValueError(f"on_truncated={on_truncated!r}: expected 'drop' or 'error'")
         self.processor = processor
         self.max_length = max_length
         self.on_truncated = on_truncated
+        self.return_sample_ids = return_sample_ids
         self.enable_world = bool(getattr(processor, "enable_world", False))
         if latent_cache is not None and not hasattr(latent_cache, "latents_for"):
             raise TypeError("latent_cache must have a latents_for(visual) method")
         self.latent_cache = latent_cache if self.enable_world else None
+        if self.latent_cache is not None:
+            # The world blocks still need each visual's frame count; its pixels come from the cache.
+            self.processor = copy.copy(processor)
+            self.processor.world_pixels = lambda visual: np.zeros((3, len(visual) if isinstance(visual, list) else 1, 1, 1), np.float32)
         tokenizer = processor.tokenizer
         self.tokenizer = tokenizer
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -170,9 +184,8 @@ class TheWorldCollator:
 
     def encode(self, sample: Sample) -> EncodedSample | None:
         """Build one sample through the processor; None when it is dropped for length."""
-        out = self.processor.apply_chat_template(
-            sample.messages, tokenize=True, return_dict=True, return_tensors="pt"
-        )
+        messages = sample.messages if self.latent_cache is None else [self._gemma_frames_only(m) for m in sample.messages]
+        out = self.processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
         input_ids = out["input_ids"][0]
         token_type_ids = out.get("token_type_ids")
         token_type_ids = token_type_ids[0] if token_type_ids is not None else torch.zeros_like(input_ids)
@@ -208,6 +221,21 @@ class TheWorldCollator:
             world_pixel_values=world_pixels,
             world_latents=world_latents,
         )
+
+    def _gemma_frames_only(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The message with each clip's frames all standing for the one frame Gemma sees (decoded once)."""
+        from theworld.processing.processor import Clip, load_image_source
+
+        if not isinstance(message.get("content"), list):
+            return message
+        content = []
+        for item in message["content"]:
+            if item.get("type") == "video":
+                frame = self.processor.gemma_image(Clip(item["video"]))
+                frame = load_image_source(str(frame)) if isinstance(frame, (str, os.PathLike)) else frame
+                item = {**item, "video": [frame] * len(item["video"])}
+            content.append(item)
+        return {**message, "content": content}
 
     # ---------------------------------------------------------------------------------------
     # batch
@@ -253,15 +281,20 @@ class TheWorldCollator:
                     "per_device_train_batch_size=1 or give every clip the same number of frames"
                 )
             batch[key] = torch.cat([t for _, t in tensors])
+        if self.return_sample_ids:
+            batch["sample_ids"] = [item.id for item in items]
         return batch
 
     def _empty_batch(self) -> dict[str, torch.Tensor]:
         """Every sample of a micro-batch was dropped: one BOS-only row with nothing to learn (loss 0)."""
         bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_token_id
         one = torch.tensor([[bos]], dtype=torch.long)
-        return {
+        batch = {
             "input_ids": one,
             "attention_mask": torch.ones_like(one),
             "token_type_ids": torch.zeros_like(one),
             "labels": torch.full_like(one, IGNORE_INDEX),
         }
+        if self.return_sample_ids:
+            batch["sample_ids"] = []
+        return batch

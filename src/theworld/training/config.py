@@ -1,12 +1,14 @@
-"""`TrainConfig`: every setting of `theworld train`, read from YAML/JSON plus `--key value` overrides.
+"""`TrainConfig`: transformers' `TrainingArguments` plus TheWorld's own keys, read by `HfArgumentParser`.
 
-The config is a flat dataclass so a file, the command line and the Python API all name a setting
-the same way. It is validated when it is built: an unknown key (with the closest valid key
-suggested), a value of the wrong type, an unknown stage or a data file that does not exist is a
+A config file (YAML or JSON, a flat mapping) and `--key value` overrides name the same keys: every
+`TrainingArguments` field, and TheWorld's own (`TheWorldArguments`: model, world, data, LoRA, run
+folder). `HfArgumentParser` parses them, file values first, command-line values last, so the
+dataclasses are the schema. What TheWorld adds around it: an unknown key (with the closest valid
+key suggested), a value of the wrong type, an unknown stage or a data file that does not exist is a
 `TheWorldUserError` naming the key or file, which the CLI prints as one line and exit code 2.
 
-YAML note: PyYAML reads `1e-4` as a *string* (YAML 1.1 wants `1.0e-4`); a string that parses as
-the expected number is accepted, so `learning_rate: 1e-4` works.
+YAML note: PyYAML reads `1e-4` as a *string* (YAML 1.1 wants `1.0e-4`); strings are parsed by the
+key's type, so `learning_rate: 1e-4` works.
 """
 
 from __future__ import annotations
@@ -14,136 +16,178 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import HfArgumentParser, SchedulerType, TrainingArguments
+
 from theworld.errors import TheWorldUserError
 
-STAGES = ("align", "finetune", "full")
+STAGES = ("align", "vision", "finetune", "full")
 ON_TRUNCATED = ("drop", "error")
 REPORT_TO = ("none", "tensorboard", "wandb", "mlflow", "trackio", "all")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Learning rates used when `learning_rate` is not set (Prismatic's recipe: a high rate for a freshly
 # initialised projector alone, a low one once the language model trains; LoRA tolerates a higher one).
-DEFAULT_LEARNING_RATES = {"align": 1e-3, "finetune": 2e-5, "finetune_lora": 2e-4, "full": 2e-5}
-LR_SCHEDULERS = (
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay",
-)  # fmt: skip
+DEFAULT_LEARNING_RATES = {"align": 1e-3, "vision": 2e-5, "finetune": 2e-5, "finetune_lora": 2e-4, "full": 2e-5}
+LR_SCHEDULERS = tuple(s.value for s in SchedulerType)
+REQUIRED = ("model_name_or_path", "train_data", "output_dir")
+
+
+def _key(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A config key: its default and its one-line meaning (`metadata["help"]`, as `HfArgumentParser` reads it)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 @dataclass
-class TrainConfig:
-    """Settings of one training run (one stage). Keys are the field names; see docs/training.md."""
+class TheWorldArguments:
+    """TheWorld's own keys: what to train, on which data, and how the run folder is treated."""
 
     # --- model ---------------------------------------------------------------------------
-    model_name_or_path: str = "google/gemma-3-4b-it"
-    """A Gemma 3 checkpoint (hub id or folder), or the output_dir of an earlier stage (weights only)."""
-    cosmos_model_name: str | None = "nvidia/Cosmos-Predict2-2B-Video2World"
-    enable_world: bool = True
-    """False trains the Gemma control: same data, same stage, no world tokens."""
-    stage: str = "align"
-    attn_implementation: str | None = None
+    model_name_or_path: str = _key(
+        "google/gemma-3-4b-it", "a Gemma 3 checkpoint (hub id or folder), or an earlier stage's output_dir (weights only)"
+    )
+    cosmos_model_name: str | None = _key(
+        "nvidia/Cosmos-Predict2-2B-Video2World", "the world model: a Cosmos repo with vae/, or a VAE folder"
+    )
+    enable_world: bool = _key(True, "false trains the Gemma control: same data, same stage, no world tokens")
+    stage: str = _key("align", f"what trains: {', '.join(STAGES)} (docs/training.md, Stages)")
+    attn_implementation: str | None = _key(None, "attention kernel, e.g. eager or sdpa (null: transformers' choice)")
     # world settings; None keeps the model's own (the defaults for a Gemma base, the stored ones for a TheWorld dir)
-    world_image_size: int | None = None
-    world_tokens_per_frame: int | None = None
-    world_num_frames: int | None = None
-    world_projector_type: str | None = None
-    world_bidirectional: bool | None = None
-    train_cosmos_vae: bool = False
-    """Explicit opt-in to train the VAE encoder (stage full only; never with a latent cache)."""
+    world_image_size: int | None = _key(None, "side of the square frames the VAE sees (null: the model's own)")
+    world_tokens_per_frame: int | None = _key(None, "world tokens per latent frame, a square (null: the model's own)")
+    world_num_frames: int | None = _key(None, "longest clip accepted, 4k+1 frames (null: the model's own)")
+    world_projector_type: str | None = _key(None, "mlp or linear (null: the model's own)")
+    world_bidirectional: bool | None = _key(None, "world tokens attend to each other both ways (null: the model's own)")
+    train_cosmos_vae: bool = _key(False, "explicit opt-in to train the VAE encoder (stage full only; no latent cache)")
 
     # --- data ----------------------------------------------------------------------------
-    train_data: str | None = None
-    train_data_format: str = "auto"
-    image_folder: str | None = None
-    eval_data: str | None = None
-    eval_data_format: str = "auto"
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_skip_fraction: float = 0.01
-    max_length: int = 4096
-    on_truncated: str = "drop"
-    latent_cache_dir: str | None = None
-    dataloader_num_workers: int = 0
-
-    # --- optimisation --------------------------------------------------------------------
-    output_dir: str | None = None
-    max_steps: int = -1
-    num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 1
-    per_device_eval_batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    learning_rate: float | None = None
-    """None: the stage's default (DEFAULT_LEARNING_RATES)."""
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "cosine"
-    max_grad_norm: float = 1.0
-    seed: int = 42
-    bf16: bool = False
-    gradient_checkpointing: bool = False
+    train_data: str | None = _key(None, "training data: a JSON/JSONL file or a Hub id owner/name[:split] (required)")
+    train_data_format: str = _key("auto", "llava, cc3m, messages, qa, openspatial, vsr, or auto (from the first record)")
+    image_folder: str | None = _key(None, "where relative image paths resolve, and must stay (null: the data file's folder)")
+    eval_data: str | None = _key(None, "evaluation data for an eval loss every eval_steps (null: none)")
+    eval_data_format: str = _key("auto", "format of eval_data, as train_data_format")
+    max_train_samples: int | None = _key(None, "read at most this many training samples (null: all)")
+    max_eval_samples: int | None = _key(None, "read at most this many evaluation samples (null: all)")
+    max_skip_fraction: float = _key(0.01, "share of unusable samples (unreadable, wrong frame count) skipped before the run stops")
+    max_length: int = _key(4096, "tokens per sample; longer ones are cut or dropped (see on_truncated)")
+    on_truncated: str = _key("drop", "a sample over max_length that cannot be cut: drop (log its id) or error")
+    latent_cache_dir: str | None = _key(None, "world latents from `theworld cache-latents` (the VAE is then not loaded)")
 
     # --- LoRA (stages finetune / full) ---------------------------------------------------
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    use_lora: bool = _key(False, "LoRA on the language model instead of training it fully (finetune / full)")
+    lora_r: int = _key(16, "LoRA rank")
+    lora_alpha: int = _key(32, "LoRA scale numerator (scale = alpha / r)")
+    lora_dropout: float = _key(0.05, "dropout on the LoRA input")
+    lora_target_modules: list[str] = _key(
+        help="language-model linear layers that get LoRA", default_factory=lambda: list(DEFAULT_LORA_TARGETS)
+    )
 
-    # --- logging, checkpoints ------------------------------------------------------------
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    eval_steps: int | None = None
-    resume_from_checkpoint: str | None = None
-    """A checkpoint folder, or "latest" for the newest checkpoint-N in output_dir."""
-    report_to: list[str] = field(default_factory=lambda: ["none"])
-    push_to_hub: bool = False
-    hub_model_id: str | None = None
+    # --- the run folder ------------------------------------------------------------------
+    resume_weights_only: bool = _key(
+        False, "with resume_from_checkpoint: start a new run (step 0, fresh optimizer) from that checkpoint's weights only"
+    )
+    overwrite_output_dir: bool = _key(
+        False, "replace the run already in output_dir (its checkpoints and final model are deleted) instead of refusing"
+    )
 
-    # ---------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig(TheWorldArguments, TrainingArguments):
+    """Settings of one training run (one stage): every `TrainingArguments` key plus `TheWorldArguments`.
+
+    Below, the `TrainingArguments` keys whose default or meaning TheWorld changes; see docs/training.md.
+    """
+
+    output_dir: str | None = _key(None, "folder for checkpoints and the final model (required)")
+    num_train_epochs: float = _key(1.0, "passes over the training data (when max_steps <= 0)")
+    per_device_train_batch_size: int = _key(1, "training samples per process per micro-batch")
+    per_device_eval_batch_size: int = _key(1, "evaluation samples per process per batch")
+    learning_rate: float | None = _key(
+        None, "peak learning rate (null: the stage's default, align 1e-3, finetune 2e-5, LoRA 2e-4, full 2e-5)"
+    )
+    lr_scheduler_type: str = _key("cosine", "learning-rate schedule, e.g. cosine, linear, constant")
+    bf16: bool = _key(False, "frozen weights and the forward pass in bf16; trainable weights stay fp32")
+    gradient_checkpointing: bool = _key(False, "non-reentrant activation checkpointing (less memory, more compute)")
+    logging_steps: int = _key(10, "log loss, learning rate and tokens/s every this many optimizer steps")
+    save_steps: int = _key(500, "write a checkpoint every this many optimizer steps")
+    save_total_limit: int | None = _key(2, "keep at most this many checkpoints (null: all)")
+    eval_steps: int | None = _key(None, "eval loss every this many optimizer steps (null: save_steps)")
+    resume_from_checkpoint: str | None = _key(
+        None, "continue this stage from a checkpoint-N folder, or latest for the newest in output_dir"
+    )
+    report_to: list[str] = _key(
+        help=f"loggers: {', '.join(REPORT_TO)} (a list or comma-separated)", default_factory=lambda: ["none"]
+    )
+    # Fixed by how TheWorld trains (changing them breaks it): the dataset yields samples that the
+    # collator turns into model inputs; the loss alone is evaluated; tokens/s counts real tokens.
+    remove_unused_columns: bool = _key(False, "keep false: the collator builds the model inputs from whole samples")
+    label_names: list[str] = _key(help="the batch key holding the labels", default_factory=lambda: ["labels"])
+    prediction_loss_only: bool = _key(True, "evaluation computes the loss only (no logits are kept)")
+    include_num_input_tokens_seen: str = _key("non_padding", "count non-padding input tokens (for tokens/s)")
+    # The trainer's zero-weighted term reaches every trainable tensor, so DDP needs no search.
+    ddp_find_unused_parameters: bool | None = _key(False, "DDP searches the graph for unused parameters")
+    hub_strategy: str = _key("end", "with push_to_hub: when to push (end: the final output_dir only)")
+    disable_tqdm: bool | None = _key(False, "no progress bar")
+
+    def __post_init__(self) -> None:
+        self.check_values()
+        if self.learning_rate is None:
+            key = "finetune_lora" if self.use_lora and self.stage in ("finetune", "full") else self.stage
+            self.learning_rate = DEFAULT_LEARNING_RATES[key]
+        if self.eval_data:
+            self.eval_strategy, self.eval_steps = "steps", self.eval_steps or self.save_steps
+        if self.gradient_checkpointing:
+            # Non-reentrant checkpointing: gradients reach the world projector through frozen layers
+            # without `enable_input_require_grads`. (`gradient_checkpointing` is the key users write;
+            # transformers 5 calls it `activation_checkpointing`.)
+            self.activation_checkpointing = True
+            self.activation_checkpointing_kwargs = self.activation_checkpointing_kwargs or {"use_reentrant": False}
+        self.gradient_checkpointing = None
+        # Without a GPU, processes started by torchrun / `accelerate launch --multi_gpu` must join a
+        # gloo process group on the CPU; transformers only does that with use_cpu=True.
+        mps = getattr(torch.backends, "mps", None)
+        self.use_cpu = self.use_cpu or not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
+        super().__post_init__()
+
     def effective_learning_rate(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        key = "finetune_lora" if self.use_lora and self.stage != "align" else self.stage
-        return DEFAULT_LEARNING_RATES[key]
+        """The peak learning rate: the one set, or the stage's default (resolved when the config is built)."""
+        return self.learning_rate
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def validate(self, check_paths: bool = True) -> None:
+    def check_values(self) -> None:
         """Check values that types alone do not catch; every error names its key."""
-        if self.stage not in STAGES:
-            raise TheWorldUserError(_unknown_choice("stage", self.stage, STAGES))
-        if self.on_truncated not in ON_TRUNCATED:
-            raise TheWorldUserError(_unknown_choice("on_truncated", self.on_truncated, ON_TRUNCATED))
-        if self.lr_scheduler_type not in LR_SCHEDULERS:
-            raise TheWorldUserError(_unknown_choice("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS))
+        for key, choices in (("stage", STAGES), ("on_truncated", ON_TRUNCATED), ("lr_scheduler_type", LR_SCHEDULERS)):
+            if getattr(self, key) not in choices:
+                raise TheWorldUserError(_unknown_choice(key, getattr(self, key), choices))
         for value in self.report_to:
             if value not in REPORT_TO:
                 raise TheWorldUserError(_unknown_choice("report_to", value, REPORT_TO))
         if self.world_projector_type is not None and self.world_projector_type not in ("mlp", "linear"):
             raise TheWorldUserError(_unknown_choice("world_projector_type", self.world_projector_type, ("mlp", "linear")))
-        for key in ("train_data", "output_dir", "model_name_or_path"):
-            if not getattr(self, key):
-                raise TheWorldUserError(f"{key} is required (set it in the config file or with --{key})")
         if self.stage == "align" and not self.enable_world:
             raise TheWorldUserError(
                 "stage=align trains only the world projector, and enable_world=false has none: train the Gemma "
                 "control with stage=finetune (or full)"
             )
-        if self.use_lora and self.stage == "align":
-            raise TheWorldUserError("use_lora=true needs stage=finetune or full: stage align trains no language model")
+        if self.use_lora and self.stage in ("align", "vision"):
+            raise TheWorldUserError(f"use_lora=true needs stage=finetune or full: stage {self.stage} trains no language model")
         if self.train_cosmos_vae and self.stage != "full":
             raise TheWorldUserError("train_cosmos_vae=true is only allowed with stage=full")
         if self.train_cosmos_vae and self.latent_cache_dir:
             raise TheWorldUserError("train_cosmos_vae=true cannot use latent_cache_dir: cached latents come from a frozen VAE")
+        if self.resume_weights_only and self.resume_from_checkpoint is None:
+            raise TheWorldUserError("resume_weights_only=true needs resume_from_checkpoint (the checkpoint to take weights from)")
+        if self.fp16:
+            raise TheWorldUserError("fp16 is not offered: Gemma overflows in fp16; use bf16=true")
+        if self.remove_unused_columns:
+            raise TheWorldUserError("remove_unused_columns must stay false: the collator builds the inputs from whole samples")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise TheWorldUserError("set max_steps > 0 or num_train_epochs > 0")
         positive = (
@@ -167,11 +211,16 @@ class TrainConfig:
                 raise TheWorldUserError(f"{key} must not be negative, got {getattr(self, key)}")
         if not self.lora_target_modules:
             raise TheWorldUserError("lora_target_modules must name at least one module")
-        if check_paths:
-            self._check_paths()
 
-    def _check_paths(self) -> None:
+    def validate(self, check_paths: bool = True) -> None:
+        """`check_values`, and with `check_paths` that the files and folders the config names exist."""
+        self.check_values()
+        if check_paths:
+            self.check_paths()
+
+    def check_paths(self) -> None:
         from theworld.data.loading import FORMATS, looks_like_hub_id
+        from theworld.model.checkpoints import looks_local
 
         for key in ("train_data_format", "eval_data_format"):
             if getattr(self, key) not in FORMATS:
@@ -187,13 +236,11 @@ class TrainConfig:
         if self.image_folder is not None and not os.path.isdir(self.image_folder):
             raise TheWorldUserError(f"image_folder: folder {self.image_folder} does not exist")
         # latent_cache_dir may not exist yet: `theworld cache-latents` reads this config to build it.
-        if self.latent_cache_dir is not None and os.path.exists(self.latent_cache_dir) and not os.path.isdir(
-            self.latent_cache_dir
-        ):
+        if self.latent_cache_dir is not None and os.path.isfile(self.latent_cache_dir):
             raise TheWorldUserError(f"latent_cache_dir: {self.latent_cache_dir} is a file, not a folder")
         for key in ("model_name_or_path", "cosmos_model_name"):
             value = getattr(self, key)
-            if value is not None and _looks_local(value) and not os.path.exists(value):
+            if value is not None and looks_local(value) and not os.path.exists(value):
                 raise TheWorldUserError(f"{key}: {value} does not exist (and is not a hub id owner/name)")
         if self.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(self.resume_from_checkpoint):
             raise TheWorldUserError(
@@ -203,13 +250,11 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-# reading and type checking
+# the keys, as `theworld train --help` shows them
 
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-def _looks_local(value: str) -> bool:
-    return value.startswith((".", "/", "~")) or value.count("/") != 1 or os.path.exists(value)
+_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig) if f.init}
+FIELD_NAMES: tuple[str, ...] = tuple(_FIELDS)
+_HINTS = typing.get_type_hints(TrainConfig)
 
 
 def _unknown_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -224,79 +269,136 @@ def unknown_key_message(key: str, source: str) -> str:
     return f"unknown config key {key!r} in {source}{hint}"
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+def _parts(key: str) -> tuple[list[Any], bool]:
+    """The types a key's annotation allows (None dropped), and whether it allows None."""
+    hint = _HINTS[key]
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    args = list(typing.get_args(hint)) if union else [hint]
+    return [a for a in args if a is not type(None)], type(None) in args
 
 
-def _split_optional(annotation: Any) -> tuple[Any, bool]:
-    """`X | None` -> (X, True); X -> (X, False)."""
-    args = typing.get_args(annotation)
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        inner = [a for a in args if a is not type(None)]
-        return inner[0], len(inner) < len(args)
-    return annotation, False
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is list:
+        return "list of " + "/".join(_type_name(a) for a in typing.get_args(kind))
+    if typing.get_origin(kind) is typing.Literal or (isinstance(kind, type) and issubclass(kind, Enum)):
+        return "str"
+    return getattr(kind, "__name__", str(kind))
 
 
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
+def key_type(key: str) -> str:
+    """The type of config key `key` as a user writes it: `int`, `float or null`, `list of str`, ..."""
+    kinds, optional = _parts(key)
+    names = list(dict.fromkeys(_type_name(k) for k in kinds))
+    return " or ".join(names + (["null"] if optional else []))
 
 
-def coerce_value(key: str, value: Any, from_cli: bool = False) -> Any:
-    """`value` as the type of field `key`, or a TheWorldUserError naming the key and what was expected."""
-    base, optional = _split_optional(_field_types()[key])
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~") and optional):
-        if optional:
-            return None
-        raise TheWorldUserError(f"{key}: a value is required (got null)")
+def key_default(key: str) -> str:
+    """The default of config key `key` as YAML would write it (`null`, `true`, `a,b`)."""
+    spec = _FIELDS[key]
+    value = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default  # type: ignore[misc]
+    if isinstance(value, Enum):
+        value = value.value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return json.dumps(value) if isinstance(value, dict) else str(value)
 
-    def wrong(expected: str) -> TheWorldUserError:
-        return TheWorldUserError(f"{key}: expected {expected}, got {value!r} ({type(value).__name__})")
 
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise wrong("true or false")
-    if base is int:
-        if isinstance(value, bool):
-            raise wrong("an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise wrong("an integer")
-    if base is float:
-        if isinstance(value, bool):
-            raise wrong("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise wrong("a number") from None
-            if math.isfinite(number):
-                return number
-        raise wrong("a number")
-    if base is str:
-        if isinstance(value, str):
-            return value
-        if from_cli or isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise wrong("a string")
-    if typing.get_origin(base) is list:
+def key_help(key: str) -> str:
+    """The meaning of config key `key` (its field's `metadata["help"]`)."""
+    return _FIELDS[key].metadata.get("help", "")
+
+
+# ------------------------------------------------------------------------------------------------
+# reading: a file's values and command-line overrides -> `HfArgumentParser` -> TrainConfig
+
+_NULL = ("null", "none", "~")
+
+
+class _ConfigParser(HfArgumentParser):
+    """`HfArgumentParser` whose errors are `TheWorldUserError`s naming the key and what it expects."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__(TrainConfig, allow_abbrev=False)
+        self.values = values
+
+    def error(self, message: str) -> typing.NoReturn:
+        match = re.search(r"argument --([\w-]+)", message)
+        key = match.group(1).replace("-", "_") if match else None
+        if key not in self.values:
+            raise TheWorldUserError(f"config: {message}")
+        kinds, _ = _parts(key)
+        choices = [k for k in kinds if isinstance(k, type) and issubclass(k, Enum)]
+        if choices and "invalid choice" in message:
+            raise TheWorldUserError(_unknown_choice(key, self.values[key], tuple(c.value for c in choices[0])))
+        raise _wrong_type(key, self.values[key])
+
+
+def _expected(key: str) -> str:
+    kinds, _ = _parts(key)
+    kind = typing.get_origin(kinds[0]) or kinds[0]
+    words = {int: "an integer", float: "a number", bool: "true or false", list: "a list of strings (or one comma-separated string)"}
+    return words.get(kind, "a string")
+
+
+def _wrong_type(key: str, value: Any) -> TheWorldUserError:
+    return TheWorldUserError(f"{key}: expected {_expected(key)}, got {value!r} ({type(value).__name__})")
+
+
+def _arguments(key: str, value: Any) -> list[str] | None:
+    """`--key` and its value(s) as command-line strings, for `HfArgumentParser`; None for null."""
+    kinds, optional = _parts(key)
+    is_list = typing.get_origin(kinds[0]) is list
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NULL and optional):
+        if not optional:
+            raise TheWorldUserError(f"{key}: a value is required (got null)")
+        return None
+    if is_list:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise wrong("a list of strings (or one comma-separated string)")
-    raise AssertionError(f"unsupported config field type {base!r} for {key}")  # pragma: no cover
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+            raise _wrong_type(key, value)
+        return [f"--{key}", *value]
+    if isinstance(value, dict) and any((typing.get_origin(k) or k) is dict for k in kinds):
+        return [f"--{key}", json.dumps(value)]
+    if isinstance(value, (list, tuple, dict)) or (isinstance(value, bool) and bool not in kinds):
+        raise _wrong_type(key, value)
+    if isinstance(value, float) and value.is_integer() and int in kinds:
+        value = int(value)
+    return [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+
+
+def build_config(
+    values: dict[str, Any], source: str = "config", overrides: dict[str, Any] | None = None, check_paths: bool = True
+) -> TrainConfig:
+    """A validated TrainConfig from file values plus command-line overrides (strings, parsed by type)."""
+    merged: dict[str, Any] = {}
+    for where, items in ((source, values), ("the command line", overrides or {})):
+        for key, value in items.items():
+            if key not in _FIELDS:
+                raise TheWorldUserError(unknown_key_message(str(key), where))
+            merged[key] = value
+    parser = _ConfigParser(merged)
+    argv: list[str] = []
+    for key, value in merged.items():
+        arguments = _arguments(key, value)
+        if arguments is None:
+            parser.set_defaults(**{key: None})
+        else:
+            argv += arguments
+    for key in REQUIRED:
+        if merged.get(key, _FIELDS[key].default) is None:
+            raise TheWorldUserError(f"{key} is required (set it in the config file or with --{key})")
+    try:
+        (config,) = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    except ValueError as err:  # TrainingArguments' own checks (e.g. an option transformers refuses)
+        raise TheWorldUserError(f"config: {err}") from None
+    if check_paths:
+        config.check_paths()
+    return config
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -317,24 +419,6 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TheWorldUserError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
-
-
-def build_config(
-    values: dict[str, Any], source: str = "config", overrides: dict[str, Any] | None = None, check_paths: bool = True
-) -> TrainConfig:
-    """A validated TrainConfig from file values plus CLI overrides (strings, coerced by type)."""
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in FIELD_NAMES:
-            raise TheWorldUserError(unknown_key_message(str(key), source))
-        kwargs[key] = coerce_value(key, value)
-    for key, value in (overrides or {}).items():
-        if key not in FIELD_NAMES:
-            raise TheWorldUserError(unknown_key_message(key, "the command line"))
-        kwargs[key] = coerce_value(key, value, from_cli=True)
-    config = TrainConfig(**kwargs)
-    config.validate(check_paths=check_paths)
-    return config
 
 
 def load_config(

@@ -5,37 +5,29 @@ yet encoding one 512x512 frame costs far more than the rest of an `align` step. 
 encodes every unique visual of a data set once (`build`) and serves the latents back
 (`latents_for`) for the collator to pass to the model as `world_latents`.
 
-Layout of a cache folder::
+Layout: `manifest.json` (what makes the latents valid, written once) and shards
+`latents-00000-<token>.safetensors`, one tensor (16, Tl, h, w) per visual, named by its key.
 
-    manifest.json                     what makes the latents valid (see below), written once
-    latents-00000-<token>.safetensors  a shard: one tensor (16, Tl, h, w) per visual, named by key
+**Keys** are the sha256 of a visual's *world pixels* (the exact float32 (3, T, S, S) array
+`processing.processor.world_pixels` gives the VAE) plus the preprocessing settings: in-memory
+images have no file, the same picture under two paths is encoded once, and a change to the
+preprocessing is a clear miss, never a stale hit. Each shard also records *aliases*, (absolute
+path, size, mtime_ns) of a visual's files -> key, so an unchanged file is looked up without
+decoding it; a changed file misses its alias and is hashed again.
 
-**Keys.** A visual's key is the sha256 of its *world pixels*, the exact float32 array
-(3, T, S, S) that `TheWorldProcessor.world_pixels` gives the VAE, combined with the
-preprocessing settings (`world_image_size`, temporal compression, preprocessing version). Hashing
-decoded pixels rather than file bytes was chosen because: visuals may be in-memory PIL images
-(Hub data sets, embedded bytes) that have no file; the same picture under two paths (or
-re-saved) is one key and is encoded once; and the key certifies exactly what the VAE saw, so a
-change to the preprocessing turns into a clear "not cached" error instead of a stale hit. The
-price is a decode + resize + hash per lookup (milliseconds, against ~13 s of VAE per 512x512
-frame on a CPU). For files it is mostly avoided: each shard also records *aliases*, (absolute
-path, size, mtime_ns) of a visual's file(s) -> key, so a lookup of an unchanged file needs no
-decode. A changed file has a new size or mtime, misses the alias and is hashed again.
+**Validity**: the manifest records the world encoder's identity (sha256 of its config and of its
+encoder weights as loaded, their dtype, the latents mean/std) and the settings. A cache built
+with another VAE or size is refused naming each difference (`on_stale="error"`), or cleared
+(`"rebuild"`); never silently used. The manifest also records the stat of the VAE files it was
+built from: while they are unchanged, training trusts the recorded identity without reading the
+VAE (`open_cache`). `world_num_frames` is recorded, not compared: a longer clip is another key.
 
-**Validity.** `manifest.json` records the world encoder's identity (sha256 of its config and of
-its encoder weights as loaded, including their dtype), the latents mean/std it normalises with,
-`world_image_size`, the temporal compression, the storage dtype and the preprocessing version.
-`LatentCache.open` compares them with the encoder and settings in use: a cache built with another
-VAE or size is refused with a `TheWorldUserError` naming each difference, or cleared and rebuilt
-with `on_stale="rebuild"`; it is never silently used. `world_num_frames` is recorded but not
-compared: it only caps clip length, and a clip's latents do not depend on it (a longer clip is a
-different key, hence a clear miss).
-
-**Writes** are atomic: a shard is written to a temporary file and renamed into place, and holds
-its own index (tensor names) and aliases, so there is no second file to keep consistent. A build
-that stops keeps every finished shard; building again skips what is present (resumable). Shard
-names carry a random token, so two builders never overwrite each other (they may duplicate work:
-build from one process, e.g. rank 0, then open the cache everywhere).
+**Writes** are atomic and multi-process safe: a shard (with its own keys, aliases and per-tensor
+sha256) is written under `.<name>.<host>.<pid>.tmp`, fsynced and renamed; names carry a random
+token, so builders never overwrite each other. The next build deletes temporaries whose writer no
+longer runs on this host, and any older than an hour. **Integrity**: `build` refuses non-finite
+latents; `latents_for` checks every tensor's sha256 and raises `LatentCacheCorruptError` naming
+the shard and the visual.
 """
 
 from __future__ import annotations
@@ -61,22 +53,30 @@ from tqdm import tqdm
 
 from theworld.errors import TheWorldUserError
 from theworld.processing.processor import Clip, world_pixels
+from theworld.training.run_lock import process_alive, this_host
 from theworld.world_encoder.vae import ENCODER_PREFIXES, CosmosWorldEncoder
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 CACHE_FORMAT = "theworld-latent-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: shards carry per-tensor sha256 (caches of version 1 are refused: rebuild)
 # Bump when `processing.processor.world_pixels` changes what it produces: old caches then miss.
 PREPROCESS_VERSION = "rgb-pil-bicubic-minus1-1-v1"
 KEY_SCHEME = "sha256(preprocess settings + shape + float32 world pixels)"
 SHARD_PATTERN = re.compile(r"^latents-(\d+)-([0-9a-f]+)\.safetensors$")
-TMP_SUFFIX = ".tmp"
+# .<shard or manifest name>.<host>.<pid>.tmp (host: [A-Za-z0-9._-], see run_lock.this_host)
+TMP_PATTERN = re.compile(r"^\.(latents-\d+-[0-9a-f]+\.safetensors|manifest\.json)\.(.+)\.(\d+)\.tmp$")
+TMP_MAX_AGE_S = 3600.0
 ALIASES_METADATA = "theworld_aliases"
+CHECKSUMS_METADATA = "theworld_sha256"
 STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ON_STALE = ("error", "rebuild")
 MAX_OPEN_SHARDS = 64
+
+
+class LatentCacheCorruptError(TheWorldUserError):
+    """A shard's bytes no longer match what was written (checksum mismatch, missing checksums)."""
 
 
 class LatentCacheMissError(TheWorldUserError):
@@ -95,11 +95,8 @@ class LatentCacheMissError(TheWorldUserError):
 class CacheSettings:
     """The preprocessing and storage settings latents depend on.
 
-    world_image_size: side of the square frames given to the VAE.
-    world_num_frames: the longest clip the run accepts (recorded, not compared; see module doc).
-    world_temporal_compression: the VAE's causal time compression (4 for Wan 2.1).
-    dtype: storage dtype of the cached latents: "float32" (exact) or "bfloat16"/"float16" (half
-        the disk; latents are rounded once, as a bf16 run would round them anyway).
+    `world_num_frames` is the longest clip the run accepts (recorded, not compared); `dtype` the
+    storage dtype: "float32" (exact), or "bfloat16"/"float16" (half the disk, rounded once).
     """
 
     world_image_size: int
@@ -120,162 +117,150 @@ class CacheSettings:
 
     @classmethod
     def from_processor(cls, processor: Any, dtype: str = "float32") -> CacheSettings:
-        """Settings matching a `TheWorldProcessor` (or anything with its `world_*` attributes)."""
-        return cls(
-            world_image_size=int(processor.world_image_size),
-            world_num_frames=int(processor.world_num_frames),
-            world_temporal_compression=int(processor.world_temporal_compression),
-            dtype=dtype,
-        )
+        """Settings matching a `TheWorldProcessor` or a `TheWorldConfig` (anything with their `world_*` fields)."""
+        names = ("world_image_size", "world_num_frames", "world_temporal_compression")
+        return cls(**{name: int(getattr(processor, name)) for name in names}, dtype=dtype)
 
-    @classmethod
-    def from_model_config(cls, config: Any, dtype: str = "float32") -> CacheSettings:
-        """Settings matching a `TheWorldConfig`."""
-        return cls.from_processor(config, dtype=dtype)
+    from_model_config = from_processor
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return STORAGE_DTYPES[self.dtype]
 
-    def key_tag(self) -> str:
-        """The preprocessing part of every key: pixels equal under other settings are other keys."""
-        return f"{PREPROCESS_VERSION}|size={self.world_image_size}|tc={self.world_temporal_compression}"
+    def world_pixels(self, visual: Any) -> np.ndarray:
+        """The world pixels of a visual with these settings: what the processor gives the VAE (no tokenizer needed)."""
+        return world_pixels(visual, self.world_image_size, self.world_num_frames, self.world_temporal_compression)
+
+    def key(self, pixels: np.ndarray) -> str:
+        """The cache key of world pixels (3, T, S, S): sha256 of the preprocessing tag, shape and float32 bytes."""
+        array = np.ascontiguousarray(pixels, dtype=np.float32)
+        tag = f"{PREPROCESS_VERSION}|size={self.world_image_size}|tc={self.world_temporal_compression}"
+        digest = hashlib.sha256(f"{tag}|{array.shape}|".encode())
+        digest.update(array)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
 class EncoderFingerprint:
-    """Identity of a world encoder: what decides the latents it produces for given pixels."""
+    """Identity of a world encoder: what decides the latents it produces for given pixels.
+
+    `source` and `files` (the stat of the VAE files it was read from) are not compared: `files`
+    lets a later run trust this identity while those files are unchanged.
+    """
 
     config_sha256: str
     weights_sha256: str
     weights_dtype: str
     latents_mean: tuple[float, ...]
     latents_std: tuple[float, ...]
-    source: str = ""  # informational only (where it was loaded from); never compared
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["latents_mean"] = list(self.latents_mean)
-        out["latents_std"] = list(self.latents_std)
-        return out
+    source: str = ""
+    files: dict[str, list] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderFingerprint:
-        names = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in names}
+        data = {k: v for k, v in data.items() if k in {f.name for f in fields(cls)}}
         data["latents_mean"] = tuple(float(x) for x in data.get("latents_mean", ()))
         data["latents_std"] = tuple(float(x) for x in data.get("latents_std", ()))
         return cls(**data)
+
+    def differences(self, current: EncoderFingerprint) -> list[str]:
+        """Why latents of this encoder are not those of `current` (empty when they are)."""
+        sources = f" ({self.source or '?'} vs {current.source or '?'})" if self.source != current.source else ""
+        problems = []
+        if self.config_sha256 != current.config_sha256:
+            problems.append(f"world encoder (VAE) config: cache {self.config_sha256[:12]}, now {current.config_sha256[:12]}{sources}")
+        if self.weights_sha256 != current.weights_sha256:
+            problems.append(
+                f"world encoder (VAE) weights: cache sha256 {self.weights_sha256[:12]} ({self.weights_dtype}), now "
+                f"{current.weights_sha256[:12]} ({current.weights_dtype}){sources}"
+            )
+        for name in ("latents_mean", "latents_std"):
+            old, new = getattr(self, name), getattr(current, name)
+            if len(old) != len(new) or any(abs(a - b) > 1e-7 * max(1.0, abs(a)) for a, b in zip(old, new)):
+                problems.append(f"{name}: cache {list(old)[:3]}..., now {list(new)[:3]}...")
+        return problems
+
+
+def tensor_sha256(tensor: torch.Tensor, digest: Any = None) -> str:
+    """sha256 of a tensor's dtype, shape and raw bytes: what a shard records and `latents_for` checks."""
+    tensor = tensor.detach().to("cpu").contiguous()
+    digest = digest or hashlib.sha256()
+    digest.update(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def fingerprint_encoder(encoder: CosmosWorldEncoder, source: str = "") -> EncoderFingerprint:
     """Hash a loaded world encoder: its VAE config (private `_*` keys dropped) and encoder weights.
 
-    Only `encoder.*`/`quant_conv.*` tensors are hashed (a full `AutoencoderKLWan` and the encoder
-    half loaded by `CosmosWorldEncoder.from_pretrained` give the same fingerprint). Weights are
-    hashed as they are held, so an encoder loaded in bf16 differs from the fp32 one, as its
-    latents do. About a second for the full-size VAE on a CPU.
+    Only `encoder.*`/`quant_conv.*` tensors count, as held (an encoder loaded in bf16 differs from
+    the fp32 one, as its latents do), so a full `AutoencoderKLWan` and the encoder half agree.
     """
     config = {k: v for k, v in dict(encoder.vae.config).items() if not k.startswith("_")}
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    digest = hashlib.sha256()
-    dtypes: set[str] = set()
+    digest, dtypes = hashlib.sha256(), set()
     for name, tensor in sorted(encoder.vae.state_dict().items()):
-        if not name.startswith(ENCODER_PREFIXES):
-            continue
-        tensor = tensor.detach().to("cpu").contiguous()
-        dtypes.add(str(tensor.dtype).removeprefix("torch."))
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        if name.startswith(ENCODER_PREFIXES):
+            dtypes.add(str(tensor.dtype).removeprefix("torch."))
+            digest.update(f"{name}|".encode())
+            tensor_sha256(tensor, digest)
     return EncoderFingerprint(
-        config_hash,
+        hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
         digest.hexdigest(),
         ",".join(sorted(dtypes)),
         tuple(float(x) for x in encoder.vae.config.latents_mean),
         tuple(float(x) for x in encoder.vae.config.latents_std),
-        source=source,
+        source=str(source),
+        files=encoder_file_stats(source) if source else {},
     )
 
 
 def fingerprint_pretrained(name_or_path: str | os.PathLike, dtype: torch.dtype | None = None) -> EncoderFingerprint:
-    """The fingerprint of the encoder `CosmosWorldEncoder.from_pretrained(name_or_path, dtype)` loads.
+    """The fingerprint of the encoder `CosmosWorldEncoder.from_pretrained(name_or_path, dtype)` loads."""
+    return fingerprint_encoder(CosmosWorldEncoder.from_pretrained(name_or_path, dtype=dtype), source=str(name_or_path))
 
-    For a training run that reads latents from the cache and never needs the VAE itself.
-    """
-    encoder = CosmosWorldEncoder.from_pretrained(name_or_path, dtype=dtype)
-    return fingerprint_encoder(encoder, source=str(name_or_path))
+
+def encoder_file_stats(source: str | os.PathLike) -> dict[str, list]:
+    """(absolute path, size, mtime_ns) of the config and weight files a VAE source is read from."""
+    from theworld.world_encoder.vae import vae_files
+
+    try:
+        files = vae_files(str(source))
+    except (OSError, ValueError, TheWorldUserError):  # e.g. a hub id not in the local cache
+        return {}
+    return {role: [os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for role, p in files.items()}
 
 
 # ------------------------------------------------------------------------------------------------
-# visuals, keys, aliases
-
-
-class _WorldPreprocessor:
-    """The processor's world preprocessing (`processing.processor.world_pixels`) with the cache's
-    settings, for lookups without a tokenizer."""
-
-    def __init__(self, settings: CacheSettings) -> None:
-        self.settings = settings
-
-    def world_pixels(self, visual: Any) -> np.ndarray:
-        s = self.settings
-        return world_pixels(visual, s.world_image_size, s.world_num_frames, s.world_temporal_compression)
+# visuals and aliases
 
 
 def as_world_visual(visual: Any) -> Any:
     """A sample's visual in the processor's form: a clip (a list of frames) as `Clip`, a Path as str."""
-    if isinstance(visual, Clip):
-        return Clip(str(f) if isinstance(f, Path) else f for f in visual)
     if isinstance(visual, (list, tuple)):
         return Clip(str(f) if isinstance(f, Path) else f for f in visual)
-    if isinstance(visual, Path):
-        return str(visual)
-    return visual
-
-
-def _world_pixels(preprocessor: Any, visual: Any) -> np.ndarray:
-    """`preprocessor.world_pixels(visual)`, with a failure (unreadable file, bad clip length) naming the visual."""
-    try:
-        return preprocessor.world_pixels(visual)
-    except (OSError, ValueError, TypeError) as err:
-        raise TheWorldUserError(f"cannot prepare {describe_visual(visual)} for the world encoder: {err}") from err
-
-
-def content_key(pixels: np.ndarray, settings: CacheSettings) -> str:
-    """The cache key of world pixels (3, T, S, S): sha256 of the settings tag, shape and float32 bytes."""
-    array = np.ascontiguousarray(pixels, dtype=np.float32)
-    digest = hashlib.sha256(f"{settings.key_tag()}|{array.shape}|".encode())
-    digest.update(array)
-    return digest.hexdigest()
+    return str(visual) if isinstance(visual, Path) else visual
 
 
 def file_alias(visual: Any) -> str | None:
     """(absolute path, size, mtime_ns) of every frame file, or None if any frame is not a local file."""
-    frames = list(visual) if isinstance(visual, Clip) else [visual]
     parts = []
-    for frame in frames:
-        if not isinstance(frame, str) or "://" in frame:
+    for frame in visual if isinstance(visual, Clip) else [visual]:
+        if not isinstance(frame, str) or "://" in frame or not os.path.isfile(frame):
             return None
-        try:
-            stat = os.stat(frame)
-        except OSError:
-            return None
+        stat = os.stat(frame)
         parts.append([os.path.abspath(frame), stat.st_size, stat.st_mtime_ns])
     return json.dumps(parts, separators=(",", ":"))
 
 
 def describe_visual(visual: Any) -> str:
     """A short human description of a visual for error messages."""
-    if isinstance(visual, (Clip, list, tuple)):
-        frames = list(visual)
-        if not frames:
+    if isinstance(visual, (list, tuple)):
+        if not visual:
             return "an empty clip"
-        return f"clip of {len(frames)} frames ({describe_visual(frames[0])} ... {describe_visual(frames[-1])})"
+        return f"clip of {len(visual)} frames ({describe_visual(visual[0])} ... {describe_visual(visual[-1])})"
     if isinstance(visual, (str, Path)):
         return str(visual)
-    filename = getattr(visual, "filename", "") or ""
-    size = getattr(visual, "size", None)
-    mode = getattr(visual, "mode", None)
+    size, mode, filename = getattr(visual, "size", None), getattr(visual, "mode", None), getattr(visual, "filename", "")
     if size is not None and mode is not None:
         return f"in-memory {mode} image {size[0]}x{size[1]}" + (f" read from {filename}" if filename else "")
     return f"{type(visual).__name__} object"
@@ -284,10 +269,7 @@ def describe_visual(visual: Any) -> str:
 def iter_visuals(samples: Iterable[Any]) -> Iterator[Any]:
     """Every visual of the samples: a `Sample`'s `visuals()`, or an item taken as one visual."""
     for sample in samples:
-        if hasattr(sample, "visuals"):
-            yield from sample.visuals()
-        else:
-            yield sample
+        yield from sample.visuals() if hasattr(sample, "visuals") else [sample]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,33 +295,21 @@ class BuildStats:
         )
 
 
-@dataclass
-class _Pending:
-    """Latents encoded but not yet in a shard, and aliases learnt but not yet written."""
-
-    latents: dict[str, torch.Tensor] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-
-
 class LatentCache:
     """Normalised world latents on disk, keyed by visual content. Use `LatentCache.open`."""
 
-    def __init__(
-        self, cache_dir: Path, settings: CacheSettings, fingerprint: EncoderFingerprint, processor: Any = None
-    ) -> None:
+    def __init__(self, cache_dir: Path, settings: CacheSettings, fingerprint: EncoderFingerprint, processor: Any = None) -> None:
         self.cache_dir = cache_dir
         self.settings = settings
         self.fingerprint = fingerprint
-        self._preprocessor = processor if processor is not None else _WorldPreprocessor(settings)
+        self._preprocessor = processor if processor is not None else settings  # its `world_pixels` makes keys
         self._index: dict[str, str] = {}  # key -> shard file name
+        self._sha256: dict[str, str] = {}  # key -> recorded checksum of its latents
         self._aliases: dict[str, str] = {}  # file alias -> key (from shards, plus this process's lookups)
         self._stored_aliases: set[str] = set()  # the aliases some shard on disk records
         self._handles: OrderedDict[str, Any] = OrderedDict()  # open shards, most recent last
         self._handles_pid = os.getpid()
         self._scan()
-
-    # -------------------------------------------------------------------------------------------
-    # opening
 
     @classmethod
     def open(
@@ -360,60 +330,63 @@ class LatentCache:
         """
         if on_stale not in ON_STALE:
             raise ValueError(f"on_stale={on_stale!r}: expected one of {ON_STALE}")
-        fingerprint = _as_fingerprint(encoder_fingerprint)
+        if isinstance(encoder_fingerprint, CosmosWorldEncoder):
+            encoder_fingerprint = fingerprint_encoder(encoder_fingerprint)
+        elif isinstance(encoder_fingerprint, dict):
+            encoder_fingerprint = EncoderFingerprint.from_dict(encoder_fingerprint)
         if processor is not None:
             _check_processor(processor, settings)
         root = Path(cache_dir)
         if root.exists() and not root.is_dir():
             raise TheWorldUserError(f"latent cache {root} exists and is not a folder")
         root.mkdir(parents=True, exist_ok=True)
-        manifest_path = root / MANIFEST_NAME
-        if manifest_path.exists():
-            problems = _manifest_differences(manifest_path, fingerprint, settings)
-            if problems:
-                if on_stale == "error":
-                    raise TheWorldUserError(
-                        f"latent cache {root} was built with other settings; its latents are not valid here:\n  - "
-                        + "\n  - ".join(problems)
-                        + "\nRebuild it (on_stale='rebuild', CLI: theworld cache-latents ... --rebuild) or point "
-                        "latent_cache_dir at another folder."
-                    )
-                logger.warning("latent cache %s is stale (%s): clearing it", root, "; ".join(problems))
-                _clear(root)
-                _write_manifest(root, fingerprint, settings)
+        if (root / MANIFEST_NAME).exists():
+            problems = _manifest_differences(root / MANIFEST_NAME, encoder_fingerprint, settings)
+            what = "was built with other settings; its latents are not valid here:\n  - " + "\n  - ".join(problems)
         else:
-            ours = [p for p in root.iterdir() if _is_cache_file(p.name)]
-            others = [p for p in root.iterdir() if not _is_cache_file(p.name)]
+            others = [p.name for p in root.iterdir() if not _is_cache_file(p.name)]
             if others:
                 raise TheWorldUserError(
-                    f"{root} holds files that are not a latent cache (e.g. {others[0].name}) and no {MANIFEST_NAME}: "
+                    f"{root} holds files that are not a latent cache (e.g. {others[0]}) and no {MANIFEST_NAME}: "
                     "give latent_cache_dir an empty or new folder"
                 )
-            if ours:
-                if on_stale == "error":
-                    raise TheWorldUserError(
-                        f"latent cache {root} has shards but no {MANIFEST_NAME}, so what built them is unknown; "
-                        "rebuild it (on_stale='rebuild', CLI: --rebuild)"
-                    )
-                logger.warning("latent cache %s has no manifest: clearing it", root)
-                _clear(root)
-            _write_manifest(root, fingerprint, settings)
-        return cls(root, settings, fingerprint, processor)
+            problems = ["no manifest"] if any(root.iterdir()) else []
+            what = f"has shards but no {MANIFEST_NAME}, so what built them is unknown"
+        if problems and on_stale == "error":
+            raise TheWorldUserError(
+                f"latent cache {root} {what}\nRebuild it (on_stale='rebuild', CLI: theworld cache-latents ... --rebuild) "
+                "or point latent_cache_dir at another folder."
+            )
+        if problems or not (root / MANIFEST_NAME).exists():
+            if problems:
+                logger.warning("latent cache %s is stale (%s): clearing it", root, "; ".join(problems))
+            for path in root.iterdir():  # the cache's own files only, never anything else
+                if _is_cache_file(path.name) and path.is_file():
+                    path.unlink()
+            _write_atomic(root / MANIFEST_NAME, json.dumps(_manifest(encoder_fingerprint, settings), indent=2, sort_keys=True) + "\n")
+        return cls(root, settings, encoder_fingerprint, processor)
 
     def _scan(self) -> None:
-        """Index every complete shard: tensor names are keys, metadata holds aliases."""
-        self._index.clear()
+        """Index every complete shard: tensor names are keys, metadata holds aliases and checksums."""
         for path in sorted(self.cache_dir.iterdir()):
             if not SHARD_PATTERN.match(path.name):
                 continue
             try:
                 with safe_open(str(path), framework="pt") as handle:
-                    keys = list(handle.keys())
-                    metadata = handle.metadata() or {}
-            except Exception as err:  # a truncated shard cannot exist (atomic rename), but say so if it does
-                raise TheWorldUserError(f"latent cache shard {path} is unreadable ({err}); rebuild the cache") from err
-            for key in keys:
-                self._index[key] = path.name
+                    keys, metadata = list(handle.keys()), handle.metadata() or {}
+                checksums = json.loads(metadata[CHECKSUMS_METADATA])
+            except Exception as err:  # a damaged header, a truncated file (safetensors' own errors), no checksums
+                raise LatentCacheCorruptError(
+                    f"latent cache shard {path} is unreadable or has no checksums ({type(err).__name__}: {err}); "
+                    f"delete it and run `theworld cache-latents` again (only its latents are re-encoded)"
+                ) from err
+            if any(k not in checksums for k in keys):
+                raise LatentCacheCorruptError(
+                    f"latent cache shard {path} records no checksum for some latents; delete it and run "
+                    "`theworld cache-latents` again"
+                )
+            self._index.update(dict.fromkeys(keys, path.name))
+            self._sha256.update({k: checksums[k] for k in keys})
             aliases = json.loads(metadata.get(ALIASES_METADATA, "{}"))
             self._aliases.update(aliases)
             self._stored_aliases.update(aliases)
@@ -436,10 +409,16 @@ class LatentCache:
         alias = file_alias(visual)
         if alias is not None and alias in self._aliases:
             return self._aliases[alias]
-        key = content_key(_world_pixels(self._preprocessor, visual), self.settings)
+        key = self.settings.key(self._world_pixels(visual))
         if alias is not None:
             self._aliases[alias] = key  # memo for this process: the next epoch skips the decode
         return key
+
+    def _world_pixels(self, visual: Any) -> np.ndarray:
+        try:
+            return self._preprocessor.world_pixels(visual)
+        except (OSError, ValueError, TypeError) as err:
+            raise TheWorldUserError(f"cannot prepare {describe_visual(visual)} for the world encoder: {err}") from err
 
     def latents_for(self, visual: Any) -> torch.Tensor:
         """Normalised latents (16, Tl, h, w) of an image or clip, in the cache's storage dtype.
@@ -456,7 +435,14 @@ class LatentCache:
                 "since the cache was built)",
                 visual=visual,
             )
-        return self._handle(shard).get_tensor(key)
+        latents = self._handle(shard).get_tensor(key)
+        if tensor_sha256(latents) != self._sha256[key]:
+            raise LatentCacheCorruptError(
+                f"latent cache shard {self.cache_dir / shard} is damaged: the latents of {describe_visual(visual)} "
+                f"(key {key[:12]}) do not match their checksum. Delete that shard and run `theworld cache-latents` "
+                "again (only its latents are re-encoded)"
+            )
+        return latents
 
     def missing(self, samples: Iterable[Any]) -> list[Any]:
         """The samples' visuals that are not cached (each listed once per occurrence)."""
@@ -477,22 +463,16 @@ class LatentCache:
         """An open shard; at most MAX_OPEN_SHARDS stay open (a big cache has thousands of shards,
         more than a process may hold file descriptors). A forked dataloader worker opens its own."""
         if self._handles_pid != os.getpid():
-            self._handles = OrderedDict()
-            self._handles_pid = os.getpid()
-        handle = self._handles.get(shard)
-        if handle is None:
-            handle = safe_open(str(self.cache_dir / shard), framework="pt")
-            self._handles[shard] = handle
+            self._handles, self._handles_pid = OrderedDict(), os.getpid()
+        if shard not in self._handles:
+            self._handles[shard] = safe_open(str(self.cache_dir / shard), framework="pt")
             while len(self._handles) > MAX_OPEN_SHARDS:
                 self._handles.popitem(last=False)
-        else:
-            self._handles.move_to_end(shard)
-        return handle
+        self._handles.move_to_end(shard)
+        return self._handles[shard]
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_handles"] = OrderedDict()  # safetensors handles do not pickle (spawned dataloader workers)
-        return state
+        return {**self.__dict__, "_handles": OrderedDict()}  # safetensors handles do not pickle (spawned workers)
 
     # -------------------------------------------------------------------------------------------
     # building
@@ -505,48 +485,44 @@ class LatentCache:
         batch_size: int = 8,
         shard_size: int = 256,
         progress: bool = True,
+        total: int | None = None,
     ) -> BuildStats:
         """Encode every unique visual of `samples` that is not cached yet, `batch_size` at a time.
 
         `samples` are `Sample`s (their `visuals()` are cached) or bare visuals. `processor_like`
-        supplies `world_pixels(visual)` (a `TheWorldProcessor`; default: the cache's own
-        preprocessing, the same code). Latents go to disk every `shard_size` visuals, so a build
-        that stops loses at most one shard's work; calling `build` again resumes. The encoder
-        must be the one the cache was opened for (checked by fingerprint).
+        supplies `world_pixels(visual)` (default: the cache's own preprocessing, the same code);
+        `total`, the number of samples, sizes the progress bar. Latents go to disk every `shard_size` visuals, so a build that stops loses at most one
+        shard's work; calling `build` again resumes. The encoder must be the one the cache was
+        opened for (checked by fingerprint).
         """
         if batch_size < 1 or shard_size < 1:
             raise ValueError(f"batch_size={batch_size} and shard_size={shard_size} must be positive")
-        problems = _fingerprint_differences(self.fingerprint, fingerprint_encoder(encoder))
+        problems = self.fingerprint.differences(fingerprint_encoder(encoder))
         if problems:
             raise TheWorldUserError(
                 f"the encoder given to build() is not the one latent cache {self.cache_dir} is for: " + "; ".join(problems)
             )
-        preprocessor = processor_like if processor_like is not None else self._preprocessor
         if processor_like is not None:
             _check_processor(processor_like, self.settings)
-        _remove_temporary_files(self.cache_dir)
-        samples = list(samples)
-        total = sum(1 for _ in iter_visuals(samples))
-        stats = BuildStats()
-        seen: set[str] = set()
-        batches: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = {}
-        pending = _Pending()
-        bar = tqdm(total=total, desc="caching world latents", unit="visual", disable=not progress)
-        try:
-            for visual in iter_visuals(samples):
-                visual = as_world_visual(visual)
+            self._preprocessor = processor_like
+        _remove_orphaned_temporary_files(self.cache_dir)
+        stats, seen = BuildStats(), set()
+        batches: dict[tuple[int, ...], list[tuple[str, np.ndarray, Any]]] = {}  # by pixel shape
+        pending: dict[str, Any] = {"latents": {}, "aliases": {}}  # encoded / learnt, not yet in a shard
+        if total is None and hasattr(samples, "__len__"):
+            total = len(samples)
+        with tqdm(samples, total=total, desc="caching world latents", unit="sample", disable=not progress) as bar:
+            for visual in map(as_world_visual, iter_visuals(bar)):
                 stats.visuals += 1
-                bar.update(1)
                 alias = file_alias(visual)
-                key = self._aliases.get(alias) if alias is not None else None
-                pixels = None
+                key, pixels = self._aliases.get(alias) if alias is not None else None, None
                 if key is None:
-                    pixels = _world_pixels(preprocessor, visual)
-                    key = content_key(pixels, self.settings)
+                    pixels = self._world_pixels(visual)
+                    key = self.settings.key(pixels)
                     if alias is not None:
                         self._aliases[alias] = key
                 if alias is not None and alias not in self._stored_aliases:
-                    pending.aliases[alias] = key
+                    pending["aliases"][alias] = key
                 if key in seen:
                     stats.duplicates += 1
                     continue
@@ -555,154 +531,106 @@ class LatentCache:
                 if key in self._index:
                     stats.already_cached += 1
                     continue
-                if pixels is None:  # known alias, latents not written yet (e.g. a build stopped early)
-                    pixels = _world_pixels(preprocessor, visual)
-                batch = batches.setdefault(tuple(pixels.shape), [])
-                batch.append((key, pixels))
+                pixels = pixels if pixels is not None else self._world_pixels(visual)  # known alias, not written yet
+                batch = batches.setdefault(pixels.shape, [])
+                batch.append((key, pixels, visual))
                 if len(batch) >= batch_size:
-                    self._encode(encoder, batches.pop(tuple(pixels.shape)), pending, stats)
+                    self._encode(encoder, batches.pop(pixels.shape), pending["latents"], stats)
                     bar.set_postfix(encoded=stats.encoded)
-                if len(pending.latents) >= shard_size:
+                if len(pending["latents"]) >= shard_size:
                     self._flush(pending, stats)
             for shape in list(batches):
-                self._encode(encoder, batches.pop(shape), pending, stats)
-            if pending.latents or pending.aliases:
+                self._encode(encoder, batches.pop(shape), pending["latents"], stats)
+            if pending["latents"] or pending["aliases"]:
                 self._flush(pending, stats)
-        finally:
-            bar.close()
         logger.info("latent cache %s: %s", self.cache_dir, stats.summary())
         return stats
 
-    def _encode(
-        self, encoder: CosmosWorldEncoder, batch: list[tuple[str, np.ndarray]], pending: _Pending, stats: BuildStats
-    ) -> None:
+    def _encode(self, encoder: CosmosWorldEncoder, batch: list, pending: dict[str, torch.Tensor], stats: BuildStats) -> None:
         start = time.perf_counter()
-        pixels = torch.from_numpy(np.stack([p for _, p in batch]))
         with torch.no_grad():
-            latents = encoder(pixels).to("cpu", self.settings.torch_dtype)
-        for index, (key, _) in enumerate(batch):
-            pending.latents[key] = latents[index].clone()  # own storage: safetensors refuses shared tensors
+            latents = encoder(torch.from_numpy(np.stack([p for _, p, _ in batch]))).to("cpu", self.settings.torch_dtype)
+        for index, (key, _, visual) in enumerate(batch):
+            if not bool(torch.isfinite(latents[index]).all()):
+                raise TheWorldUserError(
+                    f"the world encoder gave non-finite latents for {describe_visual(visual)}; they are not cached "
+                    "(training on them would give a NaN model). Check that file, and the encoder's dtype "
+                    "(--encoder-dtype float32)"
+                )
+            pending[key] = latents[index].clone()  # own storage: safetensors refuses shared tensors
         stats.encoded += len(batch)
         stats.seconds_encoding += time.perf_counter() - start
 
-    def _flush(self, pending: _Pending, stats: BuildStats) -> None:
+    def _flush(self, pending: dict[str, Any], stats: BuildStats) -> None:
         """Write pending latents (and aliases) as one new shard: temporary file, then rename."""
         numbers = [int(m.group(1)) for p in self.cache_dir.iterdir() if (m := SHARD_PATTERN.match(p.name))]
         name = f"latents-{max(numbers, default=-1) + 1:05d}-{secrets.token_hex(4)}.safetensors"
-        tmp = self.cache_dir / f".{name}.{os.getpid()}{TMP_SUFFIX}"
-        metadata = {"format": "pt", ALIASES_METADATA: json.dumps(pending.aliases, separators=(",", ":"))}
-        save_file(pending.latents, str(tmp), metadata=metadata)
+        tmp = self.cache_dir / _tmp_name(name)
+        checksums = {key: tensor_sha256(tensor) for key, tensor in pending["latents"].items()}
+        metadata = {
+            "format": "pt",
+            ALIASES_METADATA: json.dumps(pending["aliases"], separators=(",", ":")),
+            CHECKSUMS_METADATA: json.dumps(checksums, separators=(",", ":")),
+        }
+        save_file(pending["latents"], str(tmp), metadata=metadata)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, self.cache_dir / name)
-        for key in pending.latents:
-            self._index[key] = name
-        self._stored_aliases.update(pending.aliases)
+        self._index.update(dict.fromkeys(checksums, name))
+        self._sha256.update(checksums)
+        self._stored_aliases.update(pending["aliases"])
         stats.shards_written += 1
-        logger.debug("latent cache: wrote %s (%d latents)", name, len(pending.latents))
-        pending.latents = {}
-        pending.aliases = {}
+        logger.debug("latent cache: wrote %s (%d latents)", name, len(checksums))
+        pending["latents"], pending["aliases"] = {}, {}
 
 
 # ------------------------------------------------------------------------------------------------
-# the cache a training config reads (shared by `theworld cache-latents` and the trainer)
+# the cache a training run reads
 
 
-def world_config_for(model_name_or_path: str, **world_overrides: Any) -> Any:
-    """The `TheWorldConfig` `TheWorld.from_pretrained(model_name_or_path, **overrides)` would use,
-    read from config.json alone (no weights). `None` overrides keep the checkpoint's own values."""
-    from transformers import PretrainedConfig
+def open_cache(cache_dir: str | os.PathLike, world_config: Any, encoder_source: str, on_stale: str = "error") -> LatentCache:
+    """The latent cache in `cache_dir`, checked against a run's resolved `TheWorldConfig` and its VAE.
 
-    from theworld.model.configuration import TheWorldConfig
-
-    path = str(model_name_or_path)
-    try:
-        config_dict, _ = PretrainedConfig.get_config_dict(path)
-    except OSError as err:
-        raise TheWorldUserError(f"model_name_or_path: cannot read the config of {path} ({err})") from err
-    model_type = config_dict.get("model_type")
-    if model_type == TheWorldConfig.model_type:
-        config = TheWorldConfig.from_dict(config_dict)
-    elif model_type == "gemma3":
-        config = TheWorldConfig.from_gemma_config(config_dict)
-    else:
-        raise TheWorldUserError(f"model_name_or_path: {path} holds a {model_type!r} model, not Gemma 3 or TheWorld")
-    for key, value in world_overrides.items():
-        if value is not None:
-            setattr(config, key, value)
-    try:
-        config.validate_world()
-    except ValueError as err:
-        raise TheWorldUserError(str(err)) from None
-    return config
-
-
-def encoder_source_for(model_name_or_path: str, cosmos_model_name: str | None) -> str:
-    """Where `TheWorld.from_pretrained` takes its world encoder from: a TheWorld save's own
-    `world_encoder/` folder first, else `cosmos_model_name`."""
-    from theworld.model.modeling import WORLD_ENCODER_DIR
-
-    local = os.path.join(str(model_name_or_path), WORLD_ENCODER_DIR)
-    if os.path.isfile(os.path.join(local, "config.json")):
-        return local
-    if not cosmos_model_name:
-        raise TheWorldUserError("cosmos_model_name is not set: the latent cache needs to know which world model encodes")
-    return str(cosmos_model_name)
-
-
-_TRAINING_WORLD_KEYS = ("world_image_size", "world_num_frames", "world_tokens_per_frame")
-
-
-def open_for_training(train_config: Any, on_stale: str = "error") -> LatentCache:
-    """The latent cache a `TrainConfig` (`latent_cache_dir`) names, checked against its model and VAE.
-
-    Reads the model config (no weights) for the world settings and hashes the VAE encoder
-    weights the model would load (a second or two for the full VAE; the VAE is not kept). Raises
-    `TheWorldUserError` when the cache is missing, empty, or was built for another VAE or
-    settings. Call `check_complete(samples)` next to fail before step 1 rather than at a miss.
+    The VAE is not read while the files the cache was built from are unchanged (their recorded
+    stat); otherwise its encoder weights are hashed and compared. Raises `TheWorldUserError` when the
+    cache is missing, empty, or was built for another VAE or settings. Call `check_complete(samples)`
+    next to fail before step 1 rather than at a miss.
     """
-    cache_dir = getattr(train_config, "latent_cache_dir", None)
-    if not cache_dir:
-        raise TheWorldUserError("latent_cache_dir is not set")
     manifest_path = Path(cache_dir) / MANIFEST_NAME
     if not manifest_path.is_file():
         raise TheWorldUserError(
             f"latent_cache_dir: {cache_dir} holds no latent cache; build it first with "
             "`theworld cache-latents --config <this training config>`"
         )
-    overrides = {k: getattr(train_config, k, None) for k in _TRAINING_WORLD_KEYS}
-    world_config = world_config_for(train_config.model_name_or_path, **overrides)
-    source = encoder_source_for(train_config.model_name_or_path, getattr(train_config, "cosmos_model_name", None))
     try:
-        recorded = json.loads(manifest_path.read_text(encoding="utf-8"))
-        storage_dtype = recorded["settings"]["dtype"]
-        weights_dtype = recorded["encoder"]["weights_dtype"]
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        recorded, storage_dtype = EncoderFingerprint.from_dict(manifest["encoder"]), manifest["settings"]["dtype"]
     except (OSError, ValueError, KeyError, TypeError):
-        storage_dtype, weights_dtype = "float32", ""
-    # Hash the VAE as the cache builder held it (its dtype is recorded), so the weights compare.
-    load_dtype = STORAGE_DTYPES.get(weights_dtype) if weights_dtype else None
-    fingerprint = fingerprint_pretrained(source, dtype=load_dtype)
+        recorded, storage_dtype = None, "float32"
+    if recorded is not None and recorded.files and recorded.files == encoder_file_stats(encoder_source):
+        fingerprint = recorded
+    else:  # hash the VAE as the cache builder held it (its dtype is recorded), so the weights compare
+        dtype = STORAGE_DTYPES.get(recorded.weights_dtype) if recorded is not None else None
+        fingerprint = fingerprint_pretrained(encoder_source, dtype=dtype)
     settings = CacheSettings.from_model_config(world_config, dtype=storage_dtype if storage_dtype in STORAGE_DTYPES else "float32")
     cache = LatentCache.open(cache_dir, fingerprint, settings, on_stale=on_stale)
     if len(cache) == 0:
-        raise TheWorldUserError(
-            f"latent cache {cache_dir} is empty: run `theworld cache-latents --config <this training config>`"
-        )
+        raise TheWorldUserError(f"latent cache {cache_dir} is empty: run `theworld cache-latents --config <this training config>`")
     return cache
 
 
+def open_for_training(train_config: Any, on_stale: str = "error") -> LatentCache:
+    """The latent cache a `TrainConfig` names (`latent_cache_dir`), for its model's world settings and VAE."""
+    from theworld.training.sources import encoder_source, resolve_model
+
+    if not train_config.latent_cache_dir:
+        raise TheWorldUserError("latent_cache_dir is not set")
+    world = resolve_model(train_config).config
+    return open_cache(train_config.latent_cache_dir, world, encoder_source(train_config), on_stale=on_stale)
+
+
 # ------------------------------------------------------------------------------------------------
-# manifest helpers
-
-
-def _as_fingerprint(value: EncoderFingerprint | CosmosWorldEncoder | dict[str, Any]) -> EncoderFingerprint:
-    if isinstance(value, EncoderFingerprint):
-        return value
-    if isinstance(value, CosmosWorldEncoder):
-        return fingerprint_encoder(value)
-    if isinstance(value, dict):
-        return EncoderFingerprint.from_dict(value)
-    raise TypeError(f"encoder_fingerprint: expected an EncoderFingerprint, got {type(value).__name__}")
+# manifest and files
 
 
 def _check_processor(processor: Any, settings: CacheSettings) -> None:
@@ -710,9 +638,7 @@ def _check_processor(processor: Any, settings: CacheSettings) -> None:
     for name in ("world_image_size", "world_temporal_compression"):
         value = getattr(processor, name, None)
         if value is not None and int(value) != getattr(settings, name):
-            raise TheWorldUserError(
-                f"the processor has {name}={value} but the latent cache settings say {getattr(settings, name)}"
-            )
+            raise TheWorldUserError(f"the processor has {name}={value} but the latent cache settings say {getattr(settings, name)}")
 
 
 def _manifest(fingerprint: EncoderFingerprint, settings: CacheSettings) -> dict[str, Any]:
@@ -723,44 +649,17 @@ def _manifest(fingerprint: EncoderFingerprint, settings: CacheSettings) -> dict[
         "version": CACHE_VERSION,
         "key_scheme": KEY_SCHEME,
         "preprocess": PREPROCESS_VERSION,
-        "encoder": fingerprint.to_dict(),
+        "encoder": asdict(fingerprint),
         "settings": asdict(settings),
         "pillow_version": PIL.__version__,  # informational: resizing is PIL's bicubic
     }
-
-
-def _write_manifest(root: Path, fingerprint: EncoderFingerprint, settings: CacheSettings) -> None:
-    tmp = root / f".{MANIFEST_NAME}.{os.getpid()}{TMP_SUFFIX}"
-    tmp.write_text(json.dumps(_manifest(fingerprint, settings), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MANIFEST_NAME)
-
-
-def _fingerprint_differences(cached: EncoderFingerprint, current: EncoderFingerprint) -> list[str]:
-    problems = []
-    if cached.config_sha256 != current.config_sha256:
-        problems.append(
-            f"world encoder (VAE) config: cache {cached.config_sha256[:12]}, now {current.config_sha256[:12]}"
-            + (f" ({cached.source or '?'} vs {current.source or '?'})" if cached.source != current.source else "")
-        )
-    if cached.weights_sha256 != current.weights_sha256:
-        problems.append(
-            f"world encoder (VAE) weights: cache sha256 {cached.weights_sha256[:12]} ({cached.weights_dtype}), now "
-            f"{current.weights_sha256[:12]} ({current.weights_dtype})"
-            + (f"; cache built from {cached.source}, now {current.source}" if cached.source != current.source else "")
-        )
-    for name in ("latents_mean", "latents_std"):
-        old, new = getattr(cached, name), getattr(current, name)
-        if len(old) != len(new) or any(abs(a - b) > 1e-7 * max(1.0, abs(a)) for a, b in zip(old, new)):
-            problems.append(f"{name}: cache {list(old)[:3]}..., now {list(new)[:3]}...")
-    return problems
 
 
 def _manifest_differences(path: Path, fingerprint: EncoderFingerprint, settings: CacheSettings) -> list[str]:
     """Every reason the cache's latents are invalid for this encoder and these settings."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        cached_fp = EncoderFingerprint.from_dict(manifest["encoder"])
-        cached_settings = manifest["settings"]
+        cached_fp, cached_settings = EncoderFingerprint.from_dict(manifest["encoder"]), manifest["settings"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         return [f"{path} is unreadable ({err})"]
     problems = []
@@ -768,35 +667,49 @@ def _manifest_differences(path: Path, fingerprint: EncoderFingerprint, settings:
         problems.append(f"cache format {manifest.get('format')} v{manifest.get('version')}, now {CACHE_FORMAT} v{CACHE_VERSION}")
     if manifest.get("preprocess") != PREPROCESS_VERSION:
         problems.append(f"preprocessing {manifest.get('preprocess')}, now {PREPROCESS_VERSION}")
-    problems += _fingerprint_differences(cached_fp, fingerprint)
+    problems += cached_fp.differences(fingerprint)
     for name in ("world_image_size", "world_temporal_compression", "dtype"):
-        old, new = cached_settings.get(name), getattr(settings, name)
-        if old != new:
-            problems.append(f"{name}: cache {old}, now {new}")
+        if cached_settings.get(name) != getattr(settings, name):
+            problems.append(f"{name}: cache {cached_settings.get(name)}, now {getattr(settings, name)}")
     return problems
 
 
 def _is_cache_file(name: str) -> bool:
-    return name == MANIFEST_NAME or bool(SHARD_PATTERN.match(name)) or (name.startswith(".") and name.endswith(TMP_SUFFIX))
+    return name == MANIFEST_NAME or bool(SHARD_PATTERN.match(name)) or (name.startswith(".") and name.endswith(".tmp"))
 
 
-def _remove_temporary_files(root: Path, older_than_s: float = 3600.0) -> None:
-    """Leftovers of a build killed mid-write (never renamed into place, never read).
+def _tmp_name(name: str) -> str:
+    """The temporary name a file is written under before its rename: it names the writer (host, pid)."""
+    return f".{name}.{this_host()}.{os.getpid()}.tmp"
 
-    Only old ones: a fresh temporary file may be another builder's shard being written.
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(_tmp_name(path.name))
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _remove_orphaned_temporary_files(root: Path, max_age_s: float = TMP_MAX_AGE_S) -> list[str]:
+    """Delete the temporary files of writers that died (a killed build), never a live writer's.
+
+    A temporary file names its writer (`_tmp_name`): it is an orphan when that process no longer
+    runs on this host. A writer on another host cannot be checked from here; its file (like any
+    temporary file of an older naming) is removed once it is older than `max_age_s`, far longer
+    than writing one shard takes. Returns the names removed.
     """
-    now = time.time()
+    removed, now = [], time.time()
     for path in root.iterdir():
-        if path.name.startswith(".latents-") and path.name.endswith(TMP_SUFFIX):
-            try:
-                if now - path.stat().st_mtime > older_than_s:
-                    path.unlink()
-            except FileNotFoundError:
-                pass
-
-
-def _clear(root: Path) -> None:
-    """Delete the cache's own files only (manifest, shards, temporaries), never anything else."""
-    for path in root.iterdir():
-        if _is_cache_file(path.name) and path.is_file():
-            path.unlink()
+        match = TMP_PATTERN.match(path.name)
+        ours = path.name.startswith((".latents-", f".{MANIFEST_NAME}.")) and path.name.endswith(".tmp")
+        if match is None and not ours:
+            continue
+        try:
+            dead = match is not None and process_alive(int(match.group(3)), match.group(2)) is False
+            if dead or now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path.name)
+        except FileNotFoundError:  # its writer renamed it meanwhile
+            pass
+    if removed:
+        logger.info("latent cache %s: removed %d temporary file(s) of interrupted builds", root, len(removed))
+    return removed

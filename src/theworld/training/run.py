@@ -1,12 +1,18 @@
 """`train(config)`: one stage of TheWorld training, start to finish.
 
-1. read the data with the shared loaders (`theworld.data.loading.load_samples`);
+1. read the data with the shared loaders, held on disk (`theworld.training.dataset.load_datasets`);
 2. load the model: from a Gemma 3 checkpoint, or from an earlier stage's output_dir (its weights
    only: the optimizer, scheduler and step count start fresh, and the log says so);
 3. apply the stage (which parameters train) and keep trainable weights in fp32;
 4. train with `TheWorldTrainer` (resuming a checkpoint of the *same* stage restores optimizer,
-   scheduler, step, RNG and data position);
+   scheduler, step, RNG and data position, after verifying the checkpoint's checksums);
 5. write the final model to output_dir, loadable by `TheWorld.from_pretrained(output_dir)`.
+
+output_dir belongs to one run and one writer: `train` holds a lock on it for the whole run
+(`run_lock.RunLock`; a second writer is refused at start), and a folder that already holds a run
+is either resumed explicitly (`resume_from_checkpoint`), replaced (`overwrite_output_dir`), or
+refused (`check_output_dir`). A new run never shares a folder with an older one's checkpoints:
+checkpoint rotation and `latest` would mix the two.
 
 Precision (`bf16: true`): frozen weights are loaded in bf16, trainable weights are kept in fp32
 (they are the optimizer's master copies), and the Trainer's bf16 autocast runs the forward pass in
@@ -17,13 +23,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from theworld.errors import TheWorldUserError
 from theworld.training.config import TrainConfig
+from theworld.training.sources import local_or_id, world_settings
 from theworld.training.stages import LoraSettings, apply_stage, cast_trainable_to_fp32
 
 logger = logging.getLogger(__name__)
@@ -54,29 +63,19 @@ def resolve_checkpoint(config: TrainConfig) -> str | None:
     return value
 
 
-def _local_or_id(value: str | None) -> str | None:
-    """Absolute path for a local folder (so saved configs work from any working directory), else unchanged."""
-    if value is not None and os.path.exists(value):
-        return os.path.abspath(value)
-    return value
-
-
 def load_model(config: TrainConfig):
     """TheWorld for this run, plus the earlier stage's record when it starts from a TheWorld output."""
     from theworld.model.modeling import TheWorld
     from theworld.training.trainer import TrainingInfo
 
-    source = _local_or_id(config.model_name_or_path)
-    cosmos = _local_or_id(config.cosmos_model_name)
+    source = local_or_id(config.model_name_or_path)
+    cosmos = local_or_id(config.cosmos_model_name)
     previous = TrainingInfo.load(source) if os.path.isdir(source) else None
-    kwargs: dict[str, Any] = {"enable_world": config.enable_world}
+    kwargs: dict[str, Any] = world_settings(config)
     # With a latent cache the VAE is never run: it is not loaded (not even the one an earlier
     # stage's config names), only recorded in the config below.
     if config.enable_world:
         kwargs["cosmos_model_name"] = None if config.latent_cache_dir else cosmos
-    for key in ("world_image_size", "world_tokens_per_frame", "world_num_frames", "world_projector_type", "world_bidirectional"):
-        if getattr(config, key) is not None:
-            kwargs[key] = getattr(config, key)
     if config.bf16:
         kwargs["dtype"] = torch.bfloat16
     else:
@@ -107,32 +106,16 @@ def load_model(config: TrainConfig):
 
 def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | None = None):
     """Everything up to `trainer.train()`: data, model, stage, collator, TrainingArguments, trainer."""
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from theworld.processing.processor import TheWorldProcessor
     from theworld.training.collator import TheWorldCollator
-    from theworld.training.dataset import load_dataset
+    from theworld.training.dataset import load_datasets
+    from theworld.training.preflight import check_dataset
     from theworld.training.trainer import TheWorldTrainer, TrainingInfo, check_resumable
 
     set_seed(config.seed)
-    train_dataset = load_dataset(
-        config.train_data,
-        format=config.train_data_format,
-        image_folder=config.image_folder,
-        max_skip_fraction=config.max_skip_fraction,
-        limit=config.max_train_samples,
-        name="train",
-    )
-    eval_dataset = None
-    if config.eval_data:
-        eval_dataset = load_dataset(
-            config.eval_data,
-            format=config.eval_data_format,
-            image_folder=config.image_folder,
-            max_skip_fraction=config.max_skip_fraction,
-            limit=config.max_eval_samples,
-            name="eval",
-        )
+    train_dataset, eval_dataset = load_datasets(config)
     if model is None:
         model, previous = load_model(config)
     lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules))
@@ -141,21 +124,38 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     )
     if config.bf16:
         cast_trainable_to_fp32(model)
+    resumed_from = None
     if resume is not None:
         from theworld.training.trainer import TRAINING_INFO_NAME
 
-        info = TrainingInfo.load(resume)
-        if info is None:
+        verify_resume(resume, weights_only=config.resume_weights_only)
+        resumed_from = TrainingInfo.load(resume)
+        if resumed_from is None:
             raise TheWorldUserError(f"resume_from_checkpoint: {resume} has no {TRAINING_INFO_NAME}")
-        check_resumable(info, config.stage, trainable, resume)
+        check_resumable(resumed_from, config.stage, trainable, resume)
+        if config.resume_weights_only:
+            model.load_world_adapter(resume)
+            logger.info(
+                "a new run starts from the weights of %s (step %d): weights only; the optimizer, scheduler, step "
+                "count, RNG and data order start fresh (resume_weights_only)",
+                resume, resumed_from.global_step,
+            )  # fmt: skip
 
-    processor_source = _local_or_id(config.model_name_or_path)
+    processor_source = local_or_id(config.model_name_or_path)
     processor = TheWorldProcessor.from_model_config(processor_source, model.config)
+    # Every sample checked before step 1 (clip lengths, something to learn), for the model's world settings.
+    for key, dataset in (("train_data", train_dataset), ("eval_data", eval_dataset)):
+        if dataset is not None:
+            check_dataset(dataset, model.config, source=f"{key} {getattr(config, key)}", max_skip_fraction=config.max_skip_fraction)
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
-        latent_cache = open_latent_cache(config, [d for d in (train_dataset, eval_dataset) if d is not None])
+        latent_cache = open_latent_cache(config, model, [d for d in (train_dataset, eval_dataset) if d is not None])
     collator = TheWorldCollator(
-        processor, max_length=config.max_length, on_truncated=config.on_truncated, latent_cache=latent_cache
+        processor,
+        max_length=config.max_length,
+        on_truncated=config.on_truncated,
+        latent_cache=latent_cache,
+        return_sample_ids=True,  # named in the error when a batch's loss is not finite
     )
     base = model.config.base_model_name_or_path
     info = TrainingInfo(
@@ -166,14 +166,16 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         enable_world=config.enable_world,
         use_lora=config.use_lora,
         lora=lora.to_dict() if config.use_lora else None,
-        initialized_from=_local_or_id(config.model_name_or_path) if previous is not None else None,
+        initialized_from=local_or_id(config.model_name_or_path) if previous is not None else None,
     )
     inherited = list(previous.saved_keys) if previous is not None else []
-    args = TrainingArguments(**training_arguments(config, has_eval=eval_dataset is not None))
-    check_process_group(args)
+    if config.resume_weights_only and resumed_from is not None:
+        info.initialized_from = os.path.abspath(resume)
+        inherited = list(resumed_from.saved_keys)
+    check_process_group(config)
     trainer = TheWorldTrainer(
         model=model,
-        args=args,
+        args=config,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
@@ -184,62 +186,6 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         inherited_keys=inherited,
     )
     return trainer
-
-
-def training_arguments(config: TrainConfig, has_eval: bool = False) -> dict[str, Any]:
-    """TrainConfig -> TrainingArguments keywords (the settings TheWorld fixes are explained inline)."""
-    from transformers import TrainingArguments
-
-    fields = TrainingArguments.__dataclass_fields__
-    args: dict[str, Any] = dict(
-        output_dir=config.output_dir,
-        max_steps=config.max_steps,
-        num_train_epochs=config.num_train_epochs,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.effective_learning_rate(),
-        warmup_steps=config.warmup_steps,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type=config.lr_scheduler_type,
-        max_grad_norm=config.max_grad_norm,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=(config.eval_steps or config.save_steps) if has_eval else None,
-        seed=config.seed,
-        bf16=config.bf16,
-        report_to=[r for r in config.report_to if r != "none"] or "none",
-        push_to_hub=config.push_to_hub,
-        hub_model_id=config.hub_model_id,
-        hub_strategy="end",
-        dataloader_num_workers=config.dataloader_num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,  # the dataset yields Samples; the collator builds the model inputs
-        label_names=["labels"],
-        prediction_loss_only=True,
-        include_num_input_tokens_seen="non_padding",  # for tokens/s
-        average_tokens_across_devices=True,  # num_items_in_batch counts every process's tokens
-        ddp_find_unused_parameters=False,  # the trainer's zero-weighted term reaches every trainable tensor
-        disable_tqdm=False,
-        # Without a GPU, processes started by torchrun / `accelerate launch --multi_gpu` must join a
-        # gloo process group on the CPU; transformers only does that with use_cpu=True.
-        use_cpu=not _has_accelerator(),
-    )
-    if config.gradient_checkpointing:
-        # Non-reentrant checkpointing: gradients reach the world projector through frozen layers
-        # without `enable_input_require_grads`.
-        name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-        args[name] = True
-        args[f"{name}_kwargs"] = {"use_reentrant": False}
-    return args
-
-
-def _has_accelerator() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
 
 def check_process_group(args) -> None:
@@ -253,11 +199,12 @@ def check_process_group(args) -> None:
         )
 
 
-def open_latent_cache(config: TrainConfig, datasets: list) -> Any:
-    """The latent cache `theworld cache-latents` built for this config, checked to hold every visual."""
-    from theworld.training.latent_cache import open_for_training
+def open_latent_cache(config: TrainConfig, model: Any, datasets: list) -> Any:
+    """The latent cache `theworld cache-latents` built for this run's model, checked to hold every visual."""
+    from theworld.training.latent_cache import open_cache
+    from theworld.training.sources import encoder_source
 
-    cache = open_for_training(config)
+    cache = open_cache(config.latent_cache_dir, model.config, encoder_source(config))
     for dataset in datasets:
         cache.check_complete(dataset.samples)  # fail before step 1, not at the first miss
     logger.info("world latents come from the cache in %s (%d latents); the VAE is not run", config.latent_cache_dir, len(cache))
@@ -266,20 +213,27 @@ def open_latent_cache(config: TrainConfig, datasets: list) -> Any:
 
 def train(config: TrainConfig) -> TrainResult:
     """Run one stage as configured; returns where the model went and the final metrics."""
-    resume = resolve_checkpoint(config)
-    if resume is None and os.path.isdir(config.output_dir):
-        from transformers.trainer_utils import get_last_checkpoint
+    from theworld.training.run_lock import RunLock
 
-        existing = get_last_checkpoint(config.output_dir)
-        if existing is not None:
-            logger.warning(
-                "%s already holds %s; this run starts from step 0 (set resume_from_checkpoint: latest to continue it)",
-                config.output_dir, os.path.basename(existing),
-            )  # fmt: skip
+    # One writer per output_dir. Under DDP the rank-0 process holds the lock for the run.
+    lock = RunLock(config.output_dir, what="training") if _is_main_process() else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_locked(config)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(config: TrainConfig) -> TrainResult:
+    resume = resolve_checkpoint(config)
+    check_output_dir(config, resume)
     trainer = build_trainer(config, resume=resume)
-    if resume is not None:
+    if resume is not None and not config.resume_weights_only:
         logger.info("resuming stage %s from %s", config.stage, resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
+    trainer.check_something_was_supervised()  # before the final model is written
     trainer.save_final()
     if config.push_to_hub:
         trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
@@ -296,3 +250,110 @@ def train(config: TrainConfig) -> TrainResult:
         dropped_samples=dropped,
         trainer=trainer,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# the run folder and the checkpoint a run resumes
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a launched multi-process run, or a single process (decided before any process group exists)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def _run_files() -> tuple[str, ...]:
+    """Top-level files and folders of output_dir that belong to a TheWorld run (besides checkpoint-N)."""
+    from theworld.model.modeling import WORLD_ADAPTER_NAME
+    from theworld.training.trainer import LORA_DIR, STAGING_DIR, TRAINING_INFO_NAME
+
+    return (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME, LORA_DIR, STAGING_DIR, "training_args.bin")
+
+
+def existing_run(output_dir: str) -> list[str]:
+    """What in output_dir marks an earlier run: its checkpoint-N folders and its final model, if any."""
+    from theworld.model.modeling import WORLD_ADAPTER_NAME
+    from theworld.training.checkpoint_io import list_checkpoints
+    from theworld.training.trainer import TRAINING_INFO_NAME
+
+    found = [p.name for p in list_checkpoints(output_dir)]
+    if any(os.path.isfile(os.path.join(output_dir, n)) for n in (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME)):
+        found.append("a final model")
+    return found
+
+
+def _step_of(checkpoint: str | os.PathLike) -> int | None:
+    from theworld.training.checkpoint_io import CHECKPOINT_PATTERN
+
+    match = CHECKPOINT_PATTERN.match(Path(checkpoint).name)
+    return int(match.group(1)) if match else None
+
+
+def check_output_dir(config: TrainConfig, resume: str | None) -> None:
+    """output_dir holds no run, or the run being resumed, or (overwrite_output_dir) nothing of an older run.
+
+    * a new run into a folder holding another run's checkpoints or final model is refused;
+    * `overwrite_output_dir: true` deletes that run's checkpoints and final-model files first;
+    * resuming an older checkpoint-N of the folder's own run sets the checkpoints after N aside
+      (moved to `superseded-<time>/`, not deleted): they belong to the abandoned continuation, and
+      rotation or `latest` would otherwise mix them with the resumed run's.
+    """
+    from theworld.training.checkpoint_io import clear_run, list_checkpoints
+
+    out = config.output_dir
+    found = existing_run(out)
+    if not found:
+        return
+    inside = resume is not None and os.path.dirname(os.path.realpath(resume)) == os.path.realpath(out)
+    if inside and not config.resume_weights_only:
+        step = _step_of(resume)
+        later = [p for p in list_checkpoints(out) if step is not None and (_step_of(p) or 0) > step]
+        if later and _is_main_process():
+            aside = Path(out) / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir(exist_ok=True)
+            for path in later:
+                os.rename(path, aside / path.name)
+            logger.warning(
+                "resuming %s: the later checkpoints %s of this folder were moved to %s (a resumed run must not mix "
+                "with them)",
+                os.path.basename(resume), [p.name for p in later], aside,
+            )  # fmt: skip
+        return
+    if inside:  # resume_weights_only from this folder's own checkpoint
+        raise TheWorldUserError(
+            f"resume_weights_only starts a new run (step 0) from {resume}, which lies in output_dir {out}: the new "
+            f"run's checkpoints would mix with the old run's ({', '.join(found)}). Set output_dir to another folder"
+        )
+    if config.overwrite_output_dir:
+        if _is_main_process():
+            removed = clear_run(out, _run_files())
+            logger.warning("overwrite_output_dir: removed the earlier run in %s (%s)", out, ", ".join(removed))
+        return
+    raise TheWorldUserError(
+        f"output_dir {out} already holds a training run ({', '.join(found)}). Continue it with "
+        "--resume_from_checkpoint latest, train into another output_dir, or replace it with "
+        "--overwrite_output_dir true"
+    )
+
+
+def verify_resume(checkpoint: str, weights_only: bool = False) -> None:
+    """The checkpoint's files are whole (checksums) and hold everything the resume will restore.
+
+    A full resume needs the adapter, the stage record, trainer_state.json, the optimizer and the
+    scheduler, and checks every file the checkpoint recorded (RNG states included); a
+    weights-only start needs just the adapter and the stage record. Raises `CheckpointError`
+    naming the file and the last intact checkpoint.
+    """
+    from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+
+    from theworld.model.modeling import WORLD_ADAPTER_NAME
+    from theworld.training.checkpoint_io import verify_checkpoint
+    from theworld.training.trainer import TRAINING_INFO_NAME
+
+    weights = (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME)
+    if weights_only:
+        verify_checkpoint(checkpoint, required=weights, only_required=True)
+        return
+    required = (*weights, TRAINER_STATE_NAME, SCHEDULER_NAME)
+    if not any(p.name.startswith("global_step") for p in Path(checkpoint).iterdir()):  # DeepSpeed keeps its own
+        required += (OPTIMIZER_NAME,)
+    verify_checkpoint(checkpoint, required=required, weights=weights)

@@ -1,16 +1,22 @@
 """Training stages (Prismatic-style): which parts of TheWorld learn.
 
     align     the world projector only; Gemma (vision + language) and the VAE stay frozen.
-    finetune  + the language model: all of it, or LoRA adapters on its linear layers (use_lora).
-    full      + Gemma's vision tower and multi-modal projector.
+    vision    + Gemma's vision tower and multi-modal projector; the language model stays frozen
+              (domain adaptation: the vision side learns new imagery, the language side is kept).
+    finetune  + the language model (not the vision side): all of it, or LoRA adapters on its
+              linear layers (use_lora).
+    full      + the language model and the vision side.
 
 The Cosmos VAE stays frozen in every stage; `train_cosmos_vae=True` (stage full only) is the one
 explicit opt-in. With `enable_world=False` (the Gemma control) there is no projector: `align` is an
-error and `finetune` trains the language model alone.
+error, `vision` trains the vision side alone and `finetune` the language model alone.
 
-`apply_stage` returns the ordered names of the trainable parameters (order of
-`model.named_parameters()`, tied weights once). Checkpoints record the stage and these names; a
-resume checks them, so a checkpoint is never silently loaded into a different trainable set.
+`stage_parts` names what a stage trains; `apply_stage` hands that set to
+`theworld.model.parameters.set_trainable`, the one function that sets `requires_grad` (and
+records the outcome in the config's freeze flags, which a saved config then carries). It returns
+the ordered names of the trainable parameters (order of `model.named_parameters()`, tied weights
+once). Checkpoints record the stage and these names; a resume checks them, so a checkpoint is
+never silently loaded into a different trainable set.
 """
 
 from __future__ import annotations
@@ -23,11 +29,15 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from theworld.errors import TheWorldUserError
+from theworld.model.parameters import set_trainable
 from theworld.training.config import DEFAULT_LORA_TARGETS, STAGES
 
 logger = logging.getLogger(__name__)
 
 LORA_ADAPTER_NAME = "default"
+# Which stages train which part of Gemma (the world projector trains in every stage).
+LANGUAGE_STAGES = ("finetune", "full")
+VISION_STAGES = ("vision", "full")
 
 
 @dataclass
@@ -93,8 +103,22 @@ def lora_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if ".lora_" in k}
 
 
-def trainable_parameter_names(model: torch.nn.Module) -> list[str]:
-    return [name for name, param in model.named_parameters() if param.requires_grad]
+def stage_parts(stage: str, use_lora: bool = False, train_cosmos_vae: bool = False) -> set[str]:
+    """The parts (`theworld.model.parameters.PARTS`) a stage trains; errors name what does not fit."""
+    if stage not in STAGES:
+        raise TheWorldUserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
+    if use_lora and stage not in LANGUAGE_STAGES:
+        raise TheWorldUserError(f"use_lora needs stage finetune or full: stage {stage} trains no language model")
+    if train_cosmos_vae and stage != "full":
+        raise TheWorldUserError("train_cosmos_vae is only allowed with stage full")
+    parts = {"world_projector"}
+    if stage in LANGUAGE_STAGES:
+        parts.add("lora" if use_lora else "gemma_language")
+    if stage in VISION_STAGES:
+        parts.add("gemma_vision")
+    if train_cosmos_vae:
+        parts.add("cosmos_vae")
+    return parts
 
 
 def apply_stage(
@@ -105,60 +129,27 @@ def apply_stage(
     lora: LoraSettings | None = None,
     train_cosmos_vae: bool = False,
 ) -> list[str]:
-    """Freeze everything, then unfreeze what `stage` trains; returns the ordered trainable names.
-
-    The model's freeze flags in its config are updated to match, so a saved config says which
-    parts were trained.
-    """
-    if stage not in STAGES:
-        raise TheWorldUserError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}")
-    if use_lora and stage == "align":
-        raise TheWorldUserError("use_lora needs stage finetune or full: stage align trains no language model")
-    if train_cosmos_vae and stage != "full":
-        raise TheWorldUserError("train_cosmos_vae is only allowed with stage full")
-    projector = getattr(model, "world_projector", None)
-    if stage == "align" and projector is None:
+    """Exactly what `stage` trains becomes trainable (LoRA injected first with `use_lora`); returns the
+    ordered trainable names. The config's freeze flags then say which parts were trained."""
+    parts = stage_parts(stage, use_lora, train_cosmos_vae)
+    if stage == "align" and getattr(model, "world_projector", None) is None:
         raise TheWorldUserError(
             "stage align trains only the world projector, but this model has enable_world=False: "
             "train the Gemma control with stage finetune"
         )
-
-    model.requires_grad_(False)
-    language = model.model.language_model
-    if stage in ("finetune", "full"):
-        if use_lora:
-            if not has_lora(model):
-                _inject_lora(model, lora or LoraSettings())
-            # peft marked only LoRA weights trainable; the base language model stays frozen.
-            for name, param in model.named_parameters():
-                param.requires_grad_(".lora_" in name)
-        else:
-            language.requires_grad_(True)
-            model.lm_head.requires_grad_(True)  # tied to the embeddings in Gemma 3: one tensor
-    if stage == "full":
-        model.model.vision_tower.requires_grad_(True)
-        model.model.multi_modal_projector.requires_grad_(True)
-    if projector is not None:
-        projector.requires_grad_(True)
-    encoder = getattr(model, "world_encoder", None)
-    if train_cosmos_vae:
-        if encoder is None:
-            raise TheWorldUserError("train_cosmos_vae needs the VAE loaded (cosmos_model_name set)")
-        encoder.requires_grad_(True)
-    elif encoder is not None:
-        encoder.requires_grad_(False)
-
-    cfg = model.config
-    cfg.freeze_gemma_language = stage == "align" or use_lora
-    cfg.freeze_gemma_vision = stage != "full"
-    cfg.freeze_cosmos_vae = not train_cosmos_vae
-
-    names = trainable_parameter_names(model)
-    trainable, total, percent = model.get_trainable_parameters()
+    if train_cosmos_vae and getattr(model, "world_encoder", None) is None:
+        raise TheWorldUserError("train_cosmos_vae needs the VAE loaded (cosmos_model_name set)")
+    if use_lora and not has_lora(model):
+        _inject_lora(model, lora or LoraSettings())
+    names = set_trainable(model, parts)
+    breakdown = model.parameter_breakdown()  # the counts `theworld params` and get_trainable_parameters report
+    trained = ", ".join(c.name for c in breakdown.components if c.trainable)
     logger.info(
-        "stage %s%s: %d trainable tensors, %s of %s parameters (%.3f%%)",
-        stage, " + LoRA" if use_lora else "", len(names), f"{trainable:,}", f"{total:,}", percent,
+        "stage %s%s: %d trainable tensors, %s of %s parameters (%.3f%%): %s",
+        stage, " + LoRA" if use_lora else "", len(names), f"{breakdown.trainable:,}", f"{breakdown.total:,}",
+        breakdown.trainable_percent, trained,
     )  # fmt: skip
+    logger.debug("parameters by component:\n%s", breakdown.table())
     return names
 
 

@@ -14,9 +14,15 @@ What changes, and why:
   `find_unused_parameters=False` is safe and no rank hangs.
 * **Checkpoints** hold only the trainable tensors (`world_adapter.safetensors`) plus the stage and
   the ordered trainable names (`theworld_training.json`), next to the Trainer's own optimizer,
-  scheduler, RNG and `trainer_state.json`. They are written into a staging folder and renamed into
-  place when complete, so a run killed mid-save leaves the previous checkpoint-N intact and no
-  half-written one; `save_total_limit` rotation runs after the rename.
+  scheduler, RNG and `trainer_state.json`: `save_model` (public) writes what a checkpoint or the
+  output holds. `AtomicCheckpoints`, a callback, has the Trainer write each checkpoint into a
+  staging folder and renames it into place when complete, so a run killed mid-save leaves the
+  previous checkpoint-N intact and no half-written one; before the rename every file is fsynced
+  and hashed into `checksums.json` (`checkpoint_io`), which a resume verifies; `save_total_limit`
+  rotation runs after the rename. Resuming reads the adapter through the one private hook,
+  `_load_from_checkpoint` (tests/training/test_trainer.py fails if transformers changes it).
+* **Non-finite values** stop the run (`nonfinite`): a NaN/inf loss before its backward, a NaN/inf
+  gradient before the optimizer step, naming the step and the batch's sample ids.
 * **Progress**: one tqdm bar with loss, learning rate and tokens/s (`tokens_per_second` also goes
   to TensorBoard and every other `report_to` logger).
 """
@@ -32,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
@@ -40,7 +47,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from theworld.errors import TheWorldUserError
 from theworld.model.modeling import WORLD_ADAPTER_NAME
-from theworld.training.loss import supervised_lm_loss
+from theworld.training.checkpoint_io import publish_directory, write_checksums
+from theworld.training.loss import IGNORE_INDEX, supervised_lm_loss
+from theworld.training.nonfinite import NonFiniteGradientGuard, check_loss
 from theworld.training.stages import has_lora, lora_state_dict, merge_lora
 
 logger = logging.getLogger(__name__)
@@ -137,51 +146,64 @@ class TheWorldProgressCallback(TrainerCallback):
             self.bar = None
 
 
-class StagedCheckpoints:
-    """Trainer mixin: each checkpoint is written into a staging folder and renamed into place when
-    complete, so a run killed mid-save leaves the previous checkpoint-N intact and no half-written
-    one; `save_total_limit` rotation runs after the rename. Used by every TheWorld trainer."""
+class _NothingToLearnCallback(TrainerCallback):
+    """An epoch without one supervised token means every later epoch is the same: stop there, not at max_steps."""
 
-    _staging_root: str | None = None
+    def __init__(self, trainer: TheWorldTrainer) -> None:
+        self.trainer = trainer
 
-    def _get_output_dir(self, trial) -> str:
-        if self._staging_root is not None:
-            return self._staging_root
-        return super()._get_output_dir(trial)
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.trainer.check_something_was_supervised()
 
-    def _save_checkpoint(self, model, trial) -> None:
-        """The Trainer's checkpoint, written to a staging folder and renamed into place when complete."""
-        run_dir = super()._get_output_dir(trial)
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staging_root = os.path.join(run_dir, STAGING_DIR)
-        staged, final = os.path.join(staging_root, name), os.path.join(run_dir, name)
-        if self.args.should_save:
-            shutil.rmtree(staged, ignore_errors=True)  # left by a run killed mid-save
-            os.makedirs(staging_root, exist_ok=True)
-        self.accelerator.wait_for_everyone()
-        self._staging_root = staging_root
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_root = None
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
-        if self.args.should_save:
-            _publish_directory(staged, final)
+
+class AtomicCheckpoints(TrainerCallback):
+    """Checkpoints appear whole or not at all: written into a staging folder, renamed into place.
+
+    When the Trainer is about to save (`should_save` at the end of a step or an epoch), the run's
+    output_dir is pointed at `output_dir/.checkpoint-staging` for the save; `on_save`, which the
+    Trainer calls once the checkpoint is written, points it back, checksums and fsyncs the files,
+    renames the folder to `output_dir/checkpoint-N` and rotates old checkpoints.
+    """
+
+    def __init__(self) -> None:
+        self.run_dir: str | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save and self.run_dir is None:
+            self.run_dir = args.output_dir
+            staging = os.path.join(self.run_dir, STAGING_DIR)
+            if args.should_save:
+                shutil.rmtree(os.path.join(staging, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"), ignore_errors=True)
+                os.makedirs(staging, exist_ok=True)  # (a run killed mid-save left the folder above)
+            PartialState().wait_for_everyone()
+            args.output_dir = staging
+
+    on_epoch_end = on_step_end
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.run_dir is None:
+            return
+        staging, args.output_dir, self.run_dir = args.output_dir, self.run_dir, None
+        PartialState().wait_for_everyone()  # every rank has written its RNG state
+        if args.should_save:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            write_checksums(os.path.join(staging, name))  # fsyncs every file: the rename never outruns the data
+            publish_directory(os.path.join(staging, name), os.path.join(args.output_dir, name))
             try:
-                os.rmdir(staging_root)  # only when empty
+                os.rmdir(staging)  # only when empty
             except OSError:
                 pass
-            logger.info("checkpoint %s complete", final)
+            logger.info("checkpoint %s complete", os.path.join(args.output_dir, name))
             rotate_checkpoints(
-                output_dir=run_dir,
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
+                output_dir=args.output_dir,
+                save_total_limit=args.save_total_limit,
+                best_model_checkpoint=state.best_model_checkpoint,
                 use_mtime=False,
             )
-        self.accelerator.wait_for_everyone()
+        PartialState().wait_for_everyone()
 
 
-class TheWorldTrainer(StagedCheckpoints, Trainer):
+class TheWorldTrainer(Trainer):
     """`Trainer` for one stage of TheWorld; see the module docstring for what it changes."""
 
     # `compute_loss` divides by `num_items_in_batch` (tokens of the whole optimizer step): the
@@ -217,10 +239,16 @@ class TheWorldTrainer(StagedCheckpoints, Trainer):
         inner = self.model
         parts = [getattr(inner, "world_encoder", None), inner.model.vision_tower, inner.model.multi_modal_projector]
         self._frozen_eval_parts = [m for m in parts if m is not None and not any(p.requires_grad for p in m.parameters())]
+        self._step_samples: list[str] = []  # sample ids of the current optimizer step (for error messages)
         self.progress = TheWorldProgressCallback(description=f"{stage}")
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
         self.add_callback(self.progress)
+        self.add_callback(NonFiniteGradientGuard(self._step_samples))
+        self.add_callback(AtomicCheckpoints())
+        self.supervised_tokens_seen: torch.Tensor | int = 0  # summed num_items_in_batch of this process's steps
+        self.training_batches_seen = 0
+        self.add_callback(_NothingToLearnCallback(self))
 
     # ---------------------------------------------------------------------------------------
     # loss
@@ -239,6 +267,10 @@ class TheWorldTrainer(StagedCheckpoints, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        sample_ids = inputs.pop("sample_ids", None)
+        if model.training:  # before the clamp below: a run that never sees a supervised token must fail
+            self.training_batches_seen += 1
+            self.supervised_tokens_seen += num_items_in_batch if num_items_in_batch is not None else labels.ne(IGNORE_INDEX).sum()
         if num_items_in_batch is not None:
             # A step whose samples were all dropped has 0 supervised tokens: 0 / 1, never 0 / 0.
             if torch.is_tensor(num_items_in_batch):
@@ -251,15 +283,36 @@ class TheWorldTrainer(StagedCheckpoints, Trainer):
         loss, _ = supervised_lm_loss(model, inputs, labels, num_items_in_batch)
         if model.training:
             loss = loss + self._unused_parameter_term(inputs)
+            self._step_samples.extend(sample_ids or [])
+            check_loss(loss, self.state.global_step + 1, sample_ids)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # `num_items_in_batch` is summed over processes and DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
 
+    def check_something_was_supervised(self) -> None:
+        """Fail a run whose training steps so far saw no supervised token (called at each epoch end and at the end).
+
+        Every sample was dropped for length, or had nothing to learn: the steps were empty (loss 0),
+        and a model saved from them would look trained. The count is the Trainer's `num_items_in_batch`,
+        summed over processes, so every rank decides alike.
+        """
+        if self.training_batches_seen == 0 or int(self.supervised_tokens_seen) > 0:
+            return  # nothing ran in this process yet (e.g. resumed at the last step), or something was learnt
+        collator = self.data_collator
+        dropped = list(getattr(collator, "dropped", []))
+        detail = f" (dropped: {', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''})" if dropped else ""
+        raise TheWorldUserError(
+            f"{self.training_batches_seen} training batches saw no supervised token: every sample drawn was dropped for "
+            f"length (max_length={getattr(collator, 'max_length', None)}, on_truncated=drop){detail} or has no answer "
+            "tokens. Raise max_length, or check the data"
+        )
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation: the mean loss over this batch's supervised tokens; no logits are kept."""
         inputs = dict(self._prepare_inputs(inputs))
         labels = inputs.pop("labels")
+        inputs.pop("sample_ids", None)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss, _ = supervised_lm_loss(model, inputs, labels)
         return loss.detach(), None, None
@@ -287,15 +340,18 @@ class TheWorldTrainer(StagedCheckpoints, Trainer):
                 keys.append(key)
         return keys
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Write the trainable tensors + config + stage record (never a copy of frozen Gemma)."""
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write the trainable tensors + config + stage record (never a copy of frozen Gemma).
+
+        The Trainer calls this for every checkpoint; the state dict is gathered on every process
+        (FSDP, DeepSpeed ZeRO-3), and the main process writes.
+        """
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        state_dict = self.accelerator.get_state_dict(self.model_wrapped)
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if state_dict is None:
-            state_dict = model.state_dict()
         keys = self.saved_keys(state_dict.keys())
         tensors = {k: state_dict[k].detach().to("cpu").contiguous() for k in keys}
         save_file(tensors, os.path.join(output_dir, WORLD_ADAPTER_NAME), metadata={"format": "pt"})
@@ -305,13 +361,15 @@ class TheWorldTrainer(StagedCheckpoints, Trainer):
         info.global_step = self.state.global_step
         info.lora_merged = bool(self.merged_lora_keys)
         info.save(output_dir)
-        if os.path.abspath(output_dir) == os.path.abspath(self.args.output_dir) and self.processor is not None:
-            self.processor.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
         logger.info("saved %d trainable tensors (stage %s) to %s", len(keys), self.stage, output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Resume: load the checkpoint's trainable tensors after checking stage and trainable names."""
+        """Resume: load the checkpoint's trainable tensors after checking stage and trainable names.
+
+        The one private Trainer method TheWorld overrides: `Trainer.train(resume_from_checkpoint=...)`
+        calls it to read the weights, and requires a full model file otherwise.
+        """
         info = TrainingInfo.load(resume_from_checkpoint)
         if info is None:
             raise TheWorldUserError(f"{resume_from_checkpoint} is not a TheWorld checkpoint (no {TRAINING_INFO_NAME})")
@@ -339,6 +397,8 @@ class TheWorldTrainer(StagedCheckpoints, Trainer):
             self.merged_lora_keys = merge_lora(model)
             logger.info("merged LoRA into %d language-model weights", len(self.merged_lora_keys))
         self.save_model(output_dir)
+        if self.args.should_save and self.processor is not None:
+            self.processor.save_pretrained(output_dir)
         return output_dir
 
 
@@ -358,16 +418,3 @@ def check_resumable(info: TrainingInfo, stage: str, trainable_names: list[str], 
             f"{sorted(theirs ^ ours)[:3]}): check use_lora / lora_* / enable_world against the run that wrote it"
         )
 
-
-def _publish_directory(staged: str, final: str) -> None:
-    """Rename a complete staged folder to its final name (replacing an existing one safely)."""
-    if not os.path.isdir(staged):
-        raise RuntimeError(f"checkpoint staging folder {staged} is missing")
-    old = None
-    if os.path.exists(final):
-        old = staged + ".replaced"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(final, old)
-    os.rename(staged, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

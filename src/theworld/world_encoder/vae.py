@@ -21,6 +21,7 @@ from safetensors import safe_open
 from torch import nn
 
 from theworld.errors import TheWorldUserError
+from theworld.model.checkpoints import looks_local
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +74,9 @@ class CosmosWorldEncoder(nn.Module):
         `name_or_path` may be a Cosmos repo (its `vae/` subfolder is used), a VAE directory, or a
         TheWorld save's `world_encoder/` directory (which holds the encoder half only).
         """
-        vae_dir, files = _resolve_vae_files(str(name_or_path))
-        with open(files["config"], encoding="utf-8") as handle:
-            config = json.load(handle)
-        with init_empty_weights():
-            vae = AutoencoderKLWan.from_config(config)
-        # The decoder side is never used: drop it before any memory is allocated for it.
-        vae.decoder = None
-        vae.post_quant_conv = None
-        state = _read_encoder_state(files["weights"])
+        vae_dir, config_file, weights = _vae_files(str(name_or_path))
+        vae = _encoder_half(config_file)
+        state = _read_encoder_state(weights)
         if dtype is not None:
             state = {k: v.to(dtype) for k, v in state.items()}
         missing = sorted(set(vae.state_dict()) - set(state))
@@ -95,6 +90,12 @@ class CosmosWorldEncoder(nn.Module):
         logger.info("Loaded world encoder (VAE encoder only) from %s", vae_dir)
         return encoder
 
+    @classmethod
+    def skeleton(cls, name_or_path: str | os.PathLike) -> CosmosWorldEncoder:
+        """The encoder's modules on the meta device, from the VAE config alone (no weights read):
+        enough to count parameters (`theworld params`)."""
+        return cls(_encoder_half(_vae_files(str(name_or_path), with_weights=False)[1]).requires_grad_(False))
+
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write the encoder half in diffusers' layout (config + safetensors), loadable by `from_pretrained`."""
         from safetensors.torch import save_file
@@ -107,48 +108,56 @@ class CosmosWorldEncoder(nn.Module):
         save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
 
 
-def _resolve_vae_files(name: str) -> tuple[str, dict[str, str]]:
-    """Find config.json and the weights for a VAE given as a directory or a hub id."""
+def vae_files(name: str) -> dict[str, str]:
+    """{"config": config.json, "weights": weights file or index} of the VAE `name` loads from (the
+    files a latent cache's manifest records, to notice when they change)."""
+    _, config, weights = _vae_files(name)
+    return {"config": config, "weights": weights}
+
+
+def _vae_files(name: str, with_weights: bool = True) -> tuple[str, str, str | None]:
+    """(where, config.json, weights file or index) of a VAE: a directory (its `vae/`, or itself) or a
+    Hub id (its `vae/` subfolder, or its root). Weights are only looked for `with_weights`."""
     if os.path.isdir(name):
-        for candidate in (os.path.join(name, "vae"), name):
-            if os.path.isfile(os.path.join(candidate, "config.json")):
-                return candidate, _local_files(candidate)
-        raise TheWorldUserError(f"no VAE found in {name}: expected {name}/vae/config.json or {name}/config.json")
-    if os.path.exists(name) or name.startswith((".", "/")) or name.count("/") != 1:
+        folder = next((c for c in (os.path.join(name, "vae"), name) if os.path.isfile(os.path.join(c, "config.json"))), None)
+        if folder is None:
+            raise TheWorldUserError(f"no VAE found in {name}: expected {name}/vae/config.json or {name}/config.json")
+        weights = None
+        if with_weights:
+            weights = next((os.path.join(folder, f) for f in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) if os.path.isfile(os.path.join(folder, f))), None)
+            if weights is None:
+                raise TheWorldUserError(f"no VAE weights in {folder}: expected {WEIGHTS_NAME}")
+        return folder, os.path.join(folder, "config.json"), weights
+    if looks_local(name):
         raise TheWorldUserError(f"world model {name!r} is neither a directory nor a hub id (owner/name)")
-    return _hub_files(name)
-
-
-def _local_files(folder: str) -> dict[str, str]:
-    weights = os.path.join(folder, WEIGHTS_NAME)
-    index = os.path.join(folder, WEIGHTS_INDEX_NAME)
-    if os.path.isfile(weights):
-        return {"config": os.path.join(folder, "config.json"), "weights": weights}
-    if os.path.isfile(index):
-        return {"config": os.path.join(folder, "config.json"), "weights": index}
-    raise TheWorldUserError(f"no VAE weights in {folder}: expected {WEIGHTS_NAME}")
-
-
-def _hub_files(repo_id: str) -> tuple[str, dict[str, str]]:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        config = hf_hub_download(repo_id, "config.json", subfolder="vae")
-        subfolder: str | None = "vae"
+        config, subfolder = hf_hub_download(name, "config.json", subfolder="vae"), "vae"
     except EntryNotFoundError:
-        config = hf_hub_download(repo_id, "config.json")
-        subfolder = None
-    try:
-        weights = hf_hub_download(repo_id, WEIGHTS_NAME, subfolder=subfolder)
-    except EntryNotFoundError:
-        index = hf_hub_download(repo_id, WEIGHTS_INDEX_NAME, subfolder=subfolder)
-        with open(index, encoding="utf-8") as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
-        for shard in shards:
-            hf_hub_download(repo_id, shard, subfolder=subfolder)
-        weights = index
-    return f"{repo_id}/{subfolder or ''}", {"config": config, "weights": weights}
+        config, subfolder = hf_hub_download(name, "config.json"), None
+    weights = None
+    if with_weights:
+        try:
+            weights = hf_hub_download(name, WEIGHTS_NAME, subfolder=subfolder)
+        except EntryNotFoundError:
+            weights = hf_hub_download(name, WEIGHTS_INDEX_NAME, subfolder=subfolder)
+            with open(weights, encoding="utf-8") as handle:
+                for shard in sorted(set(json.load(handle)["weight_map"].values())):
+                    hf_hub_download(name, shard, subfolder=subfolder)
+    return f"{name}/{subfolder or ''}", config, weights
+
+
+def _encoder_half(config_file: str) -> AutoencoderKLWan:
+    """The VAE on the meta device without its decoder side, which is never used (no memory for it)."""
+    with open(config_file, encoding="utf-8") as handle:
+        config = json.load(handle)
+    with init_empty_weights():
+        vae = AutoencoderKLWan.from_config(config)
+    vae.decoder = None
+    vae.post_quant_conv = None
+    return vae
 
 
 def _read_encoder_state(weights: str) -> dict[str, torch.Tensor]:

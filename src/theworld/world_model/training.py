@@ -45,7 +45,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from theworld.errors import TheWorldUserError
-from theworld.training.trainer import StagedCheckpoints, TheWorldProgressCallback
+from theworld.training.checkpoint_io import verify_checkpoint
+from theworld.training.trainer import AtomicCheckpoints, TheWorldProgressCallback
 from theworld.world_model.latents import WorldLatents, encode_clips
 from theworld.world_model.model import resolve_world_model_folder
 from theworld.world_model.sampler import SIGMA_CONDITIONING, check_rollout_input, latent_frames
@@ -238,8 +239,9 @@ class WeightAverage(TrainerCallback):
         return {k: v.to(reference[k].dtype) for k, v in self.shadow.items()}
 
 
-class WorldModelTrainer(StagedCheckpoints, Trainer):
-    """`Trainer` for the DiT: keyed noise, diffusers-layout weights in checkpoints, the same progress bar."""
+class WorldModelTrainer(Trainer):
+    """`Trainer` for the DiT: keyed noise, diffusers-layout weights in checkpoints, the same progress bar
+    and the same whole-or-nothing, checksummed checkpoints as `theworld train` (`AtomicCheckpoints`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -249,6 +251,7 @@ class WorldModelTrainer(StagedCheckpoints, Trainer):
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
         self.add_callback(self.progress)
+        self.add_callback(AtomicCheckpoints())
         self.average = WeightAverage(self.model_for_noise.transformer, self.args.ema_decay) if self.args.ema_decay else None
         if self.average is not None:
             self.add_callback(self.average)
@@ -280,8 +283,9 @@ class WorldModelTrainer(StagedCheckpoints, Trainer):
         outputs = model(**inputs, **self.draw_noise(inputs["latent_mean"]))
         return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The DiT in diffusers' layout (`transformer/`): what a checkpoint and the output hold."""
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The DiT in diffusers' layout (`transformer/`): what a checkpoint and the output hold (the
+        Trainer calls this for every checkpoint, as `TheWorldTrainer.save_model`)."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
@@ -307,6 +311,7 @@ class WorldModelTrainer(StagedCheckpoints, Trainer):
         folder = os.path.join(resume_from_checkpoint, "transformer")
         if not os.path.isdir(folder):
             raise TheWorldUserError(f"{resume_from_checkpoint} is not a world-model checkpoint (no transformer/)")
+        verify_checkpoint(resume_from_checkpoint)  # every file whole, as checksums.json vouches
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
         saved = CosmosTransformer3DModel.from_pretrained(folder, torch_dtype=next(target.parameters()).dtype)
         target.transformer.load_state_dict(saved.state_dict(), strict=True)
