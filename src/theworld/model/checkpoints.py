@@ -299,7 +299,7 @@ def adapter_keys_not_missing(cls: type, resolved: Resolved):
             del cls._keys_to_ignore_on_load_missing
 
 
-def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str]) -> None:
+def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str], safety_checker: Any = None) -> None:
     """After transformers loaded the Gemma weights: the world parts, the adapter, what trains."""
     from theworld.model.parameters import set_trainable, trainable_parts
     from theworld.world_encoder.vae import CosmosWorldEncoder
@@ -324,6 +324,8 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str])
             param = model.get_input_embeddings().weight
             encoder = CosmosWorldEncoder.from_pretrained(resolved.encoder_source, dtype=param.dtype, device=param.device)
             model.attach_world_encoder(encoder)
+        if model.config.world_rollout_frames:
+            load_world_model(model, safety_checker)
     if resolved.adapter is not None:
         keys = load_world_adapter(model, resolved.adapter)
         logger.info(
@@ -331,6 +333,24 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str])
             len(keys), os.path.join(resolved.adapter, WORLD_ADAPTER_NAME), _key_summary(keys), resolved.weights,
         )  # fmt: skip
     set_trainable(model, trainable_parts(model.config))
+
+
+def load_world_model(model: TheWorld, safety_checker: Any = None) -> None:
+    """Set up and attach the world model of world rollouts (world_rollout_frames > 0) from
+    `cosmos_model_name`'s `transformer/` + `scheduler/` (+ T5 once, for the fixed prompt); the
+    world encoder is shared. Without cosmos_model_name the model takes world_imagined_latents only."""
+    from theworld.world_model import WorldModel
+
+    config = model.config
+    if not config.cosmos_model_name:
+        logger.info("world model: none loaded (no cosmos_model_name): imagined latents must be given (latent cache)")
+        return
+    param = model.get_input_embeddings().weight
+    world_model = WorldModel.from_pretrained(
+        config.cosmos_model_name, config.world_rollout_settings(), safety_checker=safety_checker,
+        encoder=model.world_encoder, dtype=param.dtype, device=param.device,
+    )  # fmt: skip
+    model.attach_world_model(world_model)
 
 
 def _key_summary(keys: list[str]) -> str:
