@@ -11,6 +11,14 @@ A world-token gain means something only next to controls run on the same items:
 - ``shuffled-world``: each item gets another item's world inputs (`shuffled_donors`). A gain
   that survives this is not about *this* scene.
 
+Two more for world rollouts (a model with world_rollout_frames K > 0), so a rollout result is
+always shown against the same model without imagination:
+
+- ``zero-rollout``: the world block is unchanged and the observed tokens are kept; the K
+  imagined frames' tokens are replaced by zeros (`zero_rollout`).
+- ``no-rollout``: the same checkpoint loaded with ``world_rollout_frames=0`` (and so a processor
+  whose world blocks hold the observed tokens only): the trained projector on what was seen.
+
 Shuffling keeps every prompt unchanged, so the donor's world inputs must have exactly the
 recipient's shape: items are shuffled only among items with the same visual signature (number
 of visuals and frames per visual, hence the same world token count). Within each such group the
@@ -31,7 +39,7 @@ import torch
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 
-CONTROLS: tuple[str, ...] = ("none", "world-off", "zero-world", "shuffled-world")
+CONTROLS: tuple[str, ...] = ("none", "world-off", "zero-world", "shuffled-world", "zero-rollout", "no-rollout")
 
 
 def check_control(control: str) -> str:
@@ -67,9 +75,41 @@ def zero_world(model: torch.nn.Module) -> Iterator[None]:
         handle.remove()
 
 
+@contextlib.contextmanager
+def zero_rollout(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the world projector's tokens of imagined frames are zeros; observed ones are kept.
+
+    The projector puts each item's K imagined frames' tokens after its observed ones, so the last
+    K x tokens_per_frame rows of every item are the imagined ones. The hook is removed on exit.
+    """
+    projector = getattr(model, "world_projector", None)
+    rollout = int(getattr(getattr(model, "config", None), "world_rollout_frames", 0) or 0)
+    if projector is None or rollout == 0:
+        raise TheWorldUserError("the zero-rollout control needs a model with world rollouts (world_rollout_frames > 0)")
+    imagined_tokens = rollout * model.config.world_tokens_per_frame
+
+    def zero_imagined(_module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if len(inputs) < 2 or inputs[1] is None:
+            raise TheWorldUserError("zero-rollout: the world projector ran without imagined latents")
+        output = output.clone()
+        output[:, -imagined_tokens:] = 0  # (N, (Tl + K) * tokens, hidden): the K frames' tokens
+        return output
+
+    handle = projector.register_forward_hook(zero_imagined)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def control_context(model: torch.nn.Module, control: str) -> contextlib.AbstractContextManager:
-    """What to wrap the model's forwards in for `control` (only zero-world changes the model)."""
-    return zero_world(model) if check_control(control) == "zero-world" else contextlib.nullcontext()
+    """What to wrap the model's forwards in for `control` (zero-world and zero-rollout change the model)."""
+    control = check_control(control)
+    if control == "zero-world":
+        return zero_world(model)
+    if control == "zero-rollout":
+        return zero_rollout(model)
+    return contextlib.nullcontext()
 
 
 def cyclic_derangement(n: int, rng: random.Random) -> list[int]:

@@ -10,6 +10,9 @@ TheWorld folder, or a world-adapter folder (adapter weights + a config naming th
 - Control world-off loads the *same* checkpoint with `enable_world=False` (and so a processor
   with `enable_world=False`): Gemma 3 exactly, with whatever Gemma weights the checkpoint holds.
   For an adapter folder that means the base Gemma plus any non-world tensors the adapter carries.
+- Control no-rollout loads a checkpoint trained with world rollouts with `world_rollout_frames=0`:
+  the same projector on the observed tokens only, no world model (a checkpoint without rollouts
+  is refused: that control would be the plain run).
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ def load_model(
     path = check_model_path(path, not_found="model not found: {name} (no such folder, and not a Hub id such as 'owner/name')")
     target = resolve_device(device)
     settings: dict[str, Any] = {} if world else {"enable_world": False}
+    if control == "no-rollout":
+        from theworld.model.checkpoints import resolve
+
+        if not resolve(path).config.world_rollout_frames:
+            raise TheWorldUserError(f"control 'no-rollout' needs a model with world rollouts; {path} has world_rollout_frames=0")
+        settings["world_rollout_frames"] = 0
     if cosmos_model_name and world:
         settings["cosmos_model_name"] = cosmos_model_name
     model, processor = load_pretrained(path, device=target, dtype=resolve_dtype(dtype, target), **settings)

@@ -39,6 +39,7 @@ class EncodedPrompt:
     pixel_values: torch.Tensor | None = None  # (images, 3, H, W)
     world: torch.Tensor | None = None  # (visuals, ...) world pixels or latents
     world_key: str = "world_pixel_values"
+    world_imagined: torch.Tensor | None = None  # world rollouts: (visuals, 16, K, h, w), beside world latents
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -122,7 +123,7 @@ def _collate(
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
     offsets = []
-    pixels, world = [], []
+    pixels, world, imagined = [], [], []
     for r, ((p, cont), length) in enumerate(zip(rows, lengths)):
         prompt = prompts[p]
         start = width - length if padding_side == "left" else 0
@@ -137,6 +138,8 @@ def _collate(
             pixels.append(prompt.pixel_values)
         if prompt.world is not None:
             world.append(prompt.world)
+        if prompt.world_imagined is not None:
+            imagined.append(prompt.world_imagined)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     inputs: dict[str, Any] = {
         "input_ids": input_ids.to(device),
@@ -151,6 +154,10 @@ def _collate(
         if len(keys) != 1 or next(iter(keys)) not in WORLD_KEYS:
             raise ValueError(f"rows of one batch must share one world input kind, got {sorted(keys)}")
         inputs[keys.pop()] = torch.cat(world).to(device)
+    if imagined:
+        if len(imagined) != len(world):
+            raise ValueError("rows of one batch must all carry imagined world latents, or none")
+        inputs["world_imagined_latents"] = torch.cat(imagined).to(device)
     return inputs, offsets
 
 

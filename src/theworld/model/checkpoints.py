@@ -50,6 +50,9 @@ WORLD_ENCODER_DIR = "world_encoder"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # `from_pretrained` keywords that are TheWorld's rather than transformers' own.
 LOAD_SETTINGS = (*WORLD_SETTINGS, *FREEZE_FLAGS, "base_model_name_or_path")
+# The projector's world-rollout tensors (world_rollout_frames > 0 only): left out when a rollout
+# checkpoint is loaded with world_rollout_frames=0 (the no-rollout control).
+ROLLOUT_KEYS = ("world_projector.rollout_temporal_embedding", "world_projector.imagined_embedding")
 HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
 
 
@@ -394,6 +397,8 @@ def load_world_adapter(model: TheWorld, path: str | os.PathLike) -> list[str]:
     adapter = load_file(str(file))
     if model.world_projector is None:
         adapter = {k: v for k, v in adapter.items() if not k.startswith("world_projector.")}
+    elif model.world_projector.imagined_embedding is None:  # loaded with world_rollout_frames=0 (no-rollout)
+        adapter = {k: v for k, v in adapter.items() if k not in ROLLOUT_KEYS}
     state = model.state_dict()
     unexpected = sorted(k for k in adapter if k not in state)
     missing = sorted(k for k in state if k.startswith("world_projector.") and k not in adapter)

@@ -399,9 +399,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
             if self.config.image_token_id >= self.model.vocab_size:
                 llm_input_ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
             inputs_embeds = self.get_input_embeddings()(llm_input_ids)  # (B, L, hidden)
-        world_features = self.get_world_features(
-            world_pixel_values, world_latents, world_latent_frames, world_imagined_latents
-        )
+        # (imagined latents only when given: a K = 0 model's call is the one it always was)
+        imagined = {} if world_imagined_latents is None else {"world_imagined_latents": world_imagined_latents}
+        world_features = self.get_world_features(world_pixel_values, world_latents, world_latent_frames, **imagined)
         if isinstance(world_features, tuple):  # items of different lengths, in prompt order
             world_features = torch.cat(world_features).unsqueeze(0)  # (1, sum of Tl_i*tokens, hidden)
         # world_features: (N, Tl*tokens, hidden)
