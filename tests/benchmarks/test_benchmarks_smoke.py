@@ -198,3 +198,16 @@ def test_serve_throughput_workload_mixes_images_and_clips(tmp_path):
     assert bodies[3]["messages"][0]["content"][0] != bodies[7]["messages"][0]["content"][0]  # clips of 5 and 9 frames
     assert len({body["messages"][0]["content"][1]["text"] for body in bodies}) == 8
     assert all(body["max_tokens"] == 5 and body["temperature"] == 0 for body in bodies)
+
+
+def test_rollout_cost_section_of_benchmarks_md():
+    import rollout_cost
+
+    from theworld.testing.tiny_world_model import TinyDiTSpec
+
+    dit = dict(TinyDiTSpec().transformer_config(text_embed_dim=32), concat_padding_mask=True)
+    vae = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1)
+    rows = rollout_cost.rollout_costs(dit, vae, image_size=64, observed_frames=1, rollout_frames=(1,), steps=2, text_tokens=16)
+    text = "\n".join(run_all.rollout_cost_section({"rows": rows, "steps": 2, "image_size": 64, "observed_frames": 1}))
+    assert "World rollouts: FLOPs" in text and "| 1 | 2 | 32 |" in text
+    assert "did not run" in "\n".join(run_all.rollout_cost_section({"error": "boom"}))
