@@ -60,6 +60,22 @@ def test_k0_has_todays_parameters_and_observed_tokens_are_unchanged(tiny_gemma_d
     assert torch.equal(both[:, : observed.shape[1]], observed)
 
 
+def test_no_t5_and_no_decoder_in_memory_and_the_encoder_is_shared(tiny_gemma_dir, tiny_world_dir, world_settings):
+    import gc
+
+    def instances(name):
+        gc.collect()
+        return {id(o) for o in gc.get_objects() if type(o).__name__ == name}
+
+    t5, decoders = instances("T5EncoderModel"), instances("WanDecoder3d")
+    model = load(tiny_gemma_dir, tiny_world_dir, world_settings)
+    assert instances("T5EncoderModel") - t5 == set() and instances("WanDecoder3d") - decoders == set()
+    assert model.world_model.encoder is model.world_encoder  # one VAE encoder, not two
+    # built on the meta device by from_pretrained: the new tensors are initialised, not left as garbage
+    assert model.world_projector.imagined_embedding.abs().max() == 0
+    assert model.world_projector.rollout_temporal_embedding.abs().max() == 0
+
+
 def test_world_off_inputs_still_gemma(tiny_gemma_dir, rollout_model, rollout_processor):
     """Without world inputs a rollout model is Gemma 3, bit for bit (no DiT runs)."""
     gemma = Gemma3ForConditionalGeneration.from_pretrained(tiny_gemma_dir).eval()
