@@ -60,6 +60,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
     ("serve_throughput", "serve_throughput.py", [], ["--rounds", "1", "--requests", "2"]),
     ("choice_scoring", "choice_scoring.py", [], ["--pairs", "2", "--old-pairs", "1"]),
     ("cache_throughput", "cache_throughput.py", [], ["--vae", "tiny", "--images", "6", "--size", "64", "--repeats", "1"]),
+    ("rollout_cost", "rollout_cost.py", [], []),
 ]  # fmt: skip
 # The figures' numbers in BENCHMARKS.md's table.
 FIGURE_INDEX = {"world_overhead": 1, "world_cost": 2, "cache_vs_vae": 3, "loss_memory": 4, "memory_estimate": 5,
@@ -305,6 +306,8 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
     lines += GPU_BENCHMARK_SECTION
     if "memory_estimate" in results:
         lines += memory_section(results["memory_estimate"])
+    if "rollout_cost" in results:
+        lines += rollout_cost_section(results["rollout_cost"])
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -332,6 +335,32 @@ GPU_BENCHMARK_SECTION = [
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f}"
+
+
+def rollout_cost_section(result: dict[str, Any]) -> list[str]:
+    """BENCHMARKS.md's section on what a world rollout costs (benchmarks/rollout_cost.py's results)."""
+    sys.path.insert(0, str(HERE))
+    import rollout_cost
+
+    lines = ["## World rollouts: FLOPs at the Cosmos-Predict2-2B DiT's dimensions (rollout_cost.py)", ""]
+    if result.get("error") or "rows" not in result:
+        return lines + ["**error**: `benchmarks/rollout_cost.py` did not run; see its output above.", ""]
+    size, steps = result["image_size"], result["steps"]
+    lines += [
+        f"One rollout of one {size}x{size} image (observed clip of {result['observed_frames']} frame(s)) by the 2B "
+        f"Video2World DiT (28 layers, 2048 wide, T5 text of 512 tokens), {steps} sampler steps: the VAE encode of "
+        "the padded clip plus one DiT forward per step, two with classifier-free guidance (`world_rollout_guidance` "
+        "> 1). FLOPs are counted with `torch.utils.flop_counter` on the meta device (checked against a formula); "
+        "GPU time and memory are not measured yet.",
+        "",
+        rollout_cost.table(result["rows"], steps),
+        "",
+        f"Command: `{result.get('command', '.venv/bin/python benchmarks/rollout_cost.py')}`. For scale: gemma-3-4b's "
+        "forward over ~600 tokens is about 5 TFLOP, so one guided K = 1 rollout costs about as much as 100 such "
+        "forwards; training reads rollouts from the rollout cache, never recomputes them.",
+        "",
+    ]
+    return lines
 
 
 def memory_section(result: dict[str, Any]) -> list[str]:

@@ -40,3 +40,11 @@ def tiny_vae_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def world_settings():
     return dict(TINY_WORLD_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def tiny_world_dir(tmp_path_factory):
+    """A tiny random Cosmos-Predict2 Video2World repo: vae/, transformer/, scheduler/, T5, model_index.json."""
+    from theworld.testing.tiny_world_model import make_tiny_world_model
+
+    return str(make_tiny_world_model(tmp_path_factory.mktemp("tiny_world")))

@@ -153,6 +153,26 @@ def test_run_all_reads_cache_vs_vae_lines_and_writes_markdown(tmp_path):
     assert "7,226,881" in text
 
 
+def test_rollout_cost_counts_match_the_formula_and_guidance_doubles_the_dit():
+    import rollout_cost
+
+    from theworld.testing.tiny_world_model import TinyDiTSpec
+
+    dit = dict(TinyDiTSpec().transformer_config(text_embed_dim=32), concat_padding_mask=True)  # counted as 18 channels
+    vae = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1)
+    rows = rollout_cost.rollout_costs(dit, vae, image_size=64, observed_frames=5, rollout_frames=(1, 2), steps=3,
+                                      text_tokens=16)  # fmt: skip
+    assert [r["K"] for r in rows] == [1, 2] and [r["latent_frames"] for r in rows] == [3, 4]
+    assert [r["tokens"] for r in rows] == [3 * 16, 4 * 16]  # 64 px -> 8x8 latents -> 4x4 patches
+    for r in rows:
+        assert r["dit_forward_tflops"] == pytest.approx(r["dit_forward_analytic_tflops"], rel=1e-6)
+        dit_part = r["rollout_no_guidance_tflops"] - r["vae_encode_tflops"]
+        assert r["rollout_guidance_tflops"] - r["vae_encode_tflops"] == pytest.approx(2 * dit_part)
+        assert positive(r["vae_encode_tflops"])
+    assert rows[1]["dit_forward_tflops"] > rows[0]["dit_forward_tflops"]
+    assert len(rollout_cost.table(rows, 3).splitlines()) == 2 + len(rows)
+
+
 def test_memory_estimate_writes_the_gemma_table_and_the_validation(tmp_path):
     """The four configurations from gemma-3-4b's config, one validation case measured, BENCHMARKS.md's section."""
     import json
@@ -220,3 +240,14 @@ def test_cache_throughput_reads_the_line_cache_latents_prints():
             "batches of 8 on cpu)")  # fmt: skip
     match = cache_throughput.THROUGHPUT.search(line)
     assert match and float(match["rate"]) == 12.5 and match["procs"] == "2" and float(match["vae"]) == 7.1
+def test_rollout_cost_section_of_benchmarks_md():
+    import rollout_cost
+
+    from theworld.testing.tiny_world_model import TinyDiTSpec
+
+    dit = dict(TinyDiTSpec().transformer_config(text_embed_dim=32), concat_padding_mask=True)
+    vae = dict(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1)
+    rows = rollout_cost.rollout_costs(dit, vae, image_size=64, observed_frames=1, rollout_frames=(1,), steps=2, text_tokens=16)
+    text = "\n".join(run_all.rollout_cost_section({"rows": rows, "steps": 2, "image_size": 64, "observed_frames": 1}))
+    assert "World rollouts: FLOPs" in text and "| 1 | 2 | 32 |" in text
+    assert "did not run" in "\n".join(run_all.rollout_cost_section({"error": "boom"}))

@@ -17,6 +17,7 @@ from theworld.errors import TheWorldUserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("theworld.cli.train", "train TheWorld in a named stage"),
     "cache-latents": ("theworld.cli.cache_latents", "encode training images once into a latent cache"),
+    "train-world-model": ("theworld.cli.train_world_model", "post-train the Cosmos world model (DiT) on clips"),
     "eval": ("theworld.cli.eval", "evaluate on a spatial benchmark, with controls"),
     "compare": ("theworld.cli.compare", "compare evaluation runs with paired statistics"),
     "parity": ("theworld.cli.parity", "compare two models' logits and find where they diverge"),

@@ -1,6 +1,10 @@
 """Controls: the same evaluation with the world path removed, blanked or given the wrong scene
 (`none`, `world-off`, `zero-world`, `shuffled-world`; what each rules out: docs/evaluation.md).
 
+Rollout models (world_rollout_frames K > 0) add `zero-rollout` (the K imagined frames' tokens
+zeroed, observed kept) and `no-rollout` (the same checkpoint with K = 0), so a rollout result is
+always shown against the same model without imagination.
+
 Shuffling keeps every prompt unchanged, so donors come only from items with the same visual
 signature (same world token count), as a seeded cyclic permutation (Sattolo's algorithm) that
 never maps an item to itself; a group of one is an error, not a silent fixed point.
@@ -18,7 +22,7 @@ import torch
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 
-CONTROLS: tuple[str, ...] = ("none", "world-off", "zero-world", "shuffled-world")
+CONTROLS: tuple[str, ...] = ("none", "world-off", "zero-world", "shuffled-world", "zero-rollout", "no-rollout")
 
 
 def check_control(control: str) -> str:
@@ -54,9 +58,41 @@ def zero_world(model: torch.nn.Module) -> Iterator[None]:
         handle.remove()
 
 
+@contextlib.contextmanager
+def zero_rollout(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block, the world projector's tokens of imagined frames are zeros; observed ones are kept.
+
+    The projector puts each item's K imagined frames' tokens after its observed ones, so the last
+    K x tokens_per_frame rows of every item are the imagined ones. The hook is removed on exit.
+    """
+    projector = getattr(model, "world_projector", None)
+    rollout = int(getattr(getattr(model, "config", None), "world_rollout_frames", 0) or 0)
+    if projector is None or rollout == 0:
+        raise TheWorldUserError("the zero-rollout control needs a model with world rollouts (world_rollout_frames > 0)")
+    imagined_tokens = rollout * model.config.world_tokens_per_frame
+
+    def zero_imagined(_module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if len(inputs) < 2 or inputs[1] is None:
+            raise TheWorldUserError("zero-rollout: the world projector ran without imagined latents")
+        output = output.clone()
+        output[:, -imagined_tokens:] = 0  # (N, (Tl + K) * tokens, hidden): the K frames' tokens
+        return output
+
+    handle = projector.register_forward_hook(zero_imagined)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def control_context(model: torch.nn.Module, control: str) -> contextlib.AbstractContextManager:
-    """What to wrap the model's forwards in for `control` (only zero-world changes the model)."""
-    return zero_world(model) if check_control(control) == "zero-world" else contextlib.nullcontext()
+    """What to wrap the model's forwards in for `control` (zero-world and zero-rollout change the model)."""
+    control = check_control(control)
+    if control == "zero-world":
+        return zero_world(model)
+    if control == "zero-rollout":
+        return zero_rollout(model)
+    return contextlib.nullcontext()
 
 
 def cyclic_derangement(n: int, rng: random.Random) -> list[int]:

@@ -283,10 +283,15 @@ class _Runner:
             if prompt.world is not None and prompt.world_key == "world_pixel_values":
                 by_shape[tuple(prompt.world.shape[1:])].append(prompt)
         for group in by_shape.values():
+            pixels = torch.cat([p.world for p in group]).to(device)
             with torch.no_grad():
-                latents = encoder(torch.cat([p.world for p in group]).to(device))
-            for prompt, chunk in zip(group, torch.split(latents, [p.world.shape[0] for p in group])):
+                latents = encoder(pixels)
+            sizes = [p.world.shape[0] for p in group]
+            for prompt, chunk in zip(group, torch.split(latents, sizes)):
                 prompt.world, prompt.world_key = chunk, "world_latents"
+            if getattr(self.model.config, "world_rollout_frames", 0):  # world rollouts: imagine once per item too
+                for prompt, chunk in zip(group, torch.split(self.model.imagine(pixels), sizes)):
+                    prompt.world_imagined = chunk
 
     def _base_record(self, index: int, prompt: EncodedPrompt) -> dict[str, Any]:
         item = self.items[index]

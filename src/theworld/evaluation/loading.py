@@ -1,7 +1,8 @@
 """The model and processor an evaluation control needs, loaded by `theworld.model.checkpoints`
 from whatever `TheWorld.from_pretrained` accepts. World-enabled controls need the Cosmos VAE
 (items arrive as pixels); `world-off` loads the same checkpoint with `enable_world=False`:
-Gemma 3 exactly, with whatever Gemma weights the checkpoint holds.
+Gemma 3 exactly, with whatever Gemma weights the checkpoint holds; `no-rollout` loads a rollout
+checkpoint with `world_rollout_frames=0` (a checkpoint without rollouts is refused).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def load_model(
     path = check_model_path(path, not_found="model not found: {name} (no such folder, and not a Hub id such as 'owner/name')")
     target = resolve_device(device)
     settings: dict[str, Any] = {} if world else {"enable_world": False}
+    if control == "no-rollout":
+        from theworld.model.checkpoints import resolve
+
+        if not resolve(path).config.world_rollout_frames:
+            raise TheWorldUserError(f"control 'no-rollout' needs a model with world rollouts; {path} has world_rollout_frames=0")
+        settings["world_rollout_frames"] = 0
     if cosmos_model_name and world:
         settings["cosmos_model_name"] = cosmos_model_name
     model, processor = load_pretrained(path, device=target, dtype=resolve_dtype(dtype, target), **settings)

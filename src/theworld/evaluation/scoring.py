@@ -52,6 +52,7 @@ class EncodedPrompt:
     pixel_values: torch.Tensor | None = None  # (images, 3, H, W)
     world: torch.Tensor | None = None  # (visuals, ...) world pixels or latents
     world_key: str = "world_pixel_values"
+    world_imagined: torch.Tensor | None = None  # world rollouts: (visuals, 16, K, h, w), beside world latents
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -113,16 +114,21 @@ def _world_inputs(model: torch.nn.Module, prompts: Sequence[EncodedPrompt]) -> d
     if len(keys) != 1 or next(iter(keys)) not in WORLD_KEYS:
         raise ValueError(f"prompts of one batch must share one world input kind, got {sorted(keys)}")
     key = keys.pop()
+    imagined = {}
+    if any(p.world_imagined is not None for p in worlds):
+        if any(p.world_imagined is None for p in worlds):
+            raise ValueError("prompts of one batch must all carry imagined world latents, or none")
+        imagined = {"world_imagined_latents": torch.cat([p.world_imagined for p in worlds])}  # (N, 16, K, h, w)
     tensors = [p.world for p in worlds]  # each (visuals, C, T, H, W)
     if len({tuple(t.shape[1:2]) + tuple(t.shape[3:]) for t in tensors}) != 1:
         raise ValueError(f"world inputs of one batch differ beyond their length: {[tuple(t.shape) for t in tensors]}")
     longest = max(t.shape[2] for t in tensors)
     if all(t.shape[2] == longest for t in tensors):
-        return {key: torch.cat(tensors)}
+        return {key: torch.cat(tensors), **imagined}
     geometry = model.config.world_geometry
     frames = [t.shape[2] if key == "world_latents" else geometry.latent_frames(t.shape[2]) for t in tensors for _ in range(t.shape[0])]
     padded = torch.cat([F.pad(t, (0, 0, 0, 0, 0, longest - t.shape[2])) for t in tensors])  # (N, C, longest, H, W)
-    return {key: padded, "world_latent_frames": torch.tensor(frames, dtype=torch.long)}
+    return {key: padded, "world_latent_frames": torch.tensor(frames, dtype=torch.long), **imagined}
 
 
 def collate(

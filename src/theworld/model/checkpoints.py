@@ -37,6 +37,9 @@ WORLD_ENCODER_DIR = "world_encoder"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # `from_pretrained` keywords that are TheWorld's rather than transformers' own.
 LOAD_SETTINGS = (*WORLD_SETTINGS, *FREEZE_FLAGS, "base_model_name_or_path")
+# The projector's world-rollout tensors (world_rollout_frames > 0 only): left out when a rollout
+# checkpoint is loaded with world_rollout_frames=0 (the no-rollout control).
+ROLLOUT_KEYS = ("world_projector.rollout_temporal_embedding", "world_projector.imagined_embedding")
 HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
 
 
@@ -280,7 +283,7 @@ def adapter_keys_not_missing(cls: type, resolved: Resolved):
             del cls._keys_to_ignore_on_load_missing
 
 
-def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str]) -> None:
+def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str], safety_checker: Any = None) -> None:
     """After transformers loaded the Gemma weights: the world parts, the adapter, what trains."""
     from theworld.model.parameters import set_trainable, trainable_parts
     from theworld.world_encoder.vae import CosmosWorldEncoder
@@ -305,6 +308,8 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str])
             param = model.get_input_embeddings().weight
             encoder = CosmosWorldEncoder.from_pretrained(resolved.encoder_source, dtype=param.dtype, device=param.device)
             model.attach_world_encoder(encoder)
+        if model.config.world_rollout_frames:
+            load_world_model(model, safety_checker)
     if resolved.adapter is not None:
         keys = load_world_adapter(model, resolved.adapter)
         logger.info(
@@ -312,6 +317,24 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str])
             len(keys), os.path.join(resolved.adapter, WORLD_ADAPTER_NAME), _key_summary(keys), resolved.weights,
         )  # fmt: skip
     set_trainable(model, trainable_parts(model.config))
+
+
+def load_world_model(model: TheWorld, safety_checker: Any = None) -> None:
+    """Set up and attach the world model of world rollouts (world_rollout_frames > 0) from
+    `cosmos_model_name`'s `transformer/` + `scheduler/` (+ T5 once, for the fixed prompt); the
+    world encoder is shared. Without cosmos_model_name the model takes world_imagined_latents only."""
+    from theworld.world_model import WorldModel
+
+    config = model.config
+    if not config.cosmos_model_name:
+        logger.info("world model: none loaded (no cosmos_model_name): imagined latents must be given (latent cache)")
+        return
+    param = model.get_input_embeddings().weight
+    world_model = WorldModel.from_pretrained(
+        config.cosmos_model_name, config.world_rollout_settings(), safety_checker=safety_checker,
+        encoder=model.world_encoder, dtype=param.dtype, device=param.device,
+    )  # fmt: skip
+    model.attach_world_model(world_model)
 
 
 def _key_summary(keys: list[str]) -> str:
@@ -352,6 +375,8 @@ def load_world_adapter(model: TheWorld, path: str | os.PathLike) -> list[str]:
     adapter = load_file(str(file))
     if model.world_projector is None:
         adapter = {k: v for k, v in adapter.items() if not k.startswith("world_projector.")}
+    elif model.world_projector.imagined_embedding is None:  # loaded with world_rollout_frames=0 (no-rollout)
+        adapter = {k: v for k, v in adapter.items() if k not in ROLLOUT_KEYS}
     state = model.state_dict()
     unexpected = sorted(k for k in adapter if k not in state)
     missing = sorted(k for k in state if k.startswith("world_projector.") and k not in adapter)

@@ -20,6 +20,17 @@ PROJECTOR_TYPES = ("mlp", "linear")
 # transformers 4.57 configs take their fields as `__init__` keywords. One class body serves both:
 # its annotated world fields are the dataclass fields under 5.x and the `__init__` defaults under 4.x.
 DATACLASS_CONFIGS = dataclasses.is_dataclass(Gemma3Config)
+# World rollouts (docs/rollout.md): the world model's DiT imagines `world_rollout_frames` latent
+# frames after the observed ones. 0 (the default) is today's world path, unchanged.
+ROLLOUT_SETTINGS = (
+    "world_rollout_frames",
+    "world_rollout_steps",
+    "world_rollout_guidance",
+    "world_rollout_seed",
+    "world_rollout_prompt",
+    "world_rollout_negative_prompt",
+    "world_rollout_max_sequence_length",
+)
 # The world settings a user chooses: `from_pretrained` keywords, `theworld params` flags and the
 # training config's keys. The other world fields are the VAE's layout or derived when loading.
 WORLD_SETTINGS = (
@@ -30,6 +41,7 @@ WORLD_SETTINGS = (
     "world_tokens_per_frame",
     "world_projector_type",
     "world_bidirectional",
+    *ROLLOUT_SETTINGS,
 )
 # What `from_pretrained` leaves trainable; a training stage records what it trained in the same flags.
 FREEZE_FLAGS = ("freeze_gemma_vision", "freeze_gemma_language", "freeze_cosmos_vae")
@@ -49,6 +61,8 @@ class WorldGeometry:
     num_frames: int = 17
     temporal_compression: int = 4
     spatial_compression: int = 8
+    rollout_frames: int = 0
+    """K imagined latent frames the world model adds after each item's observed ones (0 = none)."""
 
     def check(self) -> None:
         """Raise ValueError naming the config key when the shapes do not fit together."""
@@ -56,6 +70,8 @@ class WorldGeometry:
             raise ValueError(
                 f"world_num_frames={self.num_frames}: clips need {self.temporal_compression}k+1 frames (1, 5, 9, 17, ...)"
             )
+        if self.rollout_frames < 0:
+            raise ValueError(f"world_rollout_frames={self.rollout_frames} must be >= 0 (0 = no rollout)")
         if self.image_size % self.spatial_compression:
             raise ValueError(
                 f"world_image_size={self.image_size} is not a multiple of the VAE's spatial compression {self.spatial_compression}"
@@ -81,8 +97,13 @@ class WorldGeometry:
         return 1 + (frames - 1) // self.temporal_compression
 
     def tokens_for_frames(self, frames: int) -> int:
-        """World placeholders for one image (frames=1) or clip: latent frames x tokens per frame."""
-        return self.latent_frames(frames) * self.tokens_per_frame
+        """World placeholders for one image (frames=1) or clip: (latent frames + K imagined) x tokens per frame."""
+        return (self.latent_frames(frames) + self.rollout_frames) * self.tokens_per_frame
+
+    @property
+    def max_positions(self) -> int:
+        """Temporal positions an item can fill: the longest clip's latent frames plus K imagined ones."""
+        return self.latent_frames(self.num_frames) + self.rollout_frames
 
     def frames_problem(self, frames: int) -> str | None:
         """Why the world path cannot take a clip of `frames` frames, or None."""
@@ -137,6 +158,16 @@ class TheWorldConfig(Gemma3Config):
         latent layout (16 channels, 8x space, 4x causal time for the Wan 2.1 VAE).
     world_projector_type: "mlp" (two layers, GELU) or "linear".
     world_bidirectional: world tokens attend to each other both ways, as Gemma's image tokens do.
+    world_rollout_frames: K latent frames the world model's DiT (`transformer/` + `scheduler/` of
+        cosmos_model_name) imagines after each item's observed ones; they go through the projector
+        with temporal positions continuing the observed ones and a learned imagined marker, so a
+        world block holds (observed latent frames + K) x world_tokens_per_frame tokens. 0 (default):
+        no world model is loaded, no rollout parameters exist, logits are today's.
+    world_rollout_steps / world_rollout_guidance / world_rollout_seed / world_rollout_prompt /
+        world_rollout_negative_prompt / world_rollout_max_sequence_length: the rollout's sampler
+        steps, classifier-free guidance (1.0 = none), the seed of each item's own generator, the
+        fixed text condition, the negative prompt (None = the pipeline's default) and its T5 length,
+        as `Cosmos2VideoToWorldPipeline.__call__` names them (docs/rollout.md).
     world_embed_rms: the RMS world tokens are projected to; set from Gemma's text embeddings when
         the world path is attached, so world tokens enter the LM at the scale text tokens do.
     start_of_world_token_id / world_token_id / end_of_world_token_id: tokenizer ids of the world
@@ -161,6 +192,13 @@ class TheWorldConfig(Gemma3Config):
     world_temporal_compression: int = 4
     world_projector_type: str = "mlp"
     world_bidirectional: bool = True
+    world_rollout_frames: int = 0
+    world_rollout_steps: int = 35
+    world_rollout_guidance: float = 7.0
+    world_rollout_seed: int = 0
+    world_rollout_prompt: str = ""
+    world_rollout_negative_prompt: str | None = None
+    world_rollout_max_sequence_length: int = 512
     world_embed_rms: float | None = None
     start_of_world_token_id: int | None = None
     world_token_id: int | None = None
@@ -205,6 +243,7 @@ class TheWorldConfig(Gemma3Config):
             self.world_num_frames,
             self.world_temporal_compression,
             self.world_spatial_compression,
+            self.world_rollout_frames,
         )
 
     def validate_world(self) -> None:
@@ -212,6 +251,26 @@ class TheWorldConfig(Gemma3Config):
         if self.world_projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"world_projector_type={self.world_projector_type!r}: expected one of {PROJECTOR_TYPES}")
         self.world_geometry.check()
+        if self.world_rollout_frames:
+            self.world_rollout_settings()  # raises naming the world_rollout_* key
+
+    def world_rollout_settings(self):
+        """The `RolloutSettings` of this config's world_rollout_* fields (K > 0 only)."""
+        from theworld.errors import TheWorldUserError
+        from theworld.world_model.settings import RolloutSettings
+
+        try:
+            return RolloutSettings(
+                frames=self.world_rollout_frames,
+                steps=self.world_rollout_steps,
+                guidance=float(self.world_rollout_guidance),
+                seed=self.world_rollout_seed,
+                prompt=self.world_rollout_prompt,
+                negative_prompt=self.world_rollout_negative_prompt,
+                max_sequence_length=self.world_rollout_max_sequence_length,
+            )
+        except TheWorldUserError as err:
+            raise ValueError(str(err).replace("rollout setting ", "world_rollout_")) from err
 
     @property
     def world_patch_size(self) -> int:

@@ -95,6 +95,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
         # checkpoint, not from TheWorld's, and it is optional when cached latents are used.
         self.world_encoder: CosmosWorldEncoder | None = None
         self.post_init()
+        # The world model (DiT) of world rollouts, attached after loading when world_rollout_frames > 0
+        # (`attach_world_model`). Kept outside the module tree: frozen, never saved, never trained here.
+        self.__dict__["world_model"] = None
 
     # ----------------------------------------------------------------------------------------
     # initialisation and trainability
@@ -109,6 +112,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
             # load from a plain Gemma checkpoint. Linear layers are handled by the parent.
             init.zeros_(module.temporal_embedding)
             init.constant_(module.output_scale, self.config.world_embed_rms or 1.0)
+            if module.imagined_embedding is not None:  # world rollouts (K > 0) only
+                init.zeros_(module.rollout_temporal_embedding)
+                init.zeros_(module.imagined_embedding)
 
     def apply_freezing(self) -> None:
         """Set requires_grad from the config's freeze flags (`set_trainable`); world modules always train.
@@ -146,13 +152,93 @@ class TheWorld(Gemma3ForConditionalGeneration):
         }
         encoder.requires_grad_(not self.config.freeze_cosmos_vae)
 
+    def attach_world_model(self, world_model: Any) -> None:
+        """Attach the world model (`theworld.world_model.WorldModel`) that imagines K latent frames.
+
+        It must be set up for this config's rollout settings, and the DiT must take this config's
+        longest clip plus K frames at world_image_size (else a clear error naming the setting).
+        """
+        from theworld.world_model.sampler import check_rollout_input
+
+        if self.config.world_rollout_frames == 0:
+            raise TheWorldUserError("attach_world_model: this model has world_rollout_frames=0 (no rollouts)")
+        if world_model.settings != self.config.world_rollout_settings():
+            raise TheWorldUserError(
+                f"the world model was set up for {world_model.settings}, the config asks for "
+                f"{self.config.world_rollout_settings()}"
+            )
+        size = self.config.world_image_size
+        check_rollout_input(
+            world_model.transformer.config, self.config.world_num_frames, size, size, self.config.world_rollout_frames,
+            self.config.world_spatial_compression,
+        )  # fmt: skip
+        self.__dict__["world_model"] = world_model
+
+    @torch.no_grad()
+    def imagine(self, world_pixel_values: torch.Tensor, world_latent_frames: torch.Tensor | None = None) -> torch.Tensor:
+        """World pixels (N, 3, T, H, W) in [-1, 1] -> imagined latents (N, 16, K, H/8, W/8), normalised like
+        the world encoder's. Each item is rolled out from its own frames with its own generator
+        (`world_rollout_seed`), so an item's rollout never depends on the batch it is in.
+
+        `world_latent_frames` (N,): each item's latent frames when items of different lengths were
+        zero-padded along time (as `forward` takes them).
+        """
+        world_model = self.world_model
+        if world_model is None:
+            raise TheWorldUserError(
+                "imagined world latents are needed (world_rollout_frames="
+                f"{self.config.world_rollout_frames}) but no world model is loaded: pass a cosmos_model_name whose "
+                "folder holds transformer/ and scheduler/, or give precomputed world_imagined_latents (latent cache)"
+            )
+        param = next(world_model.transformer.parameters())
+        device = world_pixel_values.device
+        if param.device != device:
+            world_model.to(device)
+        if world_latent_frames is None:
+            return world_model.imagine(world_pixel_values)
+        counts = [int(c) for c in world_latent_frames]
+        compression = self.config.world_temporal_compression
+        imagined: list[torch.Tensor | None] = [None] * len(counts)
+        for count in sorted(set(counts)):
+            rows = [i for i, c in enumerate(counts) if c == count]
+            group = world_pixel_values[rows, :, : 1 + (count - 1) * compression]  # this length's own frames
+            for row, item in zip(rows, world_model.imagine(group)):
+                imagined[row] = item
+        return torch.stack(imagined)  # (N, 16, K, h, w)
+
+    def _imagined_latents(
+        self, world_pixel_values: torch.Tensor | None, world_imagined_latents: torch.Tensor | None, items: int
+    ) -> torch.Tensor | None:
+        """The imagined latents of `items` world items: given (a cache), else imagined; None when K = 0."""
+        rollout = self.config.world_rollout_frames
+        if rollout == 0:
+            if world_imagined_latents is not None:
+                raise TheWorldUserError("world_imagined_latents were given but this model has world_rollout_frames=0")
+            return None
+        if world_imagined_latents is None:
+            if world_pixel_values is None:
+                raise TheWorldUserError(
+                    f"world_rollout_frames={rollout}: world_latents need world_imagined_latents beside them "
+                    "(the latent cache stores both), or give world_pixel_values to imagine from"
+                )
+            world_imagined_latents = self.imagine(world_pixel_values)
+        if world_imagined_latents.ndim != 5 or world_imagined_latents.shape[0] != items:
+            raise ValueError(
+                f"world_imagined_latents must be (N={items}, C, K={rollout}, h, w), got {tuple(world_imagined_latents.shape)}"
+            )
+        return world_imagined_latents
+
     def get_world_features(
         self,
         world_pixel_values: torch.Tensor | None = None,
         world_latents: torch.Tensor | None = None,
         world_latent_frames: torch.Tensor | None = None,
+        world_imagined_latents: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """World pixels (N, 3, T, H, W) in [-1, 1], or normalised latents (N, 16, Tl, h, w) -> (N, Tl*tokens, hidden).
+        """World pixels (N, 3, T, H, W) in [-1, 1], or normalised latents (N, 16, Tl, h, w) -> (N, (Tl+K)*tokens, hidden).
+
+        With world_rollout_frames K > 0 each item's K imagined latent frames (`world_imagined_latents`
+        (N, 16, K, h, w), else imagined here from the pixels) follow its observed ones.
 
         Items of different lengths (a batch mixing images and clips): inputs are zero-padded along
         time to the longest item and `world_latent_frames` (N,) gives each item's latent frames.
@@ -162,7 +248,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
         if self.world_projector is None:
             raise TheWorldUserError("world inputs were given but this model has enable_world=False")
         if world_latent_frames is not None:
-            return self._get_world_features_per_length(world_pixel_values, world_latents, world_latent_frames)
+            return self._get_world_features_per_length(
+                world_pixel_values, world_latents, world_latent_frames, world_imagined_latents
+            )
         if world_latents is None:
             if world_pixel_values is None:
                 raise ValueError("get_world_features needs world_pixel_values or world_latents")
@@ -174,10 +262,17 @@ class TheWorld(Gemma3ForConditionalGeneration):
             world_latents = self.world_encoder(world_pixel_values)
         if world_latents.ndim != 5:
             raise ValueError(f"world_latents must be (N, C, T, h, w), got {tuple(world_latents.shape)}")
-        return self.world_projector(world_latents)
+        if self.config.world_rollout_frames == 0 and world_imagined_latents is None:
+            return self.world_projector(world_latents)  # today's path, unchanged
+        imagined = self._imagined_latents(world_pixel_values, world_imagined_latents, world_latents.shape[0])
+        return self.world_projector(world_latents, imagined)
 
     def _get_world_features_per_length(
-        self, world_pixel_values: torch.Tensor | None, world_latents: torch.Tensor | None, world_latent_frames: torch.Tensor
+        self,
+        world_pixel_values: torch.Tensor | None,
+        world_latents: torch.Tensor | None,
+        world_latent_frames: torch.Tensor,
+        world_imagined_latents: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         padded = world_latents if world_latents is not None else world_pixel_values
         if padded is None:
@@ -192,14 +287,15 @@ class TheWorld(Gemma3ForConditionalGeneration):
 
         if any(c < 1 or frames_of(c) > padded.shape[2] for c in counts):
             raise ValueError(f"world_latent_frames {counts} do not fit world inputs of {padded.shape[2]} frames")
-        if all(frames_of(c) == padded.shape[2] for c in counts):
-            return self.get_world_features(world_pixel_values, world_latents)  # one length: the usual path
+        if all(frames_of(c) == padded.shape[2] for c in counts):  # one length: the usual path
+            return self.get_world_features(world_pixel_values, world_latents, world_imagined_latents=world_imagined_latents)
         features: list[torch.Tensor | None] = [None] * len(counts)
         for count in sorted(set(counts)):
             rows = [i for i, c in enumerate(counts) if c == count]
             group = padded[rows, :, : frames_of(count)]  # (n, C, frames, H, W): this length's own frames
             key = "world_latents" if world_latents is not None else "world_pixel_values"
-            for row, feature in zip(rows, self.get_world_features(**{key: group})):
+            imagined = world_imagined_latents[rows] if world_imagined_latents is not None else None  # (n, 16, K, h, w)
+            for row, feature in zip(rows, self.get_world_features(**{key: group}, world_imagined_latents=imagined)):
                 features[row] = feature  # (count * tokens, hidden)
         return tuple(features)
 
@@ -258,6 +354,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         world_pixel_values: torch.Tensor | None = None,
         world_latents: torch.Tensor | None = None,
         world_latent_frames: torch.Tensor | None = None,
+        world_imagined_latents: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | Gemma3CausalLMOutputWithPast:
         r"""Gemma 3's forward, plus world inputs for the world placeholder tokens of the prompt.
@@ -268,6 +365,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
             Normalised VAE latents instead of pixels (e.g. from a latent cache).
         world_latent_frames (`torch.Tensor` of shape `(num_world_items,)`, *optional*):
             Each item's latent frames when a batch mixes clip lengths (inputs padded along time).
+        world_imagined_latents (`torch.Tensor` of shape `(num_world_items, 16, K, h, w)`, *optional*):
+            With world_rollout_frames K > 0: imagined latents (e.g. from a latent cache) instead of a
+            rollout of the world model here.
 
         Every other argument, and `**kwargs` (`output_attentions`, `output_hidden_states`, ...), is
         Gemma 3's. Without world inputs this is `Gemma3ForConditionalGeneration.forward`, untouched.
@@ -299,7 +399,9 @@ class TheWorld(Gemma3ForConditionalGeneration):
             if self.config.image_token_id >= self.model.vocab_size:
                 llm_input_ids = input_ids.masked_fill(input_ids == self.config.image_token_id, 0)
             inputs_embeds = self.get_input_embeddings()(llm_input_ids)  # (B, L, hidden)
-        world_features = self.get_world_features(world_pixel_values, world_latents, world_latent_frames)
+        # (imagined latents only when given: a K = 0 model's call is the one it always was)
+        imagined = {} if world_imagined_latents is None else {"world_imagined_latents": world_imagined_latents}
+        world_features = self.get_world_features(world_pixel_values, world_latents, world_latent_frames, **imagined)
         if isinstance(world_features, tuple):  # items of different lengths, in prompt order
             world_features = torch.cat(world_features).unsqueeze(0)  # (1, sum of Tl_i*tokens, hidden)
         # world_features: (N, Tl*tokens, hidden)
@@ -340,6 +442,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         world_pixel_values: torch.Tensor | None = None,
         world_latents: torch.Tensor | None = None,
         world_latent_frames: torch.Tensor | None = None,
+        world_imagined_latents: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         has_world = world_pixel_values is not None or world_latents is not None
@@ -360,6 +463,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
             model_inputs["world_pixel_values"] = world_pixel_values
             model_inputs["world_latents"] = world_latents
             model_inputs["world_latent_frames"] = world_latent_frames
+            if world_imagined_latents is not None:
+                model_inputs["world_imagined_latents"] = world_imagined_latents
         return model_inputs
 
     # ----------------------------------------------------------------------------------------
@@ -381,6 +486,11 @@ class TheWorld(Gemma3ForConditionalGeneration):
         The freeze flags decide what trains (defaults: Gemma and the VAE frozen, the world projector
         trained); a model built with `TheWorld(config)` is fully trainable. What the path holds is
         decided by `theworld.model.checkpoints.resolve`.
+
+        With `world_rollout_frames` > 0 the world model (DiT) is set up from `cosmos_model_name`'s
+        `transformer/` and `scheduler/`, its prompt checked by the Cosmos guardrail
+        (`cosmos_guardrail`'s checker, as the pipeline uses it; `world_safety_checker=` takes
+        another, e.g. the test double of `theworld.testing` for tiny test world models).
         """
         settings = {k: kwargs.pop(k) for k in checkpoints.LOAD_SETTINGS if k in kwargs}
         config = kwargs.pop("config", None)
@@ -392,13 +502,14 @@ class TheWorld(Gemma3ForConditionalGeneration):
         cls, resolved: checkpoints.Resolved, *model_args: Any, output_loading_info: bool = False, **kwargs: Any
     ) -> "TheWorld | tuple[TheWorld, dict]":
         """Load what `checkpoints.resolve` found: Gemma's weights through transformers, then the world parts."""
+        safety_checker = kwargs.pop("world_safety_checker", None)  # for world rollouts (K > 0): see load_world_model
         if LEGACY_KEY_MAPPING and "key_mapping" not in kwargs:
             kwargs["key_mapping"] = gemma3_key_mapping(cls)
         with checkpoints.adapter_keys_not_missing(cls, resolved):
             model, info = super().from_pretrained(
                 resolved.weights, *model_args, config=resolved.config, output_loading_info=True, **kwargs
             )
-        checkpoints.finish_loading(model, resolved, info["missing_keys"])
+        checkpoints.finish_loading(model, resolved, info["missing_keys"], safety_checker=safety_checker)
         return (model, info) if output_loading_info else model
 
     @torch.no_grad()

@@ -51,7 +51,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("embeddings / LM head", ("model.language_model.embed_tokens.", "lm_head.")),
     ("language model", ("model.language_model.",)),
     ("VAE encoder", ("world_encoder.",)),
-    ("temporal embeddings", ("world_projector.temporal_embedding",)),
+    ("temporal embeddings", ("world_projector.temporal_embedding", "world_projector.rollout_temporal_embedding")),
     ("world projector", ("world_projector.",)),
 )
 LORA = "LoRA adapters"

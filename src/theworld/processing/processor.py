@@ -4,7 +4,7 @@ For every image (or clip) in a prompt the processor puts, right before Gemma's i
 
     <start_of_world> + N x <world_soft_token> + <end_of_world>
 
-with N = latent frames x `world_tokens_per_frame`, and returns `world_pixel_values` of shape
+with N = (latent frames + `world_rollout_frames` imagined ones) x `world_tokens_per_frame`, and returns `world_pixel_values` of shape
 (num_visuals, 3, frames, world_image_size, world_image_size) scaled to [-1, 1] for the VAE.
 
 Clips: a chat item `{"type": "video", "video": [frame, ...]}` or `{"type": "video", "video":
@@ -60,6 +60,7 @@ class TheWorldProcessor(Gemma3Processor):
         world_num_frames: int = WORLD_DEFAULTS["world_num_frames"],
         world_temporal_compression: int = WORLD_DEFAULTS["world_temporal_compression"],
         world_clip_frame: str = "last",
+        world_rollout_frames: int = WORLD_DEFAULTS["world_rollout_frames"],
         **kwargs: Any,
     ) -> None:
         super().__init__(image_processor, tokenizer, chat_template=chat_template, image_seq_length=image_seq_length, **kwargs)
@@ -71,6 +72,7 @@ class TheWorldProcessor(Gemma3Processor):
         self.world_num_frames = world_num_frames
         self.world_temporal_compression = world_temporal_compression
         self.world_clip_frame = world_clip_frame
+        self.world_rollout_frames = world_rollout_frames  # K imagined latent frames per world block
         tokens = resolve_world_tokens(tokenizer)
         self.start_of_world_token, self.world_token, self.end_of_world_token = tokens.start, tokens.world, tokens.end
         self.world_token_id = tokens.world_id
@@ -86,6 +88,7 @@ class TheWorldProcessor(Gemma3Processor):
             world_tokens_per_frame=geometry.tokens_per_frame,
             world_num_frames=geometry.num_frames,
             world_temporal_compression=geometry.temporal_compression,
+            world_rollout_frames=geometry.rollout_frames,
             **kwargs,
         )
 
@@ -93,7 +96,8 @@ class TheWorldProcessor(Gemma3Processor):
     def world_geometry(self) -> WorldGeometry:
         """This processor's world settings as the one geometry object (tokens per item, clip lengths)."""
         return WorldGeometry(
-            self.world_image_size, self.world_tokens_per_frame, self.world_num_frames, self.world_temporal_compression
+            self.world_image_size, self.world_tokens_per_frame, self.world_num_frames, self.world_temporal_compression,
+            rollout_frames=self.world_rollout_frames,
         )
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:

@@ -50,6 +50,7 @@ class EncodedSample:
     pixel_values: torch.Tensor | None
     world_pixel_values: torch.Tensor | None
     world_latents: torch.Tensor | None
+    world_imagined_latents: torch.Tensor | None = None  # world rollouts: (visuals, 16, K, h, w) from a rollout cache
 
     @property
     def num_supervised(self) -> int:
@@ -195,6 +196,9 @@ class TheWorldCollator:
         if self.latent_cache is not None and world_pixels is not None:
             world_latents = torch.stack([self.latent_cache.latents_for(v) for v in sample.visuals()])
             world_pixels = None
+        world_imagined = None
+        if world_latents is not None and hasattr(self.latent_cache, "imagined_for"):  # world_model.rollout_cache
+            world_imagined = torch.stack([self.latent_cache.imagined_for(v) for v in sample.visuals()])
         return EncodedSample(
             id=sample.id,
             input_ids=input_ids,
@@ -203,6 +207,7 @@ class TheWorldCollator:
             pixel_values=out.get("pixel_values"),
             world_pixel_values=world_pixels,
             world_latents=world_latents,
+            world_imagined_latents=world_imagined,
         )
 
     def _gemma_frames_only(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +247,7 @@ class TheWorldCollator:
         pixels = [e.pixel_values for e in items if e.pixel_values is not None]
         if pixels:
             batch["pixel_values"] = torch.cat(pixels)
-        for key in ("world_pixel_values", "world_latents"):
+        for key in ("world_pixel_values", "world_latents", "world_imagined_latents"):
             tensors = [(e.id, getattr(e, key)) for e in items if getattr(e, key) is not None]
             if not tensors:
                 continue

@@ -1,0 +1,143 @@
+"""A disk cache of imagined latents: a world model rolls each visual out once.
+
+Rollouts cost one DiT forward per sampler step (two with guidance) per visual; training and
+evaluation read them many times. `RolloutCache` stores each visual's imagined latents
+(16, K, h, w), normalised like the world encoder's, under a key that is the sha256 of
+
+- the visual's world pixels key (`training.latent_cache.CacheSettings.key`: preprocessing
+  settings, shape and the float32 pixels the world model sees), and
+- the rollout identity (`rollout_identity`): the DiT's file fingerprint, the scheduler config,
+  the text condition (prompt, negative prompt, T5 length and which T5 embedded them) and every
+  rollout setting (K, steps, guidance, seed, fps).
+
+So any change to a rollout setting or to the DiT is another key: a miss, never a stale hit; one
+folder can hold the rollouts of several world models side by side. Shards
+(`imagined-<token>.safetensors`, one tensor per key) are written to a temporary name and renamed
+into place, so a reader never sees half a shard.
+
+`WorldLatentsWithRollouts` joins a latent cache (observed latents) and a rollout cache for the
+training collator, which then passes `world_imagined_latents` beside `world_latents`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from theworld.errors import TheWorldUserError
+
+logger = logging.getLogger(__name__)
+
+SHARD_PREFIX = "imagined-"
+
+
+def rollout_identity(world_model: Any) -> str:
+    """sha256 of what decides a rollout besides the clip (`WorldModel.identity()`), as hex."""
+    text = json.dumps(world_model.identity(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class RolloutCache:
+    """Imagined latents per (visual, rollout identity), in `cache_dir`.
+
+    `settings` is the latent cache's `CacheSettings` (world image size, frames, compression): it
+    turns a visual into the world pixels a rollout starts from and into their key.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, settings: Any, identity: str) -> None:
+        self.dir = Path(cache_dir)
+        self.settings = settings
+        self.identity = identity
+        self._where: dict[str, Path] = {}
+        self._scan()
+
+    @classmethod
+    def for_world_model(cls, cache_dir: str | os.PathLike, settings: Any, world_model: Any) -> RolloutCache:
+        return cls(cache_dir, settings, rollout_identity(world_model))
+
+    def _scan(self) -> None:
+        self._where.clear()
+        if not self.dir.is_dir():
+            return
+        for shard in sorted(self.dir.glob(f"{SHARD_PREFIX}*.safetensors")):
+            with safe_open(str(shard), framework="pt") as handle:
+                for key in handle.keys():
+                    self._where[key] = shard
+
+    def key_for(self, visual: Any) -> str:
+        """The key of `visual`'s rollout under this cache's rollout identity."""
+        pixel_key = self.settings.key(self.settings.world_pixels(visual))
+        return hashlib.sha256(f"{self.identity}|{pixel_key}".encode()).hexdigest()
+
+    def __contains__(self, visual: Any) -> bool:
+        return self.key_for(visual) in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def imagined_for(self, visual: Any) -> torch.Tensor:
+        """(16, K, h, w) imagined latents of `visual`; a miss is an error naming the visual."""
+        key = self.key_for(visual)
+        shard = self._where.get(key)
+        if shard is None:
+            raise TheWorldUserError(
+                f"rollout cache {self.dir} has no imagined latents for {str(visual)[:120]!r} under this world model "
+                "and these rollout settings: build it with the same world model (RolloutCache.build)"
+            )
+        with safe_open(str(shard), framework="pt") as handle:
+            return handle.get_tensor(key)
+
+    def build(self, world_model: Any, visuals: list[Any], batch_size: int = 16) -> int:
+        """Roll out every visual not yet cached (`world_model` must have this cache's identity); returns
+        how many were rolled out. Visuals of one length are batched (each rollout is per item anyway)."""
+        if rollout_identity(world_model) != self.identity:
+            raise TheWorldUserError("RolloutCache.build: the world model is not the one this cache's keys were made for")
+        pending: dict[str, Any] = {}
+        for visual in visuals:
+            key = self.key_for(visual)
+            if key not in self._where:
+                pending.setdefault(key, visual)
+        if not pending:
+            return 0
+        tensors: dict[str, torch.Tensor] = {}
+        by_frames: dict[int, list[tuple[str, torch.Tensor]]] = {}
+        for key, visual in pending.items():
+            pixels = torch.from_numpy(self.settings.world_pixels(visual))  # (3, T, S, S)
+            by_frames.setdefault(pixels.shape[1], []).append((key, pixels))
+        for group in by_frames.values():
+            for start in range(0, len(group), batch_size):
+                chunk = group[start : start + batch_size]
+                imagined = world_model.imagine(torch.stack([p for _, p in chunk]))  # (n, 16, K, h, w)
+                for (key, _), item in zip(chunk, imagined):
+                    tensors[key] = item.detach().to("cpu", torch.float32).contiguous()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"{SHARD_PREFIX}{secrets.token_hex(8)}.safetensors"
+        tmp = self.dir / f".{name}.tmp"
+        save_file(tensors, str(tmp), metadata={"rollout_identity": self.identity})
+        os.replace(tmp, self.dir / name)
+        self._scan()
+        logger.info("rollout cache %s: %d visuals rolled out", self.dir, len(tensors))
+        return len(tensors)
+
+
+class WorldLatentsWithRollouts:
+    """Observed latents from a latent cache and imagined ones from a rollout cache, for the collator."""
+
+    def __init__(self, latent_cache: Any, rollout_cache: RolloutCache) -> None:
+        self.latent_cache = latent_cache
+        self.rollout_cache = rollout_cache
+
+    def latents_for(self, visual: Any) -> torch.Tensor:  # (16, Tl, h, w)
+        return self.latent_cache.latents_for(visual)
+
+    def imagined_for(self, visual: Any) -> torch.Tensor:  # (16, K, h, w)
+        return self.rollout_cache.imagined_for(visual)
