@@ -53,7 +53,7 @@ def test_zero_rollout_run_differs_and_needs_rollouts(rollout, items, tmp_path, w
     model, processor, _ = rollout
     normal = evaluate(items[:2], model, processor, tmp_path / "none", EvalSettings())
     zeroed = evaluate(items[:2], model, processor, tmp_path / "zero", EvalSettings(control="zero-rollout"))
-    assert zeroed["world"]["tokens_seen"] == normal["world"]["tokens_seen"] == (2 + 3) * (1 + K) * 16  # rows (choices) x world tokens
+    assert zeroed["world"]["tokens_seen"] == normal["world"]["tokens_seen"] == 2 * (1 + K) * 16  # items x world tokens: each prompt is prefilled once
     a, b = read_scores(tmp_path / "none"), read_scores(tmp_path / "zero")
     assert max(abs(a[i]["scores"][c] - b[i]["scores"][c]) for i in a for c in a[i]["scores"]) > 1e-5
     plain, plain_processor = load_model(world_dir, "none")
