@@ -38,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# What a lent GPU measured (the GPU scripts' own --markdown/--json output), kept in the repository:
+# this CPU-only run cannot remeasure it, and rewriting BENCHMARKS.md must not lose it.
+GPU_RESULTS = HERE / "gpu_results"
 sys.path.insert(0, str(HERE))
 
 from common import REPO_ROOT, machine_description  # noqa: E402
@@ -283,8 +286,8 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
         ]
     else:
         lines += [
-            "**Not run on a GPU yet**: this machine has no GPU. On any CUDA machine, from the repository "
-            "root:",
+            "**Not run on its own on a GPU yet** (`gpu_benchmark.py`, next section, runs its `align` step on "
+            "a GPU). On any CUDA machine, from the repository root:",
             "",
             "```",
             "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gpu_stage1.py --json gpu_stage1.json",
@@ -303,7 +306,8 @@ def write_markdown(path: Path, results: dict[str, dict[str, Any]], machine: dict
               "--params-only`):", ""]
     lines += _counts_section(stage1)
     lines += [""]
-    lines += GPU_BENCHMARK_SECTION
+    measured = GPU_RESULTS / "gpu_benchmark.md"
+    lines += measured.read_text().rstrip("\n").splitlines() + [""] if measured.exists() else GPU_BENCHMARK_SECTION
     if "memory_estimate" in results:
         lines += memory_section(results["memory_estimate"])
     if "rollout_cost" in results:
@@ -351,7 +355,7 @@ def rollout_cost_section(result: dict[str, Any]) -> list[str]:
         f"Video2World DiT (28 layers, 2048 wide, T5 text of 512 tokens), {steps} sampler steps: the VAE encode of "
         "the padded clip plus one DiT forward per step, two with classifier-free guidance (`world_rollout_guidance` "
         "> 1). FLOPs are counted with `torch.utils.flop_counter` on the meta device (checked against a formula); "
-        "GPU time and memory are not measured yet.",
+        "GPU time and memory: below, when a GPU has measured them (`benchmarks/rollout_gpu.py`).",
         "",
         rollout_cost.table(result["rows"], steps),
         "",
@@ -360,6 +364,9 @@ def rollout_cost_section(result: dict[str, Any]) -> list[str]:
         "forwards; training reads rollouts from the rollout cache, never recomputes them.",
         "",
     ]
+    measured = GPU_RESULTS / "rollout_gpu.md"
+    if measured.exists():
+        lines += ["### Time and memory on a GPU (rollout_gpu.py)", ""] + measured.read_text().rstrip("\n").splitlines() + [""]
     return lines
 
 
@@ -462,9 +469,13 @@ def memory_section(result: dict[str, Any]) -> list[str]:
                          f"| {r['measured_bytes'] / 2**20:.2f} | {r['ratio']:.3f} | | |")
         lines.append("")
     command = "HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/memory_estimate.py --device cuda --json memory_gpu.json"
+    saved = GPU_RESULTS / "memory_gpu.json"
+    if not result.get("gpu") and saved.exists():
+        result = dict(result, **json.loads(saved.read_text()))
     if result.get("gpu"):
-        lines += [f"Measured on the GPU (`{command}`): one training step of random weights per configuration, "
-                  "`torch.cuda.max_memory_allocated`:", "",
+        where = f" on {result['device']}, {result['date']}" if "device" in result else ""
+        lines += [f"Measured on the GPU{where} (`{command}`): one training step of random weights per configuration, "
+                  "`torch.cuda.max_memory_allocated`." + (f" {result['note']}." if "note" in result else ""), "",
                   "| case | estimate (GiB) | measured (GiB) | estimate / measured |", "|---|---:|---:|---:|"]  # fmt: skip
         for r in result["gpu"]:
             measured = _gib(r["measured_bytes"]) if "measured_bytes" in r else r.get("skipped", "-")

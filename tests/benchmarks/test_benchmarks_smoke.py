@@ -131,7 +131,7 @@ def test_gpu_stage1_without_gpu_fails_with_a_clear_message():
         gpu_stage1.run(dry_run=False)
 
 
-def test_run_all_reads_cache_vs_vae_lines_and_writes_markdown(tmp_path):
+def test_run_all_reads_cache_vs_vae_lines_and_writes_markdown(tmp_path, monkeypatch):
     line = ("full-size Cosmos VAE, 512x512, small LM, batch 1: cached latents 41.5x faster per align step "
             "(VAE in the loop 12.000 s, cached 0.2890 s, median; 1 image(s), 300 tokens)")
     match = run_all.CACHE_LINE.search("noise\n" + line + "\nmore")
@@ -149,8 +149,14 @@ def test_run_all_reads_cache_vs_vae_lines_and_writes_markdown(tmp_path):
     text = out.read_text()
     assert "| 1 | f | 1.002x | <= 1.01 | PASS | `cmd` |" in text
     assert "TODO" in text and "cache_vs_vae.py" in text
-    assert "Not run on a GPU yet" in text and "benchmarks/gpu_stage1.py" in text
+    assert "Not run on its own on a GPU yet" in text and "benchmarks/gpu_stage1.py" in text
     assert "7,226,881" in text
+    # What a lent GPU measured is kept in benchmarks/gpu_results/ and survives a CPU-only rewrite...
+    assert "| eval sdpa |" in text and "H200" in text
+    # ...and without it the section says how to measure it.
+    monkeypatch.setattr(run_all, "GPU_RESULTS", tmp_path / "none")
+    run_all.write_markdown(out, results, machine, 60.0, ["--output", "B.md"])
+    assert "**Not run on a GPU yet.**" in out.read_text() and "| eval sdpa |" not in out.read_text()
 
 
 def test_rollout_cost_counts_match_the_formula_and_guidance_doubles_the_dit():
@@ -173,7 +179,7 @@ def test_rollout_cost_counts_match_the_formula_and_guidance_doubles_the_dit():
     assert len(rollout_cost.table(rows, 3).splitlines()) == 2 + len(rows)
 
 
-def test_memory_estimate_writes_the_gemma_table_and_the_validation(tmp_path):
+def test_memory_estimate_writes_the_gemma_table_and_the_validation(tmp_path, monkeypatch):
     """The four configurations from gemma-3-4b's config, one validation case measured, BENCHMARKS.md's section."""
     import json
 
@@ -188,6 +194,9 @@ def test_memory_estimate_writes_the_gemma_table_and_the_validation(tmp_path):
     for stage, documented in (("align", "~20-24 GB"), ("vision", "~35-40 GB"), ("finetune", "~56-60 GB"), ("full", "~80 GB+")):
         assert f"`{stage}`" in text and documented in text
     assert "vision bf16 checkpointing b4x192" in text
+    assert "H200" in text and "| projection only (default) (align) | 44.5 | 45.1 | 0.986 |" in text  # gpu_results/
+    monkeypatch.setattr(run_all, "GPU_RESULTS", tmp_path)  # no GPU results kept: the command that makes them
+    text = "\n".join(run_all.memory_section(result))
     assert "Not measured on a GPU yet" in text and "memory_estimate.py --device cuda" in text
 def test_serve_throughput_workload_mixes_images_and_clips(tmp_path):
     import serve_throughput
@@ -251,3 +260,5 @@ def test_rollout_cost_section_of_benchmarks_md():
     text = "\n".join(run_all.rollout_cost_section({"rows": rows, "steps": 2, "image_size": 64, "observed_frames": 1}))
     assert "World rollouts: FLOPs" in text and "| 1 | 2 | 32 |" in text
     assert "did not run" in "\n".join(run_all.rollout_cost_section({"error": "boom"}))
+    assert "### Time and memory on a GPU" in text and "| 2 | 3 | 59.9 ms |" in text  # benchmarks/gpu_results/
+
