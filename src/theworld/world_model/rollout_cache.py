@@ -98,6 +98,19 @@ class RolloutCache:
     def __len__(self) -> int:
         return len(self._where)
 
+    def imagined_for_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 16, K, h, w) cached latents of world pixels (N, 3, T, S, S) as the processor makes them:
+        stands in for `imagine` where the cache holds what to use (the demo's oracle future)."""
+        items = []
+        for item in pixels:
+            pixel_key = self.settings.key(item.detach().cpu().float().numpy())
+            key = hashlib.sha256(f"{self.identity}|{pixel_key}".encode()).hexdigest()
+            if key not in self._where:
+                raise TheWorldUserError(f"rollout cache {self.dir} holds nothing for these world pixels (key {pixel_key[:12]})")
+            with safe_open(str(self._where[key]), framework="pt") as handle:
+                items.append(handle.get_tensor(key))
+        return torch.stack(items).to(pixels.device)
+
     def imagined_for(self, visual: Any) -> torch.Tensor:
         """(16, K, h, w) imagined latents of `visual`; a miss is an error naming the visual."""
         key = self.key_for(visual)
@@ -139,17 +152,26 @@ class RolloutCache:
                 pending.setdefault(key, visual)
         if not pending:
             return 0
-        tensors: dict[str, torch.Tensor] = {}
         by_frames: dict[int, list[tuple[str, torch.Tensor]]] = {}
         for key, visual in pending.items():
             pixels = torch.from_numpy(self.settings.world_pixels(as_world_visual(visual)))  # (3, T, S, S)
             by_frames.setdefault(pixels.shape[1], []).append((key, pixels))
+        tensors: dict[str, torch.Tensor] = {}
         for group in by_frames.values():
             for start in range(0, len(group), batch_size):
                 chunk = group[start : start + batch_size]
                 imagined = world_model.imagine(torch.stack([p for _, p in chunk]))  # (n, 16, K, h, w)
                 for (key, _), item in zip(chunk, imagined):
                     tensors[key] = item.detach().to("cpu", torch.float32).contiguous()
+        return self._write(tensors)
+
+    def store(self, items: list[tuple[Any, torch.Tensor]]) -> int:
+        """Write given latents (16, K, h, w) as the rollouts of their visuals under this cache's
+        identity: the demo's `theworld_oracle_future` system stores the *true* future latents in a
+        folder of its own, so it trains and evaluates exactly as the rollout system does."""
+        return self._write({self.key_for(v): t.detach().to("cpu", torch.float32).contiguous() for v, t in items})
+
+    def _write(self, tensors: dict[str, torch.Tensor]) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"{SHARD_PREFIX}{secrets.token_hex(8)}.safetensors"
         tmp = self.dir / f".{name}.tmp"
