@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 FORECAST_SYSTEMS = ("theworld", "theworld_rollout", "theworld_oracle_future")
 COMPARISONS = (("theworld_rollout", "theworld"), ("theworld_oracle_future", "theworld"), ("theworld_oracle_future", "theworld_rollout"))
-LABELLED_SEED_OFFSET = 1_000_003  # the labelled train clips' seed stream, apart from the unlabelled ones
+# The labelled train clips' seed stream: apart from the unlabelled clips (seed), the held-out split
+# (`synthetic.heldout_seed`: +1_000_003) and the study's validation split (+2_000_003).
+LABELLED_SEED_OFFSET = 3_000_017
 
 
 @dataclass
