@@ -72,3 +72,48 @@ def test_no_rollout_loads_the_same_projector_without_imagination(rollout, world_
         assert torch.equal(without.get_world_features(pixels), model.get_world_features(pixels)[:, :16])
     with pytest.raises(TheWorldUserError, match="no-rollout"):
         load_model(world_dir, "no-rollout")
+
+
+def test_theworld_eval_runs_a_tiny_rollout_checkpoint_end_to_end(rollout, tmp_path, capsys):
+    """`theworld eval` on a tiny K > 0 checkpoint: the test double stands in for the guardrail; the
+    rollout model imagines, zero-rollout and no-rollout run beside it; the default (cosmos_guardrail)
+    is required otherwise."""
+    import json
+
+    from theworld.cli.main import main
+
+    from .test_eval_cli import eval_args, lines, write_qa
+
+    _, _, saved = rollout
+    data = write_qa(tmp_path / "data")
+    double = ("--world-safety-checker", "tiny-test-double", "--batch-size", "4")
+    scores = {}
+    for control, tokens in (("none", (1 + K) * 16), ("zero-rollout", (1 + K) * 16), ("no-rollout", 16)):
+        out = tmp_path / control
+        assert main(eval_args(saved, "jsonl", data, out, "--control", control, *double)) == 0
+        predictions = lines(out / "predictions.jsonl")
+        assert [p["id"] for p in predictions] == ["q0", "q1", "q2"] and all(p["world_tokens"] == tokens for p in predictions)
+        assert json.loads((out / "metrics.json").read_text())["n"] == 3
+        scores[control] = [p["scores"]["yes"] for p in predictions]
+    assert scores["none"] != scores["zero-rollout"] and scores["none"] != scores["no-rollout"]
+    capsys.readouterr()
+    # without the flag the real guardrail is required (not installed here: a clear error, no run)
+    code = main(eval_args(saved, "jsonl", data, tmp_path / "default"))
+    err = capsys.readouterr().err
+    try:
+        import cosmos_guardrail  # noqa: F401
+    except ImportError:
+        assert code == 2 and "pip install cosmos_guardrail" in err and "Traceback" not in err
+
+
+def test_load_model_takes_only_the_test_double(rollout):
+    _, _, saved = rollout
+
+    class Permissive:
+        def check_text_safety(self, prompt):
+            return True
+
+    with pytest.raises(TheWorldUserError, match="TinyTestSafetyChecker"):
+        load_model(saved, "none", safety_checker=Permissive())
+    model, _ = load_model(saved, "none", safety_checker=TinyTestSafetyChecker())
+    assert model.world_model is not None

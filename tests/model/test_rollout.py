@@ -149,6 +149,29 @@ def test_save_and_reload_keeps_rollout_weights(tmp_path, tiny_world_dir, rollout
         assert torch.equal(getattr(again.world_projector, name), getattr(rollout_model.world_projector, name))
 
 
+def test_a_saved_rollout_model_loads_without_t5(tmp_path, rollout_model, monkeypatch):
+    """The saved folder keeps the world model's text condition: loading it never constructs T5, and
+    its rollouts equal the original model's. A folder without it (deleted) embeds the prompt again."""
+    from transformers import T5EncoderModel
+
+    from theworld.world_model.text import TEXT_CONDITION_NAME
+
+    rollout_model.save_pretrained(tmp_path / "saved")
+    rollout_model.save_world_adapter(tmp_path / "adapter")
+    assert (tmp_path / "saved" / TEXT_CONDITION_NAME).is_file() and (tmp_path / "adapter" / TEXT_CONDITION_NAME).is_file()
+    built = []
+    original = T5EncoderModel.from_pretrained.__func__
+    monkeypatch.setattr(T5EncoderModel, "from_pretrained", classmethod(lambda cls, *a, **k: built.append(a) or original(cls, *a, **k)))
+    pixels = torch.rand(2, 3, 5, 64, 64) * 2 - 1
+    expected = rollout_model.imagine(pixels)
+    for folder in ("saved", "adapter"):
+        again = TheWorld.from_pretrained(tmp_path / folder, world_safety_checker=TinyTestSafetyChecker())
+        assert built == [] and torch.equal(again.imagine(pixels), expected)
+    (tmp_path / "saved" / TEXT_CONDITION_NAME).unlink()
+    again = TheWorld.from_pretrained(tmp_path / "saved", world_safety_checker=TinyTestSafetyChecker())
+    assert len(built) == 1 and torch.equal(again.imagine(pixels), expected)
+
+
 def test_bad_rollout_settings_are_clear_errors(tiny_gemma_dir, tiny_world_dir, tiny_vae_dir, world_settings):
     with pytest.raises(TheWorldUserError, match="transformer/"):
         load(tiny_gemma_dir, tiny_vae_dir, world_settings)  # a VAE-only folder: no DiT

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from theworld.errors import TheWorldUserError
+from theworld.world_model.guardrail import SAFETY_CHECKER_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dtype the VAE runs in (default auto: as its weights are stored)",
     )  # fmt: skip
     parser.add_argument("--no-eval-data", action="store_true", help="cache train_data only, not eval_data")
+    parser.add_argument(
+        "--world-safety-checker", default="cosmos_guardrail", choices=SAFETY_CHECKER_CHOICES,
+        help="with world_rollout_frames > 0: the Cosmos guardrail that checks the world model's prompt "
+        "(tiny-test-double: theworld.testing's tiny world models only)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_keys(parser, "training config overrides (--key value, any key of `theworld train`)", "override__")
 
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from theworld.training.preflight import check_dataset
     from theworld.training.sources import encoder_source, resolve_model
     from theworld.world_encoder.vae import CosmosWorldEncoder
+    from theworld.world_model.guardrail import safety_checker_by_name
 
     if args.batch_size < 1 or args.shard_size < 1:
         raise TheWorldUserError(f"--batch-size and --shard-size must be positive, got {args.batch_size}, {args.shard_size}")
@@ -132,5 +139,47 @@ def run(args: argparse.Namespace) -> int:
             f"({total.encoded} in {wall:.1f} s; the VAE alone {per_process:.2f} images/s per process, "
             f"batches of {args.batch_size} on {device.split(':')[0]})"
         )
+    if world.world_rollout_frames:
+        safety_checker = safety_checker_by_name(args.world_safety_checker)
+        cache = open_cache("error")
+        build_rollout_cache(config, world, cache, encoder, datasets, safety_checker, args.batch_size, device)
     print(f"train with the same config: theworld train --config {args.config}")
     return 0
+
+
+def build_rollout_cache(config, world, latent_cache, encoder, datasets, safety_checker, batch_size, device) -> int:
+    """Roll every visual of the datasets out once with the run's world model (world_rollout_* settings)
+    into `config.rollout_cache_path()`, keyed as training opens it (`training.run.open_rollout_cache`).
+
+    The world model's text condition is stored there too: T5 is loaded only when no stored one
+    describes the prompt (or it came from another T5). The main process builds it alone (rollouts
+    are per visual; a shared build is not written yet).
+    """
+    from theworld.training.sources import local_or_id
+    from theworld.world_model import WorldModel
+    from theworld.world_model.model import resolve_world_model_folder
+    from theworld.world_model.rollout_cache import RolloutCache
+    from theworld.world_model.text import WorldTextCondition, text_encoder_id
+
+    settings = world.world_rollout_settings()
+    folder = config.rollout_cache_path()
+    cosmos = local_or_id(config.cosmos_model_name or world.cosmos_model_name)
+    text = WorldTextCondition.find(folder, settings.prompt, settings.resolved_negative_prompt, settings.max_sequence_length)
+    world_folder = resolve_world_model_folder(cosmos, need_text_encoder=text is None)
+    if text is not None and (world_folder / "text_encoder").is_dir() and text.text_encoder != text_encoder_id(world_folder):
+        text = None  # made by another T5: embed the prompt again
+    param = next(encoder.parameters())
+    world_model = WorldModel.from_pretrained(
+        cosmos, settings, safety_checker=safety_checker, text_condition=text, encoder=encoder,
+        dtype=param.dtype, device=device,
+    )  # fmt: skip
+    world_model.text.save_for_prompt(folder)
+    rollouts = RolloutCache.for_world_model(folder, latent_cache.settings, world_model, pixel_key=latent_cache.key_for)
+    visuals = [visual for dataset in datasets for sample in dataset.samples for visual in sample.visuals()]
+    started = time.perf_counter()
+    count = rollouts.build(world_model, visuals, batch_size=batch_size)
+    print(
+        f"rollout cache {folder}: {count} visuals rolled out (K={settings.frames}, {settings.steps} steps, guidance "
+        f"{settings.guidance:g}, seed {settings.seed}) in {time.perf_counter() - started:.1f} s; {len(rollouts)} in all"
+    )
+    return count

@@ -7,6 +7,8 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from theworld.errors import TheWorldUserError
+
 
 # DemoConfig field -> the flag that sets it, so an error names what the user typed.
 _FLAGS = {
@@ -35,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="direction,approach", help="comma-separated synthetic task families")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for tiny models)")
+    parser.add_argument(
+        "--forecast", action="store_true",
+        help="run the forecast task instead (world rollouts: theworld, theworld_rollout, theworld_oracle_future; "
+        "tiny models; its own sizes, see docs/rollout.md; not part of make demo yet)",
+    )  # fmt: skip
 
 
 def _config(args: argparse.Namespace):
@@ -65,10 +72,32 @@ def _config(args: argparse.Namespace):
     )
 
 
+def run_forecast(args: argparse.Namespace) -> int:
+    from theworld.demo.forecast import ForecastDemoConfig, run_forecast_demo
+
+    if args.model is not None:
+        raise TheWorldUserError("--forecast runs on the tiny offline models only (its world model is trained here)")
+    results = run_forecast_demo(ForecastDemoConfig(output_dir=args.output_dir, seed=args.seed, threads=args.threads or 1))
+    table = Table(title=f"forecast task, held-out accuracy ({args.output_dir}, {results['wall_time_s']} s)")
+    for column in ("system", "accuracy %", "95% CI", "n"):
+        table.add_column(column)
+    for name, m in results["systems"].items():
+        table.add_row(name, f"{100 * m['accuracy']:.1f}", f"[{100 * m['ci95'][0]:.1f}, {100 * m['ci95'][1]:.1f}]", str(m["n"]))
+    console = Console()
+    console.print(table)
+    for name, pair in results["paired"].items():
+        console.print(f"{name}: {100 * pair['diff']:+.1f} points (paired 95% CI [{100 * pair['ci95'][0]:+.1f}, "
+                      f"{100 * pair['ci95'][1]:+.1f}], McNemar p {pair['p_mcnemar']:.3g})")  # fmt: skip
+    console.print(f"report: {args.output_dir}/report.md")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from theworld.demo.pipeline import DemoConfigError, run_demo
     from theworld.demo.report import summary_rows
 
+    if args.forecast:
+        return run_forecast(args)
     try:  # the config checks every value, and run_demo the output folder, before anything is written
         results = run_demo(_config(args))
     except DemoConfigError as err:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.controls import CONTROLS
+from theworld.world_model.guardrail import SAFETY_CHECKER_CHOICES
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help=f"one of: {', '.join(DTYPES)} (auto: bfloat16 on GPU, float32 on CPU)")
     parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu, ... (default: cuda if available)")
     parser.add_argument("--output-dir", required=True, type=Path, help="run folder (created; an existing run resumes)")
+    parser.add_argument(
+        "--world-safety-checker", default="cosmos_guardrail", choices=SAFETY_CHECKER_CHOICES,
+        help="a rollout model's Cosmos guardrail (tiny-test-double: theworld.testing's tiny world models only)",
+    )  # fmt: skip
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -92,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if processes.device is not None and device in (None, "", "auto"):
         device = str(processes.device)  # each process on the device its launcher gave it
+    from theworld.world_model.guardrail import safety_checker_by_name
+
     model, processor = load_model(
-        args.model, args.control, cosmos_model_name=args.cosmos_model_name, dtype=args.dtype, device=device
-    )
+        args.model, args.control, cosmos_model_name=args.cosmos_model_name, dtype=args.dtype, device=device,
+        safety_checker=safety_checker_by_name(args.world_safety_checker),
+    )  # fmt: skip
     judge = None
     if args.judge_url:
         judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(JUDGE_KEY_ENV))

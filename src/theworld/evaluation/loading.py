@@ -46,8 +46,15 @@ def load_model(
     cosmos_model_name: str | None = None,
     dtype: str | None = "auto",
     device: str | None = "auto",
+    safety_checker: Any = None,
 ) -> tuple[Any, Any]:
-    """(model, processor) for evaluating the checkpoint at `path` under `control`, in eval mode."""
+    """(model, processor) for evaluating the checkpoint at `path` under `control`, in eval mode.
+
+    `safety_checker`: the Cosmos guardrail that checks a rollout model's (K > 0) world-model prompt;
+    None loads cosmos_guardrail's. Only `theworld.testing`'s `TinyTestSafetyChecker` may stand in,
+    and only for tiny test world models (`world_model.guardrail.check_world_model_prompt` refuses
+    it for any real-size DiT).
+    """
     world = uses_world(check_control(control))
     path = check_model_path(path, not_found="model not found: {name} (no such folder, and not a Hub id such as 'owner/name')")
     target = resolve_device(device)
@@ -60,6 +67,15 @@ def load_model(
         settings["world_rollout_frames"] = 0
     if cosmos_model_name and world:
         settings["cosmos_model_name"] = cosmos_model_name
+    if safety_checker is not None:
+        from theworld.world_model.guardrail import is_test_double
+
+        if not is_test_double(safety_checker):
+            raise TheWorldUserError(
+                f"safety_checker {type(safety_checker).__name__}: evaluation takes cosmos_guardrail's checker (leave it "
+                "unset) or theworld.testing's TinyTestSafetyChecker for tiny test world models"
+            )
+        settings["world_safety_checker"] = safety_checker
     model, processor = load_pretrained(path, device=target, dtype=resolve_dtype(dtype, target), **settings)
     if world and model.world_projector is None:
         raise TheWorldUserError(f"{path} was saved with enable_world=False; control {control!r} needs the world path")

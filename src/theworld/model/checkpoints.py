@@ -309,7 +309,7 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str],
             encoder = CosmosWorldEncoder.from_pretrained(resolved.encoder_source, dtype=param.dtype, device=param.device)
             model.attach_world_encoder(encoder)
         if model.config.world_rollout_frames:
-            load_world_model(model, safety_checker)
+            load_world_model(model, safety_checker, stored_in=[resolved.adapter, resolved.weights])
     if resolved.adapter is not None:
         keys = load_world_adapter(model, resolved.adapter)
         logger.info(
@@ -319,19 +319,27 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str],
     set_trainable(model, trainable_parts(model.config))
 
 
-def load_world_model(model: TheWorld, safety_checker: Any = None) -> None:
+def load_world_model(model: TheWorld, safety_checker: Any = None, stored_in: list[str | None] = ()) -> None:
     """Set up and attach the world model of world rollouts (world_rollout_frames > 0) from
-    `cosmos_model_name`'s `transformer/` + `scheduler/` (+ T5 once, for the fixed prompt); the
-    world encoder is shared. Without cosmos_model_name the model takes world_imagined_latents only."""
-    from theworld.world_model import WorldModel
+    `cosmos_model_name`'s `transformer/` + `scheduler/`; the world encoder is shared. The text
+    condition is the one a saved folder in `stored_in` keeps for this prompt, else T5 embeds the
+    prompt once. Without cosmos_model_name the model takes world_imagined_latents only."""
+    from theworld.world_model import WorldModel, WorldTextCondition
 
     config = model.config
     if not config.cosmos_model_name:
         logger.info("world model: none loaded (no cosmos_model_name): imagined latents must be given (latent cache)")
         return
+    settings = config.world_rollout_settings()
+    text = None
+    for folder in (f for f in stored_in if f is not None and os.path.isdir(f)):
+        text = WorldTextCondition.find(folder, settings.prompt, settings.resolved_negative_prompt, settings.max_sequence_length)
+        if text is not None:
+            logger.info("world model: text condition read from %s (T5 is not loaded)", folder)
+            break
     param = model.get_input_embeddings().weight
     world_model = WorldModel.from_pretrained(
-        config.cosmos_model_name, config.world_rollout_settings(), safety_checker=safety_checker,
+        config.cosmos_model_name, settings, safety_checker=safety_checker, text_condition=text,
         encoder=model.world_encoder, dtype=param.dtype, device=param.device,
     )  # fmt: skip
     model.attach_world_model(world_model)
@@ -361,6 +369,8 @@ def save_world_adapter(model: TheWorld, save_directory: str | os.PathLike, keys:
     tensors = {k: state[k].detach().contiguous().cpu() for k in keys}
     save_file(tensors, str(out / WORLD_ADAPTER_NAME), metadata={"format": "pt"})
     model.config.save_pretrained(out)
+    if model.world_model is not None:
+        model.world_model.text.save(out)  # rollouts reload without T5
     return out / WORLD_ADAPTER_NAME
 
 

@@ -532,6 +532,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.world_encoder is not None and kwargs.get("is_main_process", True):
             self.world_encoder.save_pretrained(Path(save_directory) / WORLD_ENCODER_DIR)
+        if self.world_model is not None and kwargs.get("is_main_process", True):
+            self.world_model.text.save(save_directory)  # rollouts reload without T5
 
     def save_world_adapter(self, save_directory: str | os.PathLike, keys: list[str] | None = None) -> Path:
         """Write the adapter file plus a config naming the base checkpoint; `from_pretrained` loads the dir."""

@@ -62,6 +62,16 @@ class TheWorldArguments:
     world_projector_type: str | None = _key(None, "mlp or linear (null: the model's own)")
     world_bidirectional: bool | None = _key(None, "world tokens attend to each other both ways (null: the model's own)")
     train_cosmos_vae: bool = _key(False, "explicit opt-in to train the VAE encoder (stage full only; no latent cache)")
+    # world rollouts (docs/rollout.md); None keeps the model's own. K > 0 trains from cached rollouts.
+    world_rollout_frames: int | None = _key(None, "K imagined latent frames per visual, 0 = none (null: the model's own)")
+    world_rollout_steps: int | None = _key(None, "rollout sampler steps (null: the model's own)")
+    world_rollout_guidance: float | None = _key(None, "rollout classifier-free guidance, 1.0 = none (null: the model's own)")
+    world_rollout_seed: int | None = _key(None, "rollout seed (null: the model's own)")
+    world_rollout_prompt: str | None = _key(None, "the world model's fixed text condition (null: the model's own)")
+    world_rollout_negative_prompt: str | None = _key(
+        None, "negative prompt with guidance > 1 (null: the model's own, by default the pipeline's)"
+    )
+    world_rollout_max_sequence_length: int | None = _key(None, "T5 tokens of the text condition (null: the model's own)")
 
     # --- data ----------------------------------------------------------------------------
     train_data: str | None = _key(None, "training data: a JSON/JSONL file or a Hub id owner/name[:split] (required)")
@@ -75,6 +85,9 @@ class TheWorldArguments:
     max_length: int = _key(4096, "tokens per sample; longer ones are cut or dropped (see on_truncated)")
     on_truncated: str = _key("drop", "a sample over max_length that cannot be cut: drop (log its id) or error")
     latent_cache_dir: str | None = _key(None, "world latents from `theworld cache-latents` (the VAE is then not loaded)")
+    rollout_cache_dir: str | None = _key(
+        None, "imagined latents from `theworld cache-latents` when world_rollout_frames > 0 (null: <latent_cache_dir>/rollouts)"
+    )
 
     # --- LoRA (stages finetune / full) ---------------------------------------------------
     use_lora: bool = _key(False, "LoRA on the language model instead of training it fully (finetune / full)")
@@ -152,6 +165,12 @@ class TrainConfig(TheWorldArguments, TrainingArguments):
         self.use_cpu = self.use_cpu or not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
         super().__post_init__()
 
+    def rollout_cache_path(self) -> str | None:
+        """Where the imagined latents of this run live: rollout_cache_dir, else <latent_cache_dir>/rollouts."""
+        if self.rollout_cache_dir:
+            return self.rollout_cache_dir
+        return os.path.join(self.latent_cache_dir, "rollouts") if self.latent_cache_dir else None
+
     def effective_learning_rate(self) -> float:
         """The peak learning rate: the one set, or the stage's default (resolved when the config is built)."""
         return self.learning_rate
@@ -177,6 +196,8 @@ class TrainConfig(TheWorldArguments, TrainingArguments):
             raise TheWorldUserError("train_cosmos_vae=true is only allowed with stage=full")
         if self.train_cosmos_vae and self.latent_cache_dir:
             raise TheWorldUserError("train_cosmos_vae=true cannot use latent_cache_dir: cached latents come from a frozen VAE")
+        if self.rollout_cache_dir and not self.latent_cache_dir:
+            raise TheWorldUserError("rollout_cache_dir needs latent_cache_dir: imagined latents are read beside cached latents")
         if self.resume_weights_only and self.resume_from_checkpoint is None:
             raise TheWorldUserError("resume_weights_only=true needs resume_from_checkpoint (the checkpoint to take weights from)")
         if self.fp16:
@@ -231,8 +252,9 @@ class TrainConfig(TheWorldArguments, TrainingArguments):
         if self.image_folder is not None and not os.path.isdir(self.image_folder):
             raise TheWorldUserError(f"image_folder: folder {self.image_folder} does not exist")
         # latent_cache_dir may not exist yet: `theworld cache-latents` reads this config to build it.
-        if self.latent_cache_dir is not None and os.path.isfile(self.latent_cache_dir):
-            raise TheWorldUserError(f"latent_cache_dir: {self.latent_cache_dir} is a file, not a folder")
+        for key in ("latent_cache_dir", "rollout_cache_dir"):
+            if getattr(self, key) is not None and os.path.isfile(getattr(self, key)):
+                raise TheWorldUserError(f"{key}: {getattr(self, key)} is a file, not a folder")
         for key in ("model_name_or_path", "cosmos_model_name"):
             value = getattr(self, key)
             if value is not None and looks_local(value) and not os.path.exists(value):

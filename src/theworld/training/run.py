@@ -60,6 +60,7 @@ def load_model(config: TrainConfig):
     source = local_or_id(config.model_name_or_path)
     cosmos = local_or_id(config.cosmos_model_name)
     previous = TrainingInfo.load(source) if os.path.isdir(source) else None
+    check_rollout_source(config)
     kwargs: dict[str, Any] = world_settings(config)
     # With a latent cache the VAE is never run: it is not loaded (not even the one an earlier
     # stage's config names), only recorded in the config below.
@@ -174,6 +175,15 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     return trainer
 
 
+def save_text_condition(trainer: Any) -> None:
+    """With world rollouts, the final model keeps the world model's text condition (T5 embeddings of
+    its prompt) from the rollout cache, so loading it for rollouts never loads T5."""
+    rollouts = getattr(trainer.data_collator.latent_cache, "rollout_cache", None)
+    text = getattr(rollouts, "text_condition", None)
+    if text is not None and trainer.args.should_save:
+        text.save(trainer.args.output_dir)
+
+
 def check_process_group(args) -> None:
     """Processes launched as N ranks that did not form a process group would each train alone and
     write the same output_dir: refuse instead."""
@@ -185,8 +195,25 @@ def check_process_group(args) -> None:
         )
 
 
+def check_rollout_source(config: TrainConfig) -> None:
+    """A model with world rollouts (K > 0) trains from cached rollouts: one DiT rollout costs as much
+    as ~100 Gemma prompts (docs/rollout.md, Cost), and training does not load the DiT or the guardrail."""
+    from theworld.training.sources import resolve_model
+
+    if not config.enable_world or config.latent_cache_dir:
+        return
+    frames = resolve_model(config).config.world_rollout_frames
+    if frames:
+        raise TheWorldUserError(
+            f"world_rollout_frames={frames}: training reads imagined latents from a cache; set latent_cache_dir and "
+            "run `theworld cache-latents --config <this training config>` first (it encodes and rolls out every "
+            "visual once)"
+        )
+
+
 def open_latent_cache(config: TrainConfig, model: Any, datasets: list) -> Any:
-    """The latent cache `theworld cache-latents` built for this run's model, checked to hold every visual."""
+    """The latent cache `theworld cache-latents` built for this run's model, checked to hold every visual
+    (and, with world rollouts, joined with the rollout cache, checked the same way)."""
     from theworld.training.latent_cache import open_cache
     from theworld.training.sources import encoder_source
 
@@ -194,7 +221,45 @@ def open_latent_cache(config: TrainConfig, model: Any, datasets: list) -> Any:
     for dataset in datasets:
         cache.check_complete(dataset.samples)  # fail before step 1, not at the first miss
     logger.info("world latents come from the cache in %s (%d latents); the VAE is not run", config.latent_cache_dir, len(cache))
-    return cache
+    if not model.config.world_rollout_frames:
+        return cache
+    from theworld.world_model.rollout_cache import WorldLatentsWithRollouts
+
+    rollouts = open_rollout_cache(config, model.config, cache)
+    for dataset in datasets:
+        rollouts.check_complete(dataset.samples)
+    logger.info("imagined latents come from the rollout cache in %s; the world model is not run", rollouts.dir)
+    return WorldLatentsWithRollouts(cache, rollouts)
+
+
+def open_rollout_cache(config: TrainConfig, world_config: Any, latent_cache: Any) -> Any:
+    """The rollout cache of this run's world model and world_rollout_* settings, keyed as
+    `theworld cache-latents` keyed it: from the DiT's files, the stored text condition (T5 is not
+    loaded) and the latent cache's encoder, without setting the world model up."""
+    from theworld.world_model.model import encoder_identity, identity_from_files, resolve_world_model_folder
+    from theworld.world_model.rollout_cache import RolloutCache, rollout_identity
+    from theworld.world_model.text import WorldTextCondition, text_encoder_id
+
+    settings = world_config.world_rollout_settings()
+    folder = config.rollout_cache_path()
+    negative = settings.resolved_negative_prompt
+    text = WorldTextCondition.find(folder, settings.prompt, negative, settings.max_sequence_length)
+    if text is None:
+        raise TheWorldUserError(
+            f"rollout cache {folder} holds no rollouts for world_rollout_prompt={settings.prompt!r} (max_sequence_length "
+            f"{settings.max_sequence_length}): run `theworld cache-latents --config <this training config>` first"
+        )
+    cosmos = local_or_id(config.cosmos_model_name or world_config.cosmos_model_name)
+    world_folder = resolve_world_model_folder(cosmos, need_text_encoder=False)
+    if (world_folder / "text_encoder").is_dir() and text.text_encoder != text_encoder_id(world_folder):
+        raise TheWorldUserError(
+            f"rollout cache {folder}: its text condition came from another T5 ({text.text_encoder}) than {cosmos}'s "
+            f"({text_encoder_id(world_folder)}): run `theworld cache-latents` again"
+        )
+    identity = identity_from_files(world_folder, settings, text, encoder_identity(latent_cache.fingerprint))
+    return RolloutCache(
+        folder, latent_cache.settings, rollout_identity(identity), pixel_key=latent_cache.key_for, text_condition=text
+    )
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -221,6 +286,7 @@ def _train_locked(config: TrainConfig) -> TrainResult:
     result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
     trainer.check_something_was_supervised()  # before the final model is written
     trainer.save_final()
+    save_text_condition(trainer)
     if config.push_to_hub:
         trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
     dropped = list(trainer.data_collator.dropped)

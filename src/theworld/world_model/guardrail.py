@@ -64,6 +64,22 @@ def load_cosmos_safety_checker() -> Any:
     return pipeline_module.CosmosSafetyChecker()
 
 
+SAFETY_CHECKER_CHOICES = ("cosmos_guardrail", "tiny-test-double")
+"""What the CLI's `--world-safety-checker` names: cosmos_guardrail's checker (the default), or the
+test double of `theworld.testing`, which `check_world_model_prompt` refuses for any real-size DiT."""
+
+
+def safety_checker_by_name(name: str) -> Any:
+    """The checker a CLI flag names; None means cosmos_guardrail's, loaded where the world model is set up."""
+    if name == "cosmos_guardrail":
+        return None
+    if name == "tiny-test-double":
+        from theworld.testing.tiny_world_model import TinyTestSafetyChecker
+
+        return TinyTestSafetyChecker()
+    raise TheWorldUserError(f"--world-safety-checker: unknown checker {name!r} (valid: {', '.join(SAFETY_CHECKER_CHOICES)})")
+
+
 def is_test_double(checker: Any) -> bool:
     from theworld.testing.tiny_world_model import TinyTestSafetyChecker
 

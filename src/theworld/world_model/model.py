@@ -80,6 +80,37 @@ def file_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def encoder_identity(fingerprint: Any) -> str:
+    """A world encoder's identity in rollout cache keys: its `EncoderFingerprint`'s config and weights hashes."""
+    return f"{fingerprint.config_sha256}:{fingerprint.weights_sha256}"
+
+
+def rollout_identity_dict(
+    dit: str, scheduler_config: dict[str, Any], text: WorldTextCondition, settings: RolloutSettings, encoder: str
+) -> dict[str, Any]:
+    """`WorldModel.identity()`'s dict, from its parts (`identity_from_files` builds it without a DiT)."""
+    return {
+        "dit": dit,
+        "scheduler": json.dumps(scheduler_config, sort_keys=True, default=str),
+        "text": describe(text),
+        "settings": settings.to_dict(),
+        "encoder": encoder,
+    }
+
+
+def identity_from_files(
+    name_or_path: str | os.PathLike, settings: RolloutSettings, text: WorldTextCondition, encoder: str
+) -> dict[str, Any]:
+    """The `identity()` the world model set up from `name_or_path` with `settings`, `text` and an
+    encoder of identity `encoder` would have, read from its files (no DiT, T5 or guardrail loaded):
+    training opens its rollout cache with it."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    folder = resolve_world_model_folder(name_or_path, need_text_encoder=False)
+    scheduler_config = dict(FlowMatchEulerDiscreteScheduler.load_config(folder / "scheduler"))
+    return rollout_identity_dict(file_fingerprint(folder / "transformer"), scheduler_config, text, settings, encoder)
+
+
 class WorldModel(nn.Module):
     """A Cosmos DiT with its VAE encoder and fixed text condition; `imagine` rolls clips out."""
 
@@ -102,6 +133,7 @@ class WorldModel(nn.Module):
         self.guardrail = guardrail
         """The checker that passed the prompt at set-up (module.Class)."""
         self.dit_fingerprint = fingerprint
+        self._encoder_identity: str | None = None
 
     @property
     def max_rollout_frames(self) -> int:
@@ -120,13 +152,15 @@ class WorldModel(nn.Module):
         )
 
     def identity(self) -> dict[str, Any]:
-        """What decides a rollout besides the clip: DiT, scheduler, text condition, settings (for cache keys)."""
-        return {
-            "dit": self.dit_fingerprint,
-            "scheduler": json.dumps(self.scheduler_config, sort_keys=True, default=str),
-            "text": describe(self.text),
-            "settings": self.settings.to_dict(),
-        }
+        """What decides a rollout besides the clip: DiT, scheduler, text condition, settings, and the
+        VAE encoder the observed frames are encoded with (for cache keys)."""
+        if self._encoder_identity is None:
+            from theworld.training.latent_cache import fingerprint_encoder
+
+            self._encoder_identity = encoder_identity(fingerprint_encoder(self.encoder))  # frozen: hashed once
+        return rollout_identity_dict(
+            self.dit_fingerprint, self.scheduler_config, self.text, self.settings, self._encoder_identity
+        )
 
     @classmethod
     def from_pretrained(

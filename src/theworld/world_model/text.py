@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -27,6 +28,13 @@ from theworld.errors import TheWorldUserError
 logger = logging.getLogger(__name__)
 
 TEXT_CONDITION_NAME = "world_text_condition.safetensors"
+"""The file a saved TheWorld folder keeps its world model's text condition in (one prompt per model)."""
+
+
+def stored_condition_name(prompt: str, negative_prompt: str, max_sequence_length: int) -> str:
+    """The file a rollout cache keeps one prompt's text condition in: several prompts share a folder."""
+    text = json.dumps([prompt, negative_prompt, max_sequence_length])
+    return f"world_text_condition-{hashlib.sha256(text.encode()).hexdigest()[:16]}.safetensors"
 
 
 @dataclass
@@ -67,6 +75,26 @@ class WorldTextCondition:
         }
         save_file(tensors, str(path), metadata=meta)
         return path
+
+    def save_for_prompt(self, folder: str | os.PathLike) -> Path:
+        """Save under this prompt's own name in `folder` (`stored_condition_name`), beside other prompts'."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        name = stored_condition_name(self.prompt, self.negative_prompt, self.max_sequence_length)
+        return self.save(Path(folder) / name)
+
+    @classmethod
+    def find(
+        cls, folder: str | os.PathLike, prompt: str, negative_prompt: str, max_sequence_length: int
+    ) -> WorldTextCondition | None:
+        """The condition stored in `folder` for this prompt (its own name, else the folder's one
+        `world_text_condition.safetensors` when that describes it); None when there is none."""
+        for name in (stored_condition_name(prompt, negative_prompt, max_sequence_length), TEXT_CONDITION_NAME):
+            path = Path(folder) / name
+            if path.is_file():
+                condition = cls.load(path)
+                if condition.describes(prompt, negative_prompt, max_sequence_length):
+                    return condition
+        return None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WorldTextCondition:

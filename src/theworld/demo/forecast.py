@@ -1,0 +1,308 @@
+"""The demo's forecast task (`theworld demo --forecast`): does imagining the future help a
+question about the future? Not part of `make demo` yet (its budget is not measured against the
+15-minute limit; see docs/rollout.md).
+
+Steps, through the code a user runs:
+
+1. the world model for the forecast world (`world_model.forecast_study`): its tiny VAE's latent
+   statistics set on the world's frames, a tiny DiT post-trained on unlabelled clips;
+2. labelled clips (`data.forecast`): a train split and a held-out split, observed frames only;
+3. three systems, same data, steps and learning rate (align, then finetune):
+   `theworld` (observed latents only), `theworld_rollout` (K imagined latent frames from the DiT,
+   rolled out once by `theworld cache-latents`), `theworld_oracle_future` (the same K > 0 model
+   given the true future latents in place of imagined ones: the ceiling);
+4. held-out accuracy with 95% CIs, and paired bootstrap CIs / McNemar tests between systems.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from theworld.errors import TheWorldUserError
+
+logger = logging.getLogger(__name__)
+
+FORECAST_SYSTEMS = ("theworld", "theworld_rollout", "theworld_oracle_future")
+COMPARISONS = (("theworld_rollout", "theworld"), ("theworld_oracle_future", "theworld"), ("theworld_oracle_future", "theworld_rollout"))
+# The labelled train clips' seed stream: apart from the unlabelled clips (seed), the held-out split
+# (`synthetic.heldout_seed`: +1_000_003) and the study's validation split (+2_000_003).
+LABELLED_SEED_OFFSET = 3_000_017
+
+
+@dataclass
+class ForecastDemoConfig:
+    output_dir: str = "runs/demo_forecast"
+    seed: int = 0
+    n_unlabelled: int = 600
+    n_train: int = 300
+    """Labelled clips (a multiple of 6: 3 tasks x 2 answers)."""
+    n_heldout: int = 240
+    dit_steps: int = 400
+    rollout_steps: int = 10
+    total_steps: int = 300
+    align_fraction: float = 0.25
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    n_boot: int = 2000
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        for name in ("n_unlabelled", "n_train", "n_heldout", "dit_steps", "batch_size", "n_boot"):
+            if getattr(self, name) < 1:
+                raise TheWorldUserError(f"forecast demo: {name} must be positive, got {getattr(self, name)}")
+        for name in ("n_train", "n_heldout"):
+            if getattr(self, name) % 6:
+                raise TheWorldUserError(f"forecast demo: {name} must be a multiple of 6 (3 tasks x 2 answers)")
+        if self.total_steps < 2 or not 0 <= self.align_fraction < 1:
+            raise TheWorldUserError("forecast demo: total_steps must be >= 2 and align_fraction in [0, 1)")
+        if self.rollout_steps < 2:
+            raise TheWorldUserError("forecast demo: rollout_steps must be >= 2")
+
+    @property
+    def align_steps(self) -> int:
+        return min(self.total_steps - 1, int(round(self.total_steps * self.align_fraction)))
+
+
+def build_world_model(config: ForecastDemoConfig, out: Path) -> tuple[str, Any, dict[str, Any]]:
+    """The forecast world's Cosmos repo with a DiT post-trained on unlabelled clips; (repo, study config, facts)."""
+    from theworld.world_model.forecast_study import (
+        ForecastStudyConfig, build_vae_repo, clips_uint8, encode, make_data, train_dit,
+    )  # fmt: skip
+
+    study = ForecastStudyConfig(
+        output_dir=str(out), seed=config.seed, n_unlabelled=config.n_unlabelled, n_eval=6,
+        dit_steps=config.dit_steps, rollout_steps=config.rollout_steps, threads=config.threads,
+    )  # fmt: skip
+    unlabelled, _ = make_data(study)
+    pixels = clips_uint8(unlabelled)
+    vae = build_vae_repo(study, pixels, out)
+    latents = encode(Path(vae["repo"]), pixels, [c.id for c in unlabelled])
+    dit = train_dit(study, Path(vae["repo"]), latents, out)
+    return dit["repo"], study, {"dit_parameters": dit["parameters"], "dit_loss_curve": dit["loss_curve"]}
+
+
+def write_labelled(config: ForecastDemoConfig, study: Any, out: Path) -> tuple[Path, Path, list[Any]]:
+    """Train and held-out QA splits (observed frames as PNGs); returns the files and every clip."""
+    from theworld.data.forecast import ForecastConfig, generate_forecast
+    from theworld.data.synthetic import heldout_seed, write_split
+
+    world = ForecastConfig(image_size=study.image_size, observed_frames=study.observed_frames, future_frames=study.future_frames)
+    train = generate_forecast(config.n_train, seed=config.seed + LABELLED_SEED_OFFSET, config=world, split="train")
+    heldout = generate_forecast(config.n_heldout, seed=heldout_seed(config.seed), config=world, split="heldout")
+    data = out / "data"
+    train_file, heldout_file = write_split(train, data, "train"), write_split(heldout, data, "heldout")
+    return Path(train_file), Path(heldout_file), train + heldout
+
+
+def true_futures(repo: str, study: Any, clips: list[Any]) -> dict[str, torch.Tensor]:
+    """Sample id -> (16, K, h, w): the posterior mean of the whole clip's last K latent frames."""
+    from theworld.world_model.forecast_study import clips_uint8, encode
+
+    latents = encode(Path(repo), clips_uint8(clips), [c.id for c in clips])
+    observed = 1 + (study.observed_frames - 1) // 4
+    return {clip_id: latents.mean[i, :, observed : observed + study.rollout_frames] for i, clip_id in enumerate(latents.ids)}
+
+
+def _values(config: ForecastDemoConfig, gemma: str, repo: str, train_file: Path, heldout: Path, out: Path, study: Any,
+            rollout: bool, **values: Any) -> dict[str, Any]:  # fmt: skip
+    from theworld.demo.pipeline import DemoConfig, train_values
+
+    demo = DemoConfig(image_size=study.image_size, world_image_size=study.image_size, world_tokens_per_frame=16,
+                      num_frames=study.observed_frames, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                      seed=config.seed, total_steps=config.total_steps, n_train=12, n_heldout=12)  # fmt: skip
+    rollouts = dict(
+        world_rollout_frames=study.rollout_frames, world_rollout_steps=config.rollout_steps, world_rollout_guidance=1.0,
+        world_rollout_seed=config.seed, world_rollout_prompt=study.prompt,
+        world_rollout_max_sequence_length=study.max_sequence_length,
+    ) if rollout else {}  # fmt: skip
+    return train_values(
+        demo, model_name_or_path=gemma, cosmos_model_name=repo, train_data=str(train_file), train_data_format="qa",
+        eval_data=str(heldout), eval_data_format="qa", enable_world=True, latent_cache_dir=str(out / "latent_cache"),
+        output_dir=str(out / "runs" / "caching"),  # each run sets its own; cache-latents' config needs one
+        **rollouts, **values,
+    )  # fmt: skip
+
+
+def _train_two_stages(config: ForecastDemoConfig, values: dict[str, Any], name: str, runs: Path) -> str:
+    """align then finetune on the same budget as every system; returns the final model folder."""
+    from theworld.training.config import build_config
+    from theworld.training.run import train
+
+    source = values["model_name_or_path"]
+    no_eval = {k: v for k, v in values.items() if not k.startswith("eval_data")}
+    if config.align_steps > 0:
+        align = build_config(dict(no_eval, stage="align", max_steps=config.align_steps, output_dir=str(runs / f"{name}_align")))
+        source = train(align).output_dir
+    finetune = build_config(dict(no_eval, model_name_or_path=source, stage="finetune",
+                                 max_steps=config.total_steps - config.align_steps, output_dir=str(runs / name)))  # fmt: skip
+    return train(finetune).output_dir
+
+
+def _cache_latents(values: dict[str, Any], out: Path, name: str) -> None:
+    from theworld.cli.main import main
+
+    path = out / f"cache_config_{name}.json"
+    path.write_text(json.dumps(values, indent=2))
+    if main(["cache-latents", "--config", str(path), "--no-progress", "--world-safety-checker", "tiny-test-double"]):
+        raise TheWorldUserError(f"cache-latents failed for {name}; see the log above")
+
+
+def build_oracle_cache(values: dict[str, Any], futures: dict[str, torch.Tensor]) -> Any:
+    """The rollout system's rollout cache identity, in the oracle's own folder, holding true futures."""
+    from theworld.training.config import build_config
+    from theworld.training.dataset import load_datasets
+    from theworld.training.latent_cache import open_for_training
+    from theworld.training.run import open_rollout_cache
+    from theworld.training.sources import resolve_model
+    from theworld.world_model.rollout_cache import RolloutCache
+
+    oracle_dir = values["rollout_cache_dir"]
+    config = build_config({k: v for k, v in values.items() if k != "rollout_cache_dir"})
+    latent_cache = open_for_training(config)
+    imagined = open_rollout_cache(config, resolve_model(config).config, latent_cache)  # the DiT's cache: its identity
+    oracle = RolloutCache(oracle_dir, latent_cache.settings, imagined.identity, pixel_key=latent_cache.key_for,
+                          text_condition=imagined.text_condition)  # fmt: skip
+    imagined.text_condition.save_for_prompt(oracle_dir)
+    items = [(visual, futures[sample.id]) for dataset in load_datasets(config) if dataset is not None
+             for sample in dataset.samples for visual in sample.visuals()]  # fmt: skip
+    oracle.store(items)
+    return oracle
+
+
+def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
+    """Every step; writes results.json and report.md in output_dir and returns the results."""
+    from theworld.evaluation.benchmarks import load_jsonl
+    from theworld.evaluation.compare import compare_pair, load_run
+    from theworld.evaluation.harness import EvalSettings, evaluate
+    from theworld.evaluation.loading import load_model
+    from theworld.testing.tiny import make_tiny_gemma
+    from theworld.testing.tiny_world_model import TinyTestSafetyChecker
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    out = Path(config.output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise TheWorldUserError(f"--output-dir {out} is not empty: the forecast demo starts from scratch")
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = lap = time.time()
+
+    def mark(name: str) -> None:
+        nonlocal lap
+        timings[name] = round(time.time() - lap, 1)
+        lap = time.time()
+
+    repo, study, world_facts = build_world_model(config, out)
+    gemma = str(make_tiny_gemma(out / "models" / "gemma"))
+    mark("world model (VAE statistics, DiT post-training)")
+    train_file, heldout_file, labelled = write_labelled(config, study, out)
+    futures = true_futures(repo, study, labelled)
+    mark("labelled data and true futures")
+
+    runs = out / "runs"
+    plain = _values(config, gemma, repo, train_file, heldout_file, out, study, rollout=False)
+    rollout = _values(config, gemma, repo, train_file, heldout_file, out, study, rollout=True)
+    oracle = dict(rollout, rollout_cache_dir=str(out / "oracle_future"))
+    _cache_latents(rollout, out, "rollout")  # observed latents for all three, and the DiT's rollouts
+    oracle_cache = build_oracle_cache(oracle, futures)
+    oracle_check = check_oracle(oracle_cache, rollout, futures)
+    mark("latent, rollout and oracle caches")
+    folders = {
+        "theworld": _train_two_stages(config, plain, "theworld", runs),
+        "theworld_rollout": _train_two_stages(config, rollout, "theworld_rollout", runs),
+        "theworld_oracle_future": _train_two_stages(config, oracle, "theworld_oracle_future", runs),
+    }
+    mark("training (3 systems)")
+
+    items = load_jsonl(str(heldout_file))
+    metrics: dict[str, Any] = {}
+    for system, folder in folders.items():
+        checker = TinyTestSafetyChecker() if system != "theworld" else None
+        model, processor = load_model(folder, "none", dtype="float32", device="cpu", safety_checker=checker)
+        if system == "theworld_oracle_future":  # the true future in place of the DiT's imagination
+            model.imagine = oracle_imagination = OracleImagination(open_oracle_cache(oracle))
+        settings = EvalSettings(control="none", batch_size=32, seed=config.seed, n_boot=config.n_boot)
+        info = {"model": folder, "benchmark": "jsonl", "data": str(heldout_file), "system": system}
+        metrics[system] = evaluate(items, model, processor, out / "eval" / system, settings, info=info)
+        del model
+    mark("evaluation")
+    paired = {}
+    for system, reference in COMPARISONS:
+        pair = compare_pair(load_run(out / "eval" / system), load_run(out / "eval" / reference), n_boot=config.n_boot, seed=config.seed)
+        if pair is not None:
+            paired[f"{system}_vs_{reference}"] = {"n": pair.n, "diff": pair.diff, "ci95": [pair.lo, pair.hi], "p_mcnemar": pair.p_mcnemar}
+    results = {
+        "systems": {s: {"accuracy": m["accuracy"], "ci95": m["ci95"], "n": m["n"], "per_category": m.get("per_category", {})}
+                    for s, m in metrics.items()},
+        "paired": paired,
+        "world_model": world_facts,
+        "oracle": {**oracle_check, "items_looked_up": oracle_imagination.items},
+        "config": asdict(config),
+        "timings_s": timings,
+        "wall_time_s": round(time.time() - start, 1),
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "report.md").write_text(render(results))
+    return results
+
+
+class OracleImagination:
+    """Stands in for `TheWorld.imagine` in the oracle's evaluation: the true future latents of each
+    item, looked up by its world pixels (a miss is an error, never a silent rollout)."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.items = 0
+
+    def __call__(self, pixels: torch.Tensor, *_: Any) -> torch.Tensor:
+        self.items += len(pixels)
+        return self.cache.imagined_for_pixels(pixels)
+
+
+def check_oracle(oracle: Any, rollout_values: dict[str, Any], futures: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How far the oracle's cached latents are from the true futures (0 by construction), and from
+    the DiT's imagined ones (what separates the two systems), over the training samples."""
+    from theworld.training.config import build_config
+    from theworld.training.dataset import load_datasets
+
+    imagined = open_oracle_cache(rollout_values)
+    to_truth, to_imagined = 0.0, []
+    for dataset in load_datasets(build_config(rollout_values)):
+        for sample in dataset.samples if dataset is not None else []:
+            for visual in sample.visuals():
+                stored = oracle.imagined_for(visual)
+                to_truth = max(to_truth, float((stored - futures[sample.id]).abs().max()))
+                to_imagined.append(float((stored - imagined.imagined_for(visual)).pow(2).mean()))
+    return {"max_abs_oracle_minus_truth": to_truth, "mse_truth_vs_imagined": sum(to_imagined) / len(to_imagined)}
+
+
+def open_oracle_cache(values: dict[str, Any]) -> Any:
+    """The oracle's folder opened as training opens it (the rollout system's identity, true futures inside)."""
+    from theworld.training.config import build_config
+    from theworld.training.latent_cache import open_for_training
+    from theworld.training.run import open_rollout_cache
+    from theworld.training.sources import resolve_model
+
+    config = build_config(values)
+    return open_rollout_cache(config, resolve_model(config).config, open_for_training(config))
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = ["# Forecast task", "", "| system | accuracy % | 95% CI | n |", "|---|---|---|---|"]
+    for name, m in results["systems"].items():
+        lo, hi = m["ci95"]
+        lines.append(f"| {name} | {100 * m['accuracy']:.1f} | [{100 * lo:.1f}, {100 * hi:.1f}] | {m['n']} |")
+    lines += ["", "| comparison | difference (points) | paired 95% CI | McNemar p |", "|---|---|---|---|"]
+    for name, p in results["paired"].items():
+        lines.append(f"| {name} | {100 * p['diff']:+.1f} | [{100 * p['ci95'][0]:+.1f}, {100 * p['ci95'][1]:+.1f}] | {p['p_mcnemar']:.3g} |")
+    lines += ["", f"wall time {results['wall_time_s']} s; steps: {results['timings_s']}", ""]
+    return "\n".join(lines)
