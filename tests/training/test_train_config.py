@@ -173,3 +173,13 @@ def test_mistyped_relative_model_folder_is_named(capsys, train_config_values, wr
     (tmp_path / "runs").mkdir()
     path = write_config({**train_config_values, "model_name_or_path": "runs/gemmma"})
     assert "model_name_or_path: runs/gemmma does not exist" in _cli_error(capsys, ["--config", path])
+
+
+@pytest.mark.parametrize("name, text", [("bad.yaml", "stage: [align\n"), ("bad.json", "{\"stage\": "), ("bad.yaml", b"\xff\xfe stage")])
+def test_unparsable_config_files_are_user_errors_naming_the_file(tmp_path, name, text):
+    from theworld.training.config import read_config_file
+
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(TheWorldUserError, match=f"config file {path} could not be parsed"):
+        read_config_file(path)

@@ -423,15 +423,15 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise TheWorldUserError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    import yaml
+
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".json":
             data = json.loads(text) if text.strip() else {}
         else:
-            import yaml
-
             data = yaml.safe_load(text) or {}
-    except Exception as err:  # yaml.YAMLError / json.JSONDecodeError: both are user errors here
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:  # user errors: name the file
         raise TheWorldUserError(f"config file {path} could not be parsed: {err}") from None
     if not isinstance(data, dict):
         raise TheWorldUserError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
