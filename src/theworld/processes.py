@@ -15,6 +15,7 @@ a barrier, and gathering or sharing small Python objects. Collective calls go th
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class Processes:
 
         # Without a GPU Accelerate must be told (cpu=True): else it reports one process each (accelerate 1.15).
         state = PartialState(cpu=not torch.cuda.is_available())
+        # Leave the process group before the interpreter exits, whatever the exit: a gloo group
+        # still alive then can abort the process ("terminate called without an active exception",
+        # exit code -6) after its work is done, failing the launch.
+        atexit.register(state.destroy_process_group)
         return cls(index=state.process_index, count=state.num_processes, state=state)
 
     @property
