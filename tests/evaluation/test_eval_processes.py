@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from theworld.evaluation.benchmarks import load_jsonl
 from theworld.evaluation.harness import METRICS, PREDICTIONS, UNSCORED, EvalSettings, evaluate
@@ -36,7 +37,11 @@ def _free_port() -> int:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
+    # Every process computes at this test process's thread count: scores are compared exactly, and
+    # on some CPUs (MKL on a Xeon) the thread count changes a float sum's order (docs/parity.md).
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": threads,
+           "MKL_NUM_THREADS": threads, **extra}  # fmt: skip
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 
