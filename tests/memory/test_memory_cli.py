@@ -56,3 +56,13 @@ def test_errors_name_the_flag(capsys, tmp_path):
     assert "--world-frames 21" in capsys.readouterr().err
     assert main(["estimate-memory", "--model", "gemma-3-4b", "--stage", "align", "--lora"]) == 2
     assert "lora needs stage finetune or full" in capsys.readouterr().err
+
+
+def test_checkpointed_align_and_finetune_carry_the_measured_gpu_caution(capsys):
+    """The estimate is low for these on a GPU (BENCHMARKS.md): the CLI says so beside the figure."""
+    for stage, caution in (("align", True), ("finetune", True), ("vision", False)):
+        assert main(["estimate-memory", "--model", "google/gemma-3-4b-it", "--stage", stage, "--batch-size", "8",
+                     "--seq-len", "1024", "--gradient-checkpointing"]) == 0  # fmt: skip
+        assert ("caution: measured on an H200" in capsys.readouterr().out) is caution
+    assert main(["estimate-memory", "--model", "google/gemma-3-4b-it", "--stage", "align"]) == 0
+    assert "caution" not in capsys.readouterr().out
