@@ -95,6 +95,20 @@ def budget_for(command: str) -> list[str] | str:
     return BUDGET_FLAGS[max(matches, key=len)]
 
 
+def cc3m_record(image: str) -> dict:
+    """One LLaVA-CC3M-Pretrain record (chat.json) for `image`."""
+    return {"id": image.rsplit(".", 1)[0], "image": image, "conversations": [
+        {"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
+        {"from": "gpt", "value": "a red ball on a blue table"}]}  # fmt: skip
+
+
+def openspatial_row(i: int) -> dict:
+    """One OpenSpatialDataset row about OpenImages image `i` (two boxes, a depth question)."""
+    return {"filename": f"{i:016x}", "bbox": [[2, 2, 20, 20], [24, 24, 40, 40]], "rle": [], "conversations": [
+        {"from": "human", "value": "<image>\nIs <mask> <depth> closer than <mask> <depth>?"},
+        {"from": "gpt", "value": "Yes, Region [0] is closer than Region [1]."}]}  # fmt: skip
+
+
 def write_data(root: Path) -> None:
     """Tiny files in the formats configs/align.yaml, configs/finetune.yaml and the eval commands name."""
     cc3m = root / "data" / "llava-cc3m"
@@ -102,9 +116,7 @@ def write_data(root: Path) -> None:
     records = []
     for i in range(4):
         random_image(i, 48).save(cc3m / "images" / f"GCC_train_{i:09d}.jpg")
-        records.append({"id": f"GCC_train_{i:09d}", "image": f"GCC_train_{i:09d}.jpg", "conversations": [
-            {"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
-            {"from": "gpt", "value": "a red ball on a blue table"}]})  # fmt: skip
+        records.append(cc3m_record(f"GCC_train_{i:09d}.jpg"))
     (cc3m / "chat.json").write_text(json.dumps(records))
 
     spatial, images = root / "data" / "openspatial", root / "data" / "openimages" / "train"
@@ -113,10 +125,7 @@ def write_data(root: Path) -> None:
     lines = []
     for i in range(4):
         random_image(10 + i, 48).save(images / f"{i:016x}.jpg")
-        lines.append(json.dumps({"filename": f"{i:016x}", "bbox": [[2, 2, 20, 20], [24, 24, 40, 40]], "rle": [],
-                                 "conversations": [
-            {"from": "human", "value": "<image>\nIs <mask> <depth> closer than <mask> <depth>?"},
-            {"from": "gpt", "value": "Yes, Region [0] is closer than Region [1]."}]}))  # fmt: skip
+        lines.append(json.dumps(openspatial_row(i)))
     (spatial / "openspatial.jsonl").write_text("\n".join(lines) + "\n")
 
     import pyarrow as pa
@@ -151,9 +160,7 @@ def write_recipe_data(root: Path) -> None:
             buffer = io.BytesIO()
             random_image(i, 48).save(buffer, format="JPEG")
             archive.writestr(name, buffer.getvalue())
-            records.append({"id": name[:-4], "image": name, "conversations": [
-                {"from": "human", "value": "<image>\nWrite a terse but informative summary of the picture."},
-                {"from": "gpt", "value": "a red ball on a blue table"}]})  # fmt: skip
+            records.append(cc3m_record(name))
     (cc3m / "chat.json").write_text(json.dumps(records))
 
     spatial, images = root / "data" / "openspatial", root / "data" / "openimages" / "train"
@@ -162,9 +169,7 @@ def write_recipe_data(root: Path) -> None:
     rows = []
     for i in range(4):
         random_image(10 + i, 48).save(images / f"{i:016x}.jpg")
-        rows.append({"filename": f"{i:016x}", "bbox": [[2, 2, 20, 20], [24, 24, 40, 40]], "rle": [], "conversations": [
-            {"from": "human", "value": "<image>\nIs <mask> <depth> closer than <mask> <depth>?"},
-            {"from": "gpt", "value": "Yes, Region [0] is closer than Region [1]."}]})  # fmt: skip
+        rows.append(openspatial_row(i))
     (spatial / "result_10_depth_convs.json").write_text(json.dumps(rows))
 
     import pyarrow as pa
