@@ -2,12 +2,10 @@
 
 It catches what was seen in practice: tensors nothing filled after transformers 5's meta-device
 loading (uninitialised memory such as 2e+38, or zeros: a zeroed rotary `inv_freq` moved logits by
-0.66), and fp32 buffers cast to bf16. Each tensor gets value checks that need no reference, and a
-comparison against the value the model's own `_init_weights` gives it: a skeleton copy of the
-model (sentinel-filled tensors under test, other parameters on meta, so nothing large is copied)
-is initialised twice with different sentinels and seeds; only values both runs agree on count.
-Where `_init_weights` defines nothing, `reference_fns` and built-in fallbacks (rotary `inv_freq`,
-`embed_scale`) are tried. Values are compared at the buffer's own precision.
+0.66), and fp32 buffers cast to bf16. The reference for a tensor is the value the model's own
+`_init_weights` gives it on a skeleton copy (tensors under test sentinel-filled, other parameters
+on meta), initialised twice with different sentinels and seeds: only values both runs agree on
+count. `reference_fns` come before it, built-in fallbacks (rotary `inv_freq`, `embed_scale`) after.
 """
 
 from __future__ import annotations
@@ -17,13 +15,16 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from transformers import PreTrainedModel
+
+from theworld.parity.logits import dtype_name
 
 __all__ = ["BufferIssue", "Reference", "ReferenceFn", "audit_buffers", "reference_values"]
 
@@ -37,9 +38,8 @@ _MAX_REAL_SUBTREE = 1 << 26  # largest subtree (elements) copied for real when a
 
 @dataclass
 class BufferIssue:
-    """One problem with one tensor. `kind`: meta, non_finite, garbage (uninitialised memory),
-    all_zero, reference_mismatch, shape_mismatch, dtype_change (e.g. fp32 -> bf16), or (parameters
-    only, severity info) differs_from_init, which is expected for trained weights."""
+    """One problem with one tensor. `kind`: meta, non_finite, garbage, all_zero, reference_mismatch,
+    shape_mismatch, dtype_change, or (parameters only, "info") differs_from_init, expected when trained."""
 
     name: str
     kind: str
@@ -84,9 +84,8 @@ def audit_buffers(
     max_param_numel: int = 1 << 24,
     max_batch_numel: int = 1 << 27,
 ) -> list[BufferIssue]:
-    """Check every buffer of `model` (and, with `check_parameters`, every parameter); return the
-    issues in module order. Parameters above `max_param_numel` elements get value checks only;
-    at most `max_batch_numel` parameter elements are materialised at a time."""
+    """The issues of every buffer (and, with `check_parameters`, parameter) in module order; parameters
+    above `max_param_numel` get value checks only, at most `max_batch_numel` are materialised at a time."""
     entries = _entries(model, check_parameters)
     wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= max_param_numel]
     refs = _references(model, wanted, reference_fns, max_batch_numel)
@@ -101,8 +100,8 @@ def reference_values(
     include_parameters: bool = False,
     max_batch_numel: int = 1 << 27,
 ) -> dict[str, Reference]:
-    """References for the tensors of `model` named in `names` (qualified names; default: every
-    buffer, and every parameter with `include_parameters`), as far as they can be found."""
+    """References for the tensors named in `names` (default: every buffer, and parameter with
+    `include_parameters`), as far as they can be found."""
     entries = _entries(model, include_parameters or names is not None)
     if names is not None:
         entries = [e for e in entries if e.name in set(names)]
@@ -111,17 +110,15 @@ def reference_values(
 
 def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:
     """Every buffer (and parameter) once, under its first qualified name, in module order."""
-    entries: list[_Entry] = []
-    seen: set[int] = set()
+    entries: dict[int, _Entry] = {}
     for prefix, module in model.named_modules():
         own = [(n, b, False) for n, b in module._buffers.items() if b is not None]
         if with_parameters:
             own = [(n, p, True) for n, p in module._parameters.items() if p is not None] + own
         for local, tensor, is_parameter in own:
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                entries.append(_Entry(f"{prefix}.{local}" if prefix else local, module, local, tensor, is_parameter))
-    return entries
+            name = f"{prefix}.{local}" if prefix else local
+            entries.setdefault(id(tensor), _Entry(name, module, local, tensor, is_parameter))
+    return list(entries.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,21 +132,21 @@ def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence
         for entry in entries:
             if entry.name not in refs and (ref := _as_reference(fn(entry.module, entry.local))) is not None:
                 refs[entry.name] = ref
-    pending = [e for e in entries if e.name not in refs and not e.tensor.is_meta]
-    batch = [e for e in pending if not e.is_parameter]  # every buffer in the first batch
-    size = 0
-    for entry in [e for e in pending if e.is_parameter]:  # parameters while the batch stays small
-        if batch and size + entry.tensor.numel() > max_batch_numel:
+    # Every buffer in the first batch; parameters while the batch stays under max_batch_numel.
+    pending = sorted((e for e in entries if e.name not in refs and not e.tensor.is_meta), key=lambda e: e.is_parameter)
+    batch, size = [], 0
+    for entry in pending:
+        if entry.is_parameter and batch and size + entry.tensor.numel() > max_batch_numel:
             refs.update(_init_weights_references(model, batch))
             batch, size = [], 0
         batch.append(entry)
-        size += entry.tensor.numel()
+        size += entry.tensor.numel() if entry.is_parameter else 0
     if batch:
         refs.update(_init_weights_references(model, batch))
     for entry in (e for e in entries if e.name not in refs and not e.is_parameter):
         for fn in (_rotary_reference, _embed_scale_reference):
             try:
-                ref = _as_reference(fn(entry.module, entry.local))
+                ref = fn(entry.module, entry.local)
             except Exception as err:  # a fallback that does not fit this module
                 logger.debug("fallback %s failed for %s: %s", fn.__name__, entry.name, err)
                 ref = None
@@ -160,16 +157,14 @@ def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence
 
 
 def _init_weights_references(model: nn.Module, batch: list[_Entry]) -> dict[str, Reference]:
-    """Initialise two sentinel-filled skeletons of `model`; keep the tensors of `batch` that both
-    runs set to the same value."""
+    """The tensors of `batch` that two sentinel-filled skeletons, once initialised, agree on."""
     (values_1, dtypes, failed_1), (values_2, _, failed_2) = (_initialised_skeleton(model, batch, *s) for s in _SENTINELS)
     refs = {}
     for entry in batch:
         v1, v2 = values_1.get(entry.name), values_2.get(entry.name)
         if entry.name in failed_1 | failed_2 or v1 is None or v2 is None or v1.is_meta or v2.is_meta:
             continue
-        same = v1.shape == v2.shape and v1.dtype == v2.dtype
-        if same and (bool(((v1 == v2) | (v1.isnan() & v2.isnan())).all()) if v1.is_floating_point() else torch.equal(v1, v2)):
+        if v1.shape == v2.shape and v1.dtype == v2.dtype and bool(((v1 == v2) | (v1.isnan() & v2.isnan())).all()):
             refs[entry.name] = Reference(v1, dtypes.get(entry.name))
     return refs
 
@@ -185,48 +180,42 @@ def _copy(tensor: torch.Tensor, real: bool) -> torch.Tensor:
 def _initialised_skeleton(
     model: nn.Module, batch: list[_Entry], fill: int, bool_fill: bool, seed: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.dtype], set[str]]:
-    """One run: build the skeleton, initialise it, and return (value of each batch tensor after
-    the init, dtype of the tensor the init copied into it where known, names whose init failed)."""
+    """One run: (value of each batch tensor after the skeleton's init, the dtype the init meant
+    where known, names whose init failed)."""
     by_id = {id(e.tensor): e.name for e in batch}
     created: dict[str, torch.Tensor] = {}  # batch name -> the skeleton's tensor
     originals: dict[int, torch.Tensor] = {}  # id(skeleton tensor) -> model tensor
     replaced: dict[int, torch.Tensor] = {}  # id(model tensor) -> skeleton tensor (shared tensors stay shared)
+    skeletons: dict[int, nn.Module] = {}  # id(model module) -> skeleton module
 
-    def replacement(tensor: torch.Tensor, is_parameter: bool) -> torch.Tensor:
-        if id(tensor) in replaced:
-            return replaced[id(tensor)]
-        name = by_id.get(id(tensor))
-        if name is not None:  # under test: a sentinel the init must overwrite
-            dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
-            new = torch.full(tuple(tensor.shape), bool_fill if dtype == torch.bool else fill, dtype=dtype)
-        else:  # buffers are small and other modules' inits may read them; parameters stay on meta
-            new = _copy(tensor, real=not is_parameter)
-        if is_parameter:
-            new = nn.Parameter(new, requires_grad=tensor.requires_grad)
-        if name is not None:
-            created[name] = new
-        replaced[id(tensor)] = new
-        originals[id(new)] = tensor
-        return new
-
-    skeletons: dict[int, nn.Module] = {}
+    def replacement(tensor: torch.Tensor, is_parameter: bool, real: bool) -> torch.Tensor:
+        if id(tensor) not in replaced:
+            name = by_id.get(id(tensor))
+            if name is None:
+                new = _copy(tensor, real)
+            else:  # under test: a sentinel the init must overwrite
+                dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+                new = torch.full(tuple(tensor.shape), bool_fill if dtype == torch.bool else fill, dtype=dtype)
+            if is_parameter:
+                new = nn.Parameter(new, requires_grad=tensor.requires_grad)
+            if name is not None:
+                created[name] = new
+            replaced[id(tensor)], originals[id(new)] = new, tensor
+        return replaced[id(tensor)]
 
     def skeleton(module: nn.Module) -> nn.Module:
-        if id(module) in skeletons:
-            return skeletons[id(module)]
-        clone = copy.copy(module)
-        skeletons[id(module)] = clone
-        state = clone.__dict__
-        state.pop("_is_hf_initialized", None)
-        state["_parameters"] = {n: None if p is None else replacement(p, True) for n, p in module._parameters.items()}
-        state["_buffers"] = {n: None if b is None else replacement(b, False) for n, b in module._buffers.items()}
-        state["_modules"] = {n: None if c is None else skeleton(c) for n, c in module._modules.items()}
-        # Plain tensor attributes (not registered) must not be shared either: an init writing
-        # into one would write into the audited model.
-        for key, value in list(state.items()):
-            if isinstance(value, torch.Tensor):
-                state[key] = replaced[id(value)] if id(value) in replaced else _copy(value, real=value.numel() <= _CHUNK)
-        return clone
+        if id(module) not in skeletons:
+            clone = skeletons[id(module)] = copy.copy(module)
+            state = clone.__dict__
+            state.pop("_is_hf_initialized", None)
+            # Buffers are small and other modules' inits may read them: real copies; parameters on meta.
+            state["_parameters"] = {n: p if p is None else replacement(p, True, False) for n, p in module._parameters.items()}
+            state["_buffers"] = {n: b if b is None else replacement(b, False, True) for n, b in module._buffers.items()}
+            state["_modules"] = {n: c if c is None else skeleton(c) for n, c in module._modules.items()}
+            # Plain tensor attributes must not be shared either: an init writing into one would write into the model.
+            tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+            state.update({k: replacement(v, False, v.numel() <= _CHUNK) for k, v in tensors.items()})
+        return skeletons[id(module)]
 
     root = skeleton(model)
     recorder = _CopySources({id(t): name for name, t in created.items()})
@@ -294,27 +283,17 @@ class _CopySources(TorchFunctionMode):
 
 @contextmanager
 def _genuine_torch_init() -> Iterator[None]:
-    """Undo, for the duration, any patching of `torch.nn.init` by transformers (`no_init_weights`
-    replaces the init functions by no-ops, `guard_torch_init_functions` by flag-checking ones), so
-    that an `_init_weights` calling torch's init directly really initialises the copy."""
+    """torch's own `torch.nn.init` functions for the duration (transformers' `no_init_weights` makes them
+    no-ops), so that an `_init_weights` calling them really initialises the copy."""
     try:
-        from transformers import initialization as hf_init
+        from transformers.initialization import TORCH_INIT_FUNCTIONS as functions, TORCH_MODULES_TO_PATCH as names
     except ImportError:  # transformers < 5
+        functions, names = {}, ()
+    with ExitStack() as stack:
+        for module in (sys.modules[name] for name in names if name in sys.modules):
+            for func in functions.keys() & vars(module).keys():
+                stack.enter_context(mock.patch.object(module, func, functions[func]))
         yield
-        return
-    restored = []
-    for module_name in getattr(hf_init, "TORCH_MODULES_TO_PATCH", ()):
-        torch_module = sys.modules.get(module_name)
-        for func_name, func in getattr(hf_init, "TORCH_INIT_FUNCTIONS", {}).items():
-            current = getattr(torch_module, func_name, None)
-            if current is not None and current is not func:
-                restored.append((torch_module, func_name, current))
-                setattr(torch_module, func_name, func)
-    try:
-        yield
-    finally:
-        for torch_module, func_name, func in reversed(restored):
-            setattr(torch_module, func_name, func)
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,11 +314,8 @@ def _rotary_reference(module: nn.Module, name: str) -> Reference | None:
     config = getattr(module, "config", None)
     if not name.endswith("inv_freq") or "Rotary" not in type(module).__name__ or config is None:
         return None
-    layer_type = None
-    for suffix in ("_original_inv_freq", "_inv_freq"):
-        if name.endswith(suffix) and name != suffix.lstrip("_"):
-            layer_type = name[: -len(suffix)]
-            break
+    suffix = next((s for s in ("_original_inv_freq", "_inv_freq") if name.endswith(s) and name != s[1:]), None)
+    layer_type = name.removesuffix(suffix) if suffix else None
     rope_type = getattr(module, "rope_type", "default")
     if isinstance(rope_type, dict):
         rope_type = rope_type.get(layer_type, "default")
@@ -367,25 +343,18 @@ def _embed_scale_reference(module: nn.Module, name: str) -> Reference | None:
 # Checks
 
 
-def _dtype_name(dtype: torch.dtype | None) -> str | None:
-    return None if dtype is None else str(dtype).replace("torch.", "")
-
-
 def _value_stats(tensor: torch.Tensor) -> tuple[bool, float, bool]:
     """(has non-finite values, largest finite |value|, all zero), scanned in chunks."""
-    flat = tensor.detach().reshape(-1)
-    nonfinite, largest, all_zero = False, 0.0, True
-    for start in range(0, flat.numel(), _CHUNK):
-        chunk = flat[start : start + _CHUNK]
+    nonfinite, largest, nonzero = False, 0.0, False
+    for chunk in tensor.detach().reshape(-1).split(_CHUNK):
         if chunk.is_floating_point() or chunk.is_complex():
             finite = torch.isfinite(chunk)
             nonfinite = nonfinite or not bool(finite.all())
             chunk = chunk[finite]
-        chunk = chunk.abs().to(torch.float64)
         if chunk.numel():
-            largest = max(largest, float(chunk.max()))
-            all_zero = all_zero and not bool((chunk != 0).any())
-    return nonfinite, largest, all_zero and not nonfinite
+            largest = max(largest, float(chunk.abs().max()))
+            nonzero = nonzero or bool((chunk != 0).any())
+    return nonfinite, largest, not (nonzero or nonfinite)
 
 
 def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garbage_threshold: float) -> list[BufferIssue]:
@@ -394,7 +363,7 @@ def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garba
     found: list[BufferIssue] = []
 
     def issue(kind: str, severity: str, message: str, **extra) -> None:
-        found.append(BufferIssue(entry.name, kind, severity, message, dtype=_dtype_name(tensor.dtype), is_parameter=is_parameter, **extra))
+        found.append(BufferIssue(entry.name, kind, severity, message, dtype=dtype_name(tensor.dtype), is_parameter=is_parameter, **extra))
 
     if tensor.is_meta:
         issue("meta", "error", f"{what} is on the meta device: it was never materialised")
@@ -419,40 +388,33 @@ def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garba
     if tuple(expected.shape) != tuple(tensor.shape):
         issue("shape_mismatch", "error", f"{what} has shape {tuple(tensor.shape)}, its initialisation {tuple(expected.shape)}")
         return found
-    if ref.expected_dtype is not None and ref.expected_dtype != tensor.dtype:
-        actual_t, expected_t = tensor.dtype, ref.expected_dtype
+    actual_t, expected_t = tensor.dtype, ref.expected_dtype
+    if expected_t is not None and expected_t != actual_t:
         if actual_t.is_floating_point and expected_t.is_floating_point:
             downcast = torch.finfo(actual_t).eps > torch.finfo(expected_t).eps
         else:
             downcast = actual_t.is_floating_point != expected_t.is_floating_point
         issue(
             "dtype_change", "error" if downcast else "warning",
-            f"{what} is {_dtype_name(actual_t)} but its initialisation produces {_dtype_name(expected_t)}"
+            f"{what} is {dtype_name(actual_t)} but its initialisation produces {dtype_name(expected_t)}"
             + (" (precision lost)" if downcast else ""),
-            expected_dtype=_dtype_name(expected_t),
+            expected_dtype=dtype_name(expected_t),
         )  # fmt: skip
     actual = tensor.detach().to("cpu")
     if tensor.is_floating_point():
-        rounded, value = expected.to(tensor.dtype).to(torch.float32), actual.to(torch.float32)
+        rounded, value = expected.to(actual_t).to(torch.float32), actual.to(torch.float32)
         bad = ~((value - rounded).abs() <= atol + rtol * rounded.abs()) & ~(value.isnan() & rounded.isnan())
         diff = (value - rounded).abs().nan_to_num(nan=math.inf)
     else:
-        bad = actual != expected.to(tensor.dtype)
+        bad = actual != expected.to(actual_t)
         diff = (actual.to(torch.float64) - expected.to(torch.float64)).abs()
     max_diff = float(diff.max()) if diff.numel() else 0.0
     if not bool(bad.any()):
         return found
     if is_parameter:
-        issue(
-            "differs_from_init", "info",
-            f"parameter differs from its deterministic initial value by up to {max_diff:.3g} (expected for trained weights)",
-            max_abs_diff=max_diff,
-        )  # fmt: skip
+        message = f"parameter differs from its deterministic initial value by up to {max_diff:.3g} (expected for trained weights)"
+        issue("differs_from_init", "info", message, max_abs_diff=max_diff)
     else:
-        issue(
-            "reference_mismatch", "error",
-            f"buffer differs from the value its initialisation gives it by up to {max_diff:.3g} "
-            f"({int(bad.sum())} of {bad.numel()} elements)",
-            max_abs_diff=max_diff,
-        )  # fmt: skip
+        message = f"buffer differs from the value its initialisation gives it by up to {max_diff:.3g} ({int(bad.sum())} of {bad.numel()} elements)"
+        issue("reference_mismatch", "error", message, max_abs_diff=max_diff)
     return found

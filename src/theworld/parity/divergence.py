@@ -1,11 +1,9 @@
 """Find the first module at which two models' activations part ways, and which of its weights
 and buffers differ (a zeroed rotary `inv_freq` shows up as `model.rotary_emb` with that buffer).
 
-Forward hooks on every named submodule of both models, matched by qualified name (B's names can be
-translated into A's through `name_map`) and call index. Hooks fire when a module returns, so the
-order is a post-order: a leaf that diverges is reported before its block. Memory stays bounded:
-A records detached outputs up to `max_recorded_bytes`, then B compares on the fly against that
-window; most searches need one pass of each model.
+Forward hooks on every submodule of both models, matched by qualified name (B's translated through
+`name_map`) and call index; they fire as modules return, so a diverging leaf is reported before its
+block. A records outputs up to `max_recorded_bytes`, then B compares against that window on the fly.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from theworld.parity.logits import max_abs_diff, move_inputs, run_eval
+from theworld.parity.logits import dtype_name, max_abs_diff, move_inputs, run_eval
 
 __all__ = ["Divergence", "NameMap", "TensorDifference", "find_first_divergence", "module_name_differences"]
 
@@ -270,22 +268,15 @@ def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, cal
 
 
 def _module_tensors(module: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
-    """{relative name: (kind, tensor)}: the module's own parameters and buffers, then its submodules'."""
-    tensors = [(n, "parameter", t) for n, t in module.named_parameters()] + [(n, "buffer", t) for n, t in module.named_buffers()]
-    return {name: (kind, t) for name, kind, t in sorted(tensors, key=lambda item: "." in item[0])}
+    """{relative name: (kind, tensor)} of the module's parameters and buffers, its submodules' included."""
+    return {n: ("parameter", t) for n, t in module.named_parameters()} | {n: ("buffer", t) for n, t in module.named_buffers()}
 
 
 def _differing_tensors(module_a: nn.Module, module_b: nn.Module, atol: float) -> list[TensorDifference]:
-    def dtype(t: torch.Tensor | None) -> str | None:
-        return None if t is None else str(t.dtype).replace("torch.", "")
-
-    def shape(t: torch.Tensor | None) -> tuple[int, ...] | None:
-        return None if t is None else tuple(t.shape)
-
     tensors_a, tensors_b = _module_tensors(module_a), _module_tensors(module_b)
     result = []
-    for name in list(tensors_a) + [n for n in tensors_b if n not in tensors_a]:
-        kind, a = tensors_a.get(name, (tensors_b.get(name, ("", None))[0], None))
+    for name in tensors_a | tensors_b:  # A's order, then B's own
+        kind, a = tensors_a.get(name, (tensors_b[name][0], None))
         b = tensors_b.get(name, (kind, None))[1]
         diff, note = None, ""
         if a is None or b is None:
@@ -295,8 +286,8 @@ def _differing_tensors(module_a: nn.Module, module_b: nn.Module, atol: float) ->
         elif a.shape != b.shape:
             diff, note = math.inf, "shape differs"
         else:
-            diff = max_abs_diff(a, b)
-            note = "dtype differs" if a.dtype != b.dtype else ""
+            diff, note = max_abs_diff(a, b), "dtype differs" if a.dtype != b.dtype else ""
         if note or diff > atol or math.isnan(diff):
-            result.append(TensorDifference(name, kind, diff, dtype(a), dtype(b), shape(a), shape(b), note))
+            shapes = [None if t is None else tuple(t.shape) for t in (a, b)]
+            result.append(TensorDifference(name, kind, diff, dtype_name(a), dtype_name(b), *shapes, note))
     return sorted(result, key=lambda item: "." in item.name)  # own tensors first, then nested ones

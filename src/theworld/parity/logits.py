@@ -121,6 +121,12 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(_elementwise_abs_diff(a.detach(), b.detach().to(a.device)).max()) if a.numel() else 0.0
 
 
+def dtype_name(value: torch.Tensor | torch.dtype | None) -> str | None:
+    """`float32` for a tensor or dtype of torch.float32; None for None."""
+    dtype = value.dtype if isinstance(value, torch.Tensor) else value
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def move_inputs(inputs: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
     """`inputs` with every tensor on the device of the model's first parameter (dtypes kept: the
     model decides how to cast pixel values)."""
