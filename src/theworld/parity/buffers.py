@@ -30,7 +30,10 @@ __all__ = ["BufferIssue", "Reference", "ReferenceFn", "audit_buffers", "referenc
 
 logger = logging.getLogger(__name__)
 
-GARBAGE_THRESHOLD = 1e10
+GARBAGE_THRESHOLD = 1e10  # |values| above it are uninitialised memory
+RTOL, ATOL = 1e-5, 1e-8  # against the reference, at the tensor's own precision
+MAX_PARAM_NUMEL = 1 << 24  # larger parameters get value checks only
+MAX_BATCH_NUMEL = 1 << 27  # parameter elements materialised at a time
 _SENTINELS = ((3, False, 0), (5, True, 1))  # (numeric fill, bool fill, RNG seed) per run
 _CHUNK = 1 << 24  # elements scanned at a time when checking large tensors
 _MAX_REAL_SUBTREE = 1 << 26  # largest subtree (elements) copied for real when an init needs values
@@ -74,38 +77,20 @@ class _Entry:
 
 
 def audit_buffers(
-    model: nn.Module,
-    *,
-    check_parameters: bool = False,
-    reference_fns: Sequence[ReferenceFn] = (),
-    rtol: float = 1e-5,
-    atol: float = 1e-8,
-    garbage_threshold: float = GARBAGE_THRESHOLD,
-    max_param_numel: int = 1 << 24,
-    max_batch_numel: int = 1 << 27,
+    model: nn.Module, *, check_parameters: bool = False, reference_fns: Sequence[ReferenceFn] = ()
 ) -> list[BufferIssue]:
-    """The issues of every buffer (and, with `check_parameters`, parameter) in module order; parameters
-    above `max_param_numel` get value checks only, at most `max_batch_numel` are materialised at a time."""
+    """The issues of every buffer (and, with `check_parameters`, parameter) of `model` in module order."""
     entries = _entries(model, check_parameters)
-    wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= max_param_numel]
-    refs = _references(model, wanted, reference_fns, max_batch_numel)
-    return [issue for e in entries for issue in _check(e, refs.get(e.name), rtol, atol, garbage_threshold)]
+    refs = _references(model, [e for e in entries if not e.is_parameter or e.tensor.numel() <= MAX_PARAM_NUMEL], reference_fns)
+    return [issue for e in entries for issue in _check(e, refs.get(e.name))]
 
 
 def reference_values(
-    model: nn.Module,
-    names: Sequence[str] | None = None,
-    *,
-    reference_fns: Sequence[ReferenceFn] = (),
-    include_parameters: bool = False,
-    max_batch_numel: int = 1 << 27,
+    model: nn.Module, names: Sequence[str] | None = None, *, reference_fns: Sequence[ReferenceFn] = ()
 ) -> dict[str, Reference]:
-    """References for the tensors named in `names` (default: every buffer, and parameter with
-    `include_parameters`), as far as they can be found."""
-    entries = _entries(model, include_parameters or names is not None)
-    if names is not None:
-        entries = [e for e in entries if e.name in set(names)]
-    return _references(model, entries, reference_fns, max_batch_numel)
+    """References for the tensors named in `names` (default: every buffer), as far as they can be found."""
+    entries = _entries(model, names is not None)
+    return _references(model, [e for e in entries if names is None or e.name in set(names)], reference_fns)
 
 
 def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:
@@ -125,18 +110,18 @@ def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:
 # References
 
 
-def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence[ReferenceFn], max_batch_numel: int) -> dict[str, Reference]:
+def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence[ReferenceFn]) -> dict[str, Reference]:
     """Given `reference_fns` first, then the model's own init, then the built-in fallbacks (buffers only)."""
     refs: dict[str, Reference] = {}
     for fn in reference_fns:
         for entry in entries:
             if entry.name not in refs and (ref := _as_reference(fn(entry.module, entry.local))) is not None:
                 refs[entry.name] = ref
-    # Every buffer in the first batch; parameters while the batch stays under max_batch_numel.
+    # Every buffer in the first batch; parameters while the batch stays under MAX_BATCH_NUMEL.
     pending = sorted((e for e in entries if e.name not in refs and not e.tensor.is_meta), key=lambda e: e.is_parameter)
     batch, size = [], 0
     for entry in pending:
-        if entry.is_parameter and batch and size + entry.tensor.numel() > max_batch_numel:
+        if entry.is_parameter and batch and size + entry.tensor.numel() > MAX_BATCH_NUMEL:
             refs.update(_init_weights_references(model, batch))
             batch, size = [], 0
         batch.append(entry)
@@ -357,13 +342,13 @@ def _value_stats(tensor: torch.Tensor) -> tuple[bool, float, bool]:
     return nonfinite, largest, not (nonzero or nonfinite)
 
 
-def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garbage_threshold: float) -> list[BufferIssue]:
+def _check(entry: _Entry, ref: Reference | None) -> list[BufferIssue]:
     tensor, is_parameter = entry.tensor, entry.is_parameter
     what = "parameter" if is_parameter else "buffer"
     found: list[BufferIssue] = []
 
     def issue(kind: str, severity: str, message: str, **extra) -> None:
-        found.append(BufferIssue(entry.name, kind, severity, message, dtype=dtype_name(tensor.dtype), is_parameter=is_parameter, **extra))
+        found.append(BufferIssue(entry.name, kind, severity, message, dtype_name(tensor), is_parameter=is_parameter, **extra))
 
     if tensor.is_meta:
         issue("meta", "error", f"{what} is on the meta device: it was never materialised")
@@ -372,10 +357,10 @@ def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garba
         nonfinite, largest, all_zero = _value_stats(tensor)
         if nonfinite:
             issue("non_finite", "error", f"{what} contains NaN or infinity")
-        if largest > garbage_threshold:
+        if largest > GARBAGE_THRESHOLD:
             issue(
                 "garbage", "error",
-                f"{what} holds |values| up to {largest:.3g} (> {garbage_threshold:.0e}): "
+                f"{what} holds |values| up to {largest:.3g} (> {GARBAGE_THRESHOLD:.0e}): "
                 "uninitialised memory, typically a tensor nothing filled after meta-device loading",
             )  # fmt: skip
         if all_zero and ref is None:
@@ -403,7 +388,7 @@ def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garba
     actual = tensor.detach().to("cpu")
     if tensor.is_floating_point():
         rounded, value = expected.to(actual_t).to(torch.float32), actual.to(torch.float32)
-        bad = ~((value - rounded).abs() <= atol + rtol * rounded.abs()) & ~(value.isnan() & rounded.isnan())
+        bad = ~((value - rounded).abs() <= ATOL + RTOL * rounded.abs()) & ~(value.isnan() & rounded.isnan())
         diff = (value - rounded).abs().nan_to_num(nan=math.inf)
     else:
         bad = actual != expected.to(actual_t)
@@ -412,9 +397,10 @@ def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garba
     if not bool(bad.any()):
         return found
     if is_parameter:
-        message = f"parameter differs from its deterministic initial value by up to {max_diff:.3g} (expected for trained weights)"
-        issue("differs_from_init", "info", message, max_abs_diff=max_diff)
+        kind, severity, what = "differs_from_init", "info", "parameter differs from its deterministic initial value"
+        detail = "(expected for trained weights)"
     else:
-        message = f"buffer differs from the value its initialisation gives it by up to {max_diff:.3g} ({int(bad.sum())} of {bad.numel()} elements)"
-        issue("reference_mismatch", "error", message, max_abs_diff=max_diff)
+        kind, severity, what = "reference_mismatch", "error", "buffer differs from the value its initialisation gives it"
+        detail = f"({int(bad.sum())} of {bad.numel()} elements)"
+    issue(kind, severity, f"{what} by up to {max_diff:.3g} {detail}", max_abs_diff=max_diff)
     return found

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from theworld.parity.logits import dtype_name, max_abs_diff, move_inputs, run_eval
+from theworld.parity.logits import dtype_name, max_abs_diff, run_forward
 
 __all__ = ["Divergence", "NameMap", "TensorDifference", "find_first_divergence", "module_name_differences"]
 
@@ -187,8 +187,7 @@ class _Window:
 def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Module, Callable], with_kwargs: bool = False) -> None:
     handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module, hook in hooks.items()]
     try:
-        with run_eval(model):
-            model(**move_inputs(inputs, model))
+        run_forward(model, inputs)
     finally:
         for handle in handles:
             handle.remove()

@@ -1,14 +1,10 @@
 """Compare the logits of two models that should agree (a subclass and its parent, one checkpoint
-loaded two ways or under two library versions). Any module whose output is a tensor, a tuple
-starting with the logits, or has a `logits` field can be compared. The tensor helpers at the
-bottom are shared with `divergence.py`.
-"""
+loaded two ways or under two library versions); the helpers at the bottom serve `divergence.py` too."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,10 +43,7 @@ def compare_logits(model_a: nn.Module, model_b: nn.Module, inputs: Mapping[str, 
     """Run both models on `inputs` (eval mode, no grad, flags restored) and compare in fp32; passes
     when shapes match, non-finite values sit in the same places and `max_abs_diff <= atol`. A shape
     mismatch is a failed comparison, never an exception."""
-    raw = []
-    for model in (model_a, model_b):
-        with run_eval(model):
-            raw.append(extract_logits(model(**move_inputs(inputs, model))))
+    raw = [extract_logits(run_forward(model, inputs)) for model in (model_a, model_b)]
     a, b = (x.detach().to(device="cpu", dtype=torch.float32) for x in raw)
     if a.dim() == 0 or b.dim() == 0:
         raise ValueError("logits must have at least one (vocabulary) dimension")
@@ -65,9 +58,8 @@ def compare_logits(model_a: nn.Module, model_b: nn.Module, inputs: Mapping[str, 
     if lead != b.shape[:-1]:
         return report
     mask = inputs.get("attention_mask")
-    keep = torch.ones(lead, dtype=torch.bool)
-    if isinstance(mask, torch.Tensor) and tuple(mask.shape) == tuple(lead):
-        keep = mask.detach().cpu() != 0
+    masked = isinstance(mask, torch.Tensor) and tuple(mask.shape) == tuple(lead)
+    keep = mask.detach().cpu() != 0 if masked else torch.ones(lead, dtype=torch.bool)
     report.n_positions = int(keep.sum())
     agree = a.argmax(-1) == b.argmax(-1)
     report.greedy_agreement = int((agree & keep).sum()) / report.n_positions if report.n_positions else None
@@ -127,21 +119,15 @@ def dtype_name(value: torch.Tensor | torch.dtype | None) -> str | None:
     return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
-def move_inputs(inputs: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
-    """`inputs` with every tensor on the device of the model's first parameter (dtypes kept: the
-    model decides how to cast pixel values)."""
-    device = next((p.device for p in model.parameters() if p.device.type != "meta"), None)
-    return {k: v.to(device) if isinstance(v, torch.Tensor) and device is not None else v for k, v in inputs.items()}
-
-
-@contextmanager
-def run_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no grad for the duration, restoring every submodule's training flag after."""
+def run_forward(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
+    """The model's output on `inputs`, tensors moved to its first parameter's device (dtypes kept: the
+    model casts pixel values), in eval mode without grad; every submodule's training flag is restored."""
     flags = [(m, m.training) for m in model.modules()]
+    device = next((p.device for p in model.parameters() if p.device.type != "meta"), None)
     model.eval()
     try:
         with torch.no_grad():
-            yield
+            return model(**{k: v.to(device) if isinstance(v, torch.Tensor) and device is not None else v for k, v in inputs.items()})
     finally:
         for module, flag in flags:
             module.training = flag
