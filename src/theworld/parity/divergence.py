@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +87,7 @@ def find_first_divergence(
     whose output differs by more than `atol`, or None. `name_map` translates B's module names into
     A's: a callable (None leaves a module out) or a prefix mapping such as `{"core": ""}` (longest
     prefix wins); unmatched modules are listed in `only_in_a` / `only_in_b`, not compared."""
-    a_names = [name for name, _ in model_a.named_modules()]
-    b_to_a, only_in_a, only_in_b = _match_names(a_names, [n for n, _ in model_b.named_modules()], name_map)
+    b_to_a, only_in_a, only_in_b = _match_names(model_a, model_b, name_map)
     start = 0
     while True:
         window = _record_window(model_a, inputs, set(b_to_a.values()), start, max_recorded_bytes)
@@ -101,8 +100,7 @@ def find_first_divergence(
     index, (name_a, call), path, diff, shape_a, shape_b = found
     name_b = next(b for b, a in b_to_a.items() if a == name_a)
     module_a, module_b = model_a.get_submodule(name_a), model_b.get_submodule(name_b)
-    calls_a = window.calls_per_name
-    previous = window.order[index - 1] if index else None
+    calls_a, previous = window.calls_per_name, window.order[index - 1] if index else None
     return Divergence(
         name_a, name_b, type(module_a).__name__, type(module_b).__name__, call, index, path, diff, float(atol),
         shape_a, shape_b,
@@ -111,32 +109,26 @@ def find_first_divergence(
         differing_tensors=_differing_tensors(module_a, module_b, atol),
         only_in_a=only_in_a,
         only_in_b=only_in_b,
-        call_count_mismatches={
-            name: (calls_a[name], calls_b[name]) for name in a_names if calls_a[name] != calls_b[name]
-        },
+        call_count_mismatches={n: (calls_a[n], calls_b[n]) for n, _ in model_a.named_modules() if calls_a[n] != calls_b[n]},
     )  # fmt: skip
 
 
 def module_name_differences(model_a: nn.Module, model_b: nn.Module, name_map: NameMap = None) -> tuple[list[str], list[str]]:
     """(modules only in A, modules only in B) after translating B's names with `name_map`."""
-    _, only_in_a, only_in_b = _match_names([n for n, _ in model_a.named_modules()], [n for n, _ in model_b.named_modules()], name_map)
-    return only_in_a, only_in_b
+    return _match_names(model_a, model_b, name_map)[1:]
 
 
-def _match_names(a_names: list[str], b_names: list[str], name_map: NameMap) -> tuple[dict[str, str], list[str], list[str]]:
+def _match_names(model_a: nn.Module, model_b: nn.Module, name_map: NameMap) -> tuple[dict[str, str], list[str], list[str]]:
     """({B name: A name} in B's order, names only in A, names only in B). Of several B modules
     mapping to one A name, one the map renamed wins, then B's registration order."""
-    mapper = _make_mapper(name_map)
-    known = set(a_names)
-    mapped = {name: mapper(name) for name in b_names}
-    b_to_a: dict[str, str] = {}
-    for renamed_only in (True, False):
-        for name, target in mapped.items():
-            if target in known and target not in b_to_a.values() and name not in b_to_a and not (renamed_only and target == name):
-                b_to_a[name] = target
-    used = set(b_to_a.values())
-    b_to_a = {name: b_to_a[name] for name in b_names if name in b_to_a}
-    return b_to_a, [n for n in a_names if n not in used], [n for n in b_names if n not in b_to_a]
+    a_names, mapper = [n for n, _ in model_a.named_modules()], _make_mapper(name_map)
+    mapped = {name: mapper(name) for name, _ in model_b.named_modules()}
+    a_to_b: dict[str, str | None] = dict.fromkeys(a_names)
+    for name in sorted(mapped, key=lambda name: mapped[name] == name):  # renamed ones first, then B's order
+        if mapped[name] in a_to_b and a_to_b[mapped[name]] is None:
+            a_to_b[mapped[name]] = name
+    b_to_a = {name: target for name, target in mapped.items() if a_to_b.get(target) == name}
+    return b_to_a, [n for n in a_names if a_to_b[n] is None], [n for n in mapped if n not in b_to_a]
 
 
 def _make_mapper(name_map: NameMap) -> Callable[[str], str | None]:
@@ -184,8 +176,8 @@ class _Window:
     end: int  # first execution index not recorded
 
 
-def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Module, Callable], with_kwargs: bool = False) -> None:
-    handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module, hook in hooks.items()]
+def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], modules: Iterable[nn.Module], hook: Callable, with_kwargs: bool = False) -> None:
+    handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module in modules]
     try:
         run_forward(model, inputs)
     finally:
@@ -195,54 +187,53 @@ def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Modu
 
 def _record_window(model: nn.Module, inputs: Mapping[str, Any], names: set[str], start: int, budget: int) -> _Window:
     window = _Window({}, [], Counter(), end=-1)
-    used = [0]
+    name_of = {module: name for name, module in model.named_modules() if name in names}
+    used = 0
 
-    def make_hook(name: str):
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            key, index = (name, window.calls_per_name[name]), len(window.order)
-            window.calls_per_name[name] += 1
-            window.order.append(key)
-            if index < start or window.end >= 0:
-                return
-            tensors = _flatten(output)
-            size = sum(t.numel() * t.element_size() for _, t in tensors)
-            if window.records and used[0] + size > budget:
-                window.end = index
-                return
-            window.records[key] = (index, [(path, t.detach().clone()) for path, t in tensors])
-            used[0] += size
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal used
+        name = name_of[module]
+        key, index = (name, window.calls_per_name[name]), len(window.order)
+        window.calls_per_name[name] += 1
+        window.order.append(key)
+        if index < start or window.end >= 0:
+            return
+        tensors = _flatten(output)
+        size = sum(t.numel() * t.element_size() for _, t in tensors)
+        if window.records and used + size > budget:
+            window.end = index
+            return
+        window.records[key] = (index, [(path, t.detach().clone()) for path, t in tensors])
+        used += size
 
-        return hook
-
-    _run_hooked(model, inputs, {m: make_hook(n) for n, m in model.named_modules() if n in names})
+    _run_hooked(model, inputs, name_of, hook)
     window.end = window.end if window.end >= 0 else len(window.order)
     return window
 
 
 def _compare_window(model: nn.Module, inputs: Mapping[str, Any], b_to_a: dict[str, str], window: _Window, atol: float):
     """(the earliest differing call of the window, or None; B's calls per A name)."""
-    counts: Counter = Counter()
-    best: list[Any] = [None]
-
-    def make_hook(name_a: str):
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            key = (name_a, counts[name_a])
-            counts[name_a] += 1
-            record = window.records.get(key)
-            if record is None or (best[0] is not None and best[0][0] < record[0]):
-                return  # not recorded, or an earlier divergence is already known
-            worst = _worst(record[1], _flatten(output))
-            if worst is not None and (worst[1] > atol or math.isnan(worst[1])):
-                best[0] = (record[0], key, *worst)
-
-        return hook
-
     modules = dict(model.named_modules())
+    name_of = {modules[b]: a for b, a in b_to_a.items()}  # B's module -> A's name
+    counts: Counter = Counter()
+    best = None
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal best
+        key = (name_of[module], counts[name_of[module]])
+        counts[key[0]] += 1
+        record = window.records.get(key)
+        if record is None or (best is not None and best[0] < record[0]):
+            return  # not recorded, or an earlier divergence is already known
+        worst = _worst(record[1], _flatten(output))
+        if worst is not None and (worst[1] > atol or math.isnan(worst[1])):
+            best = (record[0], key, *worst)
+
     try:
-        _run_hooked(model, inputs, {modules[b]: make_hook(a) for b, a in b_to_a.items()})
+        _run_hooked(model, inputs, name_of, hook)
     finally:
         window.records.clear()
-    return best[0], counts
+    return best, counts
 
 
 def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, call_index: int) -> float | None:
@@ -258,7 +249,7 @@ def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, cal
                 seen["value"] = [(p, t.detach().clone()) for p, t in flat]
             seen["calls"] += 1
 
-        _run_hooked(model, inputs, {model.get_submodule(name): hook}, with_kwargs=True)
+        _run_hooked(model, inputs, [model.get_submodule(name)], hook, with_kwargs=True)
         if seen["value"] is None:
             return None
         captured.append(seen["value"])
