@@ -49,10 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_keys(parser, "training config overrides (--key value, any key of `theworld train`)", "override__")
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, str]:
-    return {name.removeprefix("override__"): value for name, value in vars(args).items() if name.startswith("override__")}
-
-
 def run(args: argparse.Namespace) -> int:
     from theworld.training.config import load_config
     from theworld.training.dataset import load_datasets
@@ -65,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.shard_size < 1:
         raise TheWorldUserError(f"--batch-size and --shard-size must be positive, got {args.batch_size}, {args.shard_size}")
-    config = load_config(args.config, _overrides(args), check_paths=False)
+    overrides = {name.removeprefix("override__"): value for name, value in vars(args).items() if name.startswith("override__")}
+    config = load_config(args.config, overrides, check_paths=False)
     if not config.latent_cache_dir:
         raise TheWorldUserError(
             f"latent_cache_dir is not set in {args.config}: set it to the folder training will read latents from "

@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise TheWorldUserError(f"--data: {args.data} holds no items for benchmark {args.benchmark!r}")
     settings = EvalSettings(
-        control=args.control, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, padding_side=args.padding_side, seed=args.seed
-    )
+        control=args.control, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, padding_side=args.padding_side,
+        seed=args.seed,
+    )  # fmt: skip
     processes = Processes.from_environment()
     device = args.device
     if processes.device is not None and device in (None, "", "auto"):

@@ -115,8 +115,11 @@ def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence
     refs: dict[str, Reference] = {}
     for fn in reference_fns:
         for entry in entries:
-            if entry.name not in refs and (ref := _as_reference(fn(entry.module, entry.local))) is not None:
-                refs[entry.name] = ref
+            if entry.name in refs or (ref := fn(entry.module, entry.local)) is None:
+                continue
+            if not isinstance(ref, (Reference, torch.Tensor)):
+                raise TypeError(f"a reference function must return a Reference, a tensor or None, not {type(ref).__name__}")
+            refs[entry.name] = ref if isinstance(ref, Reference) else Reference(ref)
     # Every buffer in the first batch; parameters while the batch stays under MAX_BATCH_NUMEL.
     pending = sorted((e for e in entries if e.name not in refs and not e.tensor.is_meta), key=lambda e: e.is_parameter)
     batch, size = [], 0
@@ -129,15 +132,13 @@ def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence
     if batch:
         refs.update(_init_weights_references(model, batch))
     for entry in (e for e in entries if e.name not in refs and not e.is_parameter):
-        for fn in (_rotary_reference, _embed_scale_reference):
-            try:
-                ref = fn(entry.module, entry.local)
-            except Exception as err:  # a fallback that does not fit this module
-                logger.debug("fallback %s failed for %s: %s", fn.__name__, entry.name, err)
-                ref = None
-            if ref is not None:
-                refs[entry.name] = ref
-                break
+        try:  # the two fallbacks take different names: at most one applies
+            ref = _rotary_reference(entry.module, entry.local) or _embed_scale_reference(entry.module, entry.local)
+        except Exception as err:  # a rotary module the fallback does not fit
+            logger.debug("fallback reference failed for %s: %s", entry.name, err)
+            ref = None
+        if ref is not None:
+            refs[entry.name] = ref
     return refs
 
 
@@ -237,8 +238,8 @@ def _initialised_skeleton(
     values: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = dict(recorder.sources)
     for entry in batch:
-        holder = skeletons.get(id(entry.module))
-        tensor = None if holder is None else (holder._parameters if entry.is_parameter else holder._buffers).get(entry.local)
+        holder = skeletons[id(entry.module)]  # every module of the model has one
+        tensor = (holder._parameters if entry.is_parameter else holder._buffers).get(entry.local)
         if tensor is None:
             continue
         tensor = tensor.detach()
@@ -283,14 +284,6 @@ def _genuine_torch_init() -> Iterator[None]:
 
 # --------------------------------------------------------------------------------------------
 # Built-in fallbacks (used only where _init_weights defines nothing)
-
-
-def _as_reference(value: Reference | torch.Tensor | None) -> Reference | None:
-    if value is None or isinstance(value, Reference):
-        return value
-    if isinstance(value, torch.Tensor):
-        return Reference(value)
-    raise TypeError(f"a reference function must return a Reference, a tensor or None, not {type(value).__name__}")
 
 
 def _rotary_reference(module: nn.Module, name: str) -> Reference | None:

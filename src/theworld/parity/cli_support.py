@@ -102,8 +102,7 @@ def _load_gemma(source: str, **kwargs: Any) -> nn.Module:
         )
     key_mapping = gemma3_key_mapping()
     if key_mapping is not None:  # transformers 4.x
-        config = Gemma3Config.from_dict(add_legacy_rope_fields(config_dict))
-        return Gemma3ForConditionalGeneration.from_pretrained(source, config=config, key_mapping=key_mapping, **kwargs)
+        kwargs.update(config=Gemma3Config.from_dict(add_legacy_rope_fields(config_dict)), key_mapping=key_mapping)
     return Gemma3ForConditionalGeneration.from_pretrained(source, **kwargs)
 
 
@@ -163,8 +162,8 @@ def build_inputs(
     if inputs in builtin:
         chat, with_world, what = builtin[inputs]
     elif inputs.endswith(".json") or os.path.exists(inputs):
-        # World blocks only when both models take them.
-        chat, with_world = load_chat_file(inputs), all(getattr(m, "world_encoder", None) is not None for m in (model_a, model_b))
+        chat = load_chat_file(inputs)
+        with_world = all(getattr(m, "world_encoder", None) is not None for m in (model_a, model_b))  # both must take them
         what = f"{inputs}: {len(chat)} chat message(s)" + (" with world blocks" if with_world else " (Gemma's prompt format)")
     else:
         raise TheWorldUserError(f"--inputs {inputs!r}: expected one of {', '.join(builtin)} or a .json file")

@@ -66,9 +66,8 @@ class Divergence:
 
     @property
     def cause(self) -> str:
-        """'module' when the inputs agree (the module itself computes differently), 'inputs' when they
-        already differ (the difference arose in code outside any module, e.g. a parent's forward),
-        'unknown' when the inputs could not be compared."""
+        """'module' when the inputs agree (the module computes differently), 'inputs' when they already
+        differ (code outside any module, e.g. a parent's forward), 'unknown' when not comparable."""
         if self.input_max_abs_diff is None:
             return "unknown"
         return "inputs" if self.input_max_abs_diff > self.atol else "module"
@@ -176,7 +175,9 @@ class _Window:
     end: int  # first execution index not recorded
 
 
-def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], modules: Iterable[nn.Module], hook: Callable, with_kwargs: bool = False) -> None:
+def _run_hooked(
+    model: nn.Module, inputs: Mapping[str, Any], modules: Iterable[nn.Module], hook: Callable, with_kwargs: bool = False
+) -> None:
     handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module in modules]
     try:
         run_forward(model, inputs)

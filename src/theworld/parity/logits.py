@@ -50,7 +50,7 @@ def compare_logits(model_a: nn.Module, model_b: nn.Module, inputs: Mapping[str, 
     if a.dim() == 1 and b.dim() == 1:  # a single position: give it a position axis
         a, b = a[None], b[None]
     report = LogitReport(
-        tuple(a.shape), tuple(b.shape), *(str(x.dtype).replace("torch.", "") for x in raw),
+        tuple(a.shape), tuple(b.shape), *map(dtype_name, raw),
         max_abs_diff=math.inf, mean_abs_diff=math.inf, greedy_agreement=None, n_positions=0, atol=float(atol),
         passed=False, message=f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}",
     )  # fmt: skip
@@ -124,10 +124,11 @@ def run_forward(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
     model casts pixel values), in eval mode without grad; every submodule's training flag is restored."""
     flags = [(m, m.training) for m in model.modules()]
     device = next((p.device for p in model.parameters() if p.device.type != "meta"), None)
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) and device is not None else v for k, v in inputs.items()}
     model.eval()
     try:
         with torch.no_grad():
-            return model(**{k: v.to(device) if isinstance(v, torch.Tensor) and device is not None else v for k, v in inputs.items()})
+            return model(**moved)
     finally:
         for module, flag in flags:
             module.training = flag

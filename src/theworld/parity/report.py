@@ -48,8 +48,8 @@ def render_logit_report(report: LogitReport) -> str:
         ("greedy agreement", f"{greedy} of {report.n_positions} positions"),
         ("tolerance (atol)", _num(report.atol)),
     ]
-    positions = (("largest diff at position", report.worst_position), ("first greedy mismatch at", report.first_greedy_mismatch))
-    rows += [(label, _shape(position)) for label, position in positions if position is not None]
+    optional = {"largest diff at position": report.worst_position, "first greedy mismatch at": report.first_greedy_mismatch}
+    rows += [(label, _shape(position)) for label, position in optional.items() if position is not None]
     lines = [f"## Logits: {'PASS' if report.passed else 'FAIL'}", "", report.message, ""] + _table(("", ""), rows)
     return "\n".join(lines) + "\n"
 

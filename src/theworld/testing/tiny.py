@@ -19,12 +19,6 @@ from theworld.testing.gemma import GemmaSpec, gemma3_config
 logger = logging.getLogger(__name__)
 
 
-def _transformers_major() -> int:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
-
-
 SPECIAL_TOKENS = [
     "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
     "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
@@ -86,6 +80,7 @@ def corpus() -> list[str]:
 
 def build_tokenizer(vocab_size: int = 1024):
     """A Gemma-style BPE tokenizer (byte fallback, '▁' for spaces) with Gemma's special tokens."""
+    import transformers
     from transformers import GemmaTokenizer
 
     from theworld.processing.tokens import add_special_tokens_keeping
@@ -100,7 +95,7 @@ def build_tokenizer(vocab_size: int = 1024):
     model = json.loads(backend.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     image_tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
-    if _transformers_major() >= 5:  # transformers 5: GemmaTokenizer builds Gemma's BPE pipeline itself
+    if int(transformers.__version__.split(".")[0]) >= 5:  # transformers 5: GemmaTokenizer builds Gemma's BPE pipeline itself
         tokenizer = GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True, extra_special_tokens=image_tokens)
     else:  # transformers 4.x: GemmaTokenizer needs sentencepiece; the fast one takes the same pipeline
         from transformers import GemmaTokenizerFast
