@@ -267,7 +267,7 @@ def _differing_tensors(module_a: nn.Module, module_b: nn.Module, atol: float) ->
     tensors_a, tensors_b = _module_tensors(module_a), _module_tensors(module_b)
     result = []
     for name in tensors_a | tensors_b:  # A's order, then B's own
-        kind, a = tensors_a.get(name, (tensors_b[name][0], None))
+        kind, a = tensors_a.get(name) or (tensors_b[name][0], None)
         b = tensors_b.get(name, (kind, None))[1]
         diff, note = None, ""
         if a is None or b is None:

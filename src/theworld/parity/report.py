@@ -105,14 +105,12 @@ def render_divergence(divergence: Divergence | None) -> str:
 def render_buffer_issues(issues: Sequence[BufferIssue], *, title: str = "Buffers", min_severity: str = "info") -> str:
     """A table of issues, errors first; `min_severity` ("error", "warning", "info") hides the less
     severe ones (their count is still given)."""
-    shown = sorted(
-        (i for i in issues if _SEVERITY_ORDER.get(i.severity, 2) <= _SEVERITY_ORDER[min_severity]),
-        key=lambda i: _SEVERITY_ORDER.get(i.severity, 2),
-    )
+    rank = _SEVERITY_ORDER
+    shown = sorted((i for i in issues if rank[i.severity] <= rank[min_severity]), key=lambda i: rank[i.severity])
     lines = [f"## {title}: {'FAIL' if any(i.severity == 'error' for i in issues) else 'PASS'}", ""]
     if not issues:
-        lines.append("No issues: every checked tensor is materialised, finite, plausible and matches its initialisation.")
-        return "\n".join(lines) + "\n"
+        clean = "No issues: every checked tensor is materialised, finite, plausible and matches its initialisation."
+        return "\n".join(lines + [clean]) + "\n"
     counts = ", ".join(f"{sum(1 for i in issues if i.severity == s)} {s}" for s in _SEVERITY_ORDER)
     lines += [f"{len(issues)} issue(s): {counts}.", ""]
     if shown:
