@@ -81,7 +81,8 @@ def audit_buffers(
 ) -> list[BufferIssue]:
     """The issues of every buffer (and, with `check_parameters`, parameter) of `model` in module order."""
     entries = _entries(model, check_parameters)
-    refs = _references(model, [e for e in entries if not e.is_parameter or e.tensor.numel() <= MAX_PARAM_NUMEL], reference_fns)
+    wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= MAX_PARAM_NUMEL]
+    refs = _references(model, wanted, reference_fns)
     return [issue for e in entries for issue in _check(e, refs.get(e.name))]
 
 
@@ -89,8 +90,9 @@ def reference_values(
     model: nn.Module, names: Sequence[str] | None = None, *, reference_fns: Sequence[ReferenceFn] = ()
 ) -> dict[str, Reference]:
     """References for the tensors named in `names` (default: every buffer), as far as they can be found."""
-    entries = _entries(model, names is not None)
-    return _references(model, [e for e in entries if names is None or e.name in set(names)], reference_fns)
+    wanted = None if names is None else set(names)
+    entries = [e for e in _entries(model, wanted is not None) if wanted is None or e.name in wanted]
+    return _references(model, entries, reference_fns)
 
 
 def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:

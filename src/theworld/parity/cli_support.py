@@ -151,14 +151,15 @@ def build_inputs(
         "image": (image_chat(0, question="Describe this scene."), False, "image: an image chat (Gemma's prompt format)"),
         "world": (clip_chat(0, frames=5), True, "world: a 5-frame clip with its world block"),
     }
-    for label, model in (("model A", model_a), ("the reference", model_b)):
-        if inputs == "world" and getattr(model, "world_projector", None) is None:
-            raise TheWorldUserError(f"--inputs world needs {label} to be a world-enabled TheWorld (enable_world=True)")
-        if inputs == "world" and model.world_encoder is None:
-            raise TheWorldUserError(
-                f"--inputs world: {label} has no world encoder: pass --cosmos-model-name, or save the "
-                "model with its world_encoder/ folder"
-            )
+    if inputs == "world":
+        for label, model in (("model A", model_a), ("the reference", model_b)):
+            if getattr(model, "world_projector", None) is None:
+                raise TheWorldUserError(f"--inputs world needs {label} to be a world-enabled TheWorld (enable_world=True)")
+            if model.world_encoder is None:
+                raise TheWorldUserError(
+                    f"--inputs world: {label} has no world encoder: pass --cosmos-model-name, or save the "
+                    "model with its world_encoder/ folder"
+                )
     if inputs in builtin:
         chat, with_world, what = builtin[inputs]
     elif inputs.endswith(".json") or os.path.exists(inputs):
