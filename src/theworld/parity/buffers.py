@@ -146,14 +146,13 @@ def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence
 
 def _init_weights_references(model: nn.Module, batch: list[_Entry]) -> dict[str, Reference]:
     """The tensors of `batch` that two sentinel-filled skeletons, once initialised, agree on."""
-    (values_1, dtypes, failed_1), (values_2, _, failed_2) = (_initialised_skeleton(model, batch, *s) for s in _SENTINELS)
+    (values_1, dtypes), (values_2, _) = (_initialised_skeleton(model, batch, *s) for s in _SENTINELS)
     refs = {}
-    for entry in batch:
-        v1, v2 = values_1.get(entry.name), values_2.get(entry.name)
-        if entry.name in failed_1 | failed_2 or v1 is None or v2 is None or v1.is_meta or v2.is_meta:
-            continue
-        if v1.shape == v2.shape and v1.dtype == v2.dtype and bool(((v1 == v2) | (v1.isnan() & v2.isnan())).all()):
-            refs[entry.name] = Reference(v1, dtypes.get(entry.name))
+    for name, v1 in values_1.items():
+        v2 = values_2.get(name)
+        same_kind = v2 is not None and v1.shape == v2.shape and v1.dtype == v2.dtype
+        if same_kind and bool(((v1 == v2) | (v1.isnan() & v2.isnan())).all()):
+            refs[name] = Reference(v1, dtypes.get(name))
     return refs
 
 
@@ -167,9 +166,8 @@ def _copy(tensor: torch.Tensor, real: bool) -> torch.Tensor:
 
 def _initialised_skeleton(
     model: nn.Module, batch: list[_Entry], fill: int, bool_fill: bool, seed: int
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.dtype], set[str]]:
-    """One run: (value of each batch tensor after the skeleton's init, the dtype the init meant
-    where known, names whose init failed)."""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.dtype]]:
+    """One run: (the value of each batch tensor the skeleton's init set, the dtype the init meant where known)."""
     by_id = {id(e.tensor): e.name for e in batch}
     created: dict[str, torch.Tensor] = {}  # batch name -> the skeleton's tensor
     originals: dict[int, torch.Tensor] = {}  # id(skeleton tensor) -> model tensor
@@ -242,13 +240,12 @@ def _initialised_skeleton(
     for entry in batch:
         holder = skeletons[id(entry.module)]  # every module of the model has one
         tensor = (holder._parameters if entry.is_parameter else holder._buffers).get(entry.local)
-        if tensor is None:
+        if tensor is None or tensor.is_meta or entry.name in failed:
             continue
-        tensor = tensor.detach()
-        if not tensor.is_meta and tensor.data_ptr() != created[entry.name].data_ptr():
+        if tensor.data_ptr() != created[entry.name].data_ptr():
             dtypes.setdefault(entry.name, tensor.dtype)  # the init replaced the tensor: its dtype is the intent
-        values[entry.name] = tensor if tensor.is_meta else tensor.to("cpu")
-    return values, dtypes, failed
+        values[entry.name] = tensor.detach().to("cpu")
+    return values, dtypes
 
 
 class _CopySources(TorchFunctionMode):
