@@ -24,12 +24,12 @@ class LogitReport:
     shape_b: tuple[int, ...]
     dtype_a: str
     dtype_b: str
-    max_abs_diff: float
-    mean_abs_diff: float
-    greedy_agreement: float | None
-    n_positions: int
     atol: float
-    passed: bool
+    max_abs_diff: float = math.inf
+    mean_abs_diff: float = math.inf
+    greedy_agreement: float | None = None
+    n_positions: int = 0
+    passed: bool = False
     worst_position: tuple[int, ...] | None = None
     first_greedy_mismatch: tuple[int, ...] | None = None
     message: str = ""
@@ -49,11 +49,8 @@ def compare_logits(model_a: nn.Module, model_b: nn.Module, inputs: Mapping[str, 
         raise ValueError("logits must have at least one (vocabulary) dimension")
     if a.dim() == 1 and b.dim() == 1:  # a single position: give it a position axis
         a, b = a[None], b[None]
-    report = LogitReport(
-        tuple(a.shape), tuple(b.shape), *map(dtype_name, raw),
-        max_abs_diff=math.inf, mean_abs_diff=math.inf, greedy_agreement=None, n_positions=0, atol=float(atol),
-        passed=False, message=f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}",
-    )  # fmt: skip
+    shapes = (tuple(a.shape), tuple(b.shape))
+    report = LogitReport(*shapes, *map(dtype_name, raw), atol=float(atol), message=f"shape mismatch: {shapes[0]} vs {shapes[1]}")
     lead = a.shape[:-1]  # positions: every index but the last (vocabulary) one
     if lead != b.shape[:-1]:
         return report
