@@ -253,16 +253,13 @@ class _CopySources(TorchFunctionMode):
 
     def __init__(self, targets: dict[int, str]):
         super().__init__()
-        self.targets = targets
-        self.sources: dict[str, torch.dtype] = {}
+        self.targets, self.sources = targets, {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.Tensor.copy_ and args:
-            name = self.targets.get(id(args[0]))
-            source = args[1] if len(args) > 1 else kwargs.get("src")
-            if name is not None and isinstance(source, torch.Tensor):
-                self.sources[name] = source.dtype
+        source = args[1] if len(args) > 1 else kwargs.get("src")
+        if func is torch.Tensor.copy_ and id(args[0]) in self.targets and isinstance(source, torch.Tensor):
+            self.sources[self.targets[id(args[0])]] = source.dtype
         return func(*args, **kwargs)
 
 

@@ -71,13 +71,11 @@ def render_divergence(divergence: Divergence | None) -> str:
         f"- inputs to this call: max abs diff {_num(d.input_max_abs_diff)}",
         f"- previous module call (agreed): {d.previous_module or '- (this is the first call)'}",
     ]
-    lines += {
-        "module": ["- the inputs agree, so this module itself computes differently"],
-        "inputs": [
-            "- the inputs already differ although every earlier module agreed: the difference arises "
-            "in code outside any module (a parent's forward, masks, input preparation)"
-        ],
-    }.get(d.cause, [])
+    if d.cause == "module":
+        lines.append("- the inputs agree, so this module itself computes differently")
+    elif d.cause == "inputs":
+        lines.append("- the inputs already differ although every earlier module agreed: the difference arises "
+                     "in code outside any module (a parent's forward, masks, input preparation)")
     lines.append("")
     if d.differing_tensors:
         lines += ["Parameters and buffers of this module that differ between the models:", ""]
