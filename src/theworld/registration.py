@@ -5,6 +5,8 @@ would otherwise load every Gemma weight as missing (random) with only a warning.
 
 from __future__ import annotations
 
+import functools
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 from theworld.model.configuration import TheWorldConfig
@@ -16,19 +18,14 @@ __all__ = ["TheWorld", "TheWorldConfig", "TheWorldModel", "TheWorldProcessor", "
 # Auto class -> the TheWorld class it loads (Gemma 3: Gemma3Model, Gemma3ForConditionalGeneration x2).
 AUTO_MODEL_CLASSES = ((AutoModel, TheWorldModel), (AutoModelForCausalLM, TheWorld), (AutoModelForImageTextToText, TheWorld))
 
-_registered = False
 
-
+@functools.cache  # once per process
 def register_auto_classes() -> None:
-    global _registered
-    if _registered:
-        return
     AutoConfig.register(TheWorldConfig.model_type, TheWorldConfig, exist_ok=True)
     for auto_class, model_class in AUTO_MODEL_CLASSES:
         auto_class.register(TheWorldConfig, model_class, exist_ok=True)
     AutoProcessor.register(TheWorldConfig, TheWorldProcessor, exist_ok=True)
     _register_key_renaming()
-    _registered = True
 
 
 def _register_key_renaming() -> None:

@@ -153,3 +153,16 @@ def test_multimodal_vision_damage_is_located_in_the_vision_tower(image_inputs):
     found = find_first_divergence(model_a, model_b, image_inputs)
     assert found.module == "model.vision_tower.encoder.layers.0.mlp.fc2"
     assert [t.name for t in found.differing_tensors] == ["weight"]
+
+
+def test_tensors_of_one_model_only_are_listed_with_a_note(lm_pair, text_inputs):
+    model_a, model_b = lm_pair
+    _perturb_down_proj(model_b)
+    model_b.get_submodule("model.layers.1.mlp.down_proj").register_buffer("extra", torch.ones(2))
+    for first, second, side in ((model_a, model_b, "B"), (model_b, model_a, "A")):
+        found = find_first_divergence(first, second, text_inputs)
+        assert [(t.name, t.kind, t.note) for t in found.differing_tensors] == [
+            ("weight", "parameter", ""),
+            ("extra", "buffer", f"only in model {side}"),
+        ]
+        assert found.differing_tensors[1].max_abs_diff is None

@@ -1,21 +1,7 @@
-"""`theworld cache-latents`: encode a training config's images once into its `latent_cache_dir`.
-
-    theworld cache-latents --config train.yaml [--key value ...] [--rebuild] [--batch-size 8]
-
-Reads the same config file as `theworld train` (any of its keys may be overridden with
-`--key value`), loads `train_data` (and `eval_data`, if set) and encodes every unique image and
-clip with the world encoder the model would load, at the model's `world_image_size`. Running it
-again skips what is cached (an interrupted run resumes). A cache made for another VAE or size
-is refused unless `--rebuild` is given, which clears it. Then train with the same config.
-
-Several processes share a build when Accelerate starts them (one per GPU; `--multi_gpu` also
-starts them on a machine without one):
-
-    accelerate launch --multi_gpu --num_processes 8 -m theworld cache-latents --config train.yaml
-
-The main process opens (or clears) the cache and writes its one manifest; then every process
-encodes its share of the visuals (split by file path, `latent_cache.share_owner`) into shards of
-its own, and the main process prints the totals and the throughput in images/s.
+"""`theworld cache-latents --config train.yaml [--key value ...]`: encode a training config's images
+and clips once into its `latent_cache_dir`, at the model's `world_image_size`, so training never runs
+the VAE. A rerun skips what is cached; a cache for another VAE or size is refused unless `--rebuild`.
+Several processes share a build under `accelerate launch` (docs/training.md, "Latent cache").
 """
 
 from __future__ import annotations
@@ -63,10 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_keys(parser, "training config overrides (--key value, any key of `theworld train`)", "override__")
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, str]:
-    return {name.removeprefix("override__"): value for name, value in vars(args).items() if name.startswith("override__")}
-
-
 def run(args: argparse.Namespace) -> int:
     from theworld.training.config import load_config
     from theworld.training.dataset import load_datasets
@@ -79,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.shard_size < 1:
         raise TheWorldUserError(f"--batch-size and --shard-size must be positive, got {args.batch_size}, {args.shard_size}")
-    config = load_config(args.config, _overrides(args), check_paths=False)
+    overrides = {name.removeprefix("override__"): value for name, value in vars(args).items() if name.startswith("override__")}
+    config = load_config(args.config, overrides, check_paths=False)
     if not config.latent_cache_dir:
         raise TheWorldUserError(
             f"latent_cache_dir is not set in {args.config}: set it to the folder training will read latents from "
@@ -148,13 +131,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_rollout_cache(config, world, latent_cache, encoder, datasets, safety_checker, batch_size, device) -> int:
-    """Roll every visual of the datasets out once with the run's world model (world_rollout_* settings)
-    into `config.rollout_cache_path()`, keyed as training opens it (`training.run.open_rollout_cache`).
-
-    The world model's text condition is stored there too: T5 is loaded only when no stored one
-    describes the prompt (or it came from another T5). The main process builds it alone (rollouts
-    are per visual; a shared build is not written yet).
-    """
+    """Roll every visual out once with the run's world model into `config.rollout_cache_path()`, keyed as
+    training opens it, with the world model's text condition (T5 loads only when none stored fits the prompt)."""
     from theworld.training.sources import local_or_id
     from theworld.world_model import WorldModel
     from theworld.world_model.model import resolve_world_model_folder

@@ -1,14 +1,6 @@
-"""`theworld eval`: score a model on a spatial benchmark under one control.
-
-    theworld eval --model PATH_OR_ID --benchmark blink-relative-depth --data BLINK-Benchmark/BLINK \\
-        --control none --output-dir runs/blink-depth-world
-
-Writes OUT/predictions.jsonl, OUT/unscored.jsonl, OUT/metrics.json and OUT/run.json (see
-`theworld.evaluation.harness`); re-running with the same arguments resumes. Compare runs with
-`theworld compare`. The items are loaded (and checked) before the model, so a bad data path
-fails in seconds. Several processes share a run when Accelerate starts them, each on its own GPU:
-
-    accelerate launch --multi_gpu --num_processes 8 -m theworld eval --model ... --output-dir OUT
+"""`theworld eval --model M --benchmark B --data D --control C --output-dir OUT`: score a model on a
+spatial benchmark under one control; a rerun resumes. The items are loaded (and checked) before the
+model, so a bad data path fails in seconds. Output files and multi-process runs: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -82,40 +74,27 @@ def run(args: argparse.Namespace) -> int:
     from theworld.evaluation.judge import OpenAIJudge
     from theworld.evaluation.loading import load_model
     from theworld.processes import Processes
+    from theworld.world_model.guardrail import safety_checker_by_name
 
     items = load_benchmark(args.benchmark, args.data, image_folder=args.image_folder, split=args.split, limit=args.limit)
     if not items:
         raise TheWorldUserError(f"--data: {args.data} holds no items for benchmark {args.benchmark!r}")
     settings = EvalSettings(
-        control=args.control,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        padding_side=args.padding_side,
+        control=args.control, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, padding_side=args.padding_side,
         seed=args.seed,
-    )
+    )  # fmt: skip
     processes = Processes.from_environment()
     device = args.device
     if processes.device is not None and device in (None, "", "auto"):
         device = str(processes.device)  # each process on the device its launcher gave it
-    from theworld.world_model.guardrail import safety_checker_by_name
 
     model, processor = load_model(
         args.model, args.control, cosmos_model_name=args.cosmos_model_name, dtype=args.dtype, device=device,
         safety_checker=safety_checker_by_name(args.world_safety_checker),
     )  # fmt: skip
-    judge = None
-    if args.judge_url:
-        judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(JUDGE_KEY_ENV))
-    info = {
-        "model": args.model,
-        "benchmark": args.benchmark,
-        "data": args.data,
-        "split": args.split,
-        "image_folder": args.image_folder,
-        "cosmos_model_name": args.cosmos_model_name,
-        "dtype": str(model.dtype).removeprefix("torch."),
-        "judge_model": args.judge_model,
-    }
+    judge = OpenAIJudge(args.judge_url, args.judge_model, api_key=os.environ.get(JUDGE_KEY_ENV)) if args.judge_url else None
+    info = {key: getattr(args, key) for key in ("model", "benchmark", "data", "split", "image_folder", "cosmos_model_name")}
+    info.update(dtype=str(model.dtype).removeprefix("torch."), judge_model=args.judge_model)
     metrics = evaluate(items, model, processor, args.output_dir, settings, judge=judge, info=info, processes=processes)
     if not processes.is_main:
         return 0

@@ -1,14 +1,6 @@
-"""`theworld make-tiny --output-dir DIR`: tiny random Gemma 3 and Cosmos-style VAE checkpoints.
-
-Writes the stand-ins the tests and the demo build (`theworld.testing.tiny`) under the Hub ids the
-README and `configs/` name, so their commands run offline from DIR:
-
-    DIR/google/gemma-3-4b-it/                    tiny Gemma3ForConditionalGeneration + processor
-    DIR/nvidia/Cosmos-Predict2-2B-Video2World/   vae/: tiny AutoencoderKLWan
-
-`from_pretrained("google/gemma-3-4b-it")` loads a local folder of that name when one exists, so
-run the commands from DIR. The weights are random: use them to try the tools, not to judge a model.
-With the tiny VAE use small world settings (`--world_image_size 64 --world_tokens_per_frame 16`).
+"""`theworld make-tiny --output-dir DIR`: the tiny random Gemma 3 and Cosmos-style VAE of the tests
+(`theworld.testing.tiny`) under the Hub ids the README and `configs/` name, so that their commands
+run offline from DIR. Random weights: for trying the tools, not for judging a model.
 """
 
 from __future__ import annotations

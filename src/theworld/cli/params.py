@@ -1,13 +1,6 @@
-"""`theworld params MODEL`: TheWorld's parameters per component, trainable or frozen, and their share.
-
-    theworld params google/gemma-3-4b-it --cosmos-model-name nvidia/Cosmos-Predict2-2B-Video2World
-    theworld params runs/align --stage finetune --use-lora
-
-MODEL is what `TheWorld.from_pretrained` takes (a Gemma 3 checkpoint, a TheWorld folder or an
-adapter folder). The model is built on the meta device from the configs alone: no weights are
-read, so a 4B checkpoint is counted in seconds. Without `--stage` the table shows what
-`from_pretrained` leaves trainable (the config's freeze flags); with it, what that training stage
-trains (`apply_stage`, the same function and the same totals as the stage log of `theworld train`).
+"""`theworld params MODEL [--stage STAGE [--use-lora]]`: TheWorld's parameters per component, trainable
+or frozen, and their share. The model is built on the meta device from its configs alone (a 4B model
+counts in seconds); `--stage` counts what that stage trains, through the same `apply_stage` as training.
 """
 
 from __future__ import annotations

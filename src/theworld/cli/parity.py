@@ -19,14 +19,9 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.allow_abbrev = False
     parser.add_argument("--model", required=True, help="model A: checkpoint dir or hub id (TheWorld; 'gemma:' prefix = plain Gemma 3)")
-    parser.add_argument(
-        "--reference", required=True,
-        help="model B, as --model; 'gemma' = plain Gemma 3 from A's base checkpoint",
-    )  # fmt: skip
-    parser.add_argument(
-        "--inputs", default="text",
-        help="text (default), image, world (a clip; both models world-enabled), or a JSON file of chat messages",
-    )  # fmt: skip
+    parser.add_argument("--reference", required=True, help="model B, as --model; 'gemma': plain Gemma 3 from A's base")
+    inputs_help = "text (default), image, world (a clip; both models world-enabled), or a JSON file of chat messages"
+    parser.add_argument("--inputs", default="text", help=inputs_help)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="dtype both models load in")
     parser.add_argument("--attn-implementation", default="eager", choices=("eager", "sdpa"), help="attention kernels (default eager)")
     parser.add_argument("--atol", type=float, default=0.0, help="largest |logit difference| that still passes (default 0)")
@@ -60,14 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(0)
     result = run_parity(
-        model_a,
-        model_b,
-        inputs,
-        atol=args.atol,
-        divergence=not args.no_divergence,
-        audit=args.audit_buffers,
+        model_a, model_b, inputs, atol=args.atol, divergence=not args.no_divergence, audit=args.audit_buffers,
         labels=("model A", "model B"),
-    )
+    )  # fmt: skip
     settings = f"{described}; {args.dtype}, {args.attn_implementation} attention"
     report = result.render(labels=(spec_a.label, spec_b.label), inputs=settings)
     print(report, end="")

@@ -2,12 +2,10 @@
 
 It catches what was seen in practice: tensors nothing filled after transformers 5's meta-device
 loading (uninitialised memory such as 2e+38, or zeros: a zeroed rotary `inv_freq` moved logits by
-0.66), and fp32 buffers cast to bf16. Each tensor gets value checks that need no reference, and a
-comparison against the value the model's own `_init_weights` gives it: a skeleton copy of the
-model (sentinel-filled tensors under test, other parameters on meta, so nothing large is copied)
-is initialised twice with different sentinels and seeds; only values both runs agree on count.
-Where `_init_weights` defines nothing, `reference_fns` and built-in fallbacks (rotary `inv_freq`,
-`embed_scale`) are tried. Values are compared at the buffer's own precision.
+0.66), and fp32 buffers cast to bf16. The reference for a tensor is the value the model's own
+`_init_weights` gives it on a skeleton copy (tensors under test sentinel-filled, other parameters
+on meta), initialised twice with different sentinels and seeds: only values both runs agree on
+count. `reference_fns` come before it, built-in fallbacks (rotary `inv_freq`, `embed_scale`) after.
 """
 
 from __future__ import annotations
@@ -17,19 +15,25 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from transformers import PreTrainedModel
 
+from theworld.parity.logits import dtype_name
+
 __all__ = ["BufferIssue", "Reference", "ReferenceFn", "audit_buffers", "reference_values"]
 
 logger = logging.getLogger(__name__)
 
-GARBAGE_THRESHOLD = 1e10
+GARBAGE_THRESHOLD = 1e10  # |values| above it are uninitialised memory
+RTOL, ATOL = 1e-5, 1e-8  # against the reference, at the tensor's own precision
+MAX_PARAM_NUMEL = 1 << 24  # larger parameters get value checks only
+MAX_BATCH_NUMEL = 1 << 27  # parameter elements materialised at a time
 _SENTINELS = ((3, False, 0), (5, True, 1))  # (numeric fill, bool fill, RNG seed) per run
 _CHUNK = 1 << 24  # elements scanned at a time when checking large tensors
 _MAX_REAL_SUBTREE = 1 << 26  # largest subtree (elements) copied for real when an init needs values
@@ -37,9 +41,8 @@ _MAX_REAL_SUBTREE = 1 << 26  # largest subtree (elements) copied for real when a
 
 @dataclass
 class BufferIssue:
-    """One problem with one tensor. `kind`: meta, non_finite, garbage (uninitialised memory),
-    all_zero, reference_mismatch, shape_mismatch, dtype_change (e.g. fp32 -> bf16), or (parameters
-    only, severity info) differs_from_init, which is expected for trained weights."""
+    """One problem with one tensor. `kind`: meta, non_finite, garbage, all_zero, reference_mismatch,
+    shape_mismatch, dtype_change, or (parameters only, "info") differs_from_init, expected when trained."""
 
     name: str
     kind: str
@@ -74,103 +77,82 @@ class _Entry:
 
 
 def audit_buffers(
-    model: nn.Module,
-    *,
-    check_parameters: bool = False,
-    reference_fns: Sequence[ReferenceFn] = (),
-    rtol: float = 1e-5,
-    atol: float = 1e-8,
-    garbage_threshold: float = GARBAGE_THRESHOLD,
-    max_param_numel: int = 1 << 24,
-    max_batch_numel: int = 1 << 27,
+    model: nn.Module, *, check_parameters: bool = False, reference_fns: Sequence[ReferenceFn] = ()
 ) -> list[BufferIssue]:
-    """Check every buffer of `model` (and, with `check_parameters`, every parameter); return the
-    issues in module order. Parameters above `max_param_numel` elements get value checks only;
-    at most `max_batch_numel` parameter elements are materialised at a time."""
+    """The issues of every buffer (and, with `check_parameters`, parameter) of `model` in module order."""
     entries = _entries(model, check_parameters)
-    wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= max_param_numel]
-    refs = _references(model, wanted, reference_fns, max_batch_numel)
-    return [issue for e in entries for issue in _check(e, refs.get(e.name), rtol, atol, garbage_threshold)]
+    wanted = [e for e in entries if not e.is_parameter or e.tensor.numel() <= MAX_PARAM_NUMEL]
+    refs = _references(model, wanted, reference_fns)
+    return [issue for e in entries for issue in _check(e, refs.get(e.name))]
 
 
 def reference_values(
-    model: nn.Module,
-    names: Sequence[str] | None = None,
-    *,
-    reference_fns: Sequence[ReferenceFn] = (),
-    include_parameters: bool = False,
-    max_batch_numel: int = 1 << 27,
+    model: nn.Module, names: Sequence[str] | None = None, *, reference_fns: Sequence[ReferenceFn] = ()
 ) -> dict[str, Reference]:
-    """References for the tensors of `model` named in `names` (qualified names; default: every
-    buffer, and every parameter with `include_parameters`), as far as they can be found."""
-    entries = _entries(model, include_parameters or names is not None)
-    if names is not None:
-        entries = [e for e in entries if e.name in set(names)]
-    return _references(model, entries, reference_fns, max_batch_numel)
+    """References for the tensors named in `names` (default: every buffer), as far as they can be found."""
+    wanted = None if names is None else set(names)
+    entries = [e for e in _entries(model, wanted is not None) if wanted is None or e.name in wanted]
+    return _references(model, entries, reference_fns)
 
 
 def _entries(model: nn.Module, with_parameters: bool) -> list[_Entry]:
     """Every buffer (and parameter) once, under its first qualified name, in module order."""
-    entries: list[_Entry] = []
-    seen: set[int] = set()
+    entries: dict[int, _Entry] = {}
     for prefix, module in model.named_modules():
         own = [(n, b, False) for n, b in module._buffers.items() if b is not None]
         if with_parameters:
             own = [(n, p, True) for n, p in module._parameters.items() if p is not None] + own
         for local, tensor, is_parameter in own:
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                entries.append(_Entry(f"{prefix}.{local}" if prefix else local, module, local, tensor, is_parameter))
-    return entries
+            name = f"{prefix}.{local}" if prefix else local
+            entries.setdefault(id(tensor), _Entry(name, module, local, tensor, is_parameter))
+    return list(entries.values())
 
 
 # --------------------------------------------------------------------------------------------
 # References
 
 
-def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence[ReferenceFn], max_batch_numel: int) -> dict[str, Reference]:
+def _references(model: nn.Module, entries: list[_Entry], reference_fns: Sequence[ReferenceFn]) -> dict[str, Reference]:
     """Given `reference_fns` first, then the model's own init, then the built-in fallbacks (buffers only)."""
     refs: dict[str, Reference] = {}
     for fn in reference_fns:
         for entry in entries:
-            if entry.name not in refs and (ref := _as_reference(fn(entry.module, entry.local))) is not None:
-                refs[entry.name] = ref
-    pending = [e for e in entries if e.name not in refs and not e.tensor.is_meta]
-    batch = [e for e in pending if not e.is_parameter]  # every buffer in the first batch
-    size = 0
-    for entry in [e for e in pending if e.is_parameter]:  # parameters while the batch stays small
-        if batch and size + entry.tensor.numel() > max_batch_numel:
+            if entry.name in refs or (ref := fn(entry.module, entry.local)) is None:
+                continue
+            if not isinstance(ref, (Reference, torch.Tensor)):
+                raise TypeError(f"a reference function must return a Reference, a tensor or None, not {type(ref).__name__}")
+            refs[entry.name] = ref if isinstance(ref, Reference) else Reference(ref)
+    # Every buffer in the first batch; parameters while the batch stays under MAX_BATCH_NUMEL.
+    pending = sorted((e for e in entries if e.name not in refs and not e.tensor.is_meta), key=lambda e: e.is_parameter)
+    batch, size = [], 0
+    for entry in pending:
+        if entry.is_parameter and batch and size + entry.tensor.numel() > MAX_BATCH_NUMEL:
             refs.update(_init_weights_references(model, batch))
             batch, size = [], 0
         batch.append(entry)
-        size += entry.tensor.numel()
+        size += entry.tensor.numel() if entry.is_parameter else 0
     if batch:
         refs.update(_init_weights_references(model, batch))
     for entry in (e for e in entries if e.name not in refs and not e.is_parameter):
-        for fn in (_rotary_reference, _embed_scale_reference):
-            try:
-                ref = _as_reference(fn(entry.module, entry.local))
-            except Exception as err:  # a fallback that does not fit this module
-                logger.debug("fallback %s failed for %s: %s", fn.__name__, entry.name, err)
-                ref = None
-            if ref is not None:
-                refs[entry.name] = ref
-                break
+        try:  # the two fallbacks take different names: at most one applies
+            ref = _rotary_reference(entry.module, entry.local) or _embed_scale_reference(entry.module, entry.local)
+        except Exception as err:  # a rotary module the fallback does not fit
+            logger.debug("fallback reference failed for %s: %s", entry.name, err)
+            ref = None
+        if ref is not None:
+            refs[entry.name] = ref
     return refs
 
 
 def _init_weights_references(model: nn.Module, batch: list[_Entry]) -> dict[str, Reference]:
-    """Initialise two sentinel-filled skeletons of `model`; keep the tensors of `batch` that both
-    runs set to the same value."""
-    (values_1, dtypes, failed_1), (values_2, _, failed_2) = (_initialised_skeleton(model, batch, *s) for s in _SENTINELS)
+    """The tensors of `batch` that two sentinel-filled skeletons, once initialised, agree on."""
+    (values_1, dtypes), (values_2, _) = (_initialised_skeleton(model, batch, *s) for s in _SENTINELS)
     refs = {}
-    for entry in batch:
-        v1, v2 = values_1.get(entry.name), values_2.get(entry.name)
-        if entry.name in failed_1 | failed_2 or v1 is None or v2 is None or v1.is_meta or v2.is_meta:
-            continue
-        same = v1.shape == v2.shape and v1.dtype == v2.dtype
-        if same and (bool(((v1 == v2) | (v1.isnan() & v2.isnan())).all()) if v1.is_floating_point() else torch.equal(v1, v2)):
-            refs[entry.name] = Reference(v1, dtypes.get(entry.name))
+    for name, v1 in values_1.items():
+        v2 = values_2.get(name)
+        same_kind = v2 is not None and v1.shape == v2.shape and v1.dtype == v2.dtype
+        if same_kind and bool(((v1 == v2) | (v1.isnan() & v2.isnan())).all()):
+            refs[name] = Reference(v1, dtypes.get(name))
     return refs
 
 
@@ -184,49 +166,42 @@ def _copy(tensor: torch.Tensor, real: bool) -> torch.Tensor:
 
 def _initialised_skeleton(
     model: nn.Module, batch: list[_Entry], fill: int, bool_fill: bool, seed: int
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.dtype], set[str]]:
-    """One run: build the skeleton, initialise it, and return (value of each batch tensor after
-    the init, dtype of the tensor the init copied into it where known, names whose init failed)."""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.dtype]]:
+    """One run: (the value of each batch tensor the skeleton's init set, the dtype the init meant where known)."""
     by_id = {id(e.tensor): e.name for e in batch}
     created: dict[str, torch.Tensor] = {}  # batch name -> the skeleton's tensor
     originals: dict[int, torch.Tensor] = {}  # id(skeleton tensor) -> model tensor
     replaced: dict[int, torch.Tensor] = {}  # id(model tensor) -> skeleton tensor (shared tensors stay shared)
+    skeletons: dict[int, nn.Module] = {}  # id(model module) -> skeleton module
 
-    def replacement(tensor: torch.Tensor, is_parameter: bool) -> torch.Tensor:
-        if id(tensor) in replaced:
-            return replaced[id(tensor)]
-        name = by_id.get(id(tensor))
-        if name is not None:  # under test: a sentinel the init must overwrite
-            dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
-            new = torch.full(tuple(tensor.shape), bool_fill if dtype == torch.bool else fill, dtype=dtype)
-        else:  # buffers are small and other modules' inits may read them; parameters stay on meta
-            new = _copy(tensor, real=not is_parameter)
-        if is_parameter:
-            new = nn.Parameter(new, requires_grad=tensor.requires_grad)
-        if name is not None:
-            created[name] = new
-        replaced[id(tensor)] = new
-        originals[id(new)] = tensor
-        return new
-
-    skeletons: dict[int, nn.Module] = {}
+    def replacement(tensor: torch.Tensor, is_parameter: bool, real: bool) -> torch.Tensor:
+        if id(tensor) not in replaced:
+            name = by_id.get(id(tensor))
+            if name is None:
+                new = _copy(tensor, real)
+            else:  # under test: a sentinel the init must overwrite
+                dtype = torch.float32 if tensor.is_floating_point() else tensor.dtype
+                new = torch.full(tuple(tensor.shape), bool_fill if dtype == torch.bool else fill, dtype=dtype)
+            if is_parameter:
+                new = nn.Parameter(new, requires_grad=tensor.requires_grad)
+            if name is not None:
+                created[name] = new
+            replaced[id(tensor)], originals[id(new)] = new, tensor
+        return replaced[id(tensor)]
 
     def skeleton(module: nn.Module) -> nn.Module:
-        if id(module) in skeletons:
-            return skeletons[id(module)]
-        clone = copy.copy(module)
-        skeletons[id(module)] = clone
-        state = clone.__dict__
-        state.pop("_is_hf_initialized", None)
-        state["_parameters"] = {n: None if p is None else replacement(p, True) for n, p in module._parameters.items()}
-        state["_buffers"] = {n: None if b is None else replacement(b, False) for n, b in module._buffers.items()}
-        state["_modules"] = {n: None if c is None else skeleton(c) for n, c in module._modules.items()}
-        # Plain tensor attributes (not registered) must not be shared either: an init writing
-        # into one would write into the audited model.
-        for key, value in list(state.items()):
-            if isinstance(value, torch.Tensor):
-                state[key] = replaced[id(value)] if id(value) in replaced else _copy(value, real=value.numel() <= _CHUNK)
-        return clone
+        if id(module) not in skeletons:
+            clone = skeletons[id(module)] = copy.copy(module)
+            state = clone.__dict__
+            state.pop("_is_hf_initialized", None)
+            # Buffers are small and other modules' inits may read them: real copies; parameters on meta.
+            state["_parameters"] = {n: p if p is None else replacement(p, True, False) for n, p in module._parameters.items()}
+            state["_buffers"] = {n: b if b is None else replacement(b, False, True) for n, b in module._buffers.items()}
+            state["_modules"] = {n: c if c is None else skeleton(c) for n, c in module._modules.items()}
+            # Plain tensor attributes must not be shared either: an init writing into one would write into the model.
+            tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+            state.update({k: replacement(v, False, v.numel() <= _CHUNK) for k, v in tensors.items()})
+        return skeletons[id(module)]
 
     root = skeleton(model)
     recorder = _CopySources({id(t): name for name, t in created.items()})
@@ -263,15 +238,14 @@ def _initialised_skeleton(
     values: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = dict(recorder.sources)
     for entry in batch:
-        holder = skeletons.get(id(entry.module))
-        tensor = None if holder is None else (holder._parameters if entry.is_parameter else holder._buffers).get(entry.local)
-        if tensor is None:
+        holder = skeletons[id(entry.module)]  # every module of the model has one
+        tensor = (holder._parameters if entry.is_parameter else holder._buffers).get(entry.local)
+        if tensor is None or tensor.is_meta or entry.name in failed:
             continue
-        tensor = tensor.detach()
-        if not tensor.is_meta and tensor.data_ptr() != created[entry.name].data_ptr():
+        if tensor.data_ptr() != created[entry.name].data_ptr():
             dtypes.setdefault(entry.name, tensor.dtype)  # the init replaced the tensor: its dtype is the intent
-        values[entry.name] = tensor if tensor.is_meta else tensor.to("cpu")
-    return values, dtypes, failed
+        values[entry.name] = tensor.detach().to("cpu")
+    return values, dtypes
 
 
 class _CopySources(TorchFunctionMode):
@@ -279,54 +253,33 @@ class _CopySources(TorchFunctionMode):
 
     def __init__(self, targets: dict[int, str]):
         super().__init__()
-        self.targets = targets
-        self.sources: dict[str, torch.dtype] = {}
+        self.targets, self.sources = targets, {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.Tensor.copy_ and args:
-            name = self.targets.get(id(args[0]))
-            source = args[1] if len(args) > 1 else kwargs.get("src")
-            if name is not None and isinstance(source, torch.Tensor):
-                self.sources[name] = source.dtype
+        source = args[1] if len(args) > 1 else kwargs.get("src")
+        if func is torch.Tensor.copy_ and id(args[0]) in self.targets and isinstance(source, torch.Tensor):
+            self.sources[self.targets[id(args[0])]] = source.dtype
         return func(*args, **kwargs)
 
 
 @contextmanager
 def _genuine_torch_init() -> Iterator[None]:
-    """Undo, for the duration, any patching of `torch.nn.init` by transformers (`no_init_weights`
-    replaces the init functions by no-ops, `guard_torch_init_functions` by flag-checking ones), so
-    that an `_init_weights` calling torch's init directly really initialises the copy."""
+    """torch's own `torch.nn.init` functions for the duration (transformers' `no_init_weights` makes them
+    no-ops), so that an `_init_weights` calling them really initialises the copy."""
     try:
-        from transformers import initialization as hf_init
+        from transformers.initialization import TORCH_INIT_FUNCTIONS as functions, TORCH_MODULES_TO_PATCH as names
     except ImportError:  # transformers < 5
+        functions, names = {}, ()
+    with ExitStack() as stack:
+        for module in (sys.modules[name] for name in names if name in sys.modules):
+            for func in functions.keys() & vars(module).keys():
+                stack.enter_context(mock.patch.object(module, func, functions[func]))
         yield
-        return
-    restored = []
-    for module_name in getattr(hf_init, "TORCH_MODULES_TO_PATCH", ()):
-        torch_module = sys.modules.get(module_name)
-        for func_name, func in getattr(hf_init, "TORCH_INIT_FUNCTIONS", {}).items():
-            current = getattr(torch_module, func_name, None)
-            if current is not None and current is not func:
-                restored.append((torch_module, func_name, current))
-                setattr(torch_module, func_name, func)
-    try:
-        yield
-    finally:
-        for torch_module, func_name, func in reversed(restored):
-            setattr(torch_module, func_name, func)
 
 
 # --------------------------------------------------------------------------------------------
 # Built-in fallbacks (used only where _init_weights defines nothing)
-
-
-def _as_reference(value: Reference | torch.Tensor | None) -> Reference | None:
-    if value is None or isinstance(value, Reference):
-        return value
-    if isinstance(value, torch.Tensor):
-        return Reference(value)
-    raise TypeError(f"a reference function must return a Reference, a tensor or None, not {type(value).__name__}")
 
 
 def _rotary_reference(module: nn.Module, name: str) -> Reference | None:
@@ -335,11 +288,8 @@ def _rotary_reference(module: nn.Module, name: str) -> Reference | None:
     config = getattr(module, "config", None)
     if not name.endswith("inv_freq") or "Rotary" not in type(module).__name__ or config is None:
         return None
-    layer_type = None
-    for suffix in ("_original_inv_freq", "_inv_freq"):
-        if name.endswith(suffix) and name != suffix.lstrip("_"):
-            layer_type = name[: -len(suffix)]
-            break
+    suffix = next((s for s in ("_original_inv_freq", "_inv_freq") if name.endswith(s) and name != s[1:]), None)
+    layer_type = name.removesuffix(suffix) if suffix else None
     rope_type = getattr(module, "rope_type", "default")
     if isinstance(rope_type, dict):
         rope_type = rope_type.get(layer_type, "default")
@@ -367,34 +317,27 @@ def _embed_scale_reference(module: nn.Module, name: str) -> Reference | None:
 # Checks
 
 
-def _dtype_name(dtype: torch.dtype | None) -> str | None:
-    return None if dtype is None else str(dtype).replace("torch.", "")
-
-
 def _value_stats(tensor: torch.Tensor) -> tuple[bool, float, bool]:
     """(has non-finite values, largest finite |value|, all zero), scanned in chunks."""
-    flat = tensor.detach().reshape(-1)
-    nonfinite, largest, all_zero = False, 0.0, True
-    for start in range(0, flat.numel(), _CHUNK):
-        chunk = flat[start : start + _CHUNK]
+    nonfinite, largest, nonzero = False, 0.0, False
+    for chunk in tensor.detach().reshape(-1).split(_CHUNK):
         if chunk.is_floating_point() or chunk.is_complex():
             finite = torch.isfinite(chunk)
             nonfinite = nonfinite or not bool(finite.all())
             chunk = chunk[finite]
-        chunk = chunk.abs().to(torch.float64)
         if chunk.numel():
-            largest = max(largest, float(chunk.max()))
-            all_zero = all_zero and not bool((chunk != 0).any())
-    return nonfinite, largest, all_zero and not nonfinite
+            largest = max(largest, float(chunk.abs().max()))
+            nonzero = nonzero or bool((chunk != 0).any())
+    return nonfinite, largest, not (nonzero or nonfinite)
 
 
-def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garbage_threshold: float) -> list[BufferIssue]:
+def _check(entry: _Entry, ref: Reference | None) -> list[BufferIssue]:
     tensor, is_parameter = entry.tensor, entry.is_parameter
     what = "parameter" if is_parameter else "buffer"
     found: list[BufferIssue] = []
 
     def issue(kind: str, severity: str, message: str, **extra) -> None:
-        found.append(BufferIssue(entry.name, kind, severity, message, dtype=_dtype_name(tensor.dtype), is_parameter=is_parameter, **extra))
+        found.append(BufferIssue(entry.name, kind, severity, message, dtype_name(tensor), is_parameter=is_parameter, **extra))
 
     if tensor.is_meta:
         issue("meta", "error", f"{what} is on the meta device: it was never materialised")
@@ -403,10 +346,10 @@ def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garba
         nonfinite, largest, all_zero = _value_stats(tensor)
         if nonfinite:
             issue("non_finite", "error", f"{what} contains NaN or infinity")
-        if largest > garbage_threshold:
+        if largest > GARBAGE_THRESHOLD:
             issue(
                 "garbage", "error",
-                f"{what} holds |values| up to {largest:.3g} (> {garbage_threshold:.0e}): "
+                f"{what} holds |values| up to {largest:.3g} (> {GARBAGE_THRESHOLD:.0e}): "
                 "uninitialised memory, typically a tensor nothing filled after meta-device loading",
             )  # fmt: skip
         if all_zero and ref is None:
@@ -419,40 +362,34 @@ def _check(entry: _Entry, ref: Reference | None, rtol: float, atol: float, garba
     if tuple(expected.shape) != tuple(tensor.shape):
         issue("shape_mismatch", "error", f"{what} has shape {tuple(tensor.shape)}, its initialisation {tuple(expected.shape)}")
         return found
-    if ref.expected_dtype is not None and ref.expected_dtype != tensor.dtype:
-        actual_t, expected_t = tensor.dtype, ref.expected_dtype
+    actual_t, expected_t = tensor.dtype, ref.expected_dtype
+    if expected_t is not None and expected_t != actual_t:
         if actual_t.is_floating_point and expected_t.is_floating_point:
             downcast = torch.finfo(actual_t).eps > torch.finfo(expected_t).eps
         else:
             downcast = actual_t.is_floating_point != expected_t.is_floating_point
         issue(
             "dtype_change", "error" if downcast else "warning",
-            f"{what} is {_dtype_name(actual_t)} but its initialisation produces {_dtype_name(expected_t)}"
+            f"{what} is {dtype_name(actual_t)} but its initialisation produces {dtype_name(expected_t)}"
             + (" (precision lost)" if downcast else ""),
-            expected_dtype=_dtype_name(expected_t),
+            expected_dtype=dtype_name(expected_t),
         )  # fmt: skip
     actual = tensor.detach().to("cpu")
     if tensor.is_floating_point():
-        rounded, value = expected.to(tensor.dtype).to(torch.float32), actual.to(torch.float32)
-        bad = ~((value - rounded).abs() <= atol + rtol * rounded.abs()) & ~(value.isnan() & rounded.isnan())
+        rounded, value = expected.to(actual_t).to(torch.float32), actual.to(torch.float32)
+        bad = ~((value - rounded).abs() <= ATOL + RTOL * rounded.abs()) & ~(value.isnan() & rounded.isnan())
         diff = (value - rounded).abs().nan_to_num(nan=math.inf)
     else:
-        bad = actual != expected.to(tensor.dtype)
+        bad = actual != expected.to(actual_t)
         diff = (actual.to(torch.float64) - expected.to(torch.float64)).abs()
     max_diff = float(diff.max()) if diff.numel() else 0.0
     if not bool(bad.any()):
         return found
     if is_parameter:
-        issue(
-            "differs_from_init", "info",
-            f"parameter differs from its deterministic initial value by up to {max_diff:.3g} (expected for trained weights)",
-            max_abs_diff=max_diff,
-        )  # fmt: skip
+        kind, severity, what = "differs_from_init", "info", "parameter differs from its deterministic initial value"
+        detail = "(expected for trained weights)"
     else:
-        issue(
-            "reference_mismatch", "error",
-            f"buffer differs from the value its initialisation gives it by up to {max_diff:.3g} "
-            f"({int(bad.sum())} of {bad.numel()} elements)",
-            max_abs_diff=max_diff,
-        )  # fmt: skip
+        kind, severity, what = "reference_mismatch", "error", "buffer differs from the value its initialisation gives it"
+        detail = f"({int(bad.sum())} of {bad.numel()} elements)"
+    issue(kind, severity, f"{what} by up to {max_diff:.3g} {detail}", max_abs_diff=max_diff)
     return found

@@ -1,7 +1,5 @@
-"""What `theworld parity` needs around the parity core: resolving model names, loading, building
-inputs with model A's processor, and running the comparison into one report (docs/parity.md).
-Runs under transformers 4.57 too.
-"""
+"""`theworld parity` around the parity core: model names, loading, inputs from model A's processor,
+and one report (docs/parity.md). Runs under transformers 4.57 too."""
 
 from __future__ import annotations
 
@@ -23,7 +21,6 @@ from theworld.parity.logits import LogitReport, compare_logits
 from theworld.parity.report import NOT_RUN, render_parity_report
 
 GEMMA_PREFIX = "gemma:"
-BUILTIN_INPUTS = ("text", "image", "world")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Modules TheWorld has and Gemma 3 does not: never compared against a plain Gemma model.
 WORLD_MODULES = ("world_projector", "world_encoder")
@@ -105,14 +102,8 @@ def _load_gemma(source: str, **kwargs: Any) -> nn.Module:
         )
     key_mapping = gemma3_key_mapping()
     if key_mapping is not None:  # transformers 4.x
-        config = Gemma3Config.from_dict(add_legacy_rope_fields(config_dict))
-        return Gemma3ForConditionalGeneration.from_pretrained(source, config=config, key_mapping=key_mapping, **kwargs)
+        kwargs.update(config=Gemma3Config.from_dict(add_legacy_rope_fields(config_dict)), key_mapping=key_mapping)
     return Gemma3ForConditionalGeneration.from_pretrained(source, **kwargs)
-
-
-def is_world_model(model: nn.Module) -> bool:
-    """A TheWorld with its world path built."""
-    return getattr(model, "world_projector", None) is not None
 
 
 def load_chat_file(path: str | os.PathLike) -> list[dict]:
@@ -127,7 +118,7 @@ def load_chat_file(path: str | os.PathLike) -> list[dict]:
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise TheWorldUserError(f"inputs file {path} must hold a non-empty list of chat messages ({{'role': ..., 'content': ...}})")
 
-    def resolve_image(value: Any) -> str:
+    def resolve(value: Any) -> str:
         if not isinstance(value, str):
             raise TheWorldUserError(f"inputs file {path}: an image must be given as a path, got {value!r}")
         file = (path.parent / value).expanduser()
@@ -139,15 +130,12 @@ def load_chat_file(path: str | os.PathLike) -> list[dict]:
         if not isinstance(item, dict):
             raise TheWorldUserError(f"inputs file {path}: a content item must be an object, got {item!r}")
         if item.get("type") == "image":
-            item.update({key: resolve_image(item[key]) for key in ("image", "path", "url") if key in item})
+            item.update({key: resolve(item[key]) for key in ("image", "path", "url") if key in item})
         elif item.get("type") == "video":
-            frames = item.get("video")
-            if isinstance(frames, str):  # a video file
-                item["video"] = resolve_image(frames)
-            elif isinstance(frames, list):
-                item["video"] = [resolve_image(frame) for frame in frames]
-            else:
+            frames = item.get("video")  # a video file or a list of frames
+            if not isinstance(frames, (str, list)):
                 raise TheWorldUserError(f"inputs file {path}: a video item needs a list of frame paths or a video file")
+            item["video"] = resolve(frames) if isinstance(frames, str) else [resolve(frame) for frame in frames]
     return messages
 
 
@@ -158,26 +146,28 @@ def build_inputs(
     from theworld import TheWorldProcessor
     from theworld.testing.inputs import clip_chat, image_chat
 
-    with_encoders = all(is_world_model(m) and m.world_encoder is not None for m in (model_a, model_b))
+    builtin = {
+        "text": (TEXT_CHAT, False, "text: a text-only chat"),
+        "image": (image_chat(0, question="Describe this scene."), False, "image: an image chat (Gemma's prompt format)"),
+        "world": (clip_chat(0, frames=5), True, "world: a 5-frame clip with its world block"),
+    }
     if inputs == "world":
         for label, model in (("model A", model_a), ("the reference", model_b)):
-            if not is_world_model(model):
+            if getattr(model, "world_projector", None) is None:
                 raise TheWorldUserError(f"--inputs world needs {label} to be a world-enabled TheWorld (enable_world=True)")
             if model.world_encoder is None:
                 raise TheWorldUserError(
                     f"--inputs world: {label} has no world encoder: pass --cosmos-model-name, or save the "
                     "model with its world_encoder/ folder"
                 )
-        chat, with_world, what = clip_chat(0, frames=5), True, "world: a 5-frame clip with its world block"
-    elif inputs == "text":
-        chat, with_world, what = TEXT_CHAT, False, "text: a text-only chat"
-    elif inputs == "image":
-        chat, with_world, what = image_chat(0, question="Describe this scene."), False, "image: an image chat (Gemma's prompt format)"
+    if inputs in builtin:
+        chat, with_world, what = builtin[inputs]
     elif inputs.endswith(".json") or os.path.exists(inputs):
-        chat, with_world = load_chat_file(inputs), with_encoders  # world blocks only when both models take them
+        chat = load_chat_file(inputs)
+        with_world = all(getattr(m, "world_encoder", None) is not None for m in (model_a, model_b))  # both must take them
         what = f"{inputs}: {len(chat)} chat message(s)" + (" with world blocks" if with_world else " (Gemma's prompt format)")
     else:
-        raise TheWorldUserError(f"--inputs {inputs!r}: expected one of {', '.join(BUILTIN_INPUTS)} or a .json file")
+        raise TheWorldUserError(f"--inputs {inputs!r}: expected one of {', '.join(builtin)} or a .json file")
 
     # Model A's tokenizer; a folder without one (a saved model, an adapter) uses its base checkpoint's.
     source = spec_a.source
@@ -186,7 +176,7 @@ def build_inputs(
         if not source:
             raise TheWorldUserError(f"{spec_a.source} holds no tokenizer/processor files and names no base checkpoint")
     try:
-        if is_world_model(model_a):
+        if getattr(model_a, "world_projector", None) is not None:
             processor = TheWorldProcessor.from_model_config(source, model_a.config)
         else:
             processor = TheWorldProcessor.from_pretrained(source, enable_world=False)
@@ -198,14 +188,6 @@ def build_inputs(
     if "pixel_values" in tensors:
         tensors["pixel_values"] = tensors["pixel_values"].to(dtype)
     return tensors, what
-
-
-def theworld_name_map(model_a: nn.Module, model_b: nn.Module):
-    """Module names of B as A's: TheWorld and Gemma 3 share every Gemma module name; the world
-    modules exist only in TheWorld and are left out when the other model has none."""
-    if is_world_model(model_a) and is_world_model(model_b):
-        return None
-    return lambda name: None if name.split(".", 1)[0] in WORLD_MODULES else name
 
 
 @dataclass
@@ -245,11 +227,11 @@ def run_parity(
     audit: bool = False,
     labels: tuple[str, str] = ("A", "B"),
 ) -> ParityResult:
-    """Compare logits; on a difference find the first divergent module (model A's names);
-    with `audit`, audit both models' buffers."""
+    """Compare logits; on a difference find the first divergent module (TheWorld and Gemma 3 share
+    every Gemma module name); with `audit`, audit both models' buffers."""
     result = ParityResult(logits=compare_logits(model_a, model_b, inputs, atol=atol))
     if divergence and not result.logits.passed:
-        found = find_first_divergence(model_a, model_b, inputs, atol=atol, name_map=theworld_name_map(model_a, model_b))
+        found = find_first_divergence(model_a, model_b, inputs, atol=atol)
         if found is not None:
             # World modules exist in only one model when the other is plain Gemma: expected, not a finding.
             dropped = [n for n in found.only_in_a + found.only_in_b if n.split(".", 1)[0] in WORLD_MODULES]

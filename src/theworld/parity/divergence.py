@@ -1,25 +1,23 @@
 """Find the first module at which two models' activations part ways, and which of its weights
 and buffers differ (a zeroed rotary `inv_freq` shows up as `model.rotary_emb` with that buffer).
 
-Forward hooks on every named submodule of both models, matched by qualified name (B's names can be
-translated into A's through `name_map`) and call index. Hooks fire when a module returns, so the
-order is a post-order: a leaf that diverges is reported before its block. Memory stays bounded:
-A records detached outputs up to `max_recorded_bytes`, then B compares on the fly against that
-window; most searches need one pass of each model.
+Forward hooks on every submodule of both models, matched by qualified name (B's translated through
+`name_map`) and call index; they fire as modules return, so a diverging leaf is reported before its
+block. A records outputs up to `max_recorded_bytes`, then B compares against that window on the fly.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from theworld.parity.logits import max_abs_diff, move_inputs, run_eval
+from theworld.parity.logits import dtype_name, max_abs_diff, run_forward
 
 __all__ = ["Divergence", "NameMap", "TensorDifference", "find_first_divergence", "module_name_differences"]
 
@@ -68,9 +66,8 @@ class Divergence:
 
     @property
     def cause(self) -> str:
-        """'module' when the inputs agree (the module itself computes differently), 'inputs' when they
-        already differ (the difference arose in code outside any module, e.g. a parent's forward),
-        'unknown' when the inputs could not be compared."""
+        """'module' when the inputs agree (the module computes differently), 'inputs' when they already
+        differ (code outside any module, e.g. a parent's forward), 'unknown' when not comparable."""
         if self.input_max_abs_diff is None:
             return "unknown"
         return "inputs" if self.input_max_abs_diff > self.atol else "module"
@@ -89,8 +86,7 @@ def find_first_divergence(
     whose output differs by more than `atol`, or None. `name_map` translates B's module names into
     A's: a callable (None leaves a module out) or a prefix mapping such as `{"core": ""}` (longest
     prefix wins); unmatched modules are listed in `only_in_a` / `only_in_b`, not compared."""
-    a_names = [name for name, _ in model_a.named_modules()]
-    b_to_a, only_in_a, only_in_b = _match_names(a_names, [n for n, _ in model_b.named_modules()], name_map)
+    b_to_a, only_in_a, only_in_b = _match_names(model_a, model_b, name_map)
     start = 0
     while True:
         window = _record_window(model_a, inputs, set(b_to_a.values()), start, max_recorded_bytes)
@@ -103,8 +99,7 @@ def find_first_divergence(
     index, (name_a, call), path, diff, shape_a, shape_b = found
     name_b = next(b for b, a in b_to_a.items() if a == name_a)
     module_a, module_b = model_a.get_submodule(name_a), model_b.get_submodule(name_b)
-    calls_a = window.calls_per_name
-    previous = window.order[index - 1] if index else None
+    calls_a, previous = window.calls_per_name, window.order[index - 1] if index else None
     return Divergence(
         name_a, name_b, type(module_a).__name__, type(module_b).__name__, call, index, path, diff, float(atol),
         shape_a, shape_b,
@@ -113,32 +108,26 @@ def find_first_divergence(
         differing_tensors=_differing_tensors(module_a, module_b, atol),
         only_in_a=only_in_a,
         only_in_b=only_in_b,
-        call_count_mismatches={
-            name: (calls_a[name], calls_b[name]) for name in a_names if calls_a[name] != calls_b[name]
-        },
+        call_count_mismatches={n: (calls_a[n], calls_b[n]) for n, _ in model_a.named_modules() if calls_a[n] != calls_b[n]},
     )  # fmt: skip
 
 
 def module_name_differences(model_a: nn.Module, model_b: nn.Module, name_map: NameMap = None) -> tuple[list[str], list[str]]:
     """(modules only in A, modules only in B) after translating B's names with `name_map`."""
-    _, only_in_a, only_in_b = _match_names([n for n, _ in model_a.named_modules()], [n for n, _ in model_b.named_modules()], name_map)
-    return only_in_a, only_in_b
+    return _match_names(model_a, model_b, name_map)[1:]
 
 
-def _match_names(a_names: list[str], b_names: list[str], name_map: NameMap) -> tuple[dict[str, str], list[str], list[str]]:
+def _match_names(model_a: nn.Module, model_b: nn.Module, name_map: NameMap) -> tuple[dict[str, str], list[str], list[str]]:
     """({B name: A name} in B's order, names only in A, names only in B). Of several B modules
     mapping to one A name, one the map renamed wins, then B's registration order."""
-    mapper = _make_mapper(name_map)
-    known = set(a_names)
-    mapped = {name: mapper(name) for name in b_names}
-    b_to_a: dict[str, str] = {}
-    for renamed_only in (True, False):
-        for name, target in mapped.items():
-            if target in known and target not in b_to_a.values() and name not in b_to_a and not (renamed_only and target == name):
-                b_to_a[name] = target
-    used = set(b_to_a.values())
-    b_to_a = {name: b_to_a[name] for name in b_names if name in b_to_a}
-    return b_to_a, [n for n in a_names if n not in used], [n for n in b_names if n not in b_to_a]
+    a_names, mapper = [n for n, _ in model_a.named_modules()], _make_mapper(name_map)
+    mapped = {name: mapper(name) for name, _ in model_b.named_modules()}
+    a_to_b: dict[str, str | None] = dict.fromkeys(a_names)
+    for name in sorted(mapped, key=lambda name: mapped[name] == name):  # renamed ones first, then B's order
+        if mapped[name] in a_to_b and a_to_b[mapped[name]] is None:
+            a_to_b[mapped[name]] = name
+    b_to_a = {name: target for name, target in mapped.items() if a_to_b.get(target) == name}
+    return b_to_a, [n for n in a_names if a_to_b[n] is None], [n for n in mapped if n not in b_to_a]
 
 
 def _make_mapper(name_map: NameMap) -> Callable[[str], str | None]:
@@ -186,11 +175,12 @@ class _Window:
     end: int  # first execution index not recorded
 
 
-def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Module, Callable], with_kwargs: bool = False) -> None:
-    handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module, hook in hooks.items()]
+def _run_hooked(
+    model: nn.Module, inputs: Mapping[str, Any], modules: Iterable[nn.Module], hook: Callable, with_kwargs: bool = False
+) -> None:
+    handles = [module.register_forward_hook(hook, with_kwargs=with_kwargs) for module in modules]
     try:
-        with run_eval(model):
-            model(**move_inputs(inputs, model))
+        run_forward(model, inputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -198,54 +188,53 @@ def _run_hooked(model: nn.Module, inputs: Mapping[str, Any], hooks: dict[nn.Modu
 
 def _record_window(model: nn.Module, inputs: Mapping[str, Any], names: set[str], start: int, budget: int) -> _Window:
     window = _Window({}, [], Counter(), end=-1)
-    used = [0]
+    name_of = {module: name for name, module in model.named_modules() if name in names}
+    used = 0
 
-    def make_hook(name: str):
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            key, index = (name, window.calls_per_name[name]), len(window.order)
-            window.calls_per_name[name] += 1
-            window.order.append(key)
-            if index < start or window.end >= 0:
-                return
-            tensors = _flatten(output)
-            size = sum(t.numel() * t.element_size() for _, t in tensors)
-            if window.records and used[0] + size > budget:
-                window.end = index
-                return
-            window.records[key] = (index, [(path, t.detach().clone()) for path, t in tensors])
-            used[0] += size
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal used
+        name = name_of[module]
+        key, index = (name, window.calls_per_name[name]), len(window.order)
+        window.calls_per_name[name] += 1
+        window.order.append(key)
+        if index < start or window.end >= 0:
+            return
+        tensors = _flatten(output)
+        size = sum(t.numel() * t.element_size() for _, t in tensors)
+        if window.records and used + size > budget:
+            window.end = index
+            return
+        window.records[key] = (index, [(path, t.detach().clone()) for path, t in tensors])
+        used += size
 
-        return hook
-
-    _run_hooked(model, inputs, {m: make_hook(n) for n, m in model.named_modules() if n in names})
+    _run_hooked(model, inputs, name_of, hook)
     window.end = window.end if window.end >= 0 else len(window.order)
     return window
 
 
 def _compare_window(model: nn.Module, inputs: Mapping[str, Any], b_to_a: dict[str, str], window: _Window, atol: float):
     """(the earliest differing call of the window, or None; B's calls per A name)."""
-    counts: Counter = Counter()
-    best: list[Any] = [None]
-
-    def make_hook(name_a: str):
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            key = (name_a, counts[name_a])
-            counts[name_a] += 1
-            record = window.records.get(key)
-            if record is None or (best[0] is not None and best[0][0] < record[0]):
-                return  # not recorded, or an earlier divergence is already known
-            worst = _worst(record[1], _flatten(output))
-            if worst is not None and (worst[1] > atol or math.isnan(worst[1])):
-                best[0] = (record[0], key, *worst)
-
-        return hook
-
     modules = dict(model.named_modules())
+    name_of = {modules[b]: a for b, a in b_to_a.items()}  # B's module -> A's name
+    counts: Counter = Counter()
+    best = None
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal best
+        key = (name_of[module], counts[name_of[module]])
+        counts[key[0]] += 1
+        record = window.records.get(key)
+        if record is None or (best is not None and best[0] < record[0]):
+            return  # not recorded, or an earlier divergence is already known
+        worst = _worst(record[1], _flatten(output))
+        if worst is not None and (worst[1] > atol or math.isnan(worst[1])):
+            best = (record[0], key, *worst)
+
     try:
-        _run_hooked(model, inputs, {modules[b]: make_hook(a) for b, a in b_to_a.items()})
+        _run_hooked(model, inputs, name_of, hook)
     finally:
         window.records.clear()
-    return best[0], counts
+    return best, counts
 
 
 def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, call_index: int) -> float | None:
@@ -261,7 +250,7 @@ def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, cal
                 seen["value"] = [(p, t.detach().clone()) for p, t in flat]
             seen["calls"] += 1
 
-        _run_hooked(model, inputs, {model.get_submodule(name): hook}, with_kwargs=True)
+        _run_hooked(model, inputs, [model.get_submodule(name)], hook, with_kwargs=True)
         if seen["value"] is None:
             return None
         captured.append(seen["value"])
@@ -270,22 +259,15 @@ def _compare_call_inputs(model_a, model_b, inputs, name_a: str, name_b: str, cal
 
 
 def _module_tensors(module: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
-    """{relative name: (kind, tensor)}: the module's own parameters and buffers, then its submodules'."""
-    tensors = [(n, "parameter", t) for n, t in module.named_parameters()] + [(n, "buffer", t) for n, t in module.named_buffers()]
-    return {name: (kind, t) for name, kind, t in sorted(tensors, key=lambda item: "." in item[0])}
+    """{relative name: (kind, tensor)} of the module's parameters and buffers, its submodules' included."""
+    return {n: ("parameter", t) for n, t in module.named_parameters()} | {n: ("buffer", t) for n, t in module.named_buffers()}
 
 
 def _differing_tensors(module_a: nn.Module, module_b: nn.Module, atol: float) -> list[TensorDifference]:
-    def dtype(t: torch.Tensor | None) -> str | None:
-        return None if t is None else str(t.dtype).replace("torch.", "")
-
-    def shape(t: torch.Tensor | None) -> tuple[int, ...] | None:
-        return None if t is None else tuple(t.shape)
-
     tensors_a, tensors_b = _module_tensors(module_a), _module_tensors(module_b)
     result = []
-    for name in list(tensors_a) + [n for n in tensors_b if n not in tensors_a]:
-        kind, a = tensors_a.get(name, (tensors_b.get(name, ("", None))[0], None))
+    for name in tensors_a | tensors_b:  # A's order, then B's own
+        kind, a = tensors_a.get(name) or (tensors_b[name][0], None)
         b = tensors_b.get(name, (kind, None))[1]
         diff, note = None, ""
         if a is None or b is None:
@@ -295,8 +277,8 @@ def _differing_tensors(module_a: nn.Module, module_b: nn.Module, atol: float) ->
         elif a.shape != b.shape:
             diff, note = math.inf, "shape differs"
         else:
-            diff = max_abs_diff(a, b)
-            note = "dtype differs" if a.dtype != b.dtype else ""
+            diff, note = max_abs_diff(a, b), "dtype differs" if a.dtype != b.dtype else ""
         if note or diff > atol or math.isnan(diff):
-            result.append(TensorDifference(name, kind, diff, dtype(a), dtype(b), shape(a), shape(b), note))
+            shapes = [None if t is None else tuple(t.shape) for t in (a, b)]
+            result.append(TensorDifference(name, kind, diff, dtype_name(a), dtype_name(b), *shapes, note))
     return sorted(result, key=lambda item: "." in item.name)  # own tensors first, then nested ones

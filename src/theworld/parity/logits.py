@@ -1,14 +1,10 @@
 """Compare the logits of two models that should agree (a subclass and its parent, one checkpoint
-loaded two ways or under two library versions). Any module whose output is a tensor, a tuple
-starting with the logits, or has a `logits` field can be compared. The tensor helpers at the
-bottom are shared with `divergence.py`.
-"""
+loaded two ways or under two library versions); the helpers at the bottom serve `divergence.py` too."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +24,12 @@ class LogitReport:
     shape_b: tuple[int, ...]
     dtype_a: str
     dtype_b: str
-    max_abs_diff: float
-    mean_abs_diff: float
-    greedy_agreement: float | None
-    n_positions: int
     atol: float
-    passed: bool
+    max_abs_diff: float = math.inf
+    mean_abs_diff: float = math.inf
+    greedy_agreement: float | None = None
+    n_positions: int = 0
+    passed: bool = False
     worst_position: tuple[int, ...] | None = None
     first_greedy_mismatch: tuple[int, ...] | None = None
     message: str = ""
@@ -47,27 +43,20 @@ def compare_logits(model_a: nn.Module, model_b: nn.Module, inputs: Mapping[str, 
     """Run both models on `inputs` (eval mode, no grad, flags restored) and compare in fp32; passes
     when shapes match, non-finite values sit in the same places and `max_abs_diff <= atol`. A shape
     mismatch is a failed comparison, never an exception."""
-    raw = []
-    for model in (model_a, model_b):
-        with run_eval(model):
-            raw.append(extract_logits(model(**move_inputs(inputs, model))))
+    raw = [extract_logits(run_forward(model, inputs)) for model in (model_a, model_b)]
     a, b = (x.detach().to(device="cpu", dtype=torch.float32) for x in raw)
     if a.dim() == 0 or b.dim() == 0:
         raise ValueError("logits must have at least one (vocabulary) dimension")
     if a.dim() == 1 and b.dim() == 1:  # a single position: give it a position axis
         a, b = a[None], b[None]
-    report = LogitReport(
-        tuple(a.shape), tuple(b.shape), *(str(x.dtype).replace("torch.", "") for x in raw),
-        max_abs_diff=math.inf, mean_abs_diff=math.inf, greedy_agreement=None, n_positions=0, atol=float(atol),
-        passed=False, message=f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}",
-    )  # fmt: skip
+    shapes = (tuple(a.shape), tuple(b.shape))
+    report = LogitReport(*shapes, *map(dtype_name, raw), atol=float(atol), message=f"shape mismatch: {shapes[0]} vs {shapes[1]}")
     lead = a.shape[:-1]  # positions: every index but the last (vocabulary) one
     if lead != b.shape[:-1]:
         return report
     mask = inputs.get("attention_mask")
-    keep = torch.ones(lead, dtype=torch.bool)
-    if isinstance(mask, torch.Tensor) and tuple(mask.shape) == tuple(lead):
-        keep = mask.detach().cpu() != 0
+    masked = isinstance(mask, torch.Tensor) and tuple(mask.shape) == tuple(lead)
+    keep = mask.detach().cpu() != 0 if masked else torch.ones(lead, dtype=torch.bool)
     report.n_positions = int(keep.sum())
     agree = a.argmax(-1) == b.argmax(-1)
     report.greedy_agreement = int((agree & keep).sum()) / report.n_positions if report.n_positions else None
@@ -121,21 +110,22 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(_elementwise_abs_diff(a.detach(), b.detach().to(a.device)).max()) if a.numel() else 0.0
 
 
-def move_inputs(inputs: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
-    """`inputs` with every tensor on the device of the model's first parameter (dtypes kept: the
-    model decides how to cast pixel values)."""
-    device = next((p.device for p in model.parameters() if p.device.type != "meta"), None)
-    return {k: v.to(device) if isinstance(v, torch.Tensor) and device is not None else v for k, v in inputs.items()}
+def dtype_name(value: torch.Tensor | torch.dtype | None) -> str | None:
+    """`float32` for a tensor or dtype of torch.float32; None for None."""
+    dtype = value.dtype if isinstance(value, torch.Tensor) else value
+    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
-@contextmanager
-def run_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no grad for the duration, restoring every submodule's training flag after."""
+def run_forward(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
+    """The model's output on `inputs`, tensors moved to its first parameter's device (dtypes kept: the
+    model casts pixel values), in eval mode without grad; every submodule's training flag is restored."""
     flags = [(m, m.training) for m in model.modules()]
+    device = next((p.device for p in model.parameters() if p.device.type != "meta"), None)
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) and device is not None else v for k, v in inputs.items()}
     model.eval()
     try:
         with torch.no_grad():
-            yield
+            return model(**moved)
     finally:
         for module, flag in flags:
             module.training = flag

@@ -11,7 +11,6 @@ from theworld.parity.logits import LogitReport
 __all__ = ["NOT_RUN", "render_buffer_issues", "render_divergence", "render_logit_report", "render_parity_report"]
 
 
-
 class _NotRun:
     def __repr__(self) -> str:
         return "NOT_RUN"
@@ -20,6 +19,7 @@ class _NotRun:
 # `divergence=NOT_RUN`: the search was not run (None means it ran and found nothing).
 NOT_RUN = _NotRun()
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+MAX_ROWS = 20  # differing tensors and module names listed before "... and N more"
 
 
 def _num(value: float | None) -> str:
@@ -37,7 +37,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
     return [f"| {' | '.join(header)} |", "|" + "---|" * len(header)] + [f"| {' | '.join(row)} |" for row in cells]
 
 
-def render_logit_report(report: LogitReport, *, title: str = "Logits") -> str:
+def render_logit_report(report: LogitReport) -> str:
     """A short section: verdict line, then the numbers."""
     greedy = "-" if report.greedy_agreement is None else f"{report.greedy_agreement:.2%}"
     rows = [
@@ -48,23 +48,21 @@ def render_logit_report(report: LogitReport, *, title: str = "Logits") -> str:
         ("greedy agreement", f"{greedy} of {report.n_positions} positions"),
         ("tolerance (atol)", _num(report.atol)),
     ]
-    if report.worst_position is not None:
-        rows.append(("largest diff at position", _shape(report.worst_position)))
-    if report.first_greedy_mismatch is not None:
-        rows.append(("first greedy mismatch at", _shape(report.first_greedy_mismatch)))
-    lines = [f"## {title}: {'PASS' if report.passed else 'FAIL'}", "", report.message, ""] + _table(("", ""), rows)
+    optional = {"largest diff at position": report.worst_position, "first greedy mismatch at": report.first_greedy_mismatch}
+    rows += [(label, _shape(position)) for label, position in optional.items() if position is not None]
+    lines = [f"## Logits: {'PASS' if report.passed else 'FAIL'}", "", report.message, ""] + _table(("", ""), rows)
     return "\n".join(lines) + "\n"
 
 
-def render_divergence(divergence: Divergence | None, *, title: str = "First divergence", max_tensors: int = 20, max_names: int = 20) -> str:
+def render_divergence(divergence: Divergence | None) -> str:
     """Where the two models part ways, and which weights/buffers of that module differ."""
     if divergence is None:
-        return f"## {title}\n\nNo module output differs beyond the tolerance.\n"
+        return "## First divergence\n\nNo module output differs beyond the tolerance.\n"
     d = divergence
     renamed = "" if d.module_b == d.module else f" (`{d.module_b or '<root>'}` in model B)"
     types = d.module_type_a + ("" if d.module_type_a == d.module_type_b else f" vs {d.module_type_b}")
     lines = [
-        f"## {title}",
+        "## First divergence",
         "",
         f"First divergent module: **`{d.module or '<root>'}`**{renamed}, call {d.call_index}, {types}",
         "",
@@ -73,33 +71,31 @@ def render_divergence(divergence: Divergence | None, *, title: str = "First dive
         f"- inputs to this call: max abs diff {_num(d.input_max_abs_diff)}",
         f"- previous module call (agreed): {d.previous_module or '- (this is the first call)'}",
     ]
-    lines += {
-        "module": ["- the inputs agree, so this module itself computes differently"],
-        "inputs": [
-            "- the inputs already differ although every earlier module agreed: the difference arises "
-            "in code outside any module (a parent's forward, masks, input preparation)"
-        ],
-    }.get(d.cause, [])
+    if d.cause == "module":
+        lines.append("- the inputs agree, so this module itself computes differently")
+    elif d.cause == "inputs":
+        lines.append("- the inputs already differ although every earlier module agreed: the difference arises "
+                     "in code outside any module (a parent's forward, masks, input preparation)")
     lines.append("")
     if d.differing_tensors:
         lines += ["Parameters and buffers of this module that differ between the models:", ""]
         rows = [
             (f"`{t.name}`", t.kind, _num(t.max_abs_diff), t.dtype_a or "-", t.dtype_b or "-", _shape(t.shape_a), _shape(t.shape_b), t.note)
-            for t in d.differing_tensors[:max_tensors]
+            for t in d.differing_tensors[:MAX_ROWS]
         ]
         lines += _table(("name", "kind", "max abs diff", "dtype A", "dtype B", "shape A", "shape B", "note"), rows)
-        if len(d.differing_tensors) > max_tensors:
-            lines.append(f"\n... and {len(d.differing_tensors) - max_tensors} more")
+        if len(d.differing_tensors) > MAX_ROWS:
+            lines.append(f"\n... and {len(d.differing_tensors) - MAX_ROWS} more")
     else:
         lines.append("All parameters and buffers of this module are identical in both models.")
     lines.append("")
     for label, names in (("A", d.only_in_a), ("B", d.only_in_b)):
         if names:
-            shown = ", ".join(f"`{n or '<root>'}`" for n in names[:max_names])
-            more = f", ... ({len(names) - max_names} more)" if len(names) > max_names else ""
+            shown = ", ".join(f"`{n or '<root>'}`" for n in names[:MAX_ROWS])
+            more = f", ... ({len(names) - MAX_ROWS} more)" if len(names) > MAX_ROWS else ""
             lines.append(f"Modules only in model {label} ({len(names)}): {shown}{more}")
     if d.call_count_mismatches:
-        calls = ", ".join(f"`{n or '<root>'}` {a} vs {b}" for n, (a, b) in list(d.call_count_mismatches.items())[:max_names])
+        calls = ", ".join(f"`{n or '<root>'}` {a} vs {b}" for n, (a, b) in list(d.call_count_mismatches.items())[:MAX_ROWS])
         lines.append(f"Modules called a different number of times (A vs B): {calls}")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -107,14 +103,12 @@ def render_divergence(divergence: Divergence | None, *, title: str = "First dive
 def render_buffer_issues(issues: Sequence[BufferIssue], *, title: str = "Buffers", min_severity: str = "info") -> str:
     """A table of issues, errors first; `min_severity` ("error", "warning", "info") hides the less
     severe ones (their count is still given)."""
-    shown = sorted(
-        (i for i in issues if _SEVERITY_ORDER.get(i.severity, 2) <= _SEVERITY_ORDER[min_severity]),
-        key=lambda i: _SEVERITY_ORDER.get(i.severity, 2),
-    )
+    rank = _SEVERITY_ORDER
+    shown = sorted((i for i in issues if rank[i.severity] <= rank[min_severity]), key=lambda i: rank[i.severity])
     lines = [f"## {title}: {'FAIL' if any(i.severity == 'error' for i in issues) else 'PASS'}", ""]
     if not issues:
-        lines.append("No issues: every checked tensor is materialised, finite, plausible and matches its initialisation.")
-        return "\n".join(lines) + "\n"
+        clean = "No issues: every checked tensor is materialised, finite, plausible and matches its initialisation."
+        return "\n".join(lines + [clean]) + "\n"
     counts = ", ".join(f"{sum(1 for i in issues if i.severity == s)} {s}" for s in _SEVERITY_ORDER)
     lines += [f"{len(issues)} issue(s): {counts}.", ""]
     if shown:
@@ -134,14 +128,13 @@ def render_parity_report(
     logits: LogitReport | None = None,
     divergence: Divergence | None | object = NOT_RUN,
     buffer_issues: Mapping[str, Sequence[BufferIssue]] | None = None,
-    title: str = "Parity report",
     labels: tuple[str, str] | None = None,
     extra: Sequence[str] = (),
 ) -> str:
     """The whole report: logits, divergence, then one buffer section per model label; sections
     not given are left out."""
     header = ([f"- model A: {labels[0]}", f"- model B: {labels[1]}"] if labels is not None else []) + list(extra)
-    lines = [f"# {title}", ""] + (header + [""] if header else [])
+    lines = ["# Parity report", ""] + (header + [""] if header else [])
     if logits is not None:
         lines.append(render_logit_report(logits))
     if divergence is not NOT_RUN:

@@ -19,17 +19,12 @@ from theworld.testing.gemma import GemmaSpec, gemma3_config
 logger = logging.getLogger(__name__)
 
 
-def _transformers_major() -> int:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
-
-
 SPECIAL_TOKENS = [
     "<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
     "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
 ] + [f"<unused{i}>" for i in range(8)]  # fmt: skip
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
+_IMAGE_TOKENS = {"boi": "<start_of_image>", "eoi": "<end_of_image>", "image": "<image_soft_token>"}
 
 # Gemma 3's chat template in spirit: turns marked <start_of_turn>role ... <end_of_turn>, a system
 # message folded into the first user turn, images as <start_of_image>, BOS written by the template.
@@ -86,6 +81,7 @@ def corpus() -> list[str]:
 
 def build_tokenizer(vocab_size: int = 1024):
     """A Gemma-style BPE tokenizer (byte fallback, '▁' for spaces) with Gemma's special tokens."""
+    import transformers
     from transformers import GemmaTokenizer
 
     from theworld.processing.tokens import add_special_tokens_keeping
@@ -99,8 +95,9 @@ def build_tokenizer(vocab_size: int = 1024):
     backend.train_from_iterator(corpus(), trainer=trainer)
     model = json.loads(backend.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    image_tokens = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
-    if _transformers_major() >= 5:  # transformers 5: GemmaTokenizer builds Gemma's BPE pipeline itself
+    image_tokens = {f"{name}_token": token for name, token in _IMAGE_TOKENS.items()}
+    # transformers 5: GemmaTokenizer builds Gemma's BPE pipeline itself
+    if int(transformers.__version__.split(".")[0]) >= 5:
         tokenizer = GemmaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True, extra_special_tokens=image_tokens)
     else:  # transformers 4.x: GemmaTokenizer needs sentencepiece; the fast one takes the same pipeline
         from transformers import GemmaTokenizerFast
@@ -132,9 +129,6 @@ def build_gemma_config(tokenizer, spec: TinyGemmaSpec | None = None):
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in _IMAGE_TOKENS.items()}
     return gemma3_config(spec or TinyGemmaSpec(), pad=tokenizer.pad_token_id, bos=tokenizer.bos_token_id,
                          eos=tokenizer.eos_token_id, **ids)  # fmt: skip
-
-
-_IMAGE_TOKENS = {"boi": "<start_of_image>", "eoi": "<end_of_image>", "image": "<image_soft_token>"}
 
 
 def build_gemma_processor(tokenizer, spec: TinyGemmaSpec | None = None):
