@@ -15,7 +15,8 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -38,6 +39,9 @@ CORRUPT_IMAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 DEFAULT_MAX_SKIP_FRACTION = 0.01
+
+# What a record's unusable visual does: skip the sample (training) or raise (evaluation); see `resolve_visual`.
+BadVisual = Literal["skip", "raise"]
 
 
 class UnreadableVisual(Exception):
@@ -116,16 +120,72 @@ def image_problem(path: str) -> str | None:
 
 
 def decode_image_bytes(data: bytes, label: str) -> Image.Image:
-    """Decode embedded image bytes (HF datasets' `{"bytes": ...}`) now, so a corrupt blob is a
-    skipped sample here, not a crash in a dataloader worker later."""
+    """Decode embedded image bytes now, so a corrupt blob is a skipped sample, not a crash in a dataloader worker."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except CORRUPT_IMAGE_ERRORS as err:
-        raise UnreadableVisual(
-            label, f"unreadable image bytes ({type(err).__name__}: {err})"
-        ) from err
+        raise UnreadableVisual(label, f"unreadable image bytes ({type(err).__name__}: {err})") from err
     return image
+
+
+def resolve_visual(
+    value: Any,
+    image_folder: str | os.PathLike[str] | None,
+    where: str,
+    subfolders: Sequence[str] = (),
+    *,
+    bad_visual: BadVisual,
+) -> Image.Image | str:
+    """One visual of a record (a path, PIL image, bytes, or HF `Image`'s `{"bytes", "path"}`) -> a PIL
+    image or an absolute path; the one reader of visuals for training and evaluation.
+
+    `bad_visual` is what an unusable visual does: "skip" (training) raises `UnreadableVisual`, so the
+    sample counts against `max_skip_fraction` (files are opened later, by `validate_sample`); "raise"
+    (evaluation, where a dropped item inflates accuracy) is a `TheWorldUserError` naming `where`, and
+    the file must exist now.
+    """
+    label = where
+    if isinstance(value, dict):
+        if not value.get("bytes") and not value.get("path"):
+            raise TheWorldUserError(f"{where}: image record has neither bytes nor path")
+        label = str(value.get("path") or where)
+        value = value.get("bytes") or str(value["path"])
+    if isinstance(value, Image.Image):
+        return value
+    if not isinstance(value, (bytes, bytearray, str, os.PathLike)) or not str(value).strip():
+        raise TheWorldUserError(f"{where}: unusable image value of type {type(value).__name__}")
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            return decode_image_bytes(bytes(value), label)
+        if bad_visual == "skip":
+            return resolve_path(str(value), image_folder, subfolders)
+        if image_folder is None and not os.path.isabs(os.path.expanduser(str(value))):
+            raise TheWorldUserError(f"{where}: image {str(value)!r} is a relative path and no image folder was given")
+        path = resolve_path(str(value), image_folder, subfolders)
+    except UnreadableVisual as err:
+        if bad_visual == "skip":
+            raise
+        if isinstance(value, (bytes, bytearray)):
+            raise TheWorldUserError(f"{where}: embedded image cannot be decoded ({err.reason})") from err
+        raise TheWorldUserError(f"{where}: image path {err.path!r} {err.reason}; or use --image-folder") from err
+    if not os.path.isfile(path):
+        raise TheWorldUserError(f"{where}: image not found: {path}")
+    return str(Path(path).resolve())
+
+
+def resolve_record_clip(value: Any, image_folder: str | os.PathLike[str] | None, where: str, *, bad_visual: BadVisual) -> Any:
+    """A record's clip (a video file, a folder of frames, or a list of frames) under the `bad_visual` policy."""
+    if isinstance(value, list) and value:
+        return [resolve_visual(v, image_folder, where, bad_visual=bad_visual) for v in value]
+    if not isinstance(value, str) or not value.strip():
+        raise TheWorldUserError(f"{where}: 'video' must be a non-empty list of paths, or a video file or folder of frames")
+    try:
+        return resolve_clip(value, image_folder)
+    except UnreadableVisual as err:
+        if bad_visual == "skip":
+            raise
+        raise TheWorldUserError(f"{where}: clip {err}") from err
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from theworld.data.images import naming_sample, resolve_clip, resolve_path
+from theworld.data.images import resolve_clip, resolve_path
 from theworld.data.loading import RecordFormat
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
@@ -123,12 +123,9 @@ def _visuals_first(
     return messages
 
 
-def llava_record_to_sample(
-    record: dict[str, Any], *, image_folder: str | None, sample_id: str
-) -> Sample:
+def llava_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
     """One LLaVA record -> `Sample` (text-only records allowed)."""
-    with naming_sample(sample_id):
-        images, videos = visual_items(record, image_folder)
+    images, videos = visual_items(record, image_folder)
     messages = conversations_to_messages(record.get("conversations"), images, videos, sample_id)
     return Sample(id=sample_id, messages=messages, meta={"format": "llava"})
 

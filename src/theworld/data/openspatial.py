@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, features
 
-from theworld.data.images import CORRUPT_IMAGE_ERRORS, UnreadableVisual, naming_sample, resolve_path
+from theworld.data.images import CORRUPT_IMAGE_ERRORS, UnreadableVisual, resolve_path
 from theworld.data.llava import ROLES, conversations_to_messages
 from theworld.data.loading import RecordFormat, record_id
 from theworld.data.sample import Sample
@@ -150,8 +150,7 @@ def openspatial_record_to_sample(
         )
     image = resolve_path(name, image_folder)
     if draw_boxes:
-        with naming_sample(sample_id):
-            image = boxed_image(image, boxes, cache_dir or default_cache_dir(), name[:-4])
+        image = boxed_image(image, boxes, cache_dir or default_cache_dir(), name[:-4])
     messages = conversations_to_messages(turns, [{"type": "image", "image": image}], [], sample_id)
     return Sample(id=sample_id, messages=messages, meta={"format": "openspatial", "boxes": boxes})
 

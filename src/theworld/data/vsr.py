@@ -1,5 +1,5 @@
 """Visual Spatial Reasoning (VSR): true/false captions about COCO images (docs/data-formats.md).
-Training and evaluation (`evaluation.benchmarks.load_vsr`) read a record with the same functions.
+Training and evaluation (`evaluation.benchmarks.load_vsr`) read a record with `read_vsr`.
 """
 
 from __future__ import annotations
@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from theworld.data.images import resolve_path
+from theworld.data.images import BadVisual, resolve_visual
 from theworld.data.loading import RecordFormat, record_id
-from theworld.data.messages import question_answer_sample
-from theworld.data.qa import format_question
+from theworld.data.qa import format_question, qa_sample
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -38,21 +37,22 @@ def vsr_subfolders(record: dict[str, Any]) -> tuple[str, ...]:
     return (Path(str(record.get("image_link") or "")).parent.name, "train2017", "val2017")
 
 
-def vsr_image(record: dict[str, Any], image_folder: str | Path | None) -> str:
-    """The record's COCO image: `image_folder/<name>`, or the copy in one of its `vsr_subfolders`."""
-    return resolve_path(str(record["image"]), image_folder, vsr_subfolders(record))
+def read_vsr(record: dict[str, Any], where: str, image_folder: Any, *, bad_visual: BadVisual) -> tuple[Any, str, str]:
+    """(visual, question, answer) of a VSR record: the one reader for training and evaluation."""
+    if record.get("image") is None or not isinstance(record.get("caption"), str) or not record["caption"].strip():
+        raise TheWorldUserError(f"{where}: a VSR record needs `image` and `caption`")
+    answer = vsr_answer(record.get("label"))
+    if answer is None:
+        raise TheWorldUserError(f"{where}: VSR label must be 1 or 0, got {record.get('label')!r} (or true/false)")
+    visual = resolve_visual(record["image"], image_folder, where, vsr_subfolders(record), bad_visual=bad_visual)
+    return visual, vsr_question(record["caption"]), answer
 
 
 def vsr_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
     """One VSR record -> user (image + true/false question) and assistant ("true"/"false")."""
-    if not isinstance(record.get("image"), str) or not isinstance(record.get("caption"), str):
-        raise TheWorldUserError(f"sample {sample_id}: a VSR record needs `image` and `caption`")
-    answer = vsr_answer(record.get("label"))
-    if answer is None:
-        raise TheWorldUserError(f"sample {sample_id}: VSR label must be 1 or 0, got {record.get('label')!r}")
+    visual, question, answer = read_vsr(record, f"sample {sample_id}", image_folder, bad_visual="skip")
     meta = {"format": "vsr", **{k: record[k] for k in ("relation", "subj", "obj") if k in record}}
-    user = [{"type": "image", "image": vsr_image(record, image_folder)}, {"type": "text", "text": vsr_prompt(record["caption"])}]
-    return question_answer_sample(sample_id, user, answer, meta)
+    return qa_sample(sample_id, [visual], question, VSR_CHOICES, answer, meta)
 
 
 def vsr_sample_id(record: dict[str, Any], index: int, source: str) -> str:

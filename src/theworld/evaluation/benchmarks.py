@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -19,10 +18,11 @@ from typing import Any
 
 from PIL import Image
 
-from theworld.data.images import UnreadableVisual, decode_image_bytes, resolve_clip, resolve_path
+from theworld.data.images import resolve_visual
 from theworld.data.openspatial import draw_boxes, name_regions
+from theworld.data.qa import read_qa
 from theworld.data.records import hub_rows, iter_rows, looks_like_hub_id
-from theworld.data.vsr import VSR_CHOICES, vsr_answer, vsr_question, vsr_subfolders
+from theworld.data.vsr import VSR_CHOICES, read_vsr
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.parsing import parse_clock, parse_quantity
@@ -31,14 +31,6 @@ logger = logging.getLogger(__name__)
 
 Loader = Callable[..., list[EvalItem]]
 Row = tuple[str, dict[str, Any]]  # (where: "file row i" for messages, the record)
-
-# Where each benchmark lives on the Hub, for callers that want a default `data`.
-HUB_SOURCES: dict[str, str] = {
-    "blink-relative-depth": "BLINK-Benchmark/BLINK",
-    "blink-spatial-relation": "BLINK-Benchmark/BLINK",
-    "vsr": "cambridgeltl/vsr_random",
-    "spatialrgpt-bench": "a8cheng/SpatialRGPT-Bench",
-}
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -107,32 +99,6 @@ def _literal(value: Any, key: str, where: str) -> Any:
         raise TheWorldUserError(f"{where}: field {key!r} is not a readable literal: {value[:80]!r}") from err
 
 
-def _visual(value: Any, folder: Path | None, where: str, subfolders: Sequence[str] = ()) -> Image.Image | str:
-    """A PIL image (embedded: PIL, bytes, or parquet's {"bytes", "path"}) or the absolute path of an existing file."""
-    if isinstance(value, dict):
-        if not value.get("bytes") and not value.get("path"):
-            raise TheWorldUserError(f"{where}: image record has neither bytes nor path")
-        value = value.get("bytes") or str(value["path"])
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return decode_image_bytes(bytes(value), where)
-        except UnreadableVisual as err:
-            raise TheWorldUserError(f"{where}: embedded image cannot be decoded ({err.reason})") from err
-    if not isinstance(value, str) or not value.strip():
-        raise TheWorldUserError(f"{where}: unusable image value of type {type(value).__name__}")
-    if folder is None and not os.path.isabs(os.path.expanduser(value)):
-        raise TheWorldUserError(f"{where}: image {value!r} is a relative path and no image folder was given")
-    try:
-        path = resolve_path(value, folder, subfolders)  # the rule training data follows
-    except UnreadableVisual as err:
-        raise TheWorldUserError(f"{where}: image path {err.path!r} {err.reason}; or use --image-folder") from err
-    if not os.path.isfile(path):
-        raise TheWorldUserError(f"{where}: image not found: {path}")
-    return str(Path(path).resolve())
-
-
 def _open_rgb(visual: Image.Image | str, where: str) -> Image.Image:
     if isinstance(visual, Image.Image):
         return visual.convert("RGB")
@@ -193,7 +159,7 @@ def _load_blink(
         if not isinstance(choices, list) or not choices:
             raise TheWorldUserError(f"{where}: 'choices' must be a non-empty list")
         choices = [str(c) for c in choices]
-        visuals = [_visual(row[k], folder, where) for k in _BLINK_IMAGES if _present(row.get(k))]
+        visuals = [resolve_visual(row[k], folder, where, bad_visual="raise") for k in _BLINK_IMAGES if _present(row.get(k))]
         if not visuals:
             raise TheWorldUserError(f"{where}: no image in image_1..image_4")
         items.append(
@@ -236,18 +202,15 @@ def load_vsr(
     folder = _folder(image_folder, default_folder)
     items = []
     for index, (where, row) in enumerate(rows):
-        image = _require(row, "image", where)
-        answer = vsr_answer(_require(row, "label", where))
-        if answer is None:
-            raise TheWorldUserError(f"{where}: label must be 1/0 (or true/false), got {row['label']!r}")
-        stem = Path(image).stem if isinstance(image, str) else "image"
+        visual, question, answer = read_vsr(row, where, folder, bad_visual="raise")
+        image = row["image"]
         items.append(
             EvalItem(
-                id=f"{index:05d}-{stem}",
-                question=vsr_question(str(_require(row, "caption", where))),
+                id=f"{index:05d}-{Path(image).stem if isinstance(image, str) else 'image'}",
+                question=question,
                 choices=list(VSR_CHOICES),
                 answer=answer,
-                visuals=[_visual(image, folder, where, vsr_subfolders(row))],
+                visuals=[visual],
                 category=row.get("relation"),
                 kind="choice",
                 meta={"benchmark": "vsr", "subj": row.get("subj"), "obj": row.get("obj"), "image": image},
@@ -341,7 +304,7 @@ def load_spatialrgpt_bench(
             if not isinstance(info, dict) or not info.get("file_path"):
                 raise TheWorldUserError(f"{where}: no embedded image and no image_info.file_path")
             source = str(info["file_path"])
-        image = draw_region_boxes(_open_rgb(_visual(source, folder, where), where), boxes)
+        image = draw_region_boxes(_open_rgb(resolve_visual(source, folder, where, bad_visual="raise"), where), boxes)
         qa_info = _literal(_require(row, "qa_info", where), "qa_info", where)
         if not isinstance(qa_info, dict):
             raise TheWorldUserError(f"{where}: 'qa_info' must be a dict with type and category")
@@ -374,32 +337,13 @@ def load_spatialrgpt_bench(
 def load_jsonl(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """The generic QA format; kind is the record's "kind", else "choice" with choices and
-    "qualitative_free" without. `split` only picks a file when `data` is a folder."""
+    """The generic QA format (`theworld.data.qa.read_qa`); kind is the record's "kind", else "choice"
+    with choices and "qualitative_free" without. `split` only picks a file when `data` is a folder."""
     rows, default_folder = read_rows(data, None, split, limit)
     folder = _folder(image_folder, default_folder)
     items = []
     for where, row in rows:
-        choices = row.get("choices")
-        if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
-            raise TheWorldUserError(f"{where}: 'choices' must be a list of strings")
-        visuals: list[Any] = []
-        if row.get("image") is not None:
-            visuals.append(_visual(row["image"], folder, where))
-        for key in ("images", "video"):
-            value = row.get(key)
-            if value is None:
-                continue
-            if key == "video" and isinstance(value, str) and value.strip():  # a video file or a folder of frames
-                try:
-                    visuals.append(resolve_clip(value, folder))
-                except UnreadableVisual as err:
-                    raise TheWorldUserError(f"{where}: clip {err}") from err
-                continue
-            if not isinstance(value, list) or not value:
-                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths (or, for 'video', a video file)")
-            paths = [_visual(v, folder, where) for v in value]
-            visuals.extend(paths if key == "images" else [paths])
+        choices, visuals = read_qa(row, where, folder, bad_visual="raise")
         answer = row.get("answer")
         items.append(
             EvalItem(

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from theworld.data.qa import format_question
+from theworld.data.qa import qa_sample
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
-from theworld.processing.video import VideoFile
 
 Kind = Literal["choice", "numeric", "clock", "qualitative_free"]
 KINDS: tuple[str, ...] = ("choice", "numeric", "clock", "qualitative_free")
@@ -51,20 +50,7 @@ class EvalItem:
 
 
 def to_sample(item: EvalItem, answer: str | None = None) -> Sample:
-    """The item as a chat `Sample`: visuals then the question; with `answer`, the scored assistant
+    """The item as a chat `Sample` (`theworld.data.qa.qa_sample`): with `answer`, the scored assistant
     turn (one sample per choice), without it the generation prompt."""
-    content: list[dict[str, Any]] = []
-    for visual in item.visuals:
-        if isinstance(visual, VideoFile):
-            content.append({"type": "video", "video": visual})
-        elif isinstance(visual, (list, tuple)):
-            content.append({"type": "video", "video": list(visual)})
-        else:
-            content.append({"type": "image", "image": visual})
-    content.append({"type": "text", "text": format_question(item.question, item.choices)})
-    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-    if answer is not None:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-    meta = dict(item.meta)
-    meta.update({"category": item.category, "kind": item.kind})
-    return Sample(id=item.id, messages=messages, meta=meta)
+    meta = {**item.meta, "category": item.category, "kind": item.kind}
+    return qa_sample(item.id, item.visuals, item.question, item.choices, answer, meta)
