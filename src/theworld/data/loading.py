@@ -11,7 +11,7 @@ import importlib
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +36,10 @@ _FORMATS: dict[str, str] = {
 FORMATS: tuple[str, ...] = ("auto", *_FORMATS)
 
 
-def record_id(record: dict[str, Any], index: int, source: str, key: str = "id") -> str:
+def record_id(record: dict[str, Any], index: int, source: str) -> str:
     """The record's own id when it has one, else `<file name>#<index>`, for logs and errors."""
-    value = record.get(key)
-    if value is not None and str(value) != "":
-        return str(value)
-    return f"{os.path.basename(source)}#{index}"
+    value = record.get("id")
+    return str(value) if value is not None and str(value) != "" else f"{os.path.basename(source)}#{index}"
 
 
 @dataclass(frozen=True)
@@ -52,11 +50,11 @@ class RecordFormat:
     to_sample: Callable[..., Sample]
     id_rule: Callable[[dict[str, Any], int, str], str] = record_id
 
-    def converter(self, *, source: str, image_folder: str | None, **options: Any) -> Callable[[dict[str, Any], int], Sample]:
+    def converter(self, *, source: str, image_folder: str | None, **options: Any) -> Callable[..., Sample]:
         """`convert(record, index) -> Sample`, for records read from `source` (picklable, for dataloader workers)."""
         return functools.partial(self.convert, source=source, image_folder=image_folder, **options)
 
-    def convert(self, record: dict[str, Any], index: int, *, source: str, image_folder: str | None, **options: Any) -> Sample:
+    def convert(self, record: dict[str, Any], index: int, *, source: str, image_folder: Any, **options: Any) -> Sample:
         sample_id = self.id_rule(record, index, source)
         with naming_sample(sample_id):  # a skipped visual is logged with the sample it belongs to
             return self.to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
@@ -80,19 +78,22 @@ class RecordFormat:
         return self(iter_records(path), source=path, image_folder=image_folder or _folder_of(path), **kwargs)
 
 
+# The keys that tell a format, tried in order (openspatial before llava: both have `conversations`).
+_FORMAT_KEYS = (
+    ("messages", {"messages"}),
+    ("openspatial", {"conversations", "filename", "bbox"}),
+    ("llava", {"conversations"}),
+    ("qa", {"question"}),
+    ("vsr", {"caption", "label", "image"}),
+)
+
+
 def detect_format(record: dict[str, Any], source: str = "data") -> str:
     """The format name a record's keys imply, so configs may say `format: auto`."""
     keys = set(record)
-    if "messages" in keys:
-        return "messages"
-    if "conversations" in keys and "filename" in keys and "bbox" in keys:
-        return "openspatial"
-    if "conversations" in keys:
-        return "llava"
-    if "question" in keys:
-        return "qa"
-    if {"caption", "label", "image"} <= keys:
-        return "vsr"
+    found = next((name for name, needed in _FORMAT_KEYS if needed <= keys), None)
+    if found is not None:
+        return found
     raise TheWorldUserError(
         f"{source}: cannot tell the data format from the first record's keys "
         f"{sorted(keys)}; pass format= one of {', '.join(FORMATS[1:])}"
@@ -107,10 +108,7 @@ def record_format(format: str) -> RecordFormat:
 
 
 def open_records(path_or_id: str) -> tuple[Any, str]:
-    """The records of a data file (streamed) or Hub dataset, and the folder relative image paths start from.
-
-    Raises `TheWorldUserError` for a folder, or a missing file that is not a Hub id.
-    """
+    """The records of a data file (streamed) or Hub dataset, and the folder relative image paths start from."""
     path_or_id = str(path_or_id)
     if os.path.exists(path_or_id):
         if os.path.isdir(path_or_id):
@@ -120,15 +118,6 @@ def open_records(path_or_id: str) -> tuple[Any, str]:
         logger.info("loading Hub dataset %s", path_or_id)
         return hub_rows(path_or_id), os.getcwd()
     raise TheWorldUserError(f"data file {path_or_id} does not exist (and is not a Hub dataset id owner/name)")
-
-
-def first_record(records: Any, source: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-    """The first record, and every record again (the first put back in front)."""
-    records = iter(records)
-    first = next(records, None)
-    if first is None:
-        raise TheWorldUserError(f"{source} holds no records")
-    return first, itertools.chain([first], records)
 
 
 def load_samples(
@@ -144,19 +133,18 @@ def load_samples(
     (`theworld.training.dataset`)."""
     fmt = record_format(format) if format != "auto" else None
     records, default_folder = open_records(path_or_id)
-    first, records = first_record(records, str(path_or_id))
+    records = iter(records)
+    first = next(records, None)
+    if first is None:
+        raise TheWorldUserError(f"{path_or_id} holds no records")
+    records = itertools.chain([first], records)
     if fmt is None:
         format = detect_format(first, str(path_or_id))
         logger.info("%s: detected format %s", path_or_id, format)
         fmt = record_format(format)
-    return fmt(
-        records,
-        source=str(path_or_id),
-        image_folder=image_folder if image_folder is not None else default_folder,
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
-        **options,
-    )
+    folder = image_folder if image_folder is not None else default_folder
+    options.update(max_skip_fraction=max_skip_fraction, limit=limit)
+    return fmt(records, source=str(path_or_id), image_folder=folder, **options)
 
 
 def _folder_of(path: str) -> str:

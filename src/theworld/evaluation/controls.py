@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -37,37 +37,34 @@ def uses_world(control: str) -> bool:
 
 
 @contextlib.contextmanager
-def zero_world(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, the world projector returns zeros of its normal output's shape and dtype.
-
-    The world placeholders therefore carry all-zero embeddings while the rest of the forward
-    (bidirectional world block, positions, counters) is unchanged. The hook is removed on exit,
-    also when the block raises.
-    """
+def projector_hook(model: torch.nn.Module, hook: Callable[..., Any], required: str | None) -> Iterator[None]:
+    """Within the block, `hook` is a forward hook on the model's world projector (removed on exit, also
+    when the block raises); without a projector, `required` is the error (None: nothing is hooked)."""
     projector = getattr(model, "world_projector", None)
     if projector is None:
-        raise TheWorldUserError("the zero-world control needs a model with a world projector (enable_world=True)")
-
-    def to_zeros(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(output)
-
-    handle = projector.register_forward_hook(to_zeros)
+        if required is not None:
+            raise TheWorldUserError(required)
+        yield
+        return
+    handle = projector.register_forward_hook(hook)
     try:
         yield
     finally:
         handle.remove()
 
 
-@contextlib.contextmanager
-def zero_rollout(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, the world projector's tokens of imagined frames are zeros; observed ones are kept.
+def zero_world(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """Within the block the world projector returns zeros of its output's shape and dtype: the world
+    placeholders carry zero embeddings, the rest of the forward is unchanged."""
+    needs = "the zero-world control needs a model with a world projector (enable_world=True)"
+    return projector_hook(model, lambda _module, _inputs, output: torch.zeros_like(output), needs)
 
-    The projector puts each item's K imagined frames' tokens after its observed ones, so the last
-    K x tokens_per_frame rows of every item are the imagined ones. The hook is removed on exit.
-    """
-    projector = getattr(model, "world_projector", None)
+
+def zero_rollout(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """Within the block, the projector's tokens of the K imagined frames (the last K x tokens_per_frame
+    of every item) are zeros; observed ones are kept."""
     rollout = int(getattr(getattr(model, "config", None), "world_rollout_frames", 0) or 0)
-    if projector is None or rollout == 0:
+    if getattr(model, "world_projector", None) is None or rollout == 0:
         raise TheWorldUserError("the zero-rollout control needs a model with world rollouts (world_rollout_frames > 0)")
     imagined_tokens = rollout * model.config.world_tokens_per_frame
 
@@ -78,11 +75,7 @@ def zero_rollout(model: torch.nn.Module) -> Iterator[None]:
         output[:, -imagined_tokens:] = 0  # (N, (Tl + K) * tokens, hidden): the K frames' tokens
         return output
 
-    handle = projector.register_forward_hook(zero_imagined)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return projector_hook(model, zero_imagined, None)
 
 
 def control_context(model: torch.nn.Module, control: str) -> contextlib.AbstractContextManager:

@@ -1,18 +1,10 @@
 """The evaluation harness: items in, a model run under a control, predictions and metrics out.
 
-`evaluate(items, model, processor, output_dir, settings)` scores every item and writes
-predictions.jsonl (scored items), unscored.jsonl (unjudged or without a reference answer, kept out
-of accuracy), metrics.json and run.json (the run's identity); docs/evaluation.md lists the fields.
-Runs resume: finished items are skipped (a half-written last line is redone), and a folder holding
-a different run is refused rather than mixed (`theworld.evaluation.outputs`). Processes started by
-`accelerate launch` share the pending items and merge their shards (`theworld.processes`).
-
-Honesty check: an earlier public attempt at this design reported "world" numbers from runs that
-never passed world inputs. For every world-enabled control the harness derives from each item's
-visuals the world tokens its prompt must hold (`expected_world_tokens`), refuses a prompt that
-holds another number, and after every batch checks that what reached the world projector,
-counted by a forward hook it registers (`count_world_usage`), grew by exactly what was fed. A
-world-off run checks the opposite. A mismatch raises `WorldInputsMissingError`: no numbers.
+`evaluate` writes predictions.jsonl, unscored.jsonl, metrics.json and run.json (docs/evaluation.md);
+runs resume (`theworld.evaluation.outputs`) and `accelerate launch` processes share the pending items
+(`theworld.processes`). Honesty check (docs/evaluation.md): every prompt must hold the world tokens
+its visuals imply, and after every batch what reached the world projector must equal what was fed;
+a mismatch raises `WorldInputsMissingError` and no numbers are written.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +24,14 @@ import torch
 from tqdm import tqdm
 
 from theworld.errors import TheWorldUserError
-from theworld.evaluation.controls import check_control, control_context, shuffled_donors, uses_world, visual_signature
+from theworld.evaluation.controls import (
+    check_control,
+    control_context,
+    projector_hook,
+    shuffled_donors,
+    uses_world,
+    visual_signature,
+)
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.outputs import (  # noqa: F401  (PREDICTIONS, UNSCORED, METRICS: their names here too)
     METRICS,
@@ -52,6 +51,7 @@ from theworld.evaluation.scoring import (
     count_world_tokens,
     encode_prompt,
     generate_answers,
+    pack_groups,
     score_continuations,
 )
 from theworld.evaluation.stats import bootstrap_ci
@@ -67,9 +67,8 @@ class WorldInputsMissingError(TheWorldUserError):
 
 @dataclass
 class EvalSettings:
-    """How items are run. `batch_size` bounds the choice rows of the items prefilled together (an
-    item's choices are never split), or the prompts generated together; `seed` drives the
-    shuffled-world donors and the bootstrap."""
+    """How items are run: `batch_size` bounds the choice rows (or prompts) prefilled together; `seed`
+    drives the shuffled-world donors and the bootstrap."""
 
     control: str = "none"
     batch_size: int = 8
@@ -106,46 +105,35 @@ class WorldUsage:
 
 @contextlib.contextmanager
 def count_world_usage(model: torch.nn.Module) -> Iterator[WorldUsage]:
-    """Within the block, a forward hook on the world projector counts what the model received.
-
-    The projector runs once per forward that carries world inputs, on (items, tokens, hidden); a
-    model without one (world off) can receive none. The hook is removed on exit.
-    """
+    """Within the block, a forward hook on the world projector (output: items, tokens, hidden) counts
+    what the model received; a model without one (world off) receives none."""
     usage = WorldUsage()
-    projector = getattr(model, "world_projector", None)
-    if projector is None:
-        yield usage
-        return
 
     def count(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         usage.world_forward_count += 1
         usage.world_token_count += output.shape[0] * output.shape[1]
 
-    handle = projector.register_forward_hook(count)
-    try:
+    with projector_hook(model, count, required=None):
         yield usage
-    finally:
-        handle.remove()
 
 
+@dataclass
 class WorldAudit:
     """Compares what reached the world path (`usage`) with what the harness fed and the items need."""
 
-    def __init__(self, usage: WorldUsage, world_run: bool) -> None:
-        self.usage = usage
-        self.world_run = world_run
-        self.start_forwards = usage.world_forward_count
-        self.start_tokens = usage.world_token_count
-        self.feed = WorldFeed()
-        self.required_tokens = 0  # sum over items run of each item's expected world tokens (one prefill each)
+    usage: Any  # WorldUsage, or anything with its two counters
+    world_run: bool
+    feed: WorldFeed = field(default_factory=WorldFeed)
+    required_tokens: int = 0  # sum over items run of each item's expected world tokens (one prefill each)
+
+    def __post_init__(self) -> None:
+        self.start = (self.usage.world_forward_count, self.usage.world_token_count)
 
     def require(self, tokens: int) -> None:
         self.required_tokens += tokens
 
     def seen(self) -> tuple[int, int]:
-        forwards = self.usage.world_forward_count - self.start_forwards
-        tokens = self.usage.world_token_count - self.start_tokens
-        return forwards, tokens
+        return self.usage.world_forward_count - self.start[0], self.usage.world_token_count - self.start[1]
 
     def verify(self) -> None:
         """Raise `WorldInputsMissingError` unless every forward got exactly the world tokens its items need."""
@@ -357,33 +345,13 @@ class _Runner:
     def _verdict(self, item: EvalItem, prediction: str) -> dict[str, Any]:
         if item.answer is None:
             return {"correct": None, "unscored_reason": "no reference answer"}
-        if item.kind == "numeric":
-            score = score_numeric(prediction, item.answer)
-            return {"correct": score["correct"], "score": score}
-        if item.kind == "clock":
-            score = score_clock(prediction, item.answer)
+        if item.kind in ("numeric", "clock"):
+            score = (score_numeric if item.kind == "numeric" else score_clock)(prediction, item.answer)
             return {"correct": score["correct"], "score": score}
         if self.judge is None:
             return {"correct": None, "unscored_reason": "unjudged"}
         verdict = self.judge.judge(item.question, item.answer, prediction)
         return {"correct": verdict.correct, "judge_reason": verdict.reason}
-
-
-def _groups(indices: Sequence[int], items: Sequence[EvalItem], batch_size: int, rows_of) -> list[list[int]]:
-    """Consecutive items whose rows fill about one batch (an item never straddles two groups)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    rows = 0
-    for index in indices:
-        n = rows_of(items[index])
-        if current and rows + n > batch_size:
-            groups.append(current)
-            current, rows = [], 0
-        current.append(index)
-        rows += n
-    if current:
-        groups.append(current)
-    return groups
 
 
 def evaluate(
@@ -396,17 +364,10 @@ def evaluate(
     info: Mapping[str, Any] | None = None,
     processes: Processes | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `items` under `settings.control`, write the output files, return the metrics.
-
-    `model`/`processor` must match the control: world-off needs a model and processor loaded with
-    `enable_world=False` (see `theworld.evaluation.loading.load_model`); every other control a
-    world-enabled pair. `info` (model, benchmark, data, split, ...) is recorded in run.json and
-    metrics.json; with the control and seed it is the identity a resumed run must match.
-
-    With `processes` (several, as `accelerate launch` starts them) every process calls this with
-    the same items; each runs its share of the pending items into its own shard, and the main
-    process merges the shards and computes the metrics, which every process returns.
-    """
+    """Evaluate `items` under `settings.control` (with a model/processor pair loaded for it, see
+    `loading.load_model`), write the output files, return the metrics. `info` (model, benchmark, data,
+    ...) with the control and seed is the identity a resumed run must match. With several `processes`,
+    each runs its share of the pending items into a shard; the main one merges them."""
     settings = settings or EvalSettings()
     processes = processes or Processes()
     if not items:
@@ -455,10 +416,10 @@ def evaluate(
     audit = WorldAudit(WorldUsage(), world_run)
     runner = _Runner(items, model, processor, settings, judge, audit)
     started = time.perf_counter()
-    choice_items = [i for i in mine if items[i].kind == "choice"]
-    free_items = [i for i in mine if items[i].kind != "choice"]
-    work = [(runner.run_choices, g) for g in _groups(choice_items, items, settings.batch_size, lambda it: len(it.choices))]
-    work += [(runner.run_generation, g) for g in _groups(free_items, items, settings.batch_size, lambda it: 1)]
+    choice_rows = {i: len(items[i].choices or []) for i in mine if items[i].kind == "choice"}
+    work = [(runner.run_choices, g) for g in pack_groups(choice_rows, settings.batch_size)]
+    free_rows = {i: 1 for i in mine if i not in choice_rows}
+    work += [(runner.run_generation, g) for g in pack_groups(free_rows, settings.batch_size)]
     where = "" if processes.count == 1 else f" [process {processes.index + 1}/{processes.count}]"
     writer = Writer(out, rank=None if processes.count == 1 else processes.index)
     try:

@@ -1,27 +1,9 @@
 """Running a model on evaluation prompts: choice log-likelihoods and greedy answers, each prompt computed once.
 
-These functions know nothing about controls or benchmarks: they take prompts a processor encoded
-(`encode_prompt`) and work for `TheWorld` and plain `Gemma3ForConditionalGeneration` alike, which
-lets a test check that the world-off control scores exactly like Gemma 3.
-
-**One prompt, one forward.** The choices of an item share everything up to the answer: its
-image, its world block and its question. `prefill` runs a batch of prompts once (left-padded,
-with their images and world inputs, Gemma's bidirectional image/world masks from
-`token_type_ids`) and keeps the KV cache; a choice is then only its own tokens, run from that
-cache (`score_continuations`: the cache rows are repeated once per choice, the continuations go
-through one small batched forward with the prompt's mask and explicit positions). Gemma 3's
-hybrid cache keeps its sliding-window layers at the window, as during `generate`. Images (SigLIP)
-and world features (the projector) run once per item, not once per choice.
-
-A choice's score is the summed log-probability of its tokens (tokenized on their own, appended to
-the generation prompt) as the assistant's answer, in float64. Its first token is scored from the
-prompt's last logits, so single-token choices need no second forward at all. The scores equal a
-full forward of prompt + choice per row (`theworld.testing.reference`) to 1e-4 in float32
-(tested: prompts of different lengths, padding, every control). Free-form items decode greedily
-from the same prefill (`generate_answers`; tested token for token against `model.generate`).
-
-Every forward carrying world inputs (a prefill) is tallied in a `WorldFeed`, which the harness
-compares with what reached the model and what the items need.
+Model-agnostic (`TheWorld` and plain Gemma 3 alike, so world-off can be checked against Gemma 3).
+A batch of prompts is prefilled once and keeps its KV cache; each choice then runs only its own
+tokens from that cache, and free-form answers decode greedily from it (docs/evaluation.md,
+"Scoring"). Every forward carrying world inputs is tallied in a `WorldFeed` for the harness's audit.
 """
 
 from __future__ import annotations
@@ -40,11 +22,8 @@ WORLD_KEYS = ("world_pixel_values", "world_latents")
 
 @dataclass
 class EncodedPrompt:
-    """One item's generation prompt as the processor encoded it, and the inputs its forward needs.
-
-    `world` holds the item's world inputs under `world_key` (the processor's world pixels, or
-    latents the harness computed from them); None when the prompt has no world block.
-    """
+    """One item's generation prompt as the processor encoded it; `world` holds its world inputs
+    under `world_key` (world pixels, or latents the harness computed), None without a world block."""
 
     id: str
     input_ids: torch.Tensor  # (L,) long
@@ -60,9 +39,8 @@ class EncodedPrompt:
 
 @dataclass
 class WorldFeed:
-    """What was fed to the model with world inputs: forwards (one per prefill), the world
-    projector calls they imply (one per clip length in the forward: the model encodes each
-    length on its own), and world placeholder tokens in those forwards' input ids."""
+    """What was fed with world inputs: forwards, the projector calls they imply (one per clip length
+    in a forward), and world placeholder tokens."""
 
     forwards: int = 0
     projector_calls: int = 0
@@ -101,12 +79,8 @@ def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> i
 
 
 def _world_inputs(model: torch.nn.Module, prompts: Sequence[EncodedPrompt]) -> dict[str, torch.Tensor]:
-    """The prompts' world inputs as one tensor (visuals in prompt order), time-padded when lengths differ.
-
-    Items of different clip lengths share a forward: the shorter ones are zero-padded along time
-    and `world_latent_frames` gives every visual's own latent frames (the model encodes each
-    from its own frames only).
-    """
+    """The prompts' world inputs as one tensor (visuals in prompt order); clips of different lengths are
+    zero-padded along time, with `world_latent_frames` giving each visual's own latent frames."""
     worlds = [p for p in prompts if p.world is not None]
     if not worlds:
         return {}
@@ -138,11 +112,8 @@ def collate(
     padding_side: str,
     pad_token_id: int,
 ) -> tuple[dict[str, Any], list[int]]:
-    """Model inputs for rows (prompt index, continuation ids), and each row's start offset.
-
-    Image pixels and world inputs come once per row, in row order (each row its own copy): rows
-    are normally one per prompt (`prefill`); the full-forward reference gives one per choice.
-    """
+    """Model inputs for rows (prompt index, continuation ids), and each row's start offset; image and
+    world inputs come once per row, in row order."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     param = model.get_input_embeddings().weight
@@ -199,11 +170,8 @@ def prefill(
     pad_token_id: int = 0,
     feed: WorldFeed | None = None,
 ) -> Prefill:
-    """Run the prompts once (images, world blocks, bidirectional masks) and keep their cache.
-
-    Only the last prompt token's logits are computed (`logits_to_keep`): a 262k vocabulary over
-    a 560-token prompt would otherwise dominate the memory.
-    """
+    """Run the prompts once and keep their cache; only each last token's logits are kept (`logits_to_keep`:
+    a 262k vocabulary over every prompt position would dominate the memory)."""
     inputs, offsets = collate(model, prompts, [(p, ()) for p in range(len(prompts))], padding_side, pad_token_id)
     last = [start + len(prompt) - 1 for start, prompt in zip(offsets, prompts)]  # each prompt's last token
     keep = sorted(set(last))  # left padding: one column for every row
@@ -229,33 +197,26 @@ def prefill(
 # choices
 
 
-def _prompt_groups(rows_per_prompt: dict[int, list[int]], batch_size: int) -> list[list[int]]:
-    """Consecutive prompts whose rows fill at most `batch_size` (a prompt with more rows goes alone:
-    its choices always share its prefill)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    count = 0
-    for p, row_ids in rows_per_prompt.items():
-        if current and count + len(row_ids) > batch_size:
-            groups.append(current)
-            current, count = [], 0
-        current.append(p)
-        count += len(row_ids)
-    if current:
-        groups.append(current)
-    return groups
+def pack_groups(sizes: dict[int, int], batch_size: int) -> list[list[int]]:
+    """Consecutive keys whose sizes (rows) sum to at most `batch_size`; a larger one goes alone, as an
+    item's choices always share its prefill."""
+    groups: list[list[int]] = [[]]
+    filled = 0
+    for key, size in sizes.items():
+        if groups[-1] and filled + size > batch_size:
+            groups.append([])
+            filled = 0
+        groups[-1].append(key)
+        filled += size
+    return [group for group in groups if group]
 
 
 def _continuation_logprobs(
     model: torch.nn.Module, state: Prefill, owners: Sequence[int], continuations: Sequence[Sequence[int]], pad_token_id: int
 ) -> list[float]:
-    """Summed log-probabilities of each continuation after its prompt (row `owners[r]` of `state`).
-
-    The first token is scored from the prompt's last logits. The rest: the cache rows are
-    repeated per continuation (`batch_select_indices`, in place: the prefill is used once) and
-    tokens 0..n-2 of every continuation go through one forward, right-padded (causal: padding
-    after a row never changes its logits), at positions prompt length + j.
-    """
+    """Summed log-probabilities of each continuation after its prompt (row `owners[r]` of `state`): the
+    first token from the prompt's last logits, the rest in one right-padded forward from the cache rows
+    repeated per continuation (in place: a prefill is used once)."""
     device = state.last_logits.device
     index = torch.tensor(list(owners), device=device)
     targets = [torch.as_tensor(list(c), dtype=torch.long, device=device) for c in continuations]
@@ -294,11 +255,8 @@ def score_continuations(
     pad_token_id: int = 0,
     feed: WorldFeed | None = None,
 ) -> list[float]:
-    """Summed log-probability of each row's continuation ids after its prompt (float64 sums).
-
-    `rows` are (index into `prompts`, continuation token ids). Prompts are prefilled in groups
-    whose rows number at most `batch_size` (a prompt's rows are never split), each prompt once.
-    """
+    """Summed log-probability (float64) of each row's continuation ids after its prompt; `rows` are
+    (index into `prompts`, token ids), prefilled in groups of at most `batch_size` rows."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows_per_prompt: dict[int, list[int]] = {}
@@ -307,7 +265,7 @@ def score_continuations(
             raise ValueError(f"item {prompts[p].id!r}: an empty continuation has no tokens to score")
         rows_per_prompt.setdefault(p, []).append(i)
     scores: list[float] = [0.0] * len(rows)
-    for group in _prompt_groups(rows_per_prompt, batch_size):
+    for group in pack_groups({p: len(r) for p, r in rows_per_prompt.items()}, batch_size):
         state = prefill(model, [prompts[p] for p in group], padding_side, pad_token_id, feed)
         row_ids = [i for p in group for i in rows_per_prompt[p]]
         owners = [g for g, p in enumerate(group) for _ in rows_per_prompt[p]]
@@ -341,11 +299,8 @@ class Generation:
 
 
 def greedy_tokens(model: torch.nn.Module, state: Prefill, max_new_tokens: int, stops: Sequence[int]) -> list[list[int]]:
-    """Greedy decoding from a prefill: each row's new tokens, up to and including its first stop token.
-
-    One token per forward for the whole batch, from the cache; a finished row keeps decoding
-    (its tokens are dropped) so the batch stays rectangular, as `generate` does.
-    """
+    """Greedy decoding from a prefill: each row's new tokens, up to and including its first stop token (a
+    finished row keeps decoding, its tokens dropped, so the batch stays rectangular, as in `generate`)."""
     tokens = state.last_logits.argmax(-1)  # (B,)
     mask, positions = state.attention_mask, state.next_positions
     out: list[list[int]] = [[] for _ in range(tokens.shape[0])]
