@@ -61,21 +61,25 @@ def _split_files(folder: Path, config: str | None, split: str | None) -> list[Pa
     return files
 
 
-def read_rows(data: str, config: str | None, split: str | None, limit: int | None) -> tuple[list[Row], Path | None]:
-    """Records of a local file, local snapshot folder or Hub dataset, and the default image folder."""
+def read_rows(
+    data: str, config: str | None, split: str | None, limit: int | None, image_folder: str | None = None
+) -> tuple[list[Row], Path | None]:
+    """Records of a local file, local snapshot folder or Hub dataset, and the image folder (`image_folder`,
+    else the data's own folder; None for a Hub dataset)."""
     if limit is not None and limit < 0:
         raise TheWorldUserError(f"limit must be >= 0, got {limit}")
+    folder = Path(image_folder).expanduser().resolve() if image_folder else None
     path = Path(data).expanduser()
     if path.is_file():
-        return _read_file(path, limit), path.parent.resolve()
+        return _read_file(path, limit), folder or path.parent.resolve()
     if path.is_dir():
         rows: list[Row] = []
         for file in _split_files(path, config, split):
             rows.extend(_read_file(file, None if limit is None else limit - len(rows)))
-        return rows, path.resolve()
+        return rows, folder or path.resolve()
     if looks_like_hub_id(data):
         rows = islice(hub_rows(data, config, split), limit)
-        return [(f"{data}[{split}] row {i}", dict(record)) for i, record in enumerate(rows)], None
+        return [(f"{data}[{split}] row {i}", dict(record)) for i, record in enumerate(rows)], folder
     raise TheWorldUserError(f"{data}: no such file or folder (and it is not a Hub id such as 'owner/name')")
 
 
@@ -119,10 +123,6 @@ def _check_unique(items: list[EvalItem], where: str) -> list[EvalItem]:
     return items
 
 
-def _folder(image_folder: str | None, default: Path | None) -> Path | None:
-    return Path(image_folder).expanduser().resolve() if image_folder else default
-
-
 # ---------------------------------------------------------------------------- BLINK
 
 _LETTER_RE = re.compile(r"\(?\s*([A-Za-z])\s*\)?")
@@ -151,8 +151,7 @@ def _load_blink(
     task: str, name: str, data: str, image_folder: str | None, split: str | None, limit: int | None
 ) -> list[EvalItem]:
     split = split or "val"
-    rows, default_folder = read_rows(data, task, split, limit)
-    folder = _folder(image_folder, default_folder)
+    rows, folder = read_rows(data, task, split, limit, image_folder)
     items = []
     for where, row in rows:
         choices = _literal(_require(row, "choices", where), "choices", where)
@@ -162,18 +161,10 @@ def _load_blink(
         visuals = [resolve_visual(row[k], folder, where, bad_visual="raise") for k in _BLINK_IMAGES if _present(row.get(k))]
         if not visuals:
             raise TheWorldUserError(f"{where}: no image in image_1..image_4")
-        items.append(
-            EvalItem(
-                id=str(_require(row, "idx", where)),
-                question=str(_require(row, "question", where)),
-                choices=choices,
-                answer=_blink_answer(row.get("answer"), choices, where),
-                visuals=visuals,
-                category=str(row.get("sub_task") or task),
-                kind="choice",
-                meta={"benchmark": name, "task": task, "answer_letter": row.get("answer"), "prompt": row.get("prompt")},
-            )
-        )
+        item_id, question = str(_require(row, "idx", where)), str(_require(row, "question", where))
+        answer = _blink_answer(row.get("answer"), choices, where)
+        meta = {"benchmark": name, "task": task, "answer_letter": row.get("answer"), "prompt": row.get("prompt")}
+        items.append(EvalItem(item_id, question, choices, answer, visuals, str(row.get("sub_task") or task), "choice", meta))
     return _check_unique(items, data)
 
 
@@ -198,24 +189,14 @@ def load_vsr(
 ) -> list[EvalItem]:
     """VSR (split `test` by default): captions become true/false questions, category = relation.
     Rows carry no id: the id is the row index and image name."""
-    rows, default_folder = read_rows(data, None, split or "test", limit)
-    folder = _folder(image_folder, default_folder)
+    rows, folder = read_rows(data, None, split or "test", limit, image_folder)
     items = []
     for index, (where, row) in enumerate(rows):
         visual, question, answer = read_vsr(row, where, folder, bad_visual="raise")
         image = row["image"]
-        items.append(
-            EvalItem(
-                id=f"{index:05d}-{Path(image).stem if isinstance(image, str) else 'image'}",
-                question=question,
-                choices=list(VSR_CHOICES),
-                answer=answer,
-                visuals=[visual],
-                category=row.get("relation"),
-                kind="choice",
-                meta={"benchmark": "vsr", "subj": row.get("subj"), "obj": row.get("obj"), "image": image},
-            )
-        )
+        item_id = f"{index:05d}-{Path(image).stem if isinstance(image, str) else 'image'}"
+        meta = {"benchmark": "vsr", "subj": row.get("subj"), "obj": row.get("obj"), "image": image}
+        items.append(EvalItem(item_id, question, list(VSR_CHOICES), answer, [visual], row.get("relation"), "choice", meta))
     return _check_unique(items, data)
 
 
@@ -261,16 +242,13 @@ def _srgpt_scoring(
     """(kind, choices, answer, extra meta) from the benchmark's own type and category: direction ->
     clock, other quantitative -> numeric, qualitative -> choice when the question offers two named
     regions and the answer names one; else (and for unreadable values, flagged) judged free text."""
-    if "direction" in category:
-        hour = parse_clock(answer)
-        if hour is not None:
-            return "clock", None, answer, {"answer_hour": hour}
-        return "qualitative_free", None, answer, {"scoring_note": "no clock hour in the reference answer"}
-    if qa_type == "quantitative":
-        meters = parse_quantity(answer)
-        if meters is not None:
-            return "numeric", None, answer, {"answer_m": meters}
-        return "qualitative_free", None, answer, {"scoring_note": "no quantity in the reference answer"}
+    if "direction" in category or qa_type == "quantitative":
+        clock = "direction" in category
+        kind, key, missing = ("clock", "answer_hour", "clock hour") if clock else ("numeric", "answer_m", "quantity")
+        value = parse_clock(answer) if clock else parse_quantity(answer)
+        if value is not None:
+            return kind, None, answer, {key: value}
+        return "qualitative_free", None, answer, {"scoring_note": f"no {missing} in the reference answer"}
     if qa_type != "qualitative":
         raise TheWorldUserError(f"{where}: qa_info.type must be qualitative or quantitative, got {qa_type!r}")
     names = list(dict.fromkeys(f"Region [{k}]" for k in _REGION_NAME_RE.findall(question)))
@@ -286,8 +264,7 @@ def load_spatialrgpt_bench(
 ) -> list[EvalItem]:
     """SpatialRGPT-Bench (split `val`): masks become "Region [k]" with box k drawn and numbered k on
     the image; scoring kind from `_srgpt_scoring`."""
-    rows, default_folder = read_rows(data, None, split or "val", limit)
-    folder = _folder(image_folder, default_folder)
+    rows, folder = read_rows(data, None, split or "val", limit, image_folder)
     items, fallbacks = [], 0
     for index, (where, row) in enumerate(rows):
         question, answer = _srgpt_texts(row, where)
@@ -314,18 +291,9 @@ def load_spatialrgpt_bench(
         fallbacks += "scoring_note" in extra
         meta = {"benchmark": "spatialrgpt-bench", "qa_type": qa_type, "answer_text": answer, "bbox": boxes}
         meta.update({"text_q": row.get("text_q"), **extra})
-        items.append(
-            EvalItem(
-                id=str(row.get("id") if row.get("id") is not None else index),
-                question=question,
-                choices=choices,
-                answer=target,
-                visuals=[image],
-                category=category or None,
-                kind=kind,  # type: ignore[arg-type]
-                meta=meta,
-            )
-        )
+        item_id = str(row.get("id") if row.get("id") is not None else index)
+        item = EvalItem(item_id, question, choices, target, [image], category or None, kind, meta)  # type: ignore[arg-type]
+        items.append(item)
     if fallbacks:
         logger.warning("%s: %d metric/direction answers had no readable value; judged as free text", data, fallbacks)
     return _check_unique(items, data)
@@ -339,24 +307,16 @@ def load_jsonl(
 ) -> list[EvalItem]:
     """The generic QA format (`theworld.data.qa.read_qa`); kind is the record's "kind", else "choice"
     with choices and "qualitative_free" without. `split` only picks a file when `data` is a folder."""
-    rows, default_folder = read_rows(data, None, split, limit)
-    folder = _folder(image_folder, default_folder)
+    rows, folder = read_rows(data, None, split, limit, image_folder)
     items = []
     for where, row in rows:
         choices, visuals = read_qa(row, where, folder, bad_visual="raise")
         answer = row.get("answer")
-        items.append(
-            EvalItem(
-                id=str(_require(row, "id", where)),
-                question=str(_require(row, "question", where)),
-                choices=choices or None,
-                answer=None if answer is None else str(answer),
-                visuals=visuals,
-                category=row.get("category"),
-                kind=row.get("kind") or ("choice" if choices else "qualitative_free"),
-                meta={"benchmark": "jsonl", "source": where},
-            )
-        )
+        item_id, question = str(_require(row, "id", where)), str(_require(row, "question", where))
+        kind = row.get("kind") or ("choice" if choices else "qualitative_free")
+        meta = {"benchmark": "jsonl", "source": where}
+        answer = None if answer is None else str(answer)
+        items.append(EvalItem(item_id, question, choices or None, answer, visuals, row.get("category"), kind, meta))
     return _check_unique(items, data)
 
 

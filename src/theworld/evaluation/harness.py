@@ -61,8 +61,7 @@ logger = logging.getLogger(__name__)
 
 
 class WorldInputsMissingError(TheWorldUserError):
-    """A world-enabled evaluation whose forwards did not all receive the world tokens they needed
-    (or a world-off run that did receive some). Raised instead of reporting numbers."""
+    """The world path did not get exactly the world tokens the items need: raised instead of reporting numbers."""
 
 
 @dataclass
@@ -140,27 +139,22 @@ class WorldAudit:
         forwards, tokens = self.seen()
         if not self.world_run:
             if forwards or tokens or self.feed.forwards:
-                raise WorldInputsMissingError(
-                    f"world-off run, yet the model received world tokens ({tokens} in {forwards} forwards)"
-                )
+                message = f"world-off run, yet the model received world tokens ({tokens} in {forwards} forwards)"
+                raise WorldInputsMissingError(message)
             return
         problems = []
         if self.feed.tokens != self.required_tokens:
             problems.append(f"the items need {self.required_tokens} world tokens but {self.feed.tokens} were fed")
         if tokens != self.required_tokens:
-            problems.append(
-                f"the world projector's world_token_count grew by {tokens}, expected {self.required_tokens}"
-            )
+            problems.append(f"the world projector's world_token_count grew by {tokens}, expected {self.required_tokens}")
         if forwards != self.feed.projector_calls:
             problems.append(
                 f"the world projector's world_forward_count grew by {forwards}, expected {self.feed.projector_calls} "
                 "(one per clip length in each forward with world inputs)"
             )
         if problems:
-            raise WorldInputsMissingError(
-                "world-enabled evaluation did not feed the world path as required: " + "; ".join(problems)
-                + ". No metrics were written."
-            )
+            message = "world-enabled evaluation did not feed the world path as required: " + "; ".join(problems)
+            raise WorldInputsMissingError(message + ". No metrics were written.")
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -173,9 +167,7 @@ def _accuracy_block(values: Sequence[bool], n_boot: int, seed: int) -> dict[str,
     return {"accuracy": sum(values) / len(values), "n": len(values), "ci95": [lo, hi]}
 
 
-def compute_metrics(
-    records: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0
-) -> dict[str, Any]:
+def compute_metrics(records: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Accuracy with a bootstrap 95% interval over scored records, by category and by kind;
     unscored records are only counted (unjudged, no reference answer)."""
     records = list(records)
@@ -210,30 +202,27 @@ def _world_pixels_of(processor: Any, item: EvalItem) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))
 
 
+@dataclass
 class _Runner:
     """State shared by the batches of one `evaluate` call."""
 
-    def __init__(self, items, model, processor, settings: EvalSettings, judge, audit: WorldAudit) -> None:
-        self.items = items
-        self.model = model
-        self.processor = processor
-        self.settings = settings
-        self.judge = judge
-        self.audit = audit
-        self.tokenizer = processor.tokenizer
-        self.world_run = uses_world(settings.control)
-        self.donors = shuffled_donors(items, settings.seed) if settings.control == "shuffled-world" else None
-        self.world_token_id = getattr(model.config, "world_token_id", None) if self.world_run else getattr(
-            processor, "world_token_id", None
-        )
+    items: Sequence[EvalItem]
+    model: Any
+    processor: Any
+    settings: EvalSettings
+    judge: Any
+    audit: WorldAudit
 
-    def required_tokens(self, item: EvalItem) -> int:
-        """World tokens one row of this item must carry, from its visuals alone (never from its prompt)."""
-        return expected_world_tokens(item, self.model.config) if self.world_run else 0
+    def __post_init__(self) -> None:
+        self.tokenizer = self.processor.tokenizer
+        self.world_run = uses_world(self.settings.control)
+        shuffled = self.settings.control == "shuffled-world"
+        self.donors = shuffled_donors(self.items, self.settings.seed) if shuffled else None
+        self.world_token_id = getattr(self.model.config if self.world_run else self.processor, "world_token_id", None)
 
-    # -- prompts
     def prepare(self, indices: Sequence[int]) -> list[EncodedPrompt]:
-        """Encode the items' prompts, check their world blocks, and attach (possibly donor) world latents."""
+        """Encode the items' prompts, check their world blocks, attach (possibly donor) world latents, and
+        require each item's world tokens from the audit (its prompt, world block included, runs once)."""
         prompts = []
         for index in indices:
             item = self.items[index]
@@ -242,7 +231,7 @@ class _Runner:
             except (OSError, ValueError) as err:  # unreadable image, frame count the processor refuses
                 raise TheWorldUserError(f"item {item.id!r}: cannot build its prompt ({err})") from err
             found = count_world_tokens(prompt.input_ids, self.world_token_id)
-            expected = self.required_tokens(item)
+            expected = expected_world_tokens(item, self.model.config) if self.world_run else 0
             if found != expected or (expected and prompt.world is None):
                 raise WorldInputsMissingError(
                     f"item {item.id!r}: its prompt holds {found} world tokens"
@@ -253,8 +242,10 @@ class _Runner:
             if self.world_run and expected and self.donors is not None:
                 donor_pixels = _world_pixels_of(self.processor, self.items[self.donors[index]])
                 if donor_pixels.shape != prompt.world.shape:  # same signature, so this is a bug
-                    raise RuntimeError(f"item {item.id!r}: donor world shape {tuple(donor_pixels.shape)} != own {tuple(prompt.world.shape)}")
+                    shapes = f"{tuple(donor_pixels.shape)} != own {tuple(prompt.world.shape)}"
+                    raise RuntimeError(f"item {item.id!r}: donor world shape {shapes}")
                 prompt.world = donor_pixels
+            self.audit.require(expected)
             prompts.append(prompt)
         if self.world_run:
             self._encode_world(prompts)
@@ -264,7 +255,9 @@ class _Runner:
         """World pixels -> latents with the model's VAE, once per item (not per choice), batched by shape."""
         encoder = getattr(self.model, "world_encoder", None)
         if encoder is None:
-            raise TheWorldUserError("the model has no world encoder (Cosmos VAE) to encode world pixels: load it with a cosmos model name")
+            raise TheWorldUserError(
+                "the model has no world encoder (Cosmos VAE) to encode world pixels: load it with a cosmos model name"
+            )
         device = next(encoder.parameters()).device
         by_shape: dict[tuple[int, ...], list[EncodedPrompt]] = defaultdict(list)
         for prompt in prompts:
@@ -283,19 +276,17 @@ class _Runner:
 
     def _base_record(self, index: int, prompt: EncodedPrompt) -> dict[str, Any]:
         item = self.items[index]
-        record: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category}
-        record["world_tokens"] = count_world_tokens(prompt.input_ids, self.world_token_id)
+        world_tokens = count_world_tokens(prompt.input_ids, self.world_token_id)
+        record: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category, "world_tokens": world_tokens}
         if self.donors is not None and self.donors[index] is not None:
             record["world_from"] = self.items[self.donors[index]].id
         return record
 
-    # -- choice items
     def run_choices(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         prompts = self.prepare(indices)
         rows: list[tuple[int, list[int]]] = []
         for p, index in enumerate(indices):
             item = self.items[index]
-            self.audit.require(self.required_tokens(item))  # its prompt, world block included, runs once
             for choice in item.choices or []:
                 ids = self.tokenizer(choice, add_special_tokens=False)["input_ids"]
                 if not ids:
@@ -313,23 +304,16 @@ class _Runner:
             item_scores = logliks[position : position + len(choices)]
             position += len(choices)
             prediction = choices[int(np.argmax(item_scores))]
+            correct = None if item.answer is None else prediction == item.answer
             record = self._base_record(index, prompts[p])
-            record.update(
-                prediction=prediction,
-                target=item.answer,
-                correct=None if item.answer is None else prediction == item.answer,
-                scores=dict(zip(choices, item_scores)),
-            )
+            record.update(prediction=prediction, target=item.answer, correct=correct, scores=dict(zip(choices, item_scores)))
             if item.answer is None:
                 record["unscored_reason"] = "no reference answer"
             records.append(record)
         return records
 
-    # -- free-form items
     def run_generation(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         prompts = self.prepare(indices)
-        for index in indices:
-            self.audit.require(self.required_tokens(self.items[index]))
         answers = generate_answers(
             self.model, self.tokenizer, prompts, self.settings.max_new_tokens, self.settings.batch_size, self.audit.feed
         )
