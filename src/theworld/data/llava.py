@@ -44,10 +44,7 @@ def visual_items(record: dict[str, Any], image_folder: str | None) -> tuple[list
 
 
 def conversations_to_messages(
-    turns: list[dict[str, Any]],
-    images: list[dict[str, Any]],
-    videos: list[dict[str, Any]],
-    sample_id: str,
+    turns: list[dict[str, Any]], images: list[dict[str, Any]], videos: list[dict[str, Any]], sample_id: str
 ) -> list[dict[str, Any]]:
     """LLaVA turns -> HF chat messages, each visual at its marker (`<image>` takes images, `<video>`
     clips; without `<video>` markers `<image>` takes images then clips; with none, all visuals open
@@ -59,10 +56,7 @@ def conversations_to_messages(
     n_image_marks, n_video_marks = joined.count("<image>"), joined.count("<video>")
     if n_video_marks:
         queues = {"<image>": iter(images), "<video>": iter(videos)}
-        expected = {
-            "<image>": (n_image_marks, len(images)),
-            "<video>": (n_video_marks, len(videos)),
-        }
+        expected = {"<image>": (n_image_marks, len(images)), "<video>": (n_video_marks, len(videos))}
     else:
         shared = images + videos
         queues = {"<image>": iter(shared)}
@@ -83,9 +77,7 @@ def _role(turn: Any, sample_id: str) -> str:
         raise TheWorldUserError(f"sample {sample_id}: a turn is not an object: {turn!r}")
     speaker = turn.get("from", turn.get("role"))
     if speaker not in ROLES:
-        raise TheWorldUserError(
-            f"sample {sample_id}: unknown speaker {speaker!r}; expected one of {sorted(ROLES)}"
-        )
+        raise TheWorldUserError(f"sample {sample_id}: unknown speaker {speaker!r}; expected one of {sorted(ROLES)}")
     return ROLES[speaker]
 
 
@@ -107,9 +99,7 @@ def _split_at_markers(text: str, queues: dict[str, Iterator[dict[str, Any]]]) ->
     return content or [{"type": "text", "text": ""}]
 
 
-def _visuals_first(
-    texts: list[tuple[str, str]], visuals: list[dict[str, Any]], sample_id: str
-) -> list[dict[str, Any]]:
+def _visuals_first(texts: list[tuple[str, str]], visuals: list[dict[str, Any]], sample_id: str) -> list[dict[str, Any]]:
     """Messages with all visuals at the start of the first user turn (no markers given)."""
     users = [i for i, (role, _) in enumerate(texts) if role == "user"]
     if not users:
@@ -117,9 +107,7 @@ def _visuals_first(
     messages = []
     for i, (role, text) in enumerate(texts):
         content = [{"type": "text", "text": text.strip()}]
-        messages.append(
-            {"role": role, "content": (visuals + content) if i == users[0] else content}
-        )
+        messages.append({"role": role, "content": (visuals + content) if i == users[0] else content})
     return messages
 
 

@@ -70,8 +70,7 @@ def _to_global(match: re.Match[str], *, local: list[int], sample_id: str) -> str
     k = int(match.group(1))
     if k >= len(local):
         raise TheWorldUserError(
-            f"sample {sample_id}: an answer names Region [{k}] but its question has "
-            f"{len(local)} region(s)"
+            f"sample {sample_id}: an answer names Region [{k}] but its question has " f"{len(local)} region(s)"
         )
     return f"Region [{local[k]}]"
 
@@ -121,9 +120,7 @@ def boxed_image(image_path: str, boxes: list[list[float]], cache_dir: str, name:
         try:
             draw_numbered_boxes(image_path, boxes, out_path)
         except CORRUPT_IMAGE_ERRORS as err:
-            raise UnreadableVisual(
-                image_path, f"unreadable image ({type(err).__name__}: {err})"
-            ) from err
+            raise UnreadableVisual(image_path, f"unreadable image ({type(err).__name__}: {err})") from err
     return out_path
 
 

@@ -65,11 +65,7 @@ def bootstrap_ci(
 
 
 def paired_bootstrap(
-    a: Sequence[bool | float],
-    b: Sequence[bool | float],
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
+    a: Sequence[bool | float], b: Sequence[bool | float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
 ) -> PairedDiff:
     """Difference of means a - b on the same items, with a paired bootstrap interval (pairing removes
     the item-difficulty variance both systems share)."""
