@@ -1,7 +1,5 @@
-"""Benchmark loaders: each published format read into `EvalItem`s (formats: docs/data-formats.md).
+"""Benchmark loaders, registered in `BENCHMARKS`: each published format read into `EvalItem`s (docs/data-formats.md).
 
-A loader is `load_<name>(data, image_folder=None, split=None, limit=None)`, registered in
-`BENCHMARKS`; `data` is a local file, a local snapshot folder of split files, or a Hub id.
 Evaluation never drops items quietly (a shrunken denominator inflates accuracy): a missing image,
 an unreadable row, an answer outside its choices or a duplicate id raises naming file and row.
 """
@@ -64,8 +62,7 @@ def _split_files(folder: Path, config: str | None, split: str | None) -> list[Pa
 def read_rows(
     data: str, config: str | None, split: str | None, limit: int | None, image_folder: str | None = None
 ) -> tuple[list[Row], Path | None]:
-    """Records of a local file, local snapshot folder or Hub dataset, and the image folder (`image_folder`,
-    else the data's own folder; None for a Hub dataset)."""
+    """Records of a local file, snapshot folder or Hub dataset, and the image folder (default: the data's own)."""
     if limit is not None and limit < 0:
         raise TheWorldUserError(f"limit must be >= 0, got {limit}")
     folder = Path(image_folder).expanduser().resolve() if image_folder else None
@@ -187,8 +184,7 @@ def load_blink_spatial_relation(
 def load_vsr(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """VSR (split `test` by default): captions become true/false questions, category = relation.
-    Rows carry no id: the id is the row index and image name."""
+    """VSR (split `test`): captions become true/false questions; rows have no id, so it is row index and image name."""
     rows, folder = read_rows(data, None, split or "test", limit, image_folder)
     items = []
     for index, (where, row) in enumerate(rows):
@@ -207,9 +203,7 @@ _TWO_REGION_CHOICE_RE = re.compile(r"Region \[\d+\],? or Region \[\d+\]")
 
 
 def draw_region_boxes(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Image:
-    """A copy of `image` with box k outlined and labelled with its number k ("Region [k]"): the marks of
-    training's boxed OpenSpatial images (`theworld.data.openspatial.draw_boxes`), then shrunk so its
-    longer side is at most `MAX_DRAWN_SIDE` (boxes are drawn first, at full resolution)."""
+    """`image` with box k drawn and numbered k as training's OpenSpatial boxes are, then shrunk to `MAX_DRAWN_SIDE`."""
     out = draw_boxes(image, [list(box) for box in boxes])
     if max(out.size) > MAX_DRAWN_SIDE:
         out.thumbnail((MAX_DRAWN_SIDE, MAX_DRAWN_SIDE), Image.Resampling.LANCZOS)
@@ -239,9 +233,7 @@ def _srgpt_texts(row: dict[str, Any], where: str) -> tuple[str, str]:
 def _srgpt_scoring(
     qa_type: str, category: str, question: str, answer: str, where: str
 ) -> tuple[str, list[str] | None, str, dict[str, Any]]:
-    """(kind, choices, answer, extra meta) from the benchmark's own type and category: direction ->
-    clock, other quantitative -> numeric, qualitative -> choice when the question offers two named
-    regions and the answer names one; else (and for unreadable values, flagged) judged free text."""
+    """(kind, choices, answer, extra meta) from the benchmark's type and category (docs/data-formats.md)."""
     if "direction" in category or qa_type == "quantitative":
         clock = "direction" in category
         kind, key, missing = ("clock", "answer_hour", "clock hour") if clock else ("numeric", "answer_m", "quantity")
@@ -262,8 +254,7 @@ def _srgpt_scoring(
 def load_spatialrgpt_bench(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """SpatialRGPT-Bench (split `val`): masks become "Region [k]" with box k drawn and numbered k on
-    the image; scoring kind from `_srgpt_scoring`."""
+    """SpatialRGPT-Bench (split `val`): masks become "Region [k]", box k drawn and numbered k on the image."""
     rows, folder = read_rows(data, None, split or "val", limit, image_folder)
     items, fallbacks = [], 0
     for index, (where, row) in enumerate(rows):
@@ -305,8 +296,7 @@ def load_spatialrgpt_bench(
 def load_jsonl(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """The generic QA format (`theworld.data.qa.read_qa`); kind is the record's "kind", else "choice"
-    with choices and "qualitative_free" without. `split` only picks a file when `data` is a folder."""
+    """The generic QA format (`theworld.data.qa.read_qa`); `split` only picks a file when `data` is a folder."""
     rows, folder = read_rows(data, None, split, limit, image_folder)
     items = []
     for where, row in rows:

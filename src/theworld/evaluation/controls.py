@@ -1,13 +1,8 @@
-"""Controls: the same evaluation with the world path removed, blanked or given the wrong scene
-(`none`, `world-off`, `zero-world`, `shuffled-world`; what each rules out: docs/evaluation.md).
+"""Controls: the same evaluation with the world path removed, blanked, given the wrong scene or, for rollout
+models, without imagination (what each rules out: docs/evaluation.md).
 
-Rollout models (world_rollout_frames K > 0) add `zero-rollout` (the K imagined frames' tokens
-zeroed, observed kept) and `no-rollout` (the same checkpoint with K = 0), so a rollout result is
-always shown against the same model without imagination.
-
-Shuffling keeps every prompt unchanged, so donors come only from items with the same visual
-signature (same world token count), as a seeded cyclic permutation (Sattolo's algorithm) that
-never maps an item to itself; a group of one is an error, not a silent fixed point.
+Shuffled donors come only from items of the same visual signature, so prompts are unchanged, as a seeded
+cyclic permutation (Sattolo's algorithm) that never maps an item to itself.
 """
 
 from __future__ import annotations
@@ -38,8 +33,7 @@ def uses_world(control: str) -> bool:
 
 @contextlib.contextmanager
 def projector_hook(model: torch.nn.Module, hook: Callable[..., Any], required: str | None) -> Iterator[None]:
-    """Within the block, `hook` is a forward hook on the model's world projector (removed on exit, also
-    when the block raises); without a projector, `required` is the error (None: nothing is hooked)."""
+    """Within the block, `hook` is a forward hook on the world projector; without one, `required` is the error."""
     projector = getattr(model, "world_projector", None)
     if projector is None:
         if required is not None:
@@ -54,15 +48,13 @@ def projector_hook(model: torch.nn.Module, hook: Callable[..., Any], required: s
 
 
 def zero_world(model: torch.nn.Module) -> contextlib.AbstractContextManager:
-    """Within the block the world projector returns zeros of its output's shape and dtype: the world
-    placeholders carry zero embeddings, the rest of the forward is unchanged."""
+    """Within the block the world projector returns zeros: the world block is there, its features are not."""
     needs = "the zero-world control needs a model with a world projector (enable_world=True)"
     return projector_hook(model, lambda _module, _inputs, output: torch.zeros_like(output), needs)
 
 
 def zero_rollout(model: torch.nn.Module) -> contextlib.AbstractContextManager:
-    """Within the block, the projector's tokens of the K imagined frames (the last K x tokens_per_frame
-    of every item) are zeros; observed ones are kept."""
+    """Within the block the projector's tokens of the K imagined frames (each item's last ones) are zeros."""
     rollout = int(getattr(getattr(model, "config", None), "world_rollout_frames", 0) or 0)
     if getattr(model, "world_projector", None) is None or rollout == 0:
         raise TheWorldUserError("the zero-rollout control needs a model with world rollouts (world_rollout_frames > 0)")
@@ -105,11 +97,7 @@ def visual_signature(item: EvalItem) -> tuple[int, ...]:
 
 
 def shuffled_donors(items: Sequence[EvalItem], seed: int = 0) -> list[int | None]:
-    """For each item, the index of the item whose world inputs it gets (None: it has no visuals).
-
-    Depends only on the items' order and signatures and on `seed`, so a resumed run gets the
-    same donors as the original one.
-    """
+    """For each item, the index of the item whose world inputs it gets (None: no visuals); resumable, as seeded."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, item in enumerate(items):
         signature = visual_signature(item)

@@ -66,8 +66,7 @@ class WorldInputsMissingError(TheWorldUserError):
 
 @dataclass
 class EvalSettings:
-    """How items are run: `batch_size` bounds the choice rows (or prompts) prefilled together; `seed`
-    drives the shuffled-world donors and the bootstrap."""
+    """How items are run; `seed` drives the shuffled-world donors and the bootstrap."""
 
     control: str = "none"
     batch_size: int = 8
@@ -104,8 +103,7 @@ class WorldUsage:
 
 @contextlib.contextmanager
 def count_world_usage(model: torch.nn.Module) -> Iterator[WorldUsage]:
-    """Within the block, a forward hook on the world projector (output: items, tokens, hidden) counts
-    what the model received; a model without one (world off) receives none."""
+    """Within the block, a forward hook on the world projector counts what the model received."""
     usage = WorldUsage()
 
     def count(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
@@ -168,8 +166,7 @@ def _accuracy_block(values: Sequence[bool], n_boot: int, seed: int) -> dict[str,
 
 
 def compute_metrics(records: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Accuracy with a bootstrap 95% interval over scored records, by category and by kind;
-    unscored records are only counted (unjudged, no reference answer)."""
+    """Accuracy with a bootstrap 95% interval, by category and kind; unscored records are only counted."""
     records = list(records)
     scored = [r for r in records if r.get("correct") is not None]
     correct = [bool(r["correct"]) for r in scored]
@@ -221,8 +218,7 @@ class _Runner:
         self.world_token_id = getattr(self.model.config if self.world_run else self.processor, "world_token_id", None)
 
     def prepare(self, indices: Sequence[int]) -> list[EncodedPrompt]:
-        """Encode the items' prompts, check their world blocks, attach (possibly donor) world latents, and
-        require each item's world tokens from the audit (its prompt, world block included, runs once)."""
+        """Encode the items' prompts, check their world blocks, attach (donor) world latents, require their world tokens."""
         prompts = []
         for index in indices:
             item = self.items[index]
@@ -348,10 +344,7 @@ def evaluate(
     info: Mapping[str, Any] | None = None,
     processes: Processes | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `items` under `settings.control` (with a model/processor pair loaded for it, see
-    `loading.load_model`), write the output files, return the metrics. `info` (model, benchmark, data,
-    ...) with the control and seed is the identity a resumed run must match. With several `processes`,
-    each runs its share of the pending items into a shard; the main one merges them."""
+    """Evaluate `items` under `settings.control`, write the output files, return the metrics (docs/evaluation.md)."""
     settings = settings or EvalSettings()
     processes = processes or Processes()
     if not items:

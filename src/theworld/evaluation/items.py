@@ -1,9 +1,7 @@
 """One evaluation question, whatever benchmark it came from, and its chat-format `Sample`.
 
-`kind` says how an answer is scored, decided once at load time from the benchmark's own
-annotation: "choice" (log-likelihood over `choices`), "numeric" (a metric quantity, see
-`parsing`), "clock" (a clock direction) or "qualitative_free" (LLM judge). The prompt is
-`theworld.data.qa.format_question`, the one training uses.
+`kind`, decided at load time, says how an answer is scored: "choice" (log-likelihood over `choices`),
+"numeric" or "clock" (`parsing`), or "qualitative_free" (LLM judge).
 """
 
 from __future__ import annotations
@@ -21,8 +19,7 @@ KINDS: tuple[str, ...] = ("choice", "numeric", "clock", "qualitative_free")
 
 @dataclass
 class EvalItem:
-    """A benchmark question with its visuals (image paths, `PIL.Image`s or clips, in prompt order)
-    and reference answer (None only where the split withholds answers, e.g. BLINK test)."""
+    """A benchmark question, its visuals in prompt order, and its answer (None where the split withholds it)."""
 
     id: str
     question: str
@@ -50,7 +47,6 @@ class EvalItem:
 
 
 def to_sample(item: EvalItem, answer: str | None = None) -> Sample:
-    """The item as a chat `Sample` (`theworld.data.qa.qa_sample`): with `answer`, the scored assistant
-    turn (one sample per choice), without it the generation prompt."""
+    """The item as a chat `Sample`: with `answer` the scored assistant turn, without it the generation prompt."""
     meta = {**item.meta, "category": item.category, "kind": item.kind}
     return qa_sample(item.id, item.visuals, item.question, item.choices, answer, meta)

@@ -1,9 +1,7 @@
-"""An LLM judge for free-text answers, over any OpenAI-compatible `/chat/completions` server.
+"""An LLM judge for free-text answers, over any OpenAI-compatible `/chat/completions` server (urllib only).
 
-SpatialRGPT-Bench's qualitative answers are sentences no string match scores fairly. The client
-uses only urllib, so a local server or a hosted API can judge without a new dependency. A reply
-that is not `{"correct": true|false, "reason": ...}` raises `JudgeError`, never a guessed
-verdict. Credentials never reach a message or a log (`redact`, docs/evaluation.md).
+A reply that is not `{"correct": true|false, "reason": ...}` raises `JudgeError`, never a guessed
+verdict; credentials never reach a message or a log (`redact`).
 """
 
 from __future__ import annotations
@@ -106,8 +104,7 @@ def parse_verdict(content: str) -> Verdict:
 
 
 class OpenAIJudge:
-    """Judges (question, reference, prediction) triples with a chat model at `base_url` (the API root,
-    e.g. `http://127.0.0.1:8000/v1`); temperature 0 keeps verdicts repeatable."""
+    """Judges answers with a chat model at `base_url` (the API root); temperature 0 keeps verdicts repeatable."""
 
     def __init__(
         self,

@@ -1,11 +1,9 @@
-"""Reading metric quantities and clock directions out of free-text answers, and scoring them.
+"""Reading metric quantities and clock directions out of free-text answers, and scoring them, deterministically.
 
-SpatialRGPT-Bench scores quantities by relative error (success at <= 25%) and directions by clock
-position; its protocol has an LLM convert texts to numbers, a deterministic parser is
-reproducible and testable. Conventions: "Region [0]" references are removed first; "1,200" loses
-its separator; units m, cm, mm, km, in/", ft/', yd, mile(s) (a bare "in" only when no word
-follows); 5'10" and "5 ft 10 in" add up; ranges give their midpoint; number words are read before
-a unit; the first quantity with a unit wins, else the first bare number in meters.
+Conventions: "Region [0]" references are removed first; "1,200" loses its separator; units m, cm, mm,
+km, in/", ft/', yd, mile(s) (a bare "in" only when no word follows); 5'10" and "5 ft 10 in" add up;
+ranges give their midpoint; number words are read before a unit; the first quantity with a unit wins,
+else the first bare number in meters.
 """
 
 from __future__ import annotations
@@ -171,8 +169,7 @@ def clock_distance(a: int, b: int) -> int:
 
 
 def score_numeric(pred_text: str | None, target_text: str) -> dict[str, Any]:
-    """Relative error of a predicted quantity and success at 10/25/50% (`correct`: 25%). An
-    unreadable prediction fails; an unreadable target is a data error and raises."""
+    """Relative error and success at 10/25/50% (`correct`: 25%); an unreadable target is a data error."""
     target = parse_quantity(target_text)
     if target is None:
         raise TheWorldUserError(f"reference answer has no quantity: {target_text!r}")

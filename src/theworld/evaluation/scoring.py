@@ -22,8 +22,7 @@ WORLD_KEYS = ("world_pixel_values", "world_latents")
 
 @dataclass
 class EncodedPrompt:
-    """One item's generation prompt as the processor encoded it; `world` holds its world inputs
-    under `world_key` (world pixels, or latents the harness computed), None without a world block."""
+    """One item's encoded generation prompt; `world` holds its world inputs under `world_key` (None: no world block)."""
 
     id: str
     input_ids: torch.Tensor  # (L,) long
@@ -39,8 +38,7 @@ class EncodedPrompt:
 
 @dataclass
 class WorldFeed:
-    """What was fed with world inputs: forwards, the projector calls they imply (one per clip length
-    in a forward), and world placeholder tokens."""
+    """What was fed with world inputs: forwards, the projector calls they imply, world placeholder tokens."""
 
     forwards: int = 0
     projector_calls: int = 0
@@ -79,8 +77,7 @@ def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> i
 
 
 def _world_inputs(model: torch.nn.Module, prompts: Sequence[EncodedPrompt]) -> dict[str, torch.Tensor]:
-    """The prompts' world inputs as one tensor (visuals in prompt order); clips of different lengths are
-    zero-padded along time, with `world_latent_frames` giving each visual's own latent frames."""
+    """The prompts' world inputs as one tensor; shorter clips are zero-padded, `world_latent_frames` says by how much."""
     worlds = [p for p in prompts if p.world is not None]
     if not worlds:
         return {}
@@ -112,8 +109,7 @@ def collate(
     padding_side: str,
     pad_token_id: int,
 ) -> tuple[dict[str, Any], list[int]]:
-    """Model inputs for rows (prompt index, continuation ids), and each row's start offset; image and
-    world inputs come once per row, in row order."""
+    """Model inputs for rows (prompt index, continuation ids), and each row's start offset."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     param = model.get_input_embeddings().weight
@@ -170,8 +166,7 @@ def prefill(
     pad_token_id: int = 0,
     feed: WorldFeed | None = None,
 ) -> Prefill:
-    """Run the prompts once and keep their cache; only each last token's logits are kept (`logits_to_keep`:
-    a 262k vocabulary over every prompt position would dominate the memory)."""
+    """Run the prompts once and keep their cache and last-token logits (`logits_to_keep`: the vocabulary is 262k)."""
     inputs, offsets = collate(model, prompts, [(p, ()) for p in range(len(prompts))], padding_side, pad_token_id)
     last = [start + len(prompt) - 1 for start, prompt in zip(offsets, prompts)]  # each prompt's last token
     keep = sorted(set(last))  # left padding: one column for every row
@@ -198,8 +193,7 @@ def prefill(
 
 
 def pack_groups(sizes: dict[int, int], batch_size: int) -> list[list[int]]:
-    """Consecutive keys whose sizes (rows) sum to at most `batch_size`; a larger one goes alone, as an
-    item's choices always share its prefill."""
+    """Consecutive keys whose sizes sum to at most `batch_size` (a larger one alone): an item's rows are never split."""
     groups: list[list[int]] = [[]]
     filled = 0
     for key, size in sizes.items():
@@ -214,9 +208,7 @@ def pack_groups(sizes: dict[int, int], batch_size: int) -> list[list[int]]:
 def _continuation_logprobs(
     model: torch.nn.Module, state: Prefill, owners: Sequence[int], continuations: Sequence[Sequence[int]], pad_token_id: int
 ) -> list[float]:
-    """Summed log-probabilities of each continuation after its prompt (row `owners[r]` of `state`): the
-    first token from the prompt's last logits, the rest in one right-padded forward from the cache rows
-    repeated per continuation (in place: a prefill is used once)."""
+    """Summed log-probabilities of each continuation after its prompt (row `owners[r]` of the prefill)."""
     device = state.last_logits.device
     index = torch.tensor(list(owners), device=device)
     targets = [torch.as_tensor(list(c), dtype=torch.long, device=device) for c in continuations]
@@ -255,8 +247,7 @@ def score_continuations(
     pad_token_id: int = 0,
     feed: WorldFeed | None = None,
 ) -> list[float]:
-    """Summed log-probability (float64) of each row's continuation ids after its prompt; `rows` are
-    (index into `prompts`, token ids), prefilled in groups of at most `batch_size` rows."""
+    """Summed log-probability (float64) of each row's (prompt index, token ids) continuation after its prompt."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows_per_prompt: dict[int, list[int]] = {}
@@ -299,8 +290,7 @@ class Generation:
 
 
 def greedy_tokens(model: torch.nn.Module, state: Prefill, max_new_tokens: int, stops: Sequence[int]) -> list[list[int]]:
-    """Greedy decoding from a prefill: each row's new tokens, up to and including its first stop token (a
-    finished row keeps decoding, its tokens dropped, so the batch stays rectangular, as in `generate`)."""
+    """Greedy decoding from a prefill: each row's new tokens up to its first stop token, as `generate` gives."""
     tokens = state.last_logits.argmax(-1)  # (B,)
     mask, positions = state.attention_mask, state.next_positions
     out: list[list[int]] = [[] for _ in range(tokens.shape[0])]

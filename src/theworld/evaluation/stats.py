@@ -1,7 +1,4 @@
-"""Uncertainty for accuracies on small benchmarks (~130 items: +-8 points at 95%), and paired tests
-between two systems on the same items (paired bootstrap, McNemar's exact test). Seeded; the exact
-binomial tail uses integer arithmetic, so scipy is not needed.
-"""
+"""Uncertainty on small benchmarks (~130 items: +-8 points at 95%) and paired tests (bootstrap, exact McNemar)."""
 
 from __future__ import annotations
 
@@ -31,10 +28,7 @@ def _as_array(values: Sequence[bool | float], name: str) -> np.ndarray:
 
 
 def _bootstrap_means(columns: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Means of `columns` (k, n) over `n_boot` resamples of the n items: shape (n_boot, k).
-
-    The same item indices are used for every column, which is what makes a paired bootstrap.
-    """
+    """Means of `columns` (k, n) over `n_boot` resamples of the items, the same for every column (paired)."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     n = columns.shape[1]
@@ -67,8 +61,7 @@ def bootstrap_ci(
 def paired_bootstrap(
     a: Sequence[bool | float], b: Sequence[bool | float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
 ) -> PairedDiff:
-    """Difference of means a - b on the same items, with a paired bootstrap interval (pairing removes
-    the item-difficulty variance both systems share)."""
+    """Difference of means a - b on the same items, with a paired bootstrap interval."""
     xa, xb = _as_array(a, "a"), _as_array(b, "b")
     if xa.shape != xb.shape:
         raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
