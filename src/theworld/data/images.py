@@ -1,8 +1,5 @@
-"""Resolving and checking the visuals of samples, and counting the samples skipped.
-
-A run that dies at step 40 000 on one missing JPEG wastes a day, and one that silently drops half its
-data (a wrong `image_folder`) wastes more: every image is opened once up front, bad samples are skipped
-with a log line, and too large a skipped share (`max_skip_fraction`) stops the load.
+"""Resolving and checking the visuals of samples, and counting the samples skipped: bad samples are skipped
+with a log line, and too large a skipped share (`max_skip_fraction`, nearly always a wrong folder) stops the load.
 """
 
 from __future__ import annotations
@@ -60,9 +57,7 @@ def naming_sample(sample_id: str) -> Iterator[None]:
 
 
 def resolve_path(path: str, image_folder: str | os.PathLike[str] | None, subfolders: Sequence[str] = ()) -> str:
-    """The absolute path of `path` (relative ones under `image_folder`, so samples work in any working
-    directory; `..` may not leave it); with `subfolders` (COCO's `train2017`), the first of
-    `image_folder[/<sub>]/path` that exists."""
+    """The absolute path of `path`, a relative one under `image_folder` (never leaving it; else in `subfolders`)."""
     given = str(path)
     path = os.path.expanduser(given)
     if os.path.isabs(path) or image_folder is None:
@@ -81,8 +76,7 @@ def resolve_path(path: str, image_folder: str | os.PathLike[str] | None, subfold
 
 
 def resolve_clip(value: Any, image_folder: str | os.PathLike[str] | None) -> list[str] | VideoFile:
-    """A clip: its frames as absolute paths (a list of frame files, or a folder of frames), or a
-    video file as a `VideoFile`, decoded later into 4k+1 frames."""
+    """A clip: its frames as absolute paths (a list, or a folder of frames), or a video file as a `VideoFile`."""
     if isinstance(value, (list, tuple)):
         return [resolve_path(str(frame), image_folder) for frame in value]
     path = resolve_path(str(value), image_folder)
@@ -126,13 +120,11 @@ def resolve_visual(
     *,
     bad_visual: BadVisual,
 ) -> Image.Image | str:
-    """One visual of a record (a path, PIL image, bytes, or HF `Image`'s `{"bytes", "path"}`) -> a PIL
-    image or an absolute path; the one reader of visuals for training and evaluation.
+    """One visual of a record (a path, PIL image, bytes or `{"bytes", "path"}`) -> a PIL image or an absolute path.
 
-    `bad_visual` is what an unusable visual does: "skip" (training) raises `UnreadableVisual`, so the
-    sample counts against `max_skip_fraction` (files are opened later, by `validate_sample`); "raise"
-    (evaluation, where a dropped item inflates accuracy) is a `TheWorldUserError` naming `where`, and
-    the file must exist now.
+    `bad_visual` is what an unusable visual does: "skip" (training) raises `UnreadableVisual`, counted against
+    `max_skip_fraction`; "raise" (evaluation, where a dropped item inflates accuracy) is a `TheWorldUserError`
+    naming `where`, and the file must exist now.
     """
     label = where
     if isinstance(value, dict):
@@ -224,8 +216,7 @@ class SkipCounter:
 
 
 def visual_problem(visual: Any, verified: dict[str, str | None] | None = None) -> tuple[str, str] | None:
-    """`(path, reason)` for the first unusable file of one visual (one broken frame breaks a clip),
-    or None; `verified` caches per path, as many records share one image."""
+    """`(path, reason)` for the first unusable file of one visual, or None; `verified` caches per path."""
     if isinstance(visual, Image.Image):
         return None
     if isinstance(visual, VideoFile):
@@ -258,8 +249,7 @@ def iter_converted(
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION,
     limit: int | None = None,
 ) -> Iterator[tuple[int, Sample]]:
-    """`(record index, sample)` for each record that converts and whose visuals open: a malformed record
-    raises, an `UnreadableVisual` is a skip, and the skip budget is enforced once the records are read."""
+    """`(record index, sample)` for each record that converts and whose visuals open; malformed records raise."""
     counter = SkipCounter(max_skip_fraction)
     verified: dict[str, str | None] = {}
     kept = 0

@@ -1,6 +1,5 @@
-"""The LLaVA conversation format (the field's de facto training format), and LLaVA-CC3M
-(docs/data-formats.md). Each visual goes exactly where its `<image>` marker stands, so the prompt
-the model trains on matches what the data author wrote.
+"""The LLaVA conversation format and LLaVA-CC3M (docs/data-formats.md): each visual goes exactly where its
+`<image>` marker stands, so the model trains on the prompt the data author wrote.
 """
 
 from __future__ import annotations
@@ -46,9 +45,7 @@ def visual_items(record: dict[str, Any], image_folder: str | None) -> tuple[list
 def conversations_to_messages(
     turns: list[dict[str, Any]], images: list[dict[str, Any]], videos: list[dict[str, Any]], sample_id: str
 ) -> list[dict[str, Any]]:
-    """LLaVA turns -> HF chat messages, each visual at its marker (`<image>` takes images, `<video>`
-    clips; without `<video>` markers `<image>` takes images then clips; with none, all visuals open
-    the first user turn). Any other count mismatch is a data error naming the sample."""
+    """LLaVA turns -> HF chat messages, each visual at its marker (rules: docs/data-formats.md); a count mismatch raises."""
     if not isinstance(turns, list) or not turns:
         raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list")
     texts = [(_role(turn, sample_id), _text(turn, sample_id)) for turn in turns]

@@ -1,7 +1,5 @@
 """One entry point for training data: a file or Hub id plus a format name -> validated `Sample`s.
-
-Records come from the one reader (`theworld.data.records`); the format's `RecordFormat` turns each
-into a `Sample`. Format modules are imported lazily, by name, so they may import this module.
+Format modules are imported lazily, by name, so they may import this module.
 """
 
 from __future__ import annotations
@@ -44,8 +42,7 @@ def record_id(record: dict[str, Any], index: int, source: str) -> str:
 
 @dataclass(frozen=True)
 class RecordFormat:
-    """One data format: how a record becomes a `Sample` (`to_sample`, with format-specific options
-    such as openspatial's `draw_boxes`), and how a record without an id is named (`id_rule`)."""
+    """One data format: how a record becomes a `Sample`, and how a record without an id is named."""
 
     to_sample: Callable[..., Sample]
     id_rule: Callable[[dict[str, Any], int, str], str] = record_id
@@ -73,8 +70,7 @@ class RecordFormat:
         return convert_records(records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit)
 
     def load(self, path: str, image_folder: str | None = None, **kwargs: Any) -> list[Sample]:
-        """Read a local JSON/JSONL file (images relative to `image_folder`, default its folder). Unlike
-        `load_samples` this neither detects the format nor tries the Hub; an empty file gives no samples."""
+        """A local JSON/JSONL file's samples (no format detection, no Hub; images default to the file's folder)."""
         return self(iter_records(path), source=path, image_folder=image_folder or _folder_of(path), **kwargs)
 
 
@@ -128,9 +124,7 @@ def load_samples(
     limit: int | None = None,
     **options: Any,
 ) -> list[Sample]:
-    """Read a data file (or Hub dataset id) in one of `FORMATS` into validated samples, in memory;
-    `options` go to the format's converter. Training reads large files without holding them
-    (`theworld.training.dataset`)."""
+    """A data file or Hub dataset in one of `FORMATS` as validated samples, in memory (`options`: the format's)."""
     fmt = record_format(format) if format != "auto" else None
     records, default_folder = open_records(path_or_id)
     records = iter(records)

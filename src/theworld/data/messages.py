@@ -1,7 +1,5 @@
-"""The Hugging Face chat format (`messages` + `images` column) and the generic QA record (`theworld.data.qa`).
-
-Image placeholders are filled in order from the `images` column, exactly: a shifted image silently
-trains on the wrong picture.
+"""The Hugging Face chat format: placeholders are filled in order from the `images` column, exactly (a shifted
+image silently trains on the wrong picture); and the `qa` format's training reader (`theworld.data.qa`).
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ def _column(record: dict[str, Any], *names: str) -> list[Any]:
 
 
 def messages_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
-    """One HF chat record -> `Sample`, placeholders filled from `images` / `videos` in order (items
-    carrying their own visual keep it); a count mismatch names the record."""
+    """One HF chat record -> `Sample`, placeholders filled from `images` / `videos` in order."""
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise TheWorldUserError(f"sample {sample_id}: `messages` must be a non-empty list")

@@ -1,9 +1,6 @@
-"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s, and the region naming and numbered
-boxes SpatialRGPT-Bench shares with it.
-
-Raw answers say `Region [k]` with k counting the masks of their own question, so `Region [0]` is
-another object in every turn. Gemma has no mask encoder: regions are named in text (and
-optionally drawn) with one numbering for the whole conversation (docs/data-formats.md).
+"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s, and the region naming and numbered boxes
+SpatialRGPT-Bench shares with it: regions are named in text (Gemma has no mask encoder), one numbering
+for the whole conversation (docs/data-formats.md).
 """
 
 from __future__ import annotations
@@ -29,22 +26,19 @@ _COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#
 
 
 def default_cache_dir() -> str:
-    """Where boxed copies of images go unless told otherwise (XDG cache, not the data folder,
-    which is often read-only or shared)."""
+    """Where boxed copies go unless told: the XDG cache (the data folder is often read-only or shared)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "theworld", "openspatial_boxes")
 
 
 def name_regions(text: str, start: int = 0) -> tuple[str, int]:
-    """Replace each `<mask>` (optionally with `<depth>`) by "Region [k]", k counting from `start`;
-    returns the text and the number of masks replaced."""
+    """Replace each `<mask>` (with an optional `<depth>`) by "Region [k]", k from `start`; and their count."""
     pieces = _MASK.split(text)
     return pieces[0] + "".join(f"Region [{start + g}]{piece}" for g, piece in enumerate(pieces[1:])), len(pieces) - 1
 
 
 def renumber_regions(turns: list[dict[str, Any]], sample_id: str) -> tuple[list[dict[str, Any]], int]:
-    """Rewrite masks and `Region [k]` references to global numbers (a mask occurrence's index over
-    all human turns); also return the mask count. An out-of-range k is a data error."""
+    """Rewrite masks and answers' `Region [k]` to conversation-wide numbers; and the mask count."""
     if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
         raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list of turns")
     next_index = 0
@@ -76,8 +70,7 @@ def _to_global(match: re.Match[str], *, local: list[int], sample_id: str) -> str
 
 
 def draw_boxes(image: Image.Image, boxes: list[list[float]]) -> Image.Image:
-    """An RGB copy of `image` with box k ([x1, y1, x2, y2] pixels) outlined and labelled `k`;
-    identical boxes (a region asked about twice) share one outline labelled `0,2`."""
+    """An RGB copy of `image` with box k outlined and labelled `k` (identical boxes share one label `0,2`)."""
     image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     width, height = image.size
@@ -110,8 +103,7 @@ def draw_numbered_boxes(image_path: str, boxes: list[list[float]], out_path: str
 
 
 def boxed_image(image_path: str, boxes: list[list[float]], cache_dir: str, name: str) -> str:
-    """The cached boxed copy for these boxes, drawn on first use (keyed by the boxes' hash,
-    since one photo appears in many records with different regions)."""
+    """The cached boxed copy for these boxes (keyed by their hash: one photo has many records), drawn on first use."""
     digest = hashlib.sha1(json.dumps(boxes).encode()).hexdigest()[:12]
     out_path = os.path.join(os.path.abspath(cache_dir), f"{name}-{digest}.jpg")
     if not os.path.exists(out_path):
@@ -132,8 +124,7 @@ def openspatial_record_to_sample(
     draw_boxes: bool = False,
     cache_dir: str | None = None,
 ) -> Sample:
-    """One OpenSpatial record -> `Sample`; `meta["boxes"]` holds box g for `Region [g]`, and with
-    `draw_boxes` the image is a cached copy with the numbered boxes drawn."""
+    """One OpenSpatial record -> `Sample`; `meta["boxes"]` holds box g of `Region [g]`."""
     filename = record.get("filename")
     if not isinstance(filename, str) or not filename:
         raise TheWorldUserError(f"sample {sample_id}: no `filename`")

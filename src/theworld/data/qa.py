@@ -1,8 +1,7 @@
 """The generic question-answer record (`qa` format, `jsonl` benchmark, synthetic data; docs/data-formats.md).
 
-Training and evaluation read it with `read_qa` and prompt with `format_question`, so a model is
-evaluated on the prompt it was trained on; they differ only in what an unusable visual does
-(`bad_visual`: training skips the sample, evaluation raises).
+Training and evaluation read it with `read_qa` and prompt with `format_question`, so a model is evaluated on
+the prompt it was trained on; they differ only in `bad_visual` (training skips the sample, evaluation raises).
 """
 
 from __future__ import annotations
@@ -28,8 +27,7 @@ def format_question(question: str, choices: Sequence[str] | None = None) -> str:
 def read_qa(
     record: dict[str, Any], where: str, image_folder: Any, *, bad_visual: BadVisual
 ) -> tuple[list[str] | None, list[Any]]:
-    """A QA record's choices and visuals (`image`, then `images`, then the `video` clip), checked;
-    `where` names the record in errors."""
+    """A QA record's checked choices and visuals (`image`, then `images`, then the `video` clip)."""
     choices = record.get("choices")
     if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
         raise TheWorldUserError(f"{where}: 'choices' must be a list of strings")
@@ -54,8 +52,7 @@ def qa_sample(
     answer: str | None,
     meta: dict[str, Any],
 ) -> Sample:
-    """A one-question sample: visuals (a list of frames or a `VideoFile` is a clip) and the question,
-    then the assistant's `answer` when given (without it, the generation prompt)."""
+    """A one-question sample: visuals and the question, then the assistant's `answer` when given."""
     content = [
         {"type": "video", "video": list(v) if isinstance(v, (list, tuple)) else v}
         if isinstance(v, (list, tuple, VideoFile))

@@ -1,8 +1,5 @@
 """Records of a data file or Hub dataset: the one reader of JSON, JSON Lines and parquet, for training and evaluation.
-
-JSON arrays are streamed with ijson and parquet in record batches, so no file is read whole
-(OpenSpatial is one ~30 GB array); Hub datasets come through `datasets` (Arrow, memory-mapped).
-Malformed input is a `TheWorldUserError` naming the file and row.
+No file is read whole (OpenSpatial is one ~30 GB JSON array); malformed input names the file and row.
 """
 
 from __future__ import annotations

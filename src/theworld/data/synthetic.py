@@ -1,9 +1,5 @@
-"""Procedural "what happens next?" clips whose answer is in the motion, not in any one frame.
-
-Each clip is built backwards from a last frame drawn without looking at the answer, and a draw is
-kept only if every answer's trajectory is valid, so the last frame (all Gemma's image path sees)
-says nothing about the answer: P(answer | last frame) is uniform. Tasks, seeds and the reasoning
-are in docs/demo.md.
+"""Procedural "what happens next?" clips whose answer is in the motion, not in any one frame: the last
+frame (all Gemma's image path sees) says nothing about the answer (docs/demo.md).
 """
 
 from __future__ import annotations
@@ -154,8 +150,7 @@ Scenes = dict[str, list[_Shape]]  # answer -> the shapes of the clip that has th
 
 def _moving(kind: str, colour: tuple[int, int, int], size: float, last: np.ndarray,
             velocity: np.ndarray, num_frames: int) -> _Shape:
-    """A shape at constant velocity that ends at `last`: trajectories are built backwards so that
-    every answer shares the last frame."""
+    """A shape at constant velocity that ends at `last`, so every answer shares the last frame."""
     steps = np.arange(num_frames, dtype=float) - (num_frames - 1)
     return _Shape(kind, colour, size, last[None, :] + steps[:, None] * velocity[None, :])
 
@@ -219,8 +214,7 @@ def _approach(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
 
 
 def _reach_wall(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
-    """A ball clearly within reach of one side edge and clearly out of reach of the other; "yes"
-    moves it toward the near edge, "no" away. Which edge is near is visible, the heading is not."""
+    """A ball within reach of one side edge only; "yes" moves it toward that edge, "no" away."""
     radius = rng.uniform(*cfg.radius_range)
     speed = rng.uniform(*cfg.speed_range)
     colour = _BALL_COLOURS[int(rng.integers(len(_BALL_COLOURS)))]
@@ -275,8 +269,7 @@ def _draw_scenes(task: str, rng: np.random.Generator, cfg: SyntheticConfig) -> S
 
 
 def _render(shapes: list[_Shape], t: int, cfg: SyntheticConfig) -> Image.Image:
-    """Frame `t`, shapes anti-aliased so sub-pixel motion still changes the pixels. Only each
-    shape's bounding box is computed: rendering is most of the generation time."""
+    """Frame `t`, anti-aliased so sub-pixel motion shows; only each shape's bounding box is computed."""
     size = cfg.image_size
     canvas = np.empty((size, size, 3))
     canvas[:] = cfg.background
@@ -306,15 +299,13 @@ def heldout_seed(seed: int) -> int:
 
 
 def count_multiple(config: SyntheticConfig) -> int:
-    """Split sizes must be a multiple of this: equal counts per task, each split evenly over its
-    choices, so every task's answers are exactly balanced."""
+    """Split sizes must be a multiple of this, so every task's answers are exactly balanced."""
     return len(config.tasks) * math.lcm(*(len(_TASKS[t].choices) for t in config.tasks))
 
 
 def iter_clips(n: int, seed: int | None = None, config: SyntheticConfig | None = None,
                split: str = "train") -> Iterator[SyntheticClip]:
-    """Yield `n` clips lazily (for progress bars and streaming writes), tasks mixed in a seeded
-    order. Same arguments -> the same clips, whatever the machine's state."""
+    """Yield `n` clips lazily, tasks mixed in a seeded order: same arguments, same clips."""
     cfg = config if config is not None else SyntheticConfig()
     seed = cfg.seed if seed is None else seed
     if seed < 0:
@@ -356,9 +347,7 @@ def generate(n: int, seed: int | None = None, config: SyntheticConfig | None = N
 
 
 def write_split(records: Iterable[SyntheticClip], out_dir: str | Path, split_name: str) -> Path:
-    """Write `out_dir/<split>.jsonl` in the `theworld.data.qa` format and each frame as
-    `out_dir/<split>/frames/<id>_<t>.png`; "video" paths are relative to `out_dir`, the JSONL's
-    own folder, so the folder can be moved. Same clips -> byte-identical files."""
+    """Write `out_dir/<split>.jsonl` (`qa` format) and its frames as PNGs, paths relative to `out_dir`."""
     if not _SPLIT_NAME.match(split_name):
         raise TheWorldUserError(f"split name must be letters, digits, '.', '_' or '-', got {split_name!r}")
     out = Path(out_dir)

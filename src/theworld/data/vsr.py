@@ -1,6 +1,4 @@
-"""Visual Spatial Reasoning (VSR): true/false captions about COCO images (docs/data-formats.md).
-Training and evaluation (`evaluation.benchmarks.load_vsr`) read a record with `read_vsr`.
-"""
+"""Visual Spatial Reasoning (VSR): true/false captions about COCO images, read by `read_vsr` for training and evaluation."""
 
 from __future__ import annotations
 
@@ -32,8 +30,7 @@ def vsr_answer(label: Any) -> str | None:
 
 
 def vsr_subfolders(record: dict[str, Any]) -> tuple[str, ...]:
-    """Where under the image folder a record's COCO image may be: the folder its link names, then both
-    COCO 2017 splits (VSR draws from both; users often point at the COCO root)."""
+    """Where a record's COCO image may be under the image folder: its link's folder, then both COCO 2017 splits."""
     return (Path(str(record.get("image_link") or "")).parent.name, "train2017", "val2017")
 
 
