@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont, features
 
 from theworld.data.images import CORRUPT_IMAGE_ERRORS, UnreadableVisual, resolve_path
-from theworld.data.llava import ROLES, conversations_to_messages
+from theworld.data.llava import ROLES, conversations_to_messages, turn_text
 from theworld.data.loading import RecordFormat, record_id
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
@@ -46,9 +46,7 @@ def renumber_regions(turns: list[dict[str, Any]], sample_id: str) -> tuple[list[
     rewritten = []
     for turn in turns:
         role = ROLES.get(turn.get("from", turn.get("role")))
-        text = turn.get("value", turn.get("content"))
-        if not isinstance(text, str):
-            raise TheWorldUserError(f"sample {sample_id}: a turn has no text `value`: {turn!r}")
+        text = turn_text(turn, sample_id)
         if role == "user":
             text, count = name_regions(text, next_index)
             local = list(range(next_index, next_index + count))

@@ -35,12 +35,7 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _LABEL_STREAM, _SCENE_STREAM, _ORDER_STREAM = 0, 1, 2
 
 _BALL_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (240, 200, 40),
-    (60, 200, 90),
-    (70, 200, 230),
-    (230, 90, 200),
-    (235, 235, 235),
-    (245, 140, 40),
+    (240, 200, 40), (60, 200, 90), (70, 200, 230), (230, 90, 200), (235, 235, 235), (245, 140, 40)
 )
 _RED = (225, 45, 45)
 _BLUE = (50, 90, 230)
@@ -122,14 +117,8 @@ class SyntheticClip:
 
     def to_qa(self, video: list[str]) -> dict[str, object]:
         """The record in the `theworld.data.qa` JSONL format, the clip given as frame paths."""
-        return {
-            "id": self.id,
-            "question": self.question,
-            "choices": list(self.choices),
-            "answer": self.answer,
-            "video": list(video),
-            "category": self.category,
-        }
+        clip = {"id": self.id, "question": self.question, "choices": list(self.choices), "answer": self.answer}
+        return {**clip, "video": list(video), "category": self.category}
 
 
 # --- scenes -----------------------------------------------------------------------------------
@@ -153,6 +142,12 @@ def _moving(kind: str, colour: tuple[int, int, int], size: float, last: np.ndarr
     """A shape at constant velocity that ends at `last`, so every answer shares the last frame."""
     steps = np.arange(num_frames, dtype=float) - (num_frames - 1)
     return _Shape(kind, colour, size, last[None, :] + steps[:, None] * velocity[None, :])
+
+
+def _balls(colour: tuple[int, int, int], radius: float, last: np.ndarray, velocities: dict[str, np.ndarray],
+           cfg: SyntheticConfig, *still: _Shape) -> Scenes:
+    """For each answer, the `still` shapes and a ball moving by that answer's velocity into the same last frame."""
+    return {answer: [*still, _moving("disc", colour, radius, last, v, cfg.num_frames)] for answer, v in velocities.items()}
 
 
 def _inside(shape: _Shape, image_size: int) -> bool:
@@ -182,11 +177,7 @@ def _direction(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
     velocity = _heading(rng.uniform(*cfg.speed_range), _turn(rng))
     colour = _BALL_COLOURS[int(rng.integers(len(_BALL_COLOURS)))]
     last = _point(rng, radius + _EDGE, cfg.image_size)
-    mirrored = velocity * np.array([-1.0, 1.0])
-    return {
-        "left": [_moving("disc", colour, radius, last, mirrored, cfg.num_frames)],
-        "right": [_moving("disc", colour, radius, last, velocity, cfg.num_frames)],
-    }
+    return _balls(colour, radius, last, {"left": velocity * np.array([-1.0, 1.0]), "right": velocity}, cfg)
 
 
 def _approach(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
@@ -202,10 +193,7 @@ def _approach(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
         return None
     toward = _heading(speed, math.atan2(offset[1], offset[0]) + turn)
     square = _Shape("square", _BLUE, half, np.repeat(square_at[None, :], cfg.num_frames, axis=0))
-    scenes: Scenes = {
-        "toward": [square, _moving("disc", _RED, radius, ball, toward, cfg.num_frames)],
-        "away": [square, _moving("disc", _RED, radius, ball, -toward, cfg.num_frames)],
-    }
+    scenes = _balls(_RED, radius, ball, {"toward": toward, "away": -toward}, cfg, square)
     clearance = radius + half * math.sqrt(2.0) + _CLEARANCE
     for shapes in scenes.values():
         if np.min(np.hypot(*(shapes[1].centres - square_at).T)) < clearance:
@@ -229,10 +217,7 @@ def _reach_wall(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None
     else:
         return None
     velocity = np.array([near * speed, 0.0])
-    return {
-        "yes": [_moving("disc", colour, radius, last, velocity, cfg.num_frames)],
-        "no": [_moving("disc", colour, radius, last, -velocity, cfg.num_frames)],
-    }
+    return _balls(colour, radius, last, {"yes": velocity, "no": -velocity}, cfg)
 
 
 @dataclass(frozen=True)

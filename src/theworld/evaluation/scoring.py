@@ -56,16 +56,10 @@ def encode_prompt(processor: Any, item: EvalItem) -> EncodedPrompt:
     out = processor.apply_chat_template(
         sample.messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-    input_ids = out["input_ids"][0]
-    token_type_ids = out.get("token_type_ids")
-    world = out.get("world_pixel_values")
-    return EncodedPrompt(
-        id=item.id,
-        input_ids=input_ids,
-        token_type_ids=token_type_ids[0] if token_type_ids is not None else torch.zeros_like(input_ids),
-        pixel_values=out.get("pixel_values"),
-        world=world if world is None else torch.as_tensor(world),
-    )
+    input_ids, token_type_ids, world = out["input_ids"][0], out.get("token_type_ids"), out.get("world_pixel_values")
+    token_type_ids = token_type_ids[0] if token_type_ids is not None else torch.zeros_like(input_ids)
+    world = world if world is None else torch.as_tensor(world)
+    return EncodedPrompt(item.id, input_ids, token_type_ids, out.get("pixel_values"), world)
 
 
 def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> int:
@@ -97,7 +91,8 @@ def _world_inputs(model: torch.nn.Module, prompts: Sequence[EncodedPrompt]) -> d
     if all(t.shape[2] == longest for t in tensors):
         return {key: torch.cat(tensors), **imagined}
     geometry = model.config.world_geometry
-    frames = [t.shape[2] if key == "world_latents" else geometry.latent_frames(t.shape[2]) for t in tensors for _ in range(t.shape[0])]
+    lengths = [t.shape[2] if key == "world_latents" else geometry.latent_frames(t.shape[2]) for t in tensors]
+    frames = [length for t, length in zip(tensors, lengths) for _ in range(t.shape[0])]
     padded = torch.cat([F.pad(t, (0, 0, 0, 0, 0, longest - t.shape[2])) for t in tensors])  # (N, C, longest, H, W)
     return {key: padded, "world_latent_frames": torch.tensor(frames, dtype=torch.long), **imagined}
 
@@ -129,12 +124,8 @@ def collate(
         token_type_ids[r, start : start + len(prompt)] = prompt.token_type_ids.long()
         attention_mask[r, start : start + length] = 1
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    inputs: dict[str, Any] = {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "token_type_ids": token_type_ids.to(device),
-        "position_ids": position_ids.to(device),
-    }
+    tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    inputs: dict[str, Any] = {name: t.to(device) for name, t in {**tensors, "position_ids": position_ids}.items()}
     row_prompts = [prompts[p] for p, _ in rows]
     # Image and world features are scattered in row-major placeholder order: concatenating them
     # in row order keeps every row with its own visuals.
@@ -178,14 +169,9 @@ def prefill(
             count_world_tokens(inputs["input_ids"], getattr(model.config, "world_token_id", None)),
             projector_calls=1 if lengths is None else len(set(lengths.tolist())),
         )
-    rows = torch.arange(len(prompts))
-    columns = torch.tensor([keep.index(t) for t in last])
-    return Prefill(
-        cache=out.past_key_values,
-        attention_mask=inputs["attention_mask"],
-        next_positions=torch.tensor([len(p) for p in prompts], device=inputs["input_ids"].device),
-        last_logits=out.logits[rows, columns].float(),  # (B, V)
-    )
+    next_positions = torch.tensor([len(p) for p in prompts], device=inputs["input_ids"].device)
+    last_logits = out.logits[torch.arange(len(prompts)), torch.tensor([keep.index(t) for t in last])].float()  # (B, V)
+    return Prefill(out.past_key_values, inputs["attention_mask"], next_positions, last_logits)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,12 +322,6 @@ def generate_answers(
         for new in greedy_tokens(model, state, max_new_tokens, stops):
             stopped = bool(new) and new[-1] in stops
             kept = new[:-1] if stopped else new
-            answers.append(
-                Generation(
-                    text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                    raw=tokenizer.decode(kept, skip_special_tokens=False),
-                    num_tokens=len(kept),
-                    stopped=stopped,
-                )
-            )
+            text = tokenizer.decode(kept, skip_special_tokens=True).strip()
+            answers.append(Generation(text, tokenizer.decode(kept, skip_special_tokens=False), len(kept), stopped))
     return answers
