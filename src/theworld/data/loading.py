@@ -34,9 +34,12 @@ _FORMATS: dict[str, str] = {
 FORMATS: tuple[str, ...] = ("auto", *_FORMATS)
 
 
-def record_id(record: dict[str, Any], index: int, source: str) -> str:
-    """The record's own id when it has one, else `<file name>#<index>`, for logs and errors."""
-    value = record.get("id")
+def record_id(record: dict[str, Any], index: int, source: str, name_key: str | None = None) -> str:
+    """The record's own id; else `<its name_key field>#<index>` (formats without ids, where one image has many
+    records); else `<file name>#<index>`."""
+    value, name = record.get("id"), record.get(name_key) if name_key else None
+    if value is None and isinstance(name, str) and name:
+        return f"{name}#{index}"
     return str(value) if value is not None and str(value) != "" else f"{os.path.basename(source)}#{index}"
 
 
@@ -45,14 +48,14 @@ class RecordFormat:
     """One data format: how a record becomes a `Sample`, and how a record without an id is named."""
 
     to_sample: Callable[..., Sample]
-    id_rule: Callable[[dict[str, Any], int, str], str] = record_id
+    name_key: str | None = None  # the field that names a record without an id (`record_id`)
 
     def converter(self, *, source: str, image_folder: str | None, **options: Any) -> Callable[..., Sample]:
         """`convert(record, index) -> Sample`, for records read from `source` (picklable, for dataloader workers)."""
         return functools.partial(self.convert, source=source, image_folder=image_folder, **options)
 
     def convert(self, record: dict[str, Any], index: int, *, source: str, image_folder: Any, **options: Any) -> Sample:
-        sample_id = self.id_rule(record, index, source)
+        sample_id = record_id(record, index, source, self.name_key)
         with naming_sample(sample_id):  # a skipped visual is logged with the sample it belongs to
             return self.to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
 

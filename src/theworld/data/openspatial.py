@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from theworld.data.images import CORRUPT_IMAGE_ERRORS, UnreadableVisual, resolve_path
 from theworld.data.llava import ROLES, conversations_to_messages, turn_text
-from theworld.data.loading import RecordFormat, record_id
+from theworld.data.loading import RecordFormat
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -141,15 +141,8 @@ def openspatial_record_to_sample(
     return Sample(id=sample_id, messages=messages, meta={"format": "openspatial", "boxes": boxes})
 
 
-def openspatial_sample_id(record: dict[str, Any], index: int, source: str) -> str:
-    """Records have no id and one photo has many records, so ids are `<filename>#<index>`."""
-    if record.get("id") is None and record.get("filename"):
-        return f"{record['filename']}#{index}"
-    return record_id(record, index, source)
-
-
 # The `load_samples` hook for `openspatial` (options: `draw_boxes`, `cache_dir` of
 # `openspatial_record_to_sample`), and its file loader: an OpenSpatialDataset JSON array (streamed)
 # or JSONL, images `<id>.jpg` in `image_folder` (default: the data file's folder).
-openspatial_samples = RecordFormat(openspatial_record_to_sample, openspatial_sample_id)
+openspatial_samples = RecordFormat(openspatial_record_to_sample, name_key="filename")
 load_openspatial = openspatial_samples.load

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from theworld.data.images import BadVisual, resolve_visual
-from theworld.data.loading import RecordFormat, record_id
+from theworld.data.loading import RecordFormat
 from theworld.data.qa import format_question, qa_sample
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
@@ -52,13 +52,6 @@ def vsr_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sa
     return qa_sample(sample_id, [visual], question, VSR_CHOICES, answer, meta)
 
 
-def vsr_sample_id(record: dict[str, Any], index: int, source: str) -> str:
-    """VSR has no id field and one image carries several captions, so ids are `<image>#<index>`."""
-    if record.get("id") is None and isinstance(record.get("image"), str):
-        return f"{record['image']}#{index}"
-    return record_id(record, index, source)
-
-
 # The `load_samples` hook for `vsr`, and its file loader (COCO images looked up in `image_folder`).
-vsr_samples = RecordFormat(vsr_record_to_sample, vsr_sample_id)
+vsr_samples = RecordFormat(vsr_record_to_sample, name_key="image")
 load_vsr = vsr_samples.load
