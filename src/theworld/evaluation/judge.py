@@ -33,9 +33,7 @@ SYSTEM_PROMPT = (
 REDACTED = "[REDACTED]"
 _SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|auth|signature|sig)", re.IGNORECASE)
 # `Authorization: Bearer abc`, `"authorization": "Basic abc"`, `Bearer abc` alone
-_AUTH_VALUE = re.compile(
-    r"""(authorization["']?\s*[:=]\s*["']?)(?:(bearer|basic|token)\s+)?[^\s"',;}]+""", re.IGNORECASE
-)
+_AUTH_VALUE = re.compile(r"""(authorization["']?\s*[:=]\s*["']?)(?:(bearer|basic|token)\s+)?[^\s"',;}]+""", re.IGNORECASE)
 _BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
 
 
@@ -107,12 +105,7 @@ class OpenAIJudge:
     """Judges answers with a chat model at `base_url` (the API root); temperature 0 keeps verdicts repeatable."""
 
     def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        max_tokens: int = 256,
+        self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0, max_tokens: int = 256
     ) -> None:
         parts = urllib.parse.urlsplit(base_url)  # the path gets /chat/completions, before any query
         full = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
@@ -121,19 +114,13 @@ class OpenAIJudge:
             raise TheWorldUserError(
                 f"the judge at {shown} got credentials twice (user:password in the URL and an API key): give one"
             )
-        self.url = url  # what requests go to: no user:password in it
-        self.shown_url = shown  # what messages print
-        self.model = model
-        self.api_key = api_key
-        self._basic = None
-        if user or password:
-            self._basic = base64.b64encode(f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}".encode()).decode()
-        query_secrets = tuple(v for k, v in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query) if _SECRET_QUERY.search(k))
-        self._secrets = tuple(
-            s for s in (api_key, password, urllib.parse.unquote(password or ""), self._basic, *query_secrets) if s
-        )
-        self.timeout = timeout
-        self.max_tokens = max_tokens
+        self.url, self.shown_url = url, shown  # requests go to `url` (no user:password), messages print `shown_url`
+        self.model, self.api_key, self.timeout, self.max_tokens = model, api_key, timeout, max_tokens
+        user, password = urllib.parse.unquote(user or ""), urllib.parse.unquote(password or "")
+        self._basic = base64.b64encode(f"{user}:{password}".encode()).decode() if user or password else None
+        query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)
+        query_secrets = tuple(v for k, v in query if _SECRET_QUERY.search(k))
+        self._secrets = tuple(s for s in (api_key, parts.password, password, self._basic, *query_secrets) if s)
 
     def build_request(self, question: str, reference: str, prediction: str) -> dict[str, Any]:
         """The request body; separate so tests and logs can see exactly what the judge was asked."""
