@@ -72,12 +72,8 @@ def zero_rollout(model: torch.nn.Module) -> contextlib.AbstractContextManager:
 
 def control_context(model: torch.nn.Module, control: str) -> contextlib.AbstractContextManager:
     """What to wrap the model's forwards in for `control` (zero-world and zero-rollout change the model)."""
-    control = check_control(control)
-    if control == "zero-world":
-        return zero_world(model)
-    if control == "zero-rollout":
-        return zero_rollout(model)
-    return contextlib.nullcontext()
+    hooks = {"zero-world": zero_world, "zero-rollout": zero_rollout}
+    return hooks[control](model) if check_control(control) in hooks else contextlib.nullcontext()
 
 
 def cyclic_derangement(n: int, rng: random.Random) -> list[int]:

@@ -10,13 +10,10 @@ import torch
 
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.controls import check_control, uses_world
-from theworld.model.checkpoints import check_model_path, load_pretrained
+from theworld.model.checkpoints import check_model_path, load_pretrained, resolve
 
 DTYPES: dict[str, torch.dtype | None] = {
-    "auto": None,
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
+    "auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16
 }
 
 
@@ -48,14 +45,15 @@ def load_model(
     """(model, processor) for evaluating `path` under `control`, in eval mode. `safety_checker`: None loads
     cosmos_guardrail's; only `theworld.testing`'s `TinyTestSafetyChecker` may stand in, for tiny test world models."""
     world = uses_world(check_control(control))
-    path = check_model_path(path, not_found="model not found: {name} (no such folder, and not a Hub id such as 'owner/name')")
+    not_found = "model not found: {name} (no such folder, and not a Hub id such as 'owner/name')"
+    path = check_model_path(path, not_found=not_found)
     target = resolve_device(device)
     settings: dict[str, Any] = {} if world else {"enable_world": False}
     if control == "no-rollout":
-        from theworld.model.checkpoints import resolve
-
         if not resolve(path).config.world_rollout_frames:
-            raise TheWorldUserError(f"control 'no-rollout' needs a model with world rollouts; {path} has world_rollout_frames=0")
+            raise TheWorldUserError(
+                f"control 'no-rollout' needs a model with world rollouts; {path} has world_rollout_frames=0"
+            )
         settings["world_rollout_frames"] = 0
     if cosmos_model_name and world:
         settings["cosmos_model_name"] = cosmos_model_name
