@@ -229,12 +229,9 @@ class _Task:
 
 _TASKS: dict[str, _Task] = {
     "direction": _Task("Which way is the ball moving?", ("left", "right"), _direction),
-    "approach": _Task(
-        "Is the red ball moving toward the blue square or away from it?", ("toward", "away"), _approach
-    ),
+    "approach": _Task("Is the red ball moving toward the blue square or away from it?", ("toward", "away"), _approach),
     "reach-wall": _Task(
-        "If it keeps moving the same way, will the ball touch the edge of the picture "
-        "within the next {horizon} frames?",
+        "If it keeps moving the same way, will the ball touch the edge of the picture within the next {horizon} frames?",
         ("yes", "no"),
         _reach_wall,
     ),
@@ -265,10 +262,8 @@ def _render(shapes: list[_Shape], t: int, cfg: SyntheticConfig) -> Image.Image:
         y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 1, size)
         ys, xs = np.ogrid[y0:y1, x0:x1]  # pixel rows and columns
         ys, xs = ys + 0.5, xs + 0.5  # their centres
-        if shape.kind == "disc":
-            distance = np.hypot(xs - cx, ys - cy)
-        else:
-            distance = np.maximum(np.abs(xs - cx), np.abs(ys - cy))
+        disc = shape.kind == "disc"
+        distance = np.hypot(xs - cx, ys - cy) if disc else np.maximum(np.abs(xs - cx), np.abs(ys - cy))
         alpha = np.clip(shape.size + 0.5 - distance, 0.0, 1.0)[..., None]
         box = canvas[y0:y1, x0:x1]
         canvas[y0:y1, x0:x1] = box * (1.0 - alpha) + np.asarray(shape.colour, dtype=float) * alpha
@@ -315,14 +310,9 @@ def iter_clips(n: int, seed: int | None = None, config: SyntheticConfig | None =
         task = _TASKS[name]
         # The scene's stream knows the task and index but not the answer: see the module docstring.
         scenes = _draw_scenes(name, np.random.default_rng([seed, _SCENE_STREAM, TASKS.index(name), i]), cfg)
-        yield SyntheticClip(
-            id=f"{split}-{name}-{i:05d}",
-            question=task.question.format(horizon=cfg.horizon),
-            choices=list(task.choices),
-            answer=answer,
-            category=name,
-            frames=[_render(scenes[answer], t, cfg) for t in range(cfg.num_frames)],
-        )
+        frames = [_render(scenes[answer], t, cfg) for t in range(cfg.num_frames)]
+        question = task.question.format(horizon=cfg.horizon)
+        yield SyntheticClip(f"{split}-{name}-{i:05d}", question, list(task.choices), answer, name, frames)
 
 
 def generate(n: int, seed: int | None = None, config: SyntheticConfig | None = None,
