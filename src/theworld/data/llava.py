@@ -24,18 +24,6 @@ ROLES: dict[str, str] = {
 _MARKER = re.compile(r"(<image>|<video>)")
 
 
-def visual_items(record: dict[str, Any], image_folder: str | None) -> tuple[list[dict], list[dict]]:
-    """The record's images and clips as content items with absolute paths: (images, videos)."""
-    images, videos = record.get("image"), record.get("video")
-    images = [] if images is None else images if isinstance(images, (list, tuple)) else [images]
-    one_clip = videos is not None and not (isinstance(videos, list) and videos and isinstance(videos[0], list))
-    videos = [videos] if one_clip else videos or []  # one clip: a path, or a list of frames
-    return (
-        [{"type": "image", "image": resolve_path(str(p), image_folder)} for p in images],
-        [{"type": "video", "video": resolve_clip(v, image_folder)} for v in videos],
-    )
-
-
 def conversations_to_messages(
     turns: list[dict[str, Any]], images: list[dict[str, Any]], videos: list[dict[str, Any]], sample_id: str
 ) -> list[dict[str, Any]]:
@@ -97,7 +85,12 @@ def _visuals_first(texts: list[tuple[str, str]], visuals: list[dict[str, Any]], 
 
 def llava_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
     """One LLaVA record -> `Sample` (text-only records allowed)."""
-    images, videos = visual_items(record, image_folder)
+    images, videos = record.get("image"), record.get("video")
+    images = [] if images is None else images if isinstance(images, (list, tuple)) else [images]
+    one_clip = videos is not None and not (isinstance(videos, list) and videos and isinstance(videos[0], list))
+    videos = [videos] if one_clip else videos or []  # one clip: a path, or a list of frames
+    images = [{"type": "image", "image": resolve_path(str(p), image_folder)} for p in images]
+    videos = [{"type": "video", "video": resolve_clip(v, image_folder)} for v in videos]
     messages = conversations_to_messages(record.get("conversations"), images, videos, sample_id)
     return Sample(id=sample_id, messages=messages, meta={"format": "llava"})
 

@@ -12,6 +12,7 @@ from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
 VSR_CHOICES = ("true", "false")
+_LABELS = {"1": "true", "true": "true", "0": "false", "false": "false"}
 
 
 def vsr_question(caption: str) -> str:
@@ -24,24 +25,16 @@ def vsr_prompt(caption: str) -> str:
     return format_question(vsr_question(caption), list(VSR_CHOICES))
 
 
-def vsr_answer(label: Any) -> str | None:
-    """"true" for label 1 (or true), "false" for 0 (or false), None for anything else."""
-    return {"1": "true", "true": "true", "0": "false", "false": "false"}.get(str(label).strip().lower())
-
-
-def vsr_subfolders(record: dict[str, Any]) -> tuple[str, ...]:
-    """Where a record's COCO image may be under the image folder: its link's folder, then both COCO 2017 splits."""
-    return (Path(str(record.get("image_link") or "")).parent.name, "train2017", "val2017")
-
-
 def read_vsr(record: dict[str, Any], where: str, image_folder: Any, *, bad_visual: BadVisual) -> tuple[Any, str, str]:
     """(visual, question, answer) of a VSR record: the one reader for training and evaluation."""
     if record.get("image") is None or not isinstance(record.get("caption"), str) or not record["caption"].strip():
         raise TheWorldUserError(f"{where}: a VSR record needs `image` and `caption`")
-    answer = vsr_answer(record.get("label"))
+    answer = _LABELS.get(str(record.get("label")).strip().lower())
     if answer is None:
         raise TheWorldUserError(f"{where}: VSR label must be 1 or 0, got {record.get('label')!r} (or true/false)")
-    visual = resolve_visual(record["image"], image_folder, where, vsr_subfolders(record), bad_visual=bad_visual)
+    # The COCO image is in the folder its link names or in either COCO 2017 split (users point at the COCO root).
+    subfolders = (Path(str(record.get("image_link") or "")).parent.name, "train2017", "val2017")
+    visual = resolve_visual(record["image"], image_folder, where, subfolders, bad_visual=bad_visual)
     return visual, vsr_question(record["caption"]), answer
 
 
