@@ -5,7 +5,6 @@ for the whole conversation (docs/data-formats.md).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -43,6 +42,14 @@ def renumber_regions(turns: list[dict[str, Any]], sample_id: str) -> tuple[list[
         raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list of turns")
     next_index = 0
     local: list[int] = []  # global indices of the preceding question's masks
+
+    def to_global(match: re.Match[str]) -> str:  # an answer's `Region [k]` -> `Region [g]` of its question's k-th mask
+        k = int(match.group(1))
+        if k >= len(local):
+            message = f"an answer names Region [{k}] but its question has {len(local)} region(s)"
+            raise TheWorldUserError(f"sample {sample_id}: {message}")
+        return f"Region [{local[k]}]"
+
     rewritten = []
     for turn in turns:
         role = ROLES.get(turn.get("from", turn.get("role")))
@@ -52,19 +59,9 @@ def renumber_regions(turns: list[dict[str, Any]], sample_id: str) -> tuple[list[
             local = list(range(next_index, next_index + count))
             next_index += count
         elif role == "assistant":
-            text = _REGION.sub(functools.partial(_to_global, local=local, sample_id=sample_id), text)
+            text = _REGION.sub(to_global, text)
         rewritten.append({**turn, "value": text})
     return rewritten, next_index
-
-
-def _to_global(match: re.Match[str], *, local: list[int], sample_id: str) -> str:
-    """`Region [k]` of an answer -> `Region [g]` of the k-th mask of its question."""
-    k = int(match.group(1))
-    if k >= len(local):
-        raise TheWorldUserError(
-            f"sample {sample_id}: an answer names Region [{k}] but its question has " f"{len(local)} region(s)"
-        )
-    return f"Region [{local[k]}]"
 
 
 def draw_boxes(image: Image.Image, boxes: list[list[float]]) -> Image.Image:

@@ -77,11 +77,8 @@ def _parquet_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=256)
-        index = 0
-        for batch in batches:
-            for record in batch.to_pylist():
-                yield f"{path} row {index}", record
-                index += 1
+        for index, record in enumerate(record for batch in batches for record in batch.to_pylist()):
+            yield f"{path} row {index}", record
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise TheWorldUserError(f"{path}: unreadable parquet file ({err})") from err
 

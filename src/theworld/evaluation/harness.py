@@ -428,23 +428,11 @@ def evaluate(
         if missing:  # cannot happen unless the files were changed under us
             raise TheWorldUserError(f"{out}: no prediction for {len(missing)} items (e.g. {missing[0]!r})")
         metrics = compute_metrics((records[item.id] for item in items), n_boot=settings.n_boot, seed=settings.seed)
-        metrics.update(
-            {k: v for k, v in identity.items() if k not in metrics},
-            settings=asdict(settings),
-            wall_time_s=wall,
-            processes=processes.count,
-            items_run=total["items"],
-            items_resumed=len(items) - len(pending),
-            world_tokens_seen=total["tokens"],
-            world={
-                "enabled": world_run,
-                "forwards_with_world": total["forwards"],
-                "projector_calls": total["projector_calls"],
-                "tokens_seen": total["tokens"],
-                "tokens_required": total["required"],
-                "check": "passed",
-            },
-        )
+        world = {"enabled": world_run, "forwards_with_world": total["forwards"], "projector_calls": total["projector_calls"]}
+        world.update(tokens_seen=total["tokens"], tokens_required=total["required"], check="passed")
+        metrics.update({k: v for k, v in identity.items() if k not in metrics}, settings=asdict(settings), wall_time_s=wall)
+        metrics.update(processes=processes.count, items_run=total["items"], items_resumed=len(items) - len(pending))
+        metrics.update(world_tokens_seen=total["tokens"], world=world)
         (out / METRICS).write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
         logger.info(
             "%s: accuracy %s over n=%d (%d unjudged) in %.1fs",
