@@ -22,14 +22,10 @@ __all__ = ["FORMATS", "RecordFormat", "detect_format", "iter_records", "load_sam
 
 logger = logging.getLogger(__name__)
 
-# Format name -> "module:RecordFormat". Names, not imports, so loading.py can be imported by the format modules.
+# Format name -> "module:RecordFormat" in theworld.data. Names, not imports, so the format modules may import this one.
 _FORMATS: dict[str, str] = {
-    "llava": "theworld.data.llava:llava_samples",
-    "cc3m": "theworld.data.llava:llava_samples",
-    "messages": "theworld.data.messages:messages_samples",
-    "qa": "theworld.data.messages:qa_samples",
-    "openspatial": "theworld.data.openspatial:openspatial_samples",
-    "vsr": "theworld.data.vsr:vsr_samples",
+    "llava": "llava:llava_samples", "cc3m": "llava:llava_samples", "messages": "messages:messages_samples",
+    "qa": "messages:qa_samples", "openspatial": "openspatial:openspatial_samples", "vsr": "vsr:vsr_samples",
 }
 FORMATS: tuple[str, ...] = ("auto", *_FORMATS)
 
@@ -103,7 +99,7 @@ def record_format(format: str) -> RecordFormat:
     if format not in FORMATS:
         raise TheWorldUserError(f"unknown data format {format!r}; valid formats: {', '.join(FORMATS)}")
     module_name, name = _FORMATS[format].split(":")
-    return getattr(importlib.import_module(module_name), name)
+    return getattr(importlib.import_module(f"theworld.data.{module_name}"), name)
 
 
 def open_records(path_or_id: str) -> tuple[Any, str]:

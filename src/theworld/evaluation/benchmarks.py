@@ -7,6 +7,7 @@ an unreadable row, an answer outside its choices or a duplicate id raises naming
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -145,10 +146,10 @@ def _present(value: Any) -> bool:
 
 
 def _load_blink(
-    task: str, name: str, data: str, image_folder: str | None, split: str | None, limit: int | None
+    task: str, name: str, data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    split = split or "val"
-    rows, folder = read_rows(data, task, split, limit, image_folder)
+    """A BLINK task (`BLINK-Benchmark/BLINK`, split `val` by default); answers "(A)" become the choice text."""
+    rows, folder = read_rows(data, task, split or "val", limit, image_folder)
     items = []
     for where, row in rows:
         choices = _literal(_require(row, "choices", where), "choices", where)
@@ -165,18 +166,8 @@ def _load_blink(
     return _check_unique(items, data)
 
 
-def load_blink_relative_depth(
-    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
-) -> list[EvalItem]:
-    """BLINK Relative_Depth (`BLINK-Benchmark/BLINK`, split `val`); answers "(A)" become the choice text."""
-    return _load_blink("Relative_Depth", "blink-relative-depth", data, image_folder, split, limit)
-
-
-def load_blink_spatial_relation(
-    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
-) -> list[EvalItem]:
-    """BLINK Spatial_Relation; same format and conventions as `load_blink_relative_depth`."""
-    return _load_blink("Spatial_Relation", "blink-spatial-relation", data, image_folder, split, limit)
+load_blink_relative_depth = functools.partial(_load_blink, "Relative_Depth", "blink-relative-depth")
+load_blink_spatial_relation = functools.partial(_load_blink, "Spatial_Relation", "blink-spatial-relation")
 
 
 # ---------------------------------------------------------------------------- VSR

@@ -77,10 +77,9 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         check_control(self.control)
-        if self.batch_size < 1:
-            raise TheWorldUserError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise TheWorldUserError(f"max new tokens must be >= 1, got {self.max_new_tokens}")
+        for label, value in (("batch size", self.batch_size), ("max new tokens", self.max_new_tokens)):
+            if value < 1:
+                raise TheWorldUserError(f"{label} must be >= 1, got {value}")
         if self.padding_side not in ("left", "right"):
             raise TheWorldUserError(f"padding side must be 'left' or 'right', got {self.padding_side!r}")
 
@@ -171,13 +170,11 @@ def compute_metrics(records: Iterable[Mapping[str, Any]], n_boot: int = 2000, se
     scored = [r for r in records if r.get("correct") is not None]
     correct = [bool(r["correct"]) for r in scored]
     metrics = _accuracy_block(correct, n_boot, seed)
-    by_category: dict[str, list[bool]] = defaultdict(list)
-    by_kind: dict[str, list[bool]] = defaultdict(list)
-    for r in scored:
-        by_category[str(r.get("category") or "(none)")].append(bool(r["correct"]))
-        by_kind[str(r.get("kind"))].append(bool(r["correct"]))
-    metrics["per_category"] = {c: _accuracy_block(v, n_boot, seed) for c, v in sorted(by_category.items())}
-    metrics["per_kind"] = {k: _accuracy_block(v, n_boot, seed) for k, v in sorted(by_kind.items())}
+    for name, key, missing in (("per_category", "category", "(none)"), ("per_kind", "kind", "None")):
+        groups: dict[str, list[bool]] = defaultdict(list)
+        for r in scored:
+            groups[str(r.get(key) or missing)].append(bool(r["correct"]))
+        metrics[name] = {g: _accuracy_block(v, n_boot, seed) for g, v in sorted(groups.items())}
     reasons = [r.get("unscored_reason") for r in records if r.get("correct") is None]
     metrics["n_items"] = len(records)
     metrics["unjudged"] = reasons.count("unjudged")

@@ -97,8 +97,7 @@ def parse_verdict(content: str) -> Verdict:
         raise JudgeError(f"judge reply is not JSON ({err}): {content[:200]!r}", raw=content) from err
     if not isinstance(data, dict) or not isinstance(data.get("correct"), bool):
         raise JudgeError(f'judge reply lacks a boolean "correct": {content[:200]!r}', raw=content)
-    reason = data.get("reason", "")
-    return Verdict(correct=data["correct"], reason=str(reason), raw=content)
+    return Verdict(correct=data["correct"], reason=str(data.get("reason", "")), raw=content)
 
 
 class OpenAIJudge:
@@ -137,11 +136,8 @@ class OpenAIJudge:
         return redact(text, self._secrets)
 
     def _post(self, body: dict[str, Any]) -> str:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        elif self._basic:
-            headers["Authorization"] = f"Basic {self._basic}"
+        auth = f"Bearer {self.api_key}" if self.api_key else f"Basic {self._basic}" if self._basic else None
+        headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:

@@ -165,10 +165,8 @@ def prefill(
         out = model(**inputs, use_cache=True, logits_to_keep=torch.tensor(keep, device=inputs["input_ids"].device))
     if feed is not None and any(k in inputs for k in WORLD_KEYS):
         lengths = inputs.get("world_latent_frames")
-        feed.add(
-            count_world_tokens(inputs["input_ids"], getattr(model.config, "world_token_id", None)),
-            projector_calls=1 if lengths is None else len(set(lengths.tolist())),
-        )
+        tokens = count_world_tokens(inputs["input_ids"], getattr(model.config, "world_token_id", None))
+        feed.add(tokens, projector_calls=1 if lengths is None else len(set(lengths.tolist())))
     next_positions = torch.tensor([len(p) for p in prompts], device=inputs["input_ids"].device)
     last_logits = out.logits[torch.arange(len(prompts)), torch.tensor([keep.index(t) for t in last])].float()  # (B, V)
     return Prefill(out.past_key_values, inputs["attention_mask"], next_positions, last_logits)
@@ -191,6 +189,13 @@ def pack_groups(sizes: dict[int, int], batch_size: int) -> list[list[int]]:
     return [group for group in groups if group]
 
 
+def _from_cache(model: torch.nn.Module, state: Prefill, ids: torch.Tensor, mask: Any, positions: Any) -> torch.Tensor:
+    """Logits of `ids` run after the prefill's cache (which they extend), at `positions`."""
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=state.cache, use_cache=True)
+    return out.logits
+
+
 def _continuation_logprobs(
     model: torch.nn.Module, state: Prefill, owners: Sequence[int], continuations: Sequence[Sequence[int]], pad_token_id: int
 ) -> list[float]:
@@ -209,14 +214,8 @@ def _continuation_logprobs(
             mask[r, : len(t) - 1] = 1
         state.cache.batch_select_indices(index.to(state.attention_mask.device))
         positions = state.next_positions[index][:, None] + torch.arange(width, device=device)
-        with torch.no_grad():
-            logits = model(
-                input_ids=ids,
-                attention_mask=torch.cat([state.attention_mask[index], mask], dim=1),
-                position_ids=positions,
-                past_key_values=state.cache,
-                use_cache=True,
-            ).logits  # (R, width, V)
+        mask = torch.cat([state.attention_mask[index], mask], dim=1)
+        logits = _from_cache(model, state, ids, mask, positions)  # (R, width, V)
         for r, t in enumerate(targets):
             if len(t) > 1:
                 rest = logits[r, : len(t) - 1].float().log_softmax(-1).gather(-1, t[1:, None]).squeeze(-1)
@@ -289,14 +288,7 @@ def greedy_tokens(model: torch.nn.Module, state: Prefill, max_new_tokens: int, s
         if all(done) or step == max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        with torch.no_grad():
-            logits = model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=positions[:, None] + step,
-                past_key_values=state.cache,
-                use_cache=True,
-            ).logits[:, -1]  # (B, V)
+        logits = _from_cache(model, state, tokens[:, None], mask, positions[:, None] + step)[:, -1]  # (B, V)
         tokens = logits.float().argmax(-1)
     return out
 
