@@ -13,13 +13,7 @@ from theworld.data.loading import RecordFormat
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
-ROLES: dict[str, str] = {
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-}
+ROLES: dict[str, str] = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 _MARKER = re.compile(r"(<image>|<video>)")
 

@@ -17,11 +17,8 @@ ROLES = ("user", "assistant", "system")
 
 def _column(record: dict[str, Any], *names: str) -> list[Any]:
     """The first present column among `names` as a list (a single entry is wrapped)."""
-    for name in names:
-        value = record.get(name)
-        if value is not None:
-            return list(value) if isinstance(value, (list, tuple)) else [value]
-    return []
+    value = next((record[name] for name in names if record.get(name) is not None), None)
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def messages_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:

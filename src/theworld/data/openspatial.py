@@ -127,10 +127,8 @@ def openspatial_record_to_sample(
     turns, n_masks = renumber_regions(record.get("conversations"), sample_id)
     boxes = [[float(v) for v in box] for box in record.get("bbox") or []]
     if len(boxes) != n_masks or any(len(box) != 4 for box in boxes):
-        raise TheWorldUserError(
-            f"sample {sample_id}: {n_masks} <mask> occurrence(s) but {len(boxes)} bbox entries "
-            f"(need one [x1, y1, x2, y2] per <mask>)"
-        )
+        counts = f"{n_masks} <mask> occurrence(s) but {len(boxes)} bbox entries"
+        raise TheWorldUserError(f"sample {sample_id}: {counts} (need one [x1, y1, x2, y2] per <mask>)")
     image = resolve_path(name, image_folder)
     if draw_boxes:
         image = boxed_image(image, boxes, cache_dir or default_cache_dir(), name[:-4])

@@ -64,9 +64,8 @@ def _jsonl_rows(handle: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as err:
-            raise TheWorldUserError(
-                f"{path}:{line_number}: not valid JSON ({err.msg}); expected a JSON array or JSON Lines (one object per line)"
-            ) from err
+            expected = "expected a JSON array or JSON Lines (one object per line)"
+            raise TheWorldUserError(f"{path}:{line_number}: not valid JSON ({err.msg}); {expected}") from err
         if not isinstance(item, dict):
             raise TheWorldUserError(f"{path}:{line_number}: not a JSON object")
         yield f"{path}:{line_number}", item

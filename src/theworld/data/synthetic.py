@@ -71,11 +71,8 @@ class SyntheticConfig:
                 "image_size", f"must be a multiple of 8 and >= 16 (the VAE downsamples 8x), got {self.image_size}"
             )
         if self.num_frames < 5 or (self.num_frames - 1) % 4:
-            raise SyntheticConfigError(
-                "num_frames",
-                f"must be 4k+1 with k >= 1 (5, 9, 13, ...): the VAE compresses time 4x causally, "
-                f"got {self.num_frames}",
-            )
+            rule = "must be 4k+1 with k >= 1 (5, 9, 13, ...): the VAE compresses time 4x causally"
+            raise SyntheticConfigError("num_frames", f"{rule}, got {self.num_frames}")
         unknown = [t for t in self.tasks if t not in _TASKS]
         if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):
             raise SyntheticConfigError(

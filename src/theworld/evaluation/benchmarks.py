@@ -28,7 +28,6 @@ from theworld.evaluation.parsing import parse_clock, parse_quantity
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[..., list[EvalItem]]
 Row = tuple[str, dict[str, Any]]  # (where: "file row i" for messages, the record)
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -140,9 +139,7 @@ def _blink_answer(raw: Any, choices: list[str], where: str) -> str | None:
 
 def _present(value: Any) -> bool:
     """Unused BLINK image slots are null, or in some exports a {"bytes": None, "path": None}."""
-    if isinstance(value, dict):
-        return bool(value.get("bytes") or value.get("path"))
-    return value is not None
+    return bool(value.get("bytes") or value.get("path")) if isinstance(value, dict) else value is not None
 
 
 def _load_blink(
@@ -203,10 +200,9 @@ def draw_region_boxes(image: Image.Image, boxes: Sequence[Sequence[float]]) -> I
 
 def _boxes(value: Any, where: str) -> list[list[float]]:
     boxes = _literal(value if value is not None else [], "bbox", where)
-    ok = isinstance(boxes, (list, tuple)) and all(
+    if not isinstance(boxes, (list, tuple)) or not all(
         isinstance(b, (list, tuple)) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) for b in boxes
-    )
-    if not ok:
+    ):
         raise TheWorldUserError(f"{where}: 'bbox' must be a list of [x1, y1, x2, y2] boxes")
     return [[float(v) for v in b] for b in boxes]
 
@@ -301,7 +297,7 @@ def load_jsonl(
     return _check_unique(items, data)
 
 
-BENCHMARKS: dict[str, Loader] = {
+BENCHMARKS: dict[str, Callable[..., list[EvalItem]]] = {
     "blink-relative-depth": load_blink_relative_depth,
     "blink-spatial-relation": load_blink_spatial_relation,
     "vsr": load_vsr,

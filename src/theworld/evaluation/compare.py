@@ -103,10 +103,8 @@ def load_run(path: str | Path, n_boot: int = 2000, seed: int = 0) -> Run:
             f"gives {mean:.4f} over {len(scores)} items (stale or truncated run?)"
         )
     ci = metrics.get("ci95")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
-        ci95 = (float(ci[0]), float(ci[1]))
-    else:
-        ci95 = bootstrap_ci(list(scores.values()), n_boot=n_boot, seed=seed)
+    valid = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
+    ci95 = (float(ci[0]), float(ci[1])) if valid else bootstrap_ci(list(scores.values()), n_boot=n_boot, seed=seed)
     model, control = str(metrics.get("model") or "?"), str(metrics.get("control") or "none")
     return Run(folder.name, folder, model, control, accuracy, n, ci95, scores)
 

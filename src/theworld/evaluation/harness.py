@@ -87,11 +87,6 @@ class EvalSettings:
 # ------------------------------------------------------------------------------------ world audit
 
 
-def expected_world_tokens(item: EvalItem, config: Any) -> int:
-    """World tokens the item's prompt must hold: per visual, latent frames x tokens per frame."""
-    return sum(config.world_tokens_for_frames(frames) for frames in visual_signature(item))
-
-
 @dataclass
 class WorldUsage:
     """What reached the world path: forwards whose world projector ran, and the world tokens it produced."""
@@ -190,12 +185,6 @@ def compute_metrics(records: Iterable[Mapping[str, Any]], n_boot: int = 2000, se
 # ------------------------------------------------------------------------------------ the harness
 
 
-def _world_pixels_of(processor: Any, item: EvalItem) -> torch.Tensor:
-    """An item's world pixels (visuals, 3, T, S, S) made by the processor's own `world_pixels`."""
-    arrays = [processor.world_pixels(Clip(v) if isinstance(v, (list, tuple)) else v) for v in item.visuals]
-    return torch.from_numpy(np.stack(arrays))
-
-
 @dataclass
 class _Runner:
     """State shared by the batches of one `evaluate` call."""
@@ -224,7 +213,8 @@ class _Runner:
             except (OSError, ValueError) as err:  # unreadable image, frame count the processor refuses
                 raise TheWorldUserError(f"item {item.id!r}: cannot build its prompt ({err})") from err
             found = count_world_tokens(prompt.input_ids, self.world_token_id)
-            expected = expected_world_tokens(item, self.model.config) if self.world_run else 0
+            # per visual, latent frames x tokens per frame: from the visuals alone, never from the prompt
+            expected = sum(map(self.model.config.world_tokens_for_frames, visual_signature(item))) if self.world_run else 0
             if found != expected or (expected and prompt.world is None):
                 raise WorldInputsMissingError(
                     f"item {item.id!r}: its prompt holds {found} world tokens"
@@ -233,7 +223,9 @@ class _Runner:
                     "processor's enable_world the model's?"
                 )
             if self.world_run and expected and self.donors is not None:
-                donor_pixels = _world_pixels_of(self.processor, self.items[self.donors[index]])
+                # the donor's world pixels (visuals, 3, T, S, S), as the processor makes them
+                donor = [Clip(v) if isinstance(v, (list, tuple)) else v for v in self.items[self.donors[index]].visuals]
+                donor_pixels = torch.from_numpy(np.stack([self.processor.world_pixels(v) for v in donor]))
                 if donor_pixels.shape != prompt.world.shape:  # same signature, so this is a bug
                     shapes = f"{tuple(donor_pixels.shape)} != own {tuple(prompt.world.shape)}"
                     raise RuntimeError(f"item {item.id!r}: donor world shape {shapes}")
@@ -411,10 +403,8 @@ def evaluate(
         writer.close()
     audit.verify()
     projector_calls, tokens = audit.seen()
-    tallies = processes.gather(
-        {"forwards": audit.feed.forwards, "projector_calls": projector_calls, "tokens": tokens,
-         "required": audit.required_tokens, "items": len(mine)}  # fmt: skip
-    )
+    tally = {"forwards": audit.feed.forwards, "projector_calls": projector_calls, "tokens": tokens}
+    tallies = processes.gather({**tally, "required": audit.required_tokens, "items": len(mine)})
     total = {key: sum(t[key] for t in tallies) for key in tallies[0]}
     wall = time.perf_counter() - started
 

@@ -132,9 +132,6 @@ class OpenAIJudge:
             "response_format": {"type": "json_object"},
         }
 
-    def _redact(self, text: str) -> str:
-        return redact(text, self._secrets)
-
     def _post(self, body: dict[str, Any]) -> str:
         auth = f"Bearer {self.api_key}" if self.api_key else f"Basic {self._basic}" if self._basic else None
         headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
@@ -143,11 +140,11 @@ class OpenAIJudge:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as err:
-            detail = self._redact(err.read().decode("utf-8", errors="replace"))
+            detail = redact(err.read().decode("utf-8", errors="replace"), self._secrets)
             raise JudgeError(f"judge at {self.shown_url} returned HTTP {err.code}: {detail[:200]}", raw=detail) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             # the cause is dropped (`from None`): urllib's own texts may quote the URL
-            raise JudgeError(f"judge at {self.shown_url} unreachable: {self._redact(str(err))}") from None
+            raise JudgeError(f"judge at {self.shown_url} unreachable: {redact(str(err), self._secrets)}") from None
 
     def judge(self, question: str, reference: str, prediction: str) -> Verdict:
         """One verdict; raises `JudgeError` on transport errors or a malformed reply."""
@@ -155,14 +152,14 @@ class OpenAIJudge:
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]
         except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-            raw = self._redact(raw)
+            raw = redact(raw, self._secrets)
             raise JudgeError(f"judge response is not a chat completion: {raw[:200]!r}", raw=raw) from None
         if not isinstance(content, str):
-            raw = self._redact(raw)
+            raw = redact(raw, self._secrets)
             raise JudgeError(f"judge message content is not text: {raw[:200]!r}", raw=raw)
         try:
             verdict = parse_verdict(content)
         except JudgeError as err:
-            raise JudgeError(self._redact(str(err)), raw=self._redact(content)) from None
+            raise JudgeError(redact(str(err), self._secrets), raw=redact(content, self._secrets)) from None
         logger.debug("judge verdict %s: %s", verdict.correct, verdict.reason)
         return verdict
