@@ -329,11 +329,9 @@ def write_split(records: Iterable[SyntheticClip], out_dir: str | Path, split_nam
     count = 0
     with jsonl.open("w", encoding="utf-8", newline="\n") as handle:
         for clip in records:
-            video = []
-            for t, frame in enumerate(clip.frames):
-                relative = f"{split_name}/frames/{clip.id}_{t}.png"
+            video = [f"{split_name}/frames/{clip.id}_{t}.png" for t in range(len(clip.frames))]
+            for frame, relative in zip(clip.frames, video):
                 frame.save(out / relative, format="PNG")
-                video.append(relative)
             handle.write(json.dumps(clip.to_qa(video), ensure_ascii=False) + "\n")
             count += 1
     logger.info("wrote %d clips to %s (frames in %s)", count, jsonl, frames_dir)
