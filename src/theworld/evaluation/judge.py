@@ -114,7 +114,10 @@ class OpenAIJudge:
                 f"the judge at {shown} got credentials twice (user:password in the URL and an API key): give one"
             )
         self.url, self.shown_url = url, shown  # requests go to `url` (no user:password), messages print `shown_url`
-        self.model, self.api_key, self.timeout, self.max_tokens = model, api_key, timeout, max_tokens
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_tokens = max_tokens
         user, password = urllib.parse.unquote(user or ""), urllib.parse.unquote(password or "")
         self._basic = base64.b64encode(f"{user}:{password}".encode()).decode() if user or password else None
         query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)

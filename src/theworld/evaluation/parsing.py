@@ -106,13 +106,11 @@ def _quantities(text: str) -> list[tuple[float, bool]]:
             continue
         # 2-3 m, 2 to 3 m, between 2 and 3 m, 2 m - 3 m
         if nxt and nxt.unit and tok.unit in (None, nxt.unit) and _RANGE_GAP_RE.fullmatch(gap):
-            is_and = gap.strip() == "and"
-            if not is_and or re.search(r"between\s*$", text[: tok.start]):
+            if gap.strip() != "and" or re.search(r"between\s*$", text[: tok.start]):
                 out.append(((_meters(tok, nxt.unit) + _meters(nxt)) / 2.0, True))
                 i += 2
                 continue
-        followed_by_letter = re.match(r"[a-z]", text[tok.end : tok.end + 1]) is not None
-        if tok.unit or not followed_by_letter:
+        if tok.unit or not re.match(r"[a-z]", text[tok.end : tok.end + 1]):  # a bare number not followed by a letter
             out.append((_meters(tok), tok.unit is not None))
         i += 1
     return out
@@ -123,10 +121,7 @@ def parse_quantity(text: str | None) -> float | None:
     if not text:
         return None
     found = _quantities(_words_to_digits(_normalise(text)))
-    for value, had_unit in found:
-        if had_unit:
-            return value
-    return found[0][0] if found else None
+    return next((value for value, had_unit in found if had_unit), found[0][0] if found else None)
 
 
 def parse_clock(text: str | None) -> int | None:
