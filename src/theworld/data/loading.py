@@ -1,7 +1,5 @@
 """One entry point for training data: a file or Hub id plus a format name -> validated `Sample`s.
-
-Records come from the one reader (`theworld.data.records`); the format's `RecordFormat` turns each
-into a `Sample`. Format modules are imported lazily, by name, so they may import this module.
+Format modules are imported lazily, by name, so they may import this module.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ import importlib
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,40 +22,36 @@ __all__ = ["FORMATS", "RecordFormat", "detect_format", "iter_records", "load_sam
 
 logger = logging.getLogger(__name__)
 
-# Format name -> "module:RecordFormat". Names, not imports, so loading.py can be imported by the format modules.
+# Format name -> "module:RecordFormat" in theworld.data. Names, not imports, so the format modules may import this one.
 _FORMATS: dict[str, str] = {
-    "llava": "theworld.data.llava:llava_samples",
-    "cc3m": "theworld.data.llava:llava_samples",
-    "messages": "theworld.data.messages:messages_samples",
-    "qa": "theworld.data.messages:qa_samples",
-    "openspatial": "theworld.data.openspatial:openspatial_samples",
-    "vsr": "theworld.data.vsr:vsr_samples",
+    "llava": "llava:llava_samples", "cc3m": "llava:llava_samples", "messages": "messages:messages_samples",
+    "qa": "messages:qa_samples", "openspatial": "openspatial:openspatial_samples", "vsr": "vsr:vsr_samples",
 }
 FORMATS: tuple[str, ...] = ("auto", *_FORMATS)
 
 
-def record_id(record: dict[str, Any], index: int, source: str, key: str = "id") -> str:
-    """The record's own id when it has one, else `<file name>#<index>`, for logs and errors."""
-    value = record.get(key)
-    if value is not None and str(value) != "":
-        return str(value)
-    return f"{os.path.basename(source)}#{index}"
+def record_id(record: dict[str, Any], index: int, source: str, name_key: str | None = None) -> str:
+    """The record's own id; else `<its name_key field>#<index>` (formats without ids, where one image has many
+    records); else `<file name>#<index>`."""
+    value, name = record.get("id"), record.get(name_key) if name_key else None
+    if value is None and isinstance(name, str) and name:
+        return f"{name}#{index}"
+    return str(value) if value is not None and str(value) != "" else f"{os.path.basename(source)}#{index}"
 
 
 @dataclass(frozen=True)
 class RecordFormat:
-    """One data format: how a record becomes a `Sample` (`to_sample`, with format-specific options
-    such as openspatial's `draw_boxes`), and how a record without an id is named (`id_rule`)."""
+    """One data format: how a record becomes a `Sample`, and how a record without an id is named."""
 
     to_sample: Callable[..., Sample]
-    id_rule: Callable[[dict[str, Any], int, str], str] = record_id
+    name_key: str | None = None  # the field that names a record without an id (`record_id`)
 
-    def converter(self, *, source: str, image_folder: str | None, **options: Any) -> Callable[[dict[str, Any], int], Sample]:
+    def converter(self, *, source: str, image_folder: str | None, **options: Any) -> Callable[..., Sample]:
         """`convert(record, index) -> Sample`, for records read from `source` (picklable, for dataloader workers)."""
         return functools.partial(self.convert, source=source, image_folder=image_folder, **options)
 
-    def convert(self, record: dict[str, Any], index: int, *, source: str, image_folder: str | None, **options: Any) -> Sample:
-        sample_id = self.id_rule(record, index, source)
+    def convert(self, record: dict[str, Any], index: int, *, source: str, image_folder: Any, **options: Any) -> Sample:
+        sample_id = record_id(record, index, source, self.name_key)
         with naming_sample(sample_id):  # a skipped visual is logged with the sample it belongs to
             return self.to_sample(record, image_folder=image_folder, sample_id=sample_id, **options)
 
@@ -75,24 +69,26 @@ class RecordFormat:
         return convert_records(records, convert, source=source, max_skip_fraction=max_skip_fraction, limit=limit)
 
     def load(self, path: str, image_folder: str | None = None, **kwargs: Any) -> list[Sample]:
-        """Read a local JSON/JSONL file (images relative to `image_folder`, default its folder). Unlike
-        `load_samples` this neither detects the format nor tries the Hub; an empty file gives no samples."""
+        """A local JSON/JSONL file's samples (no format detection, no Hub; images default to the file's folder)."""
         return self(iter_records(path), source=path, image_folder=image_folder or _folder_of(path), **kwargs)
+
+
+# The keys that tell a format, tried in order (openspatial before llava: both have `conversations`).
+_FORMAT_KEYS = (
+    ("messages", {"messages"}),
+    ("openspatial", {"conversations", "filename", "bbox"}),
+    ("llava", {"conversations"}),
+    ("qa", {"question"}),
+    ("vsr", {"caption", "label", "image"}),
+)
 
 
 def detect_format(record: dict[str, Any], source: str = "data") -> str:
     """The format name a record's keys imply, so configs may say `format: auto`."""
     keys = set(record)
-    if "messages" in keys:
-        return "messages"
-    if "conversations" in keys and "filename" in keys and "bbox" in keys:
-        return "openspatial"
-    if "conversations" in keys:
-        return "llava"
-    if "question" in keys:
-        return "qa"
-    if {"caption", "label", "image"} <= keys:
-        return "vsr"
+    found = next((name for name, needed in _FORMAT_KEYS if needed <= keys), None)
+    if found is not None:
+        return found
     raise TheWorldUserError(
         f"{source}: cannot tell the data format from the first record's keys "
         f"{sorted(keys)}; pass format= one of {', '.join(FORMATS[1:])}"
@@ -103,14 +99,11 @@ def record_format(format: str) -> RecordFormat:
     if format not in FORMATS:
         raise TheWorldUserError(f"unknown data format {format!r}; valid formats: {', '.join(FORMATS)}")
     module_name, name = _FORMATS[format].split(":")
-    return getattr(importlib.import_module(module_name), name)
+    return getattr(importlib.import_module(f"theworld.data.{module_name}"), name)
 
 
 def open_records(path_or_id: str) -> tuple[Any, str]:
-    """The records of a data file (streamed) or Hub dataset, and the folder relative image paths start from.
-
-    Raises `TheWorldUserError` for a folder, or a missing file that is not a Hub id.
-    """
+    """The records of a data file (streamed) or Hub dataset, and the folder relative image paths start from."""
     path_or_id = str(path_or_id)
     if os.path.exists(path_or_id):
         if os.path.isdir(path_or_id):
@@ -122,15 +115,6 @@ def open_records(path_or_id: str) -> tuple[Any, str]:
     raise TheWorldUserError(f"data file {path_or_id} does not exist (and is not a Hub dataset id owner/name)")
 
 
-def first_record(records: Any, source: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-    """The first record, and every record again (the first put back in front)."""
-    records = iter(records)
-    first = next(records, None)
-    if first is None:
-        raise TheWorldUserError(f"{source} holds no records")
-    return first, itertools.chain([first], records)
-
-
 def load_samples(
     path_or_id: str,
     format: str = "auto",
@@ -139,24 +123,21 @@ def load_samples(
     limit: int | None = None,
     **options: Any,
 ) -> list[Sample]:
-    """Read a data file (or Hub dataset id) in one of `FORMATS` into validated samples, in memory;
-    `options` go to the format's converter. Training reads large files without holding them
-    (`theworld.training.dataset`)."""
+    """A data file or Hub dataset in one of `FORMATS` as validated samples, in memory (`options`: the format's)."""
     fmt = record_format(format) if format != "auto" else None
     records, default_folder = open_records(path_or_id)
-    first, records = first_record(records, str(path_or_id))
+    records = iter(records)
+    first = next(records, None)
+    if first is None:
+        raise TheWorldUserError(f"{path_or_id} holds no records")
+    records = itertools.chain([first], records)
     if fmt is None:
         format = detect_format(first, str(path_or_id))
         logger.info("%s: detected format %s", path_or_id, format)
         fmt = record_format(format)
-    return fmt(
-        records,
-        source=str(path_or_id),
-        image_folder=image_folder if image_folder is not None else default_folder,
-        max_skip_fraction=max_skip_fraction,
-        limit=limit,
-        **options,
-    )
+    folder = image_folder if image_folder is not None else default_folder
+    options.update(max_skip_fraction=max_skip_fraction, limit=limit)
+    return fmt(records, source=str(path_or_id), image_folder=folder, **options)
 
 
 def _folder_of(path: str) -> str:

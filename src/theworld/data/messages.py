@@ -1,84 +1,42 @@
-"""The Hugging Face chat format (`messages` + `images` column) and the generic QA record.
-
-Image placeholders are filled in order from the `images` column, exactly: a shifted image silently
-trains on the wrong picture. QA records become two turns built with `format_question`, the prompt
-evaluation uses.
+"""The Hugging Face chat format: placeholders are filled in order from the `images` column, exactly (a shifted
+image silently trains on the wrong picture); and the `qa` format's training reader (`theworld.data.qa`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from PIL import Image
-
-from theworld.data.images import decode_image_bytes, naming_sample, resolve_clip, resolve_path
+from theworld.data.images import resolve_clip, resolve_visual
 from theworld.data.loading import RecordFormat
-from theworld.data.qa import format_question
+from theworld.data.qa import qa_sample, read_qa
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
 ROLES = ("user", "assistant", "system")
 
 
-def column_image(value: Any, image_folder: str | None, label: str) -> Any:
-    """One `images` column entry (a path, HF `Image`'s `{"path", "bytes"}`, or a PIL image) -> an
-    absolute path or a decoded image."""
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, dict):
-        if value.get("bytes") is not None:
-            return decode_image_bytes(value["bytes"], value.get("path") or label)
-        value = value.get("path")
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise TheWorldUserError(f"{label}: an image entry has neither a path nor bytes")
-    return resolve_path(str(value), image_folder)
-
-
 def _column(record: dict[str, Any], *names: str) -> list[Any]:
     """The first present column among `names` as a list (a single entry is wrapped)."""
-    for name in names:
-        value = record.get(name)
-        if value is not None:
-            return list(value) if isinstance(value, (list, tuple)) else [value]
-    return []
+    value = next((record[name] for name in names if record.get(name) is not None), None)
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def messages_record_to_sample(
-    record: dict[str, Any], *, image_folder: str | None, sample_id: str
-) -> Sample:
-    """One HF chat record -> `Sample`, placeholders filled from `images` / `videos` in order (items
-    carrying their own visual keep it); a count mismatch names the record."""
+def messages_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
+    """One HF chat record -> `Sample`, placeholders filled from `images` / `videos` in order."""
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise TheWorldUserError(f"sample {sample_id}: `messages` must be a non-empty list")
     checked = [_checked_message(message, sample_id) for message in messages]
-    columns = {
-        "image": _column(record, "images", "image"),
-        "video": _column(record, "videos", "video"),
-    }
+    columns = {"image": _column(record, "images", "image"), "video": _column(record, "videos", "video")}
     for kind, column in columns.items():
-        wanted = sum(
-            1
-            for _, items in checked
-            for item in items
-            if item.get("type") == kind and item.get(kind) is None
-        )
+        wanted = sum(item.get("type") == kind and item.get(kind) is None for _, items in checked for item in items)
         if wanted != len(column):
             raise TheWorldUserError(
                 f"sample {sample_id}: {wanted} {{'type': '{kind}'}} placeholder(s) but "
                 f"{len(column)} entries in the `{kind}s` column"
             )
     queues = {kind: iter(column) for kind, column in columns.items()}
-    out: list[dict[str, Any]] = []
-    with naming_sample(sample_id):
-        for role, items in checked:
-            out.append(
-                {
-                    "role": role,
-                    "content": [_filled(item, queues, image_folder, sample_id) for item in items],
-                }
-            )
+    out = [{"role": r, "content": [_filled(i, queues, image_folder, sample_id) for i in items]} for r, items in checked]
     return Sample(id=sample_id, messages=out, meta={"format": "messages"})
 
 
@@ -86,27 +44,19 @@ def _checked_message(message: Any, sample_id: str) -> tuple[str, list[dict[str, 
     """(role, content items) of one message; a plain-string content becomes one text item."""
     role = message.get("role") if isinstance(message, dict) else None
     if role not in ROLES:
-        raise TheWorldUserError(
-            f"sample {sample_id}: unknown role {role!r}; expected one of {ROLES}"
-        )
+        raise TheWorldUserError(f"sample {sample_id}: unknown role {role!r}; expected one of {ROLES}")
     content = message.get("content")
     if isinstance(content, str):
         return role, [{"type": "text", "text": content}]
     if not isinstance(content, list) or not all(isinstance(item, dict) for item in content):
-        raise TheWorldUserError(
-            f"sample {sample_id}: {role} content must be a string or a list of items"
-        )
+        raise TheWorldUserError(f"sample {sample_id}: {role} content must be a string or a list of items")
     for item in content:
         if item.get("type") not in ("text", "image", "video"):
-            raise TheWorldUserError(
-                f"sample {sample_id}: unknown content type {item.get('type')!r}"
-            )
+            raise TheWorldUserError(f"sample {sample_id}: unknown content type {item.get('type')!r}")
     return role, content
 
 
-def _filled(
-    item: dict[str, Any], queues: dict[str, Any], image_folder: str | None, sample_id: str
-) -> dict[str, Any]:
+def _filled(item: dict[str, Any], queues: dict[str, Any], image_folder: str | None, sample_id: str) -> dict[str, Any]:
     """The clean content item: text, or a visual (inline value, else the next column entry)."""
     kind = item["type"]
     if kind == "text":
@@ -116,7 +66,7 @@ def _filled(
         value = next(queues[kind])  # counts were checked: an entry is left
     if kind == "video":
         return {"type": "video", "video": resolve_clip(value, image_folder)}
-    return {"type": "image", "image": column_image(value, image_folder, sample_id)}
+    return {"type": "image", "image": resolve_visual(value, image_folder, f"sample {sample_id}", bad_visual="skip")}
 
 
 # The `load_samples` hook for `messages`, and its file loader.
@@ -124,42 +74,14 @@ messages_samples = RecordFormat(messages_record_to_sample)
 load_messages = messages_samples.load
 
 
-def qa_record_to_sample(
-    record: dict[str, Any], *, image_folder: str | None, sample_id: str
-) -> Sample:
+def qa_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
     """One QA record -> user (visuals + `format_question`) and assistant (the answer) turns."""
     question, answer = record.get("question"), record.get("answer")
     if not isinstance(question, str) or answer is None:
-        raise TheWorldUserError(
-            f"sample {sample_id}: a QA training record needs `question` and `answer`"
-        )
-    choices = record.get("choices")
-    user: list[dict[str, Any]] = []
-    with naming_sample(sample_id):
-        for image in _column(record, "images", "image"):
-            user.append({"type": "image", "image": column_image(image, image_folder, sample_id)})
-        if record.get("video") is not None:
-            user.append({"type": "video", "video": resolve_clip(record["video"], image_folder)})
-    user.append({"type": "text", "text": format_question(question, choices)})
-    meta: dict[str, Any] = {"format": "qa"}
-    for key in ("category", "choices"):
-        if record.get(key) is not None:
-            meta[key] = record[key]
-    return question_answer_sample(sample_id, user, str(answer), meta)
-
-
-def question_answer_sample(
-    sample_id: str, user: list[dict[str, Any]], answer: str, meta: dict[str, Any]
-) -> Sample:
-    """A one-question sample: the user turn's `user` content, then the assistant's `answer`."""
-    return Sample(
-        id=sample_id,
-        messages=[
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
-        ],
-        meta=meta,
-    )
+        raise TheWorldUserError(f"sample {sample_id}: a QA training record needs `question` and `answer`")
+    choices, visuals = read_qa(record, f"sample {sample_id}", image_folder, bad_visual="skip")
+    meta = {"format": "qa", **{key: record[key] for key in ("category", "choices") if record.get(key) is not None}}
+    return qa_sample(sample_id, visuals, question, choices, str(answer), meta)
 
 
 # The `load_samples` hook for `qa`, and its file loader.

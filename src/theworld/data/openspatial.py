@@ -1,14 +1,10 @@
-"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s, and the region naming and numbered
-boxes SpatialRGPT-Bench shares with it.
-
-Raw answers say `Region [k]` with k counting the masks of their own question, so `Region [0]` is
-another object in every turn. Gemma has no mask encoder: regions are named in text (and
-optionally drawn) with one numbering for the whole conversation (docs/data-formats.md).
+"""OpenSpatialDataset (SpatialRGPT's training data) as `Sample`s, and the region naming and numbered boxes
+SpatialRGPT-Bench shares with it: regions are named in text (Gemma has no mask encoder), one numbering
+for the whole conversation (docs/data-formats.md).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -17,9 +13,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, features
 
-from theworld.data.images import CORRUPT_IMAGE_ERRORS, UnreadableVisual, naming_sample, resolve_path
-from theworld.data.llava import ROLES, conversations_to_messages
-from theworld.data.loading import RecordFormat, record_id
+from theworld.data.images import CORRUPT_IMAGE_ERRORS, UnreadableVisual, resolve_path
+from theworld.data.llava import ROLES, conversations_to_messages, turn_text
+from theworld.data.loading import RecordFormat
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
@@ -29,56 +25,47 @@ _COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#
 
 
 def default_cache_dir() -> str:
-    """Where boxed copies of images go unless told otherwise (XDG cache, not the data folder,
-    which is often read-only or shared)."""
+    """Where boxed copies go unless told: the XDG cache (the data folder is often read-only or shared)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "theworld", "openspatial_boxes")
 
 
 def name_regions(text: str, start: int = 0) -> tuple[str, int]:
-    """Replace each `<mask>` (optionally with `<depth>`) by "Region [k]", k counting from `start`;
-    returns the text and the number of masks replaced."""
+    """Replace each `<mask>` (with an optional `<depth>`) by "Region [k]", k from `start`; and their count."""
     pieces = _MASK.split(text)
     return pieces[0] + "".join(f"Region [{start + g}]{piece}" for g, piece in enumerate(pieces[1:])), len(pieces) - 1
 
 
 def renumber_regions(turns: list[dict[str, Any]], sample_id: str) -> tuple[list[dict[str, Any]], int]:
-    """Rewrite masks and `Region [k]` references to global numbers (a mask occurrence's index over
-    all human turns); also return the mask count. An out-of-range k is a data error."""
+    """Rewrite masks and answers' `Region [k]` to conversation-wide numbers; and the mask count."""
     if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
         raise TheWorldUserError(f"sample {sample_id}: `conversations` must be a non-empty list of turns")
     next_index = 0
     local: list[int] = []  # global indices of the preceding question's masks
+
+    def to_global(match: re.Match[str]) -> str:  # an answer's `Region [k]` -> `Region [g]` of its question's k-th mask
+        k = int(match.group(1))
+        if k >= len(local):
+            message = f"an answer names Region [{k}] but its question has {len(local)} region(s)"
+            raise TheWorldUserError(f"sample {sample_id}: {message}")
+        return f"Region [{local[k]}]"
+
     rewritten = []
     for turn in turns:
         role = ROLES.get(turn.get("from", turn.get("role")))
-        text = turn.get("value", turn.get("content"))
-        if not isinstance(text, str):
-            raise TheWorldUserError(f"sample {sample_id}: a turn has no text `value`: {turn!r}")
+        text = turn_text(turn, sample_id)
         if role == "user":
             text, count = name_regions(text, next_index)
             local = list(range(next_index, next_index + count))
             next_index += count
         elif role == "assistant":
-            text = _REGION.sub(functools.partial(_to_global, local=local, sample_id=sample_id), text)
+            text = _REGION.sub(to_global, text)
         rewritten.append({**turn, "value": text})
     return rewritten, next_index
 
 
-def _to_global(match: re.Match[str], *, local: list[int], sample_id: str) -> str:
-    """`Region [k]` of an answer -> `Region [g]` of the k-th mask of its question."""
-    k = int(match.group(1))
-    if k >= len(local):
-        raise TheWorldUserError(
-            f"sample {sample_id}: an answer names Region [{k}] but its question has "
-            f"{len(local)} region(s)"
-        )
-    return f"Region [{local[k]}]"
-
-
 def draw_boxes(image: Image.Image, boxes: list[list[float]]) -> Image.Image:
-    """An RGB copy of `image` with box k ([x1, y1, x2, y2] pixels) outlined and labelled `k`;
-    identical boxes (a region asked about twice) share one outline labelled `0,2`."""
+    """An RGB copy of `image` with box k outlined and labelled `k` (identical boxes share one label `0,2`)."""
     image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     width, height = image.size
@@ -111,8 +98,7 @@ def draw_numbered_boxes(image_path: str, boxes: list[list[float]], out_path: str
 
 
 def boxed_image(image_path: str, boxes: list[list[float]], cache_dir: str, name: str) -> str:
-    """The cached boxed copy for these boxes, drawn on first use (keyed by the boxes' hash,
-    since one photo appears in many records with different regions)."""
+    """The cached boxed copy for these boxes (keyed by their hash: one photo has many records), drawn on first use."""
     digest = hashlib.sha1(json.dumps(boxes).encode()).hexdigest()[:12]
     out_path = os.path.join(os.path.abspath(cache_dir), f"{name}-{digest}.jpg")
     if not os.path.exists(out_path):
@@ -121,9 +107,7 @@ def boxed_image(image_path: str, boxes: list[list[float]], cache_dir: str, name:
         try:
             draw_numbered_boxes(image_path, boxes, out_path)
         except CORRUPT_IMAGE_ERRORS as err:
-            raise UnreadableVisual(
-                image_path, f"unreadable image ({type(err).__name__}: {err})"
-            ) from err
+            raise UnreadableVisual(image_path, f"unreadable image ({type(err).__name__}: {err})") from err
     return out_path
 
 
@@ -135,8 +119,7 @@ def openspatial_record_to_sample(
     draw_boxes: bool = False,
     cache_dir: str | None = None,
 ) -> Sample:
-    """One OpenSpatial record -> `Sample`; `meta["boxes"]` holds box g for `Region [g]`, and with
-    `draw_boxes` the image is a cached copy with the numbered boxes drawn."""
+    """One OpenSpatial record -> `Sample`; `meta["boxes"]` holds box g of `Region [g]`."""
     filename = record.get("filename")
     if not isinstance(filename, str) or not filename:
         raise TheWorldUserError(f"sample {sample_id}: no `filename`")
@@ -144,27 +127,17 @@ def openspatial_record_to_sample(
     turns, n_masks = renumber_regions(record.get("conversations"), sample_id)
     boxes = [[float(v) for v in box] for box in record.get("bbox") or []]
     if len(boxes) != n_masks or any(len(box) != 4 for box in boxes):
-        raise TheWorldUserError(
-            f"sample {sample_id}: {n_masks} <mask> occurrence(s) but {len(boxes)} bbox entries "
-            f"(need one [x1, y1, x2, y2] per <mask>)"
-        )
+        counts = f"{n_masks} <mask> occurrence(s) but {len(boxes)} bbox entries"
+        raise TheWorldUserError(f"sample {sample_id}: {counts} (need one [x1, y1, x2, y2] per <mask>)")
     image = resolve_path(name, image_folder)
     if draw_boxes:
-        with naming_sample(sample_id):
-            image = boxed_image(image, boxes, cache_dir or default_cache_dir(), name[:-4])
+        image = boxed_image(image, boxes, cache_dir or default_cache_dir(), name[:-4])
     messages = conversations_to_messages(turns, [{"type": "image", "image": image}], [], sample_id)
     return Sample(id=sample_id, messages=messages, meta={"format": "openspatial", "boxes": boxes})
-
-
-def openspatial_sample_id(record: dict[str, Any], index: int, source: str) -> str:
-    """Records have no id and one photo has many records, so ids are `<filename>#<index>`."""
-    if record.get("id") is None and record.get("filename"):
-        return f"{record['filename']}#{index}"
-    return record_id(record, index, source)
 
 
 # The `load_samples` hook for `openspatial` (options: `draw_boxes`, `cache_dir` of
 # `openspatial_record_to_sample`), and its file loader: an OpenSpatialDataset JSON array (streamed)
 # or JSONL, images `<id>.jpg` in `image_folder` (default: the data file's folder).
-openspatial_samples = RecordFormat(openspatial_record_to_sample, openspatial_sample_id)
+openspatial_samples = RecordFormat(openspatial_record_to_sample, name_key="filename")
 load_openspatial = openspatial_samples.load

@@ -1,8 +1,5 @@
 """Records of a data file or Hub dataset: the one reader of JSON, JSON Lines and parquet, for training and evaluation.
-
-JSON arrays are streamed with ijson and parquet in record batches, so no file is read whole
-(OpenSpatial is one ~30 GB array); Hub datasets come through `datasets` (Arrow, memory-mapped).
-Malformed input is a `TheWorldUserError` naming the file and row.
+No file is read whole (OpenSpatial is one ~30 GB JSON array); malformed input names the file and row.
 """
 
 from __future__ import annotations
@@ -67,9 +64,8 @@ def _jsonl_rows(handle: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as err:
-            raise TheWorldUserError(
-                f"{path}:{line_number}: not valid JSON ({err.msg}); expected a JSON array or JSON Lines (one object per line)"
-            ) from err
+            expected = "expected a JSON array or JSON Lines (one object per line)"
+            raise TheWorldUserError(f"{path}:{line_number}: not valid JSON ({err.msg}); {expected}") from err
         if not isinstance(item, dict):
             raise TheWorldUserError(f"{path}:{line_number}: not a JSON object")
         yield f"{path}:{line_number}", item
@@ -80,11 +76,8 @@ def _parquet_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
     try:
         batches = pq.ParquetFile(path).iter_batches(batch_size=256)
-        index = 0
-        for batch in batches:
-            for record in batch.to_pylist():
-                yield f"{path} row {index}", record
-                index += 1
+        for index, record in enumerate(record for batch in batches for record in batch.to_pylist()):
+            yield f"{path} row {index}", record
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise TheWorldUserError(f"{path}: unreadable parquet file ({err})") from err
 

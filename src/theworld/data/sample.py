@@ -18,11 +18,5 @@ class Sample:
 
     def visuals(self) -> list[Any]:
         """Images and clips in prompt order: a path/PIL image, or a list of frames for a clip."""
-        out: list[Any] = []
-        for message in self.messages:
-            for item in message["content"] if isinstance(message["content"], list) else []:
-                if item.get("type") == "image":
-                    out.append(item["image"])
-                elif item.get("type") == "video":
-                    out.append(item["video"])
-        return out
+        items = [item for m in self.messages if isinstance(m["content"], list) for item in m["content"]]
+        return [item[item["type"]] for item in items if item.get("type") in ("image", "video")]

@@ -1,9 +1,5 @@
-"""Procedural "what happens next?" clips whose answer is in the motion, not in any one frame.
-
-Each clip is built backwards from a last frame drawn without looking at the answer, and a draw is
-kept only if every answer's trajectory is valid, so the last frame (all Gemma's image path sees)
-says nothing about the answer: P(answer | last frame) is uniform. Tasks, seeds and the reasoning
-are in docs/demo.md.
+"""Procedural "what happens next?" clips whose answer is in the motion, not in any one frame: the last
+frame (all Gemma's image path sees) says nothing about the answer (docs/demo.md).
 """
 
 from __future__ import annotations
@@ -39,12 +35,7 @@ _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _LABEL_STREAM, _SCENE_STREAM, _ORDER_STREAM = 0, 1, 2
 
 _BALL_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (240, 200, 40),
-    (60, 200, 90),
-    (70, 200, 230),
-    (230, 90, 200),
-    (235, 235, 235),
-    (245, 140, 40),
+    (240, 200, 40), (60, 200, 90), (70, 200, 230), (230, 90, 200), (235, 235, 235), (245, 140, 40)
 )
 _RED = (225, 45, 45)
 _BLUE = (50, 90, 230)
@@ -80,11 +71,8 @@ class SyntheticConfig:
                 "image_size", f"must be a multiple of 8 and >= 16 (the VAE downsamples 8x), got {self.image_size}"
             )
         if self.num_frames < 5 or (self.num_frames - 1) % 4:
-            raise SyntheticConfigError(
-                "num_frames",
-                f"must be 4k+1 with k >= 1 (5, 9, 13, ...): the VAE compresses time 4x causally, "
-                f"got {self.num_frames}",
-            )
+            rule = "must be 4k+1 with k >= 1 (5, 9, 13, ...): the VAE compresses time 4x causally"
+            raise SyntheticConfigError("num_frames", f"{rule}, got {self.num_frames}")
         unknown = [t for t in self.tasks if t not in _TASKS]
         if not self.tasks or unknown or len(set(self.tasks)) != len(self.tasks):
             raise SyntheticConfigError(
@@ -126,14 +114,8 @@ class SyntheticClip:
 
     def to_qa(self, video: list[str]) -> dict[str, object]:
         """The record in the `theworld.data.qa` JSONL format, the clip given as frame paths."""
-        return {
-            "id": self.id,
-            "question": self.question,
-            "choices": list(self.choices),
-            "answer": self.answer,
-            "video": list(video),
-            "category": self.category,
-        }
+        clip = {"id": self.id, "question": self.question, "choices": list(self.choices), "answer": self.answer}
+        return {**clip, "video": list(video), "category": self.category}
 
 
 # --- scenes -----------------------------------------------------------------------------------
@@ -154,10 +136,15 @@ Scenes = dict[str, list[_Shape]]  # answer -> the shapes of the clip that has th
 
 def _moving(kind: str, colour: tuple[int, int, int], size: float, last: np.ndarray,
             velocity: np.ndarray, num_frames: int) -> _Shape:
-    """A shape at constant velocity that ends at `last`: trajectories are built backwards so that
-    every answer shares the last frame."""
+    """A shape at constant velocity that ends at `last`, so every answer shares the last frame."""
     steps = np.arange(num_frames, dtype=float) - (num_frames - 1)
     return _Shape(kind, colour, size, last[None, :] + steps[:, None] * velocity[None, :])
+
+
+def _balls(colour: tuple[int, int, int], radius: float, last: np.ndarray, velocities: dict[str, np.ndarray],
+           cfg: SyntheticConfig, *still: _Shape) -> Scenes:
+    """For each answer, the `still` shapes and a ball moving by that answer's velocity into the same last frame."""
+    return {answer: [*still, _moving("disc", colour, radius, last, v, cfg.num_frames)] for answer, v in velocities.items()}
 
 
 def _inside(shape: _Shape, image_size: int) -> bool:
@@ -187,11 +174,7 @@ def _direction(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
     velocity = _heading(rng.uniform(*cfg.speed_range), _turn(rng))
     colour = _BALL_COLOURS[int(rng.integers(len(_BALL_COLOURS)))]
     last = _point(rng, radius + _EDGE, cfg.image_size)
-    mirrored = velocity * np.array([-1.0, 1.0])
-    return {
-        "left": [_moving("disc", colour, radius, last, mirrored, cfg.num_frames)],
-        "right": [_moving("disc", colour, radius, last, velocity, cfg.num_frames)],
-    }
+    return _balls(colour, radius, last, {"left": velocity * np.array([-1.0, 1.0]), "right": velocity}, cfg)
 
 
 def _approach(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
@@ -207,10 +190,7 @@ def _approach(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
         return None
     toward = _heading(speed, math.atan2(offset[1], offset[0]) + turn)
     square = _Shape("square", _BLUE, half, np.repeat(square_at[None, :], cfg.num_frames, axis=0))
-    scenes: Scenes = {
-        "toward": [square, _moving("disc", _RED, radius, ball, toward, cfg.num_frames)],
-        "away": [square, _moving("disc", _RED, radius, ball, -toward, cfg.num_frames)],
-    }
+    scenes = _balls(_RED, radius, ball, {"toward": toward, "away": -toward}, cfg, square)
     clearance = radius + half * math.sqrt(2.0) + _CLEARANCE
     for shapes in scenes.values():
         if np.min(np.hypot(*(shapes[1].centres - square_at).T)) < clearance:
@@ -219,8 +199,7 @@ def _approach(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
 
 
 def _reach_wall(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None:
-    """A ball clearly within reach of one side edge and clearly out of reach of the other; "yes"
-    moves it toward the near edge, "no" away. Which edge is near is visible, the heading is not."""
+    """A ball within reach of one side edge only; "yes" moves it toward that edge, "no" away."""
     radius = rng.uniform(*cfg.radius_range)
     speed = rng.uniform(*cfg.speed_range)
     colour = _BALL_COLOURS[int(rng.integers(len(_BALL_COLOURS)))]
@@ -235,10 +214,7 @@ def _reach_wall(rng: np.random.Generator, cfg: SyntheticConfig) -> Scenes | None
     else:
         return None
     velocity = np.array([near * speed, 0.0])
-    return {
-        "yes": [_moving("disc", colour, radius, last, velocity, cfg.num_frames)],
-        "no": [_moving("disc", colour, radius, last, -velocity, cfg.num_frames)],
-    }
+    return _balls(colour, radius, last, {"yes": velocity, "no": -velocity}, cfg)
 
 
 @dataclass(frozen=True)
@@ -250,12 +226,9 @@ class _Task:
 
 _TASKS: dict[str, _Task] = {
     "direction": _Task("Which way is the ball moving?", ("left", "right"), _direction),
-    "approach": _Task(
-        "Is the red ball moving toward the blue square or away from it?", ("toward", "away"), _approach
-    ),
+    "approach": _Task("Is the red ball moving toward the blue square or away from it?", ("toward", "away"), _approach),
     "reach-wall": _Task(
-        "If it keeps moving the same way, will the ball touch the edge of the picture "
-        "within the next {horizon} frames?",
+        "If it keeps moving the same way, will the ball touch the edge of the picture within the next {horizon} frames?",
         ("yes", "no"),
         _reach_wall,
     ),
@@ -275,8 +248,7 @@ def _draw_scenes(task: str, rng: np.random.Generator, cfg: SyntheticConfig) -> S
 
 
 def _render(shapes: list[_Shape], t: int, cfg: SyntheticConfig) -> Image.Image:
-    """Frame `t`, shapes anti-aliased so sub-pixel motion still changes the pixels. Only each
-    shape's bounding box is computed: rendering is most of the generation time."""
+    """Frame `t`, anti-aliased so sub-pixel motion shows; only each shape's bounding box is computed."""
     size = cfg.image_size
     canvas = np.empty((size, size, 3))
     canvas[:] = cfg.background
@@ -287,10 +259,8 @@ def _render(shapes: list[_Shape], t: int, cfg: SyntheticConfig) -> Image.Image:
         y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 1, size)
         ys, xs = np.ogrid[y0:y1, x0:x1]  # pixel rows and columns
         ys, xs = ys + 0.5, xs + 0.5  # their centres
-        if shape.kind == "disc":
-            distance = np.hypot(xs - cx, ys - cy)
-        else:
-            distance = np.maximum(np.abs(xs - cx), np.abs(ys - cy))
+        disc = shape.kind == "disc"
+        distance = np.hypot(xs - cx, ys - cy) if disc else np.maximum(np.abs(xs - cx), np.abs(ys - cy))
         alpha = np.clip(shape.size + 0.5 - distance, 0.0, 1.0)[..., None]
         box = canvas[y0:y1, x0:x1]
         canvas[y0:y1, x0:x1] = box * (1.0 - alpha) + np.asarray(shape.colour, dtype=float) * alpha
@@ -306,15 +276,13 @@ def heldout_seed(seed: int) -> int:
 
 
 def count_multiple(config: SyntheticConfig) -> int:
-    """Split sizes must be a multiple of this: equal counts per task, each split evenly over its
-    choices, so every task's answers are exactly balanced."""
+    """Split sizes must be a multiple of this, so every task's answers are exactly balanced."""
     return len(config.tasks) * math.lcm(*(len(_TASKS[t].choices) for t in config.tasks))
 
 
 def iter_clips(n: int, seed: int | None = None, config: SyntheticConfig | None = None,
                split: str = "train") -> Iterator[SyntheticClip]:
-    """Yield `n` clips lazily (for progress bars and streaming writes), tasks mixed in a seeded
-    order. Same arguments -> the same clips, whatever the machine's state."""
+    """Yield `n` clips lazily, tasks mixed in a seeded order: same arguments, same clips."""
     cfg = config if config is not None else SyntheticConfig()
     seed = cfg.seed if seed is None else seed
     if seed < 0:
@@ -339,14 +307,9 @@ def iter_clips(n: int, seed: int | None = None, config: SyntheticConfig | None =
         task = _TASKS[name]
         # The scene's stream knows the task and index but not the answer: see the module docstring.
         scenes = _draw_scenes(name, np.random.default_rng([seed, _SCENE_STREAM, TASKS.index(name), i]), cfg)
-        yield SyntheticClip(
-            id=f"{split}-{name}-{i:05d}",
-            question=task.question.format(horizon=cfg.horizon),
-            choices=list(task.choices),
-            answer=answer,
-            category=name,
-            frames=[_render(scenes[answer], t, cfg) for t in range(cfg.num_frames)],
-        )
+        frames = [_render(scenes[answer], t, cfg) for t in range(cfg.num_frames)]
+        question = task.question.format(horizon=cfg.horizon)
+        yield SyntheticClip(f"{split}-{name}-{i:05d}", question, list(task.choices), answer, name, frames)
 
 
 def generate(n: int, seed: int | None = None, config: SyntheticConfig | None = None,
@@ -356,9 +319,7 @@ def generate(n: int, seed: int | None = None, config: SyntheticConfig | None = N
 
 
 def write_split(records: Iterable[SyntheticClip], out_dir: str | Path, split_name: str) -> Path:
-    """Write `out_dir/<split>.jsonl` in the `theworld.data.qa` format and each frame as
-    `out_dir/<split>/frames/<id>_<t>.png`; "video" paths are relative to `out_dir`, the JSONL's
-    own folder, so the folder can be moved. Same clips -> byte-identical files."""
+    """Write `out_dir/<split>.jsonl` (`qa` format) and its frames as PNGs, paths relative to `out_dir`."""
     if not _SPLIT_NAME.match(split_name):
         raise TheWorldUserError(f"split name must be letters, digits, '.', '_' or '-', got {split_name!r}")
     out = Path(out_dir)
@@ -368,11 +329,9 @@ def write_split(records: Iterable[SyntheticClip], out_dir: str | Path, split_nam
     count = 0
     with jsonl.open("w", encoding="utf-8", newline="\n") as handle:
         for clip in records:
-            video = []
-            for t, frame in enumerate(clip.frames):
-                relative = f"{split_name}/frames/{clip.id}_{t}.png"
+            video = [f"{split_name}/frames/{clip.id}_{t}.png" for t in range(len(clip.frames))]
+            for frame, relative in zip(clip.frames, video):
                 frame.save(out / relative, format="PNG")
-                video.append(relative)
             handle.write(json.dumps(clip.to_qa(video), ensure_ascii=False) + "\n")
             count += 1
     logger.info("wrote %d clips to %s (frames in %s)", count, jsonl, frames_dir)

@@ -1,20 +1,18 @@
-"""Visual Spatial Reasoning (VSR): true/false captions about COCO images (docs/data-formats.md).
-Training and evaluation (`evaluation.benchmarks.load_vsr`) read a record with the same functions.
-"""
+"""Visual Spatial Reasoning (VSR): true/false captions about COCO images, read by `read_vsr` for training and evaluation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from theworld.data.images import resolve_path
-from theworld.data.loading import RecordFormat, record_id
-from theworld.data.messages import question_answer_sample
-from theworld.data.qa import format_question
+from theworld.data.images import BadVisual, resolve_visual
+from theworld.data.loading import RecordFormat
+from theworld.data.qa import format_question, qa_sample
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
 
 VSR_CHOICES = ("true", "false")
+_LABELS = {"1": "true", "true": "true", "0": "false", "false": "false"}
 
 
 def vsr_question(caption: str) -> str:
@@ -27,41 +25,26 @@ def vsr_prompt(caption: str) -> str:
     return format_question(vsr_question(caption), list(VSR_CHOICES))
 
 
-def vsr_answer(label: Any) -> str | None:
-    """"true" for label 1 (or true), "false" for 0 (or false), None for anything else."""
-    return {"1": "true", "true": "true", "0": "false", "false": "false"}.get(str(label).strip().lower())
-
-
-def vsr_subfolders(record: dict[str, Any]) -> tuple[str, ...]:
-    """Where under the image folder a record's COCO image may be: the folder its link names, then both
-    COCO 2017 splits (VSR draws from both; users often point at the COCO root)."""
-    return (Path(str(record.get("image_link") or "")).parent.name, "train2017", "val2017")
-
-
-def vsr_image(record: dict[str, Any], image_folder: str | Path | None) -> str:
-    """The record's COCO image: `image_folder/<name>`, or the copy in one of its `vsr_subfolders`."""
-    return resolve_path(str(record["image"]), image_folder, vsr_subfolders(record))
+def read_vsr(record: dict[str, Any], where: str, image_folder: Any, *, bad_visual: BadVisual) -> tuple[Any, str, str]:
+    """(visual, question, answer) of a VSR record: the one reader for training and evaluation."""
+    if record.get("image") is None or not isinstance(record.get("caption"), str) or not record["caption"].strip():
+        raise TheWorldUserError(f"{where}: a VSR record needs `image` and `caption`")
+    answer = _LABELS.get(str(record.get("label")).strip().lower())
+    if answer is None:
+        raise TheWorldUserError(f"{where}: VSR label must be 1 or 0, got {record.get('label')!r} (or true/false)")
+    # The COCO image is in the folder its link names or in either COCO 2017 split (users point at the COCO root).
+    subfolders = (Path(str(record.get("image_link") or "")).parent.name, "train2017", "val2017")
+    visual = resolve_visual(record["image"], image_folder, where, subfolders, bad_visual=bad_visual)
+    return visual, vsr_question(record["caption"]), answer
 
 
 def vsr_record_to_sample(record: dict[str, Any], *, image_folder: str | None, sample_id: str) -> Sample:
     """One VSR record -> user (image + true/false question) and assistant ("true"/"false")."""
-    if not isinstance(record.get("image"), str) or not isinstance(record.get("caption"), str):
-        raise TheWorldUserError(f"sample {sample_id}: a VSR record needs `image` and `caption`")
-    answer = vsr_answer(record.get("label"))
-    if answer is None:
-        raise TheWorldUserError(f"sample {sample_id}: VSR label must be 1 or 0, got {record.get('label')!r}")
+    visual, question, answer = read_vsr(record, f"sample {sample_id}", image_folder, bad_visual="skip")
     meta = {"format": "vsr", **{k: record[k] for k in ("relation", "subj", "obj") if k in record}}
-    user = [{"type": "image", "image": vsr_image(record, image_folder)}, {"type": "text", "text": vsr_prompt(record["caption"])}]
-    return question_answer_sample(sample_id, user, answer, meta)
-
-
-def vsr_sample_id(record: dict[str, Any], index: int, source: str) -> str:
-    """VSR has no id field and one image carries several captions, so ids are `<image>#<index>`."""
-    if record.get("id") is None and isinstance(record.get("image"), str):
-        return f"{record['image']}#{index}"
-    return record_id(record, index, source)
+    return qa_sample(sample_id, [visual], question, VSR_CHOICES, answer, meta)
 
 
 # The `load_samples` hook for `vsr`, and its file loader (COCO images looked up in `image_folder`).
-vsr_samples = RecordFormat(vsr_record_to_sample, vsr_sample_id)
+vsr_samples = RecordFormat(vsr_record_to_sample, name_key="image")
 load_vsr = vsr_samples.load

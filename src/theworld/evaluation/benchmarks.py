@@ -1,7 +1,5 @@
-"""Benchmark loaders: each published format read into `EvalItem`s (formats: docs/data-formats.md).
+"""Benchmark loaders, registered in `BENCHMARKS`: each published format read into `EvalItem`s (docs/data-formats.md).
 
-A loader is `load_<name>(data, image_folder=None, split=None, limit=None)`, registered in
-`BENCHMARKS`; `data` is a local file, a local snapshot folder of split files, or a Hub id.
 Evaluation never drops items quietly (a shrunken denominator inflates accuracy): a missing image,
 an unreadable row, an answer outside its choices or a duplicate id raises naming file and row.
 """
@@ -9,8 +7,8 @@ an unreadable row, an answer outside its choices or a duplicate id raises naming
 from __future__ import annotations
 
 import ast
+import functools
 import logging
-import os
 import re
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -19,26 +17,18 @@ from typing import Any
 
 from PIL import Image
 
-from theworld.data.images import UnreadableVisual, decode_image_bytes, resolve_clip, resolve_path
+from theworld.data.images import resolve_visual
 from theworld.data.openspatial import draw_boxes, name_regions
+from theworld.data.qa import read_qa
 from theworld.data.records import hub_rows, iter_rows, looks_like_hub_id
-from theworld.data.vsr import VSR_CHOICES, vsr_answer, vsr_question, vsr_subfolders
+from theworld.data.vsr import VSR_CHOICES, read_vsr
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.parsing import parse_clock, parse_quantity
 
 logger = logging.getLogger(__name__)
 
-Loader = Callable[..., list[EvalItem]]
 Row = tuple[str, dict[str, Any]]  # (where: "file row i" for messages, the record)
-
-# Where each benchmark lives on the Hub, for callers that want a default `data`.
-HUB_SOURCES: dict[str, str] = {
-    "blink-relative-depth": "BLINK-Benchmark/BLINK",
-    "blink-spatial-relation": "BLINK-Benchmark/BLINK",
-    "vsr": "cambridgeltl/vsr_random",
-    "spatialrgpt-bench": "a8cheng/SpatialRGPT-Bench",
-}
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -69,21 +59,24 @@ def _split_files(folder: Path, config: str | None, split: str | None) -> list[Pa
     return files
 
 
-def read_rows(data: str, config: str | None, split: str | None, limit: int | None) -> tuple[list[Row], Path | None]:
-    """Records of a local file, local snapshot folder or Hub dataset, and the default image folder."""
+def read_rows(
+    data: str, config: str | None, split: str | None, limit: int | None, image_folder: str | None = None
+) -> tuple[list[Row], Path | None]:
+    """Records of a local file, snapshot folder or Hub dataset, and the image folder (default: the data's own)."""
     if limit is not None and limit < 0:
         raise TheWorldUserError(f"limit must be >= 0, got {limit}")
+    folder = Path(image_folder).expanduser().resolve() if image_folder else None
     path = Path(data).expanduser()
     if path.is_file():
-        return _read_file(path, limit), path.parent.resolve()
+        return _read_file(path, limit), folder or path.parent.resolve()
     if path.is_dir():
         rows: list[Row] = []
         for file in _split_files(path, config, split):
             rows.extend(_read_file(file, None if limit is None else limit - len(rows)))
-        return rows, path.resolve()
+        return rows, folder or path.resolve()
     if looks_like_hub_id(data):
         rows = islice(hub_rows(data, config, split), limit)
-        return [(f"{data}[{split}] row {i}", dict(record)) for i, record in enumerate(rows)], None
+        return [(f"{data}[{split}] row {i}", dict(record)) for i, record in enumerate(rows)], folder
     raise TheWorldUserError(f"{data}: no such file or folder (and it is not a Hub id such as 'owner/name')")
 
 
@@ -107,32 +100,6 @@ def _literal(value: Any, key: str, where: str) -> Any:
         raise TheWorldUserError(f"{where}: field {key!r} is not a readable literal: {value[:80]!r}") from err
 
 
-def _visual(value: Any, folder: Path | None, where: str, subfolders: Sequence[str] = ()) -> Image.Image | str:
-    """A PIL image (embedded: PIL, bytes, or parquet's {"bytes", "path"}) or the absolute path of an existing file."""
-    if isinstance(value, dict):
-        if not value.get("bytes") and not value.get("path"):
-            raise TheWorldUserError(f"{where}: image record has neither bytes nor path")
-        value = value.get("bytes") or str(value["path"])
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            return decode_image_bytes(bytes(value), where)
-        except UnreadableVisual as err:
-            raise TheWorldUserError(f"{where}: embedded image cannot be decoded ({err.reason})") from err
-    if not isinstance(value, str) or not value.strip():
-        raise TheWorldUserError(f"{where}: unusable image value of type {type(value).__name__}")
-    if folder is None and not os.path.isabs(os.path.expanduser(value)):
-        raise TheWorldUserError(f"{where}: image {value!r} is a relative path and no image folder was given")
-    try:
-        path = resolve_path(value, folder, subfolders)  # the rule training data follows
-    except UnreadableVisual as err:
-        raise TheWorldUserError(f"{where}: image path {err.path!r} {err.reason}; or use --image-folder") from err
-    if not os.path.isfile(path):
-        raise TheWorldUserError(f"{where}: image not found: {path}")
-    return str(Path(path).resolve())
-
-
 def _open_rgb(visual: Image.Image | str, where: str) -> Image.Image:
     if isinstance(visual, Image.Image):
         return visual.convert("RGB")
@@ -151,10 +118,6 @@ def _check_unique(items: list[EvalItem], where: str) -> list[EvalItem]:
             raise TheWorldUserError(f"{where}: duplicate item id {item.id!r}")
         seen.add(item.id)
     return items
-
-
-def _folder(image_folder: str | None, default: Path | None) -> Path | None:
-    return Path(image_folder).expanduser().resolve() if image_folder else default
 
 
 # ---------------------------------------------------------------------------- BLINK
@@ -176,53 +139,32 @@ def _blink_answer(raw: Any, choices: list[str], where: str) -> str | None:
 
 def _present(value: Any) -> bool:
     """Unused BLINK image slots are null, or in some exports a {"bytes": None, "path": None}."""
-    if isinstance(value, dict):
-        return bool(value.get("bytes") or value.get("path"))
-    return value is not None
+    return bool(value.get("bytes") or value.get("path")) if isinstance(value, dict) else value is not None
 
 
 def _load_blink(
-    task: str, name: str, data: str, image_folder: str | None, split: str | None, limit: int | None
+    task: str, name: str, data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    split = split or "val"
-    rows, default_folder = read_rows(data, task, split, limit)
-    folder = _folder(image_folder, default_folder)
+    """A BLINK task (`BLINK-Benchmark/BLINK`, split `val` by default); answers "(A)" become the choice text."""
+    rows, folder = read_rows(data, task, split or "val", limit, image_folder)
     items = []
     for where, row in rows:
         choices = _literal(_require(row, "choices", where), "choices", where)
         if not isinstance(choices, list) or not choices:
             raise TheWorldUserError(f"{where}: 'choices' must be a non-empty list")
         choices = [str(c) for c in choices]
-        visuals = [_visual(row[k], folder, where) for k in _BLINK_IMAGES if _present(row.get(k))]
+        visuals = [resolve_visual(row[k], folder, where, bad_visual="raise") for k in _BLINK_IMAGES if _present(row.get(k))]
         if not visuals:
             raise TheWorldUserError(f"{where}: no image in image_1..image_4")
-        items.append(
-            EvalItem(
-                id=str(_require(row, "idx", where)),
-                question=str(_require(row, "question", where)),
-                choices=choices,
-                answer=_blink_answer(row.get("answer"), choices, where),
-                visuals=visuals,
-                category=str(row.get("sub_task") or task),
-                kind="choice",
-                meta={"benchmark": name, "task": task, "answer_letter": row.get("answer"), "prompt": row.get("prompt")},
-            )
-        )
+        item_id, question = str(_require(row, "idx", where)), str(_require(row, "question", where))
+        answer = _blink_answer(row.get("answer"), choices, where)
+        meta = {"benchmark": name, "task": task, "answer_letter": row.get("answer"), "prompt": row.get("prompt")}
+        items.append(EvalItem(item_id, question, choices, answer, visuals, str(row.get("sub_task") or task), "choice", meta))
     return _check_unique(items, data)
 
 
-def load_blink_relative_depth(
-    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
-) -> list[EvalItem]:
-    """BLINK Relative_Depth (`BLINK-Benchmark/BLINK`, split `val`); answers "(A)" become the choice text."""
-    return _load_blink("Relative_Depth", "blink-relative-depth", data, image_folder, split, limit)
-
-
-def load_blink_spatial_relation(
-    data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
-) -> list[EvalItem]:
-    """BLINK Spatial_Relation; same format and conventions as `load_blink_relative_depth`."""
-    return _load_blink("Spatial_Relation", "blink-spatial-relation", data, image_folder, split, limit)
+load_blink_relative_depth = functools.partial(_load_blink, "Relative_Depth", "blink-relative-depth")
+load_blink_spatial_relation = functools.partial(_load_blink, "Spatial_Relation", "blink-spatial-relation")
 
 
 # ---------------------------------------------------------------------------- VSR
@@ -230,29 +172,15 @@ def load_blink_spatial_relation(
 def load_vsr(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """VSR (split `test` by default): captions become true/false questions, category = relation.
-    Rows carry no id: the id is the row index and image name."""
-    rows, default_folder = read_rows(data, None, split or "test", limit)
-    folder = _folder(image_folder, default_folder)
+    """VSR (split `test`): captions become true/false questions; rows have no id, so it is row index and image name."""
+    rows, folder = read_rows(data, None, split or "test", limit, image_folder)
     items = []
     for index, (where, row) in enumerate(rows):
-        image = _require(row, "image", where)
-        answer = vsr_answer(_require(row, "label", where))
-        if answer is None:
-            raise TheWorldUserError(f"{where}: label must be 1/0 (or true/false), got {row['label']!r}")
-        stem = Path(image).stem if isinstance(image, str) else "image"
-        items.append(
-            EvalItem(
-                id=f"{index:05d}-{stem}",
-                question=vsr_question(str(_require(row, "caption", where))),
-                choices=list(VSR_CHOICES),
-                answer=answer,
-                visuals=[_visual(image, folder, where, vsr_subfolders(row))],
-                category=row.get("relation"),
-                kind="choice",
-                meta={"benchmark": "vsr", "subj": row.get("subj"), "obj": row.get("obj"), "image": image},
-            )
-        )
+        visual, question, answer = read_vsr(row, where, folder, bad_visual="raise")
+        image = row["image"]
+        item_id = f"{index:05d}-{Path(image).stem if isinstance(image, str) else 'image'}"
+        meta = {"benchmark": "vsr", "subj": row.get("subj"), "obj": row.get("obj"), "image": image}
+        items.append(EvalItem(item_id, question, list(VSR_CHOICES), answer, [visual], row.get("relation"), "choice", meta))
     return _check_unique(items, data)
 
 
@@ -263,9 +191,7 @@ _TWO_REGION_CHOICE_RE = re.compile(r"Region \[\d+\],? or Region \[\d+\]")
 
 
 def draw_region_boxes(image: Image.Image, boxes: Sequence[Sequence[float]]) -> Image.Image:
-    """A copy of `image` with box k outlined and labelled with its number k ("Region [k]"): the marks of
-    training's boxed OpenSpatial images (`theworld.data.openspatial.draw_boxes`), then shrunk so its
-    longer side is at most `MAX_DRAWN_SIDE` (boxes are drawn first, at full resolution)."""
+    """`image` with box k drawn and numbered k as training's OpenSpatial boxes are, then shrunk to `MAX_DRAWN_SIDE`."""
     out = draw_boxes(image, [list(box) for box in boxes])
     if max(out.size) > MAX_DRAWN_SIDE:
         out.thumbnail((MAX_DRAWN_SIDE, MAX_DRAWN_SIDE), Image.Resampling.LANCZOS)
@@ -274,10 +200,9 @@ def draw_region_boxes(image: Image.Image, boxes: Sequence[Sequence[float]]) -> I
 
 def _boxes(value: Any, where: str) -> list[list[float]]:
     boxes = _literal(value if value is not None else [], "bbox", where)
-    ok = isinstance(boxes, (list, tuple)) and all(
+    if not isinstance(boxes, (list, tuple)) or not all(
         isinstance(b, (list, tuple)) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) for b in boxes
-    )
-    if not ok:
+    ):
         raise TheWorldUserError(f"{where}: 'bbox' must be a list of [x1, y1, x2, y2] boxes")
     return [[float(v) for v in b] for b in boxes]
 
@@ -295,19 +220,14 @@ def _srgpt_texts(row: dict[str, Any], where: str) -> tuple[str, str]:
 def _srgpt_scoring(
     qa_type: str, category: str, question: str, answer: str, where: str
 ) -> tuple[str, list[str] | None, str, dict[str, Any]]:
-    """(kind, choices, answer, extra meta) from the benchmark's own type and category: direction ->
-    clock, other quantitative -> numeric, qualitative -> choice when the question offers two named
-    regions and the answer names one; else (and for unreadable values, flagged) judged free text."""
-    if "direction" in category:
-        hour = parse_clock(answer)
-        if hour is not None:
-            return "clock", None, answer, {"answer_hour": hour}
-        return "qualitative_free", None, answer, {"scoring_note": "no clock hour in the reference answer"}
-    if qa_type == "quantitative":
-        meters = parse_quantity(answer)
-        if meters is not None:
-            return "numeric", None, answer, {"answer_m": meters}
-        return "qualitative_free", None, answer, {"scoring_note": "no quantity in the reference answer"}
+    """(kind, choices, answer, extra meta) from the benchmark's type and category (docs/data-formats.md)."""
+    if "direction" in category or qa_type == "quantitative":
+        clock = "direction" in category
+        kind, key, missing = ("clock", "answer_hour", "clock hour") if clock else ("numeric", "answer_m", "quantity")
+        value = parse_clock(answer) if clock else parse_quantity(answer)
+        if value is not None:
+            return kind, None, answer, {key: value}
+        return "qualitative_free", None, answer, {"scoring_note": f"no {missing} in the reference answer"}
     if qa_type != "qualitative":
         raise TheWorldUserError(f"{where}: qa_info.type must be qualitative or quantitative, got {qa_type!r}")
     names = list(dict.fromkeys(f"Region [{k}]" for k in _REGION_NAME_RE.findall(question)))
@@ -321,10 +241,8 @@ def _srgpt_scoring(
 def load_spatialrgpt_bench(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """SpatialRGPT-Bench (split `val`): masks become "Region [k]" with box k drawn and numbered k on
-    the image; scoring kind from `_srgpt_scoring`."""
-    rows, default_folder = read_rows(data, None, split or "val", limit)
-    folder = _folder(image_folder, default_folder)
+    """SpatialRGPT-Bench (split `val`): masks become "Region [k]", box k drawn and numbered k on the image."""
+    rows, folder = read_rows(data, None, split or "val", limit, image_folder)
     items, fallbacks = [], 0
     for index, (where, row) in enumerate(rows):
         question, answer = _srgpt_texts(row, where)
@@ -341,7 +259,7 @@ def load_spatialrgpt_bench(
             if not isinstance(info, dict) or not info.get("file_path"):
                 raise TheWorldUserError(f"{where}: no embedded image and no image_info.file_path")
             source = str(info["file_path"])
-        image = draw_region_boxes(_open_rgb(_visual(source, folder, where), where), boxes)
+        image = draw_region_boxes(_open_rgb(resolve_visual(source, folder, where, bad_visual="raise"), where), boxes)
         qa_info = _literal(_require(row, "qa_info", where), "qa_info", where)
         if not isinstance(qa_info, dict):
             raise TheWorldUserError(f"{where}: 'qa_info' must be a dict with type and category")
@@ -351,18 +269,9 @@ def load_spatialrgpt_bench(
         fallbacks += "scoring_note" in extra
         meta = {"benchmark": "spatialrgpt-bench", "qa_type": qa_type, "answer_text": answer, "bbox": boxes}
         meta.update({"text_q": row.get("text_q"), **extra})
-        items.append(
-            EvalItem(
-                id=str(row.get("id") if row.get("id") is not None else index),
-                question=question,
-                choices=choices,
-                answer=target,
-                visuals=[image],
-                category=category or None,
-                kind=kind,  # type: ignore[arg-type]
-                meta=meta,
-            )
-        )
+        item_id = str(row.get("id") if row.get("id") is not None else index)
+        item = EvalItem(item_id, question, choices, target, [image], category or None, kind, meta)  # type: ignore[arg-type]
+        items.append(item)
     if fallbacks:
         logger.warning("%s: %d metric/direction answers had no readable value; judged as free text", data, fallbacks)
     return _check_unique(items, data)
@@ -374,49 +283,21 @@ def load_spatialrgpt_bench(
 def load_jsonl(
     data: str, image_folder: str | None = None, split: str | None = None, limit: int | None = None
 ) -> list[EvalItem]:
-    """The generic QA format; kind is the record's "kind", else "choice" with choices and
-    "qualitative_free" without. `split` only picks a file when `data` is a folder."""
-    rows, default_folder = read_rows(data, None, split, limit)
-    folder = _folder(image_folder, default_folder)
+    """The generic QA format (`theworld.data.qa.read_qa`); `split` only picks a file when `data` is a folder."""
+    rows, folder = read_rows(data, None, split, limit, image_folder)
     items = []
     for where, row in rows:
-        choices = row.get("choices")
-        if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)):
-            raise TheWorldUserError(f"{where}: 'choices' must be a list of strings")
-        visuals: list[Any] = []
-        if row.get("image") is not None:
-            visuals.append(_visual(row["image"], folder, where))
-        for key in ("images", "video"):
-            value = row.get(key)
-            if value is None:
-                continue
-            if key == "video" and isinstance(value, str) and value.strip():  # a video file or a folder of frames
-                try:
-                    visuals.append(resolve_clip(value, folder))
-                except UnreadableVisual as err:
-                    raise TheWorldUserError(f"{where}: clip {err}") from err
-                continue
-            if not isinstance(value, list) or not value:
-                raise TheWorldUserError(f"{where}: {key!r} must be a non-empty list of paths (or, for 'video', a video file)")
-            paths = [_visual(v, folder, where) for v in value]
-            visuals.extend(paths if key == "images" else [paths])
+        choices, visuals = read_qa(row, where, folder, bad_visual="raise")
         answer = row.get("answer")
-        items.append(
-            EvalItem(
-                id=str(_require(row, "id", where)),
-                question=str(_require(row, "question", where)),
-                choices=choices or None,
-                answer=None if answer is None else str(answer),
-                visuals=visuals,
-                category=row.get("category"),
-                kind=row.get("kind") or ("choice" if choices else "qualitative_free"),
-                meta={"benchmark": "jsonl", "source": where},
-            )
-        )
+        item_id, question = str(_require(row, "id", where)), str(_require(row, "question", where))
+        kind = row.get("kind") or ("choice" if choices else "qualitative_free")
+        meta = {"benchmark": "jsonl", "source": where}
+        answer = None if answer is None else str(answer)
+        items.append(EvalItem(item_id, question, choices or None, answer, visuals, row.get("category"), kind, meta))
     return _check_unique(items, data)
 
 
-BENCHMARKS: dict[str, Loader] = {
+BENCHMARKS: dict[str, Callable[..., list[EvalItem]]] = {
     "blink-relative-depth": load_blink_relative_depth,
     "blink-spatial-relation": load_blink_spatial_relation,
     "vsr": load_vsr,

@@ -1,8 +1,7 @@
 """Compare evaluation runs (`theworld eval` folders): accuracies with intervals, and paired tests.
 
-A few points on ~130 items are noise unless a paired test says otherwise, so every difference
-comes with a paired-bootstrap interval and McNemar's p on the items both runs answered. A run
-whose metrics.json disagrees with its own predictions (stale or truncated) is rejected.
+A few points on ~130 items are noise, so every difference comes with a paired-bootstrap interval and
+McNemar's p on the common items; a run whose metrics.json disagrees with its predictions is rejected.
 """
 
 from __future__ import annotations
@@ -104,20 +103,10 @@ def load_run(path: str | Path, n_boot: int = 2000, seed: int = 0) -> Run:
             f"gives {mean:.4f} over {len(scores)} items (stale or truncated run?)"
         )
     ci = metrics.get("ci95")
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
-        ci95 = (float(ci[0]), float(ci[1]))
-    else:
-        ci95 = bootstrap_ci(list(scores.values()), n_boot=n_boot, seed=seed)
-    return Run(
-        name=folder.name,
-        path=folder,
-        model=str(metrics.get("model") or "?"),
-        control=str(metrics.get("control") or "none"),
-        accuracy=accuracy,
-        n=n,
-        ci95=ci95,
-        scores=scores,
-    )
+    valid = isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci)
+    ci95 = (float(ci[0]), float(ci[1])) if valid else bootstrap_ci(list(scores.values()), n_boot=n_boot, seed=seed)
+    model, control = str(metrics.get("model") or "?"), str(metrics.get("control") or "none")
+    return Run(folder.name, folder, model, control, accuracy, n, ci95, scores)
 
 
 def compare_pair(a: Run, b: Run, n_boot: int = 2000, seed: int = 0) -> Pair | None:
@@ -128,18 +117,8 @@ def compare_pair(a: Run, b: Run, n_boot: int = 2000, seed: int = 0) -> Pair | No
     xa = [a.scores[i] for i in common]
     xb = [b.scores[i] for i in common]
     diff = paired_bootstrap(xa, xb, n_boot=n_boot, seed=seed)
-    binary = all(v in (0.0, 1.0) for v in xa + xb)
-    return Pair(
-        a=a.name,
-        b=b.name,
-        n=len(common),
-        acc_a=sum(xa) / len(xa),
-        acc_b=sum(xb) / len(xb),
-        diff=diff.diff,
-        lo=diff.lo,
-        hi=diff.hi,
-        p_mcnemar=mcnemar(xa, xb) if binary else None,
-    )
+    p_mcnemar = mcnemar(xa, xb) if all(v in (0.0, 1.0) for v in xa + xb) else None
+    return Pair(a.name, b.name, len(common), sum(xa) / len(xa), sum(xb) / len(xb), *diff, p_mcnemar)
 
 
 def _pct(x: float) -> str:
@@ -148,12 +127,8 @@ def _pct(x: float) -> str:
 
 def render_markdown(runs: Sequence[Run], pairs: Sequence[tuple[Run, Run, Pair | None]], image_name: str) -> str:
     """The report: one row per run, then one row per pair of runs (percentage points)."""
-    lines = [
-        "# Evaluation comparison",
-        "",
-        "| system | model | control | accuracy (%) | 95% CI | n |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["| system | model | control | accuracy (%) | 95% CI | n |", "|---|---|---|---|---|---|"]
+    lines = ["# Evaluation comparison", "", *header]
     for run in runs:
         ci = f"[{_pct(run.ci95[0])}, {_pct(run.ci95[1])}]"
         lines.append(f"| {run.name} | {run.model} | {run.control} | {_pct(run.accuracy)} | {ci} | {run.n} |")
@@ -188,26 +163,15 @@ def plot_accuracies(runs: Sequence[Run], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     xs = list(range(len(runs)))
-    accs = [100.0 * r.accuracy for r in runs]
-    err = [
-        [max(0.0, 100.0 * (r.accuracy - r.ci95[0])) for r in runs],
-        [max(0.0, 100.0 * (r.ci95[1] - r.accuracy)) for r in runs],
-    ]
-    ax.bar(xs, accs, yerr=err, capsize=6, color="#4c72b0")
+    below = [max(0.0, 100.0 * (r.accuracy - r.ci95[0])) for r in runs]
+    above = [max(0.0, 100.0 * (r.ci95[1] - r.accuracy)) for r in runs]
+    ax.bar(xs, [100.0 * r.accuracy for r in runs], yerr=[below, above], capsize=6, color="#4c72b0")
     ax.set_xticks(xs, [r.name for r in runs], rotation=20, ha="right")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy with 95% CI")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def _unique_names(runs: list[Run]) -> None:
-    """Folders with the same basename (a/out, b/out) are told apart by their full path."""
-    names = [r.name for r in runs]
-    for run in runs:
-        if names.count(run.name) > 1:
-            run.name = str(run.path)
 
 
 def compare_runs(out_dirs: Sequence[str | Path], output: str | Path, n_boot: int = 2000, seed: int = 0) -> Path:
@@ -217,7 +181,10 @@ def compare_runs(out_dirs: Sequence[str | Path], output: str | Path, n_boot: int
     if n_boot < 1:
         raise TheWorldUserError(f"n_boot must be >= 1, got {n_boot}")
     runs = [load_run(d, n_boot=n_boot, seed=seed) for d in out_dirs]
-    _unique_names(runs)
+    names = [r.name for r in runs]
+    for run in runs:  # folders with the same basename (a/out, b/out) are told apart by their full path
+        if names.count(run.name) > 1:
+            run.name = str(run.path)
     pairs = []
     for a, b in combinations(runs, 2):
         pair = compare_pair(a, b, n_boot=n_boot, seed=seed)

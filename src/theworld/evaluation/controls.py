@@ -1,20 +1,15 @@
-"""Controls: the same evaluation with the world path removed, blanked or given the wrong scene
-(`none`, `world-off`, `zero-world`, `shuffled-world`; what each rules out: docs/evaluation.md).
+"""Controls: the same evaluation with the world path removed, blanked, given the wrong scene or, for rollout
+models, without imagination (what each rules out: docs/evaluation.md).
 
-Rollout models (world_rollout_frames K > 0) add `zero-rollout` (the K imagined frames' tokens
-zeroed, observed kept) and `no-rollout` (the same checkpoint with K = 0), so a rollout result is
-always shown against the same model without imagination.
-
-Shuffling keeps every prompt unchanged, so donors come only from items with the same visual
-signature (same world token count), as a seeded cyclic permutation (Sattolo's algorithm) that
-never maps an item to itself; a group of one is an error, not a silent fixed point.
+Shuffled donors come only from items of the same visual signature, so prompts are unchanged, as a seeded
+cyclic permutation (Sattolo's algorithm) that never maps an item to itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -37,37 +32,31 @@ def uses_world(control: str) -> bool:
 
 
 @contextlib.contextmanager
-def zero_world(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, the world projector returns zeros of its normal output's shape and dtype.
-
-    The world placeholders therefore carry all-zero embeddings while the rest of the forward
-    (bidirectional world block, positions, counters) is unchanged. The hook is removed on exit,
-    also when the block raises.
-    """
+def projector_hook(model: torch.nn.Module, hook: Callable[..., Any], required: str | None) -> Iterator[None]:
+    """Within the block, `hook` is a forward hook on the world projector; without one, `required` is the error."""
     projector = getattr(model, "world_projector", None)
     if projector is None:
-        raise TheWorldUserError("the zero-world control needs a model with a world projector (enable_world=True)")
-
-    def to_zeros(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(output)
-
-    handle = projector.register_forward_hook(to_zeros)
+        if required is not None:
+            raise TheWorldUserError(required)
+        yield
+        return
+    handle = projector.register_forward_hook(hook)
     try:
         yield
     finally:
         handle.remove()
 
 
-@contextlib.contextmanager
-def zero_rollout(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block, the world projector's tokens of imagined frames are zeros; observed ones are kept.
+def zero_world(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """Within the block the world projector returns zeros: the world block is there, its features are not."""
+    needs = "the zero-world control needs a model with a world projector (enable_world=True)"
+    return projector_hook(model, lambda _module, _inputs, output: torch.zeros_like(output), needs)
 
-    The projector puts each item's K imagined frames' tokens after its observed ones, so the last
-    K x tokens_per_frame rows of every item are the imagined ones. The hook is removed on exit.
-    """
-    projector = getattr(model, "world_projector", None)
+
+def zero_rollout(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """Within the block the projector's tokens of the K imagined frames (each item's last ones) are zeros."""
     rollout = int(getattr(getattr(model, "config", None), "world_rollout_frames", 0) or 0)
-    if projector is None or rollout == 0:
+    if getattr(model, "world_projector", None) is None or rollout == 0:
         raise TheWorldUserError("the zero-rollout control needs a model with world rollouts (world_rollout_frames > 0)")
     imagined_tokens = rollout * model.config.world_tokens_per_frame
 
@@ -78,21 +67,13 @@ def zero_rollout(model: torch.nn.Module) -> Iterator[None]:
         output[:, -imagined_tokens:] = 0  # (N, (Tl + K) * tokens, hidden): the K frames' tokens
         return output
 
-    handle = projector.register_forward_hook(zero_imagined)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return projector_hook(model, zero_imagined, None)
 
 
 def control_context(model: torch.nn.Module, control: str) -> contextlib.AbstractContextManager:
     """What to wrap the model's forwards in for `control` (zero-world and zero-rollout change the model)."""
-    control = check_control(control)
-    if control == "zero-world":
-        return zero_world(model)
-    if control == "zero-rollout":
-        return zero_rollout(model)
-    return contextlib.nullcontext()
+    hooks = {"zero-world": zero_world, "zero-rollout": zero_rollout}
+    return hooks[control](model) if check_control(control) in hooks else contextlib.nullcontext()
 
 
 def cyclic_derangement(n: int, rng: random.Random) -> list[int]:
@@ -112,11 +93,7 @@ def visual_signature(item: EvalItem) -> tuple[int, ...]:
 
 
 def shuffled_donors(items: Sequence[EvalItem], seed: int = 0) -> list[int | None]:
-    """For each item, the index of the item whose world inputs it gets (None: it has no visuals).
-
-    Depends only on the items' order and signatures and on `seed`, so a resumed run gets the
-    same donors as the original one.
-    """
+    """For each item, the index of the item whose world inputs it gets (None: no visuals); resumable, as seeded."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for index, item in enumerate(items):
         signature = visual_signature(item)

@@ -1,18 +1,10 @@
 """The evaluation harness: items in, a model run under a control, predictions and metrics out.
 
-`evaluate(items, model, processor, output_dir, settings)` scores every item and writes
-predictions.jsonl (scored items), unscored.jsonl (unjudged or without a reference answer, kept out
-of accuracy), metrics.json and run.json (the run's identity); docs/evaluation.md lists the fields.
-Runs resume: finished items are skipped (a half-written last line is redone), and a folder holding
-a different run is refused rather than mixed (`theworld.evaluation.outputs`). Processes started by
-`accelerate launch` share the pending items and merge their shards (`theworld.processes`).
-
-Honesty check: an earlier public attempt at this design reported "world" numbers from runs that
-never passed world inputs. For every world-enabled control the harness derives from each item's
-visuals the world tokens its prompt must hold (`expected_world_tokens`), refuses a prompt that
-holds another number, and after every batch checks that what reached the world projector,
-counted by a forward hook it registers (`count_world_usage`), grew by exactly what was fed. A
-world-off run checks the opposite. A mismatch raises `WorldInputsMissingError`: no numbers.
+`evaluate` writes predictions.jsonl, unscored.jsonl, metrics.json and run.json (docs/evaluation.md);
+runs resume (`theworld.evaluation.outputs`) and `accelerate launch` processes share the pending items
+(`theworld.processes`). Honesty check (docs/evaluation.md): every prompt must hold the world tokens
+its visuals imply, and after every batch what reached the world projector must equal what was fed;
+a mismatch raises `WorldInputsMissingError` and no numbers are written.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +24,14 @@ import torch
 from tqdm import tqdm
 
 from theworld.errors import TheWorldUserError
-from theworld.evaluation.controls import check_control, control_context, shuffled_donors, uses_world, visual_signature
+from theworld.evaluation.controls import (
+    check_control,
+    control_context,
+    projector_hook,
+    shuffled_donors,
+    uses_world,
+    visual_signature,
+)
 from theworld.evaluation.items import EvalItem
 from theworld.evaluation.outputs import (  # noqa: F401  (PREDICTIONS, UNSCORED, METRICS: their names here too)
     METRICS,
@@ -52,6 +51,7 @@ from theworld.evaluation.scoring import (
     count_world_tokens,
     encode_prompt,
     generate_answers,
+    pack_groups,
     score_continuations,
 )
 from theworld.evaluation.stats import bootstrap_ci
@@ -61,15 +61,12 @@ logger = logging.getLogger(__name__)
 
 
 class WorldInputsMissingError(TheWorldUserError):
-    """A world-enabled evaluation whose forwards did not all receive the world tokens they needed
-    (or a world-off run that did receive some). Raised instead of reporting numbers."""
+    """The world path did not get exactly the world tokens the items need: raised instead of reporting numbers."""
 
 
 @dataclass
 class EvalSettings:
-    """How items are run. `batch_size` bounds the choice rows of the items prefilled together (an
-    item's choices are never split), or the prompts generated together; `seed` drives the
-    shuffled-world donors and the bootstrap."""
+    """How items are run; `seed` drives the shuffled-world donors and the bootstrap."""
 
     control: str = "none"
     batch_size: int = 8
@@ -80,20 +77,14 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         check_control(self.control)
-        if self.batch_size < 1:
-            raise TheWorldUserError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise TheWorldUserError(f"max new tokens must be >= 1, got {self.max_new_tokens}")
+        for label, value in (("batch size", self.batch_size), ("max new tokens", self.max_new_tokens)):
+            if value < 1:
+                raise TheWorldUserError(f"{label} must be >= 1, got {value}")
         if self.padding_side not in ("left", "right"):
             raise TheWorldUserError(f"padding side must be 'left' or 'right', got {self.padding_side!r}")
 
 
 # ------------------------------------------------------------------------------------ world audit
-
-
-def expected_world_tokens(item: EvalItem, config: Any) -> int:
-    """World tokens the item's prompt must hold: per visual, latent frames x tokens per frame."""
-    return sum(config.world_tokens_for_frames(frames) for frames in visual_signature(item))
 
 
 @dataclass
@@ -106,73 +97,56 @@ class WorldUsage:
 
 @contextlib.contextmanager
 def count_world_usage(model: torch.nn.Module) -> Iterator[WorldUsage]:
-    """Within the block, a forward hook on the world projector counts what the model received.
-
-    The projector runs once per forward that carries world inputs, on (items, tokens, hidden); a
-    model without one (world off) can receive none. The hook is removed on exit.
-    """
+    """Within the block, a forward hook on the world projector counts what the model received."""
     usage = WorldUsage()
-    projector = getattr(model, "world_projector", None)
-    if projector is None:
-        yield usage
-        return
 
     def count(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         usage.world_forward_count += 1
         usage.world_token_count += output.shape[0] * output.shape[1]
 
-    handle = projector.register_forward_hook(count)
-    try:
+    with projector_hook(model, count, required=None):
         yield usage
-    finally:
-        handle.remove()
 
 
+@dataclass
 class WorldAudit:
     """Compares what reached the world path (`usage`) with what the harness fed and the items need."""
 
-    def __init__(self, usage: WorldUsage, world_run: bool) -> None:
-        self.usage = usage
-        self.world_run = world_run
-        self.start_forwards = usage.world_forward_count
-        self.start_tokens = usage.world_token_count
-        self.feed = WorldFeed()
-        self.required_tokens = 0  # sum over items run of each item's expected world tokens (one prefill each)
+    usage: Any  # WorldUsage, or anything with its two counters
+    world_run: bool
+    feed: WorldFeed = field(default_factory=WorldFeed)
+    required_tokens: int = 0  # sum over items run of each item's expected world tokens (one prefill each)
+
+    def __post_init__(self) -> None:
+        self.start = (self.usage.world_forward_count, self.usage.world_token_count)
 
     def require(self, tokens: int) -> None:
         self.required_tokens += tokens
 
     def seen(self) -> tuple[int, int]:
-        forwards = self.usage.world_forward_count - self.start_forwards
-        tokens = self.usage.world_token_count - self.start_tokens
-        return forwards, tokens
+        return self.usage.world_forward_count - self.start[0], self.usage.world_token_count - self.start[1]
 
     def verify(self) -> None:
         """Raise `WorldInputsMissingError` unless every forward got exactly the world tokens its items need."""
         forwards, tokens = self.seen()
         if not self.world_run:
             if forwards or tokens or self.feed.forwards:
-                raise WorldInputsMissingError(
-                    f"world-off run, yet the model received world tokens ({tokens} in {forwards} forwards)"
-                )
+                message = f"world-off run, yet the model received world tokens ({tokens} in {forwards} forwards)"
+                raise WorldInputsMissingError(message)
             return
         problems = []
         if self.feed.tokens != self.required_tokens:
             problems.append(f"the items need {self.required_tokens} world tokens but {self.feed.tokens} were fed")
         if tokens != self.required_tokens:
-            problems.append(
-                f"the world projector's world_token_count grew by {tokens}, expected {self.required_tokens}"
-            )
+            problems.append(f"the world projector's world_token_count grew by {tokens}, expected {self.required_tokens}")
         if forwards != self.feed.projector_calls:
             problems.append(
                 f"the world projector's world_forward_count grew by {forwards}, expected {self.feed.projector_calls} "
                 "(one per clip length in each forward with world inputs)"
             )
         if problems:
-            raise WorldInputsMissingError(
-                "world-enabled evaluation did not feed the world path as required: " + "; ".join(problems)
-                + ". No metrics were written."
-            )
+            message = "world-enabled evaluation did not feed the world path as required: " + "; ".join(problems)
+            raise WorldInputsMissingError(message + ". No metrics were written.")
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -185,22 +159,17 @@ def _accuracy_block(values: Sequence[bool], n_boot: int, seed: int) -> dict[str,
     return {"accuracy": sum(values) / len(values), "n": len(values), "ci95": [lo, hi]}
 
 
-def compute_metrics(
-    records: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0
-) -> dict[str, Any]:
-    """Accuracy with a bootstrap 95% interval over scored records, by category and by kind;
-    unscored records are only counted (unjudged, no reference answer)."""
+def compute_metrics(records: Iterable[Mapping[str, Any]], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Accuracy with a bootstrap 95% interval, by category and kind; unscored records are only counted."""
     records = list(records)
     scored = [r for r in records if r.get("correct") is not None]
     correct = [bool(r["correct"]) for r in scored]
     metrics = _accuracy_block(correct, n_boot, seed)
-    by_category: dict[str, list[bool]] = defaultdict(list)
-    by_kind: dict[str, list[bool]] = defaultdict(list)
-    for r in scored:
-        by_category[str(r.get("category") or "(none)")].append(bool(r["correct"]))
-        by_kind[str(r.get("kind"))].append(bool(r["correct"]))
-    metrics["per_category"] = {c: _accuracy_block(v, n_boot, seed) for c, v in sorted(by_category.items())}
-    metrics["per_kind"] = {k: _accuracy_block(v, n_boot, seed) for k, v in sorted(by_kind.items())}
+    for name, key, missing in (("per_category", "category", "(none)"), ("per_kind", "kind", "None")):
+        groups: dict[str, list[bool]] = defaultdict(list)
+        for r in scored:
+            groups[str(r.get(key) or missing)].append(bool(r["correct"]))
+        metrics[name] = {g: _accuracy_block(v, n_boot, seed) for g, v in sorted(groups.items())}
     reasons = [r.get("unscored_reason") for r in records if r.get("correct") is None]
     metrics["n_items"] = len(records)
     metrics["unjudged"] = reasons.count("unjudged")
@@ -216,36 +185,26 @@ def compute_metrics(
 # ------------------------------------------------------------------------------------ the harness
 
 
-def _world_pixels_of(processor: Any, item: EvalItem) -> torch.Tensor:
-    """An item's world pixels (visuals, 3, T, S, S) made by the processor's own `world_pixels`."""
-    arrays = [processor.world_pixels(Clip(v) if isinstance(v, (list, tuple)) else v) for v in item.visuals]
-    return torch.from_numpy(np.stack(arrays))
-
-
+@dataclass
 class _Runner:
     """State shared by the batches of one `evaluate` call."""
 
-    def __init__(self, items, model, processor, settings: EvalSettings, judge, audit: WorldAudit) -> None:
-        self.items = items
-        self.model = model
-        self.processor = processor
-        self.settings = settings
-        self.judge = judge
-        self.audit = audit
-        self.tokenizer = processor.tokenizer
-        self.world_run = uses_world(settings.control)
-        self.donors = shuffled_donors(items, settings.seed) if settings.control == "shuffled-world" else None
-        self.world_token_id = getattr(model.config, "world_token_id", None) if self.world_run else getattr(
-            processor, "world_token_id", None
-        )
+    items: Sequence[EvalItem]
+    model: Any
+    processor: Any
+    settings: EvalSettings
+    judge: Any
+    audit: WorldAudit
 
-    def required_tokens(self, item: EvalItem) -> int:
-        """World tokens one row of this item must carry, from its visuals alone (never from its prompt)."""
-        return expected_world_tokens(item, self.model.config) if self.world_run else 0
+    def __post_init__(self) -> None:
+        self.tokenizer = self.processor.tokenizer
+        self.world_run = uses_world(self.settings.control)
+        shuffled = self.settings.control == "shuffled-world"
+        self.donors = shuffled_donors(self.items, self.settings.seed) if shuffled else None
+        self.world_token_id = getattr(self.model.config if self.world_run else self.processor, "world_token_id", None)
 
-    # -- prompts
     def prepare(self, indices: Sequence[int]) -> list[EncodedPrompt]:
-        """Encode the items' prompts, check their world blocks, and attach (possibly donor) world latents."""
+        """Encode the items' prompts, check their world blocks, attach (donor) world latents, require their world tokens."""
         prompts = []
         for index in indices:
             item = self.items[index]
@@ -254,7 +213,8 @@ class _Runner:
             except (OSError, ValueError) as err:  # unreadable image, frame count the processor refuses
                 raise TheWorldUserError(f"item {item.id!r}: cannot build its prompt ({err})") from err
             found = count_world_tokens(prompt.input_ids, self.world_token_id)
-            expected = self.required_tokens(item)
+            # per visual, latent frames x tokens per frame: from the visuals alone, never from the prompt
+            expected = sum(map(self.model.config.world_tokens_for_frames, visual_signature(item))) if self.world_run else 0
             if found != expected or (expected and prompt.world is None):
                 raise WorldInputsMissingError(
                     f"item {item.id!r}: its prompt holds {found} world tokens"
@@ -263,10 +223,14 @@ class _Runner:
                     "processor's enable_world the model's?"
                 )
             if self.world_run and expected and self.donors is not None:
-                donor_pixels = _world_pixels_of(self.processor, self.items[self.donors[index]])
+                # the donor's world pixels (visuals, 3, T, S, S), as the processor makes them
+                donor = [Clip(v) if isinstance(v, (list, tuple)) else v for v in self.items[self.donors[index]].visuals]
+                donor_pixels = torch.from_numpy(np.stack([self.processor.world_pixels(v) for v in donor]))
                 if donor_pixels.shape != prompt.world.shape:  # same signature, so this is a bug
-                    raise RuntimeError(f"item {item.id!r}: donor world shape {tuple(donor_pixels.shape)} != own {tuple(prompt.world.shape)}")
+                    shapes = f"{tuple(donor_pixels.shape)} != own {tuple(prompt.world.shape)}"
+                    raise RuntimeError(f"item {item.id!r}: donor world shape {shapes}")
                 prompt.world = donor_pixels
+            self.audit.require(expected)
             prompts.append(prompt)
         if self.world_run:
             self._encode_world(prompts)
@@ -276,7 +240,9 @@ class _Runner:
         """World pixels -> latents with the model's VAE, once per item (not per choice), batched by shape."""
         encoder = getattr(self.model, "world_encoder", None)
         if encoder is None:
-            raise TheWorldUserError("the model has no world encoder (Cosmos VAE) to encode world pixels: load it with a cosmos model name")
+            raise TheWorldUserError(
+                "the model has no world encoder (Cosmos VAE) to encode world pixels: load it with a cosmos model name"
+            )
         device = next(encoder.parameters()).device
         by_shape: dict[tuple[int, ...], list[EncodedPrompt]] = defaultdict(list)
         for prompt in prompts:
@@ -295,19 +261,17 @@ class _Runner:
 
     def _base_record(self, index: int, prompt: EncodedPrompt) -> dict[str, Any]:
         item = self.items[index]
-        record: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category}
-        record["world_tokens"] = count_world_tokens(prompt.input_ids, self.world_token_id)
+        world_tokens = count_world_tokens(prompt.input_ids, self.world_token_id)
+        record: dict[str, Any] = {"id": item.id, "kind": item.kind, "category": item.category, "world_tokens": world_tokens}
         if self.donors is not None and self.donors[index] is not None:
             record["world_from"] = self.items[self.donors[index]].id
         return record
 
-    # -- choice items
     def run_choices(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         prompts = self.prepare(indices)
         rows: list[tuple[int, list[int]]] = []
         for p, index in enumerate(indices):
             item = self.items[index]
-            self.audit.require(self.required_tokens(item))  # its prompt, world block included, runs once
             for choice in item.choices or []:
                 ids = self.tokenizer(choice, add_special_tokens=False)["input_ids"]
                 if not ids:
@@ -325,23 +289,16 @@ class _Runner:
             item_scores = logliks[position : position + len(choices)]
             position += len(choices)
             prediction = choices[int(np.argmax(item_scores))]
+            correct = None if item.answer is None else prediction == item.answer
             record = self._base_record(index, prompts[p])
-            record.update(
-                prediction=prediction,
-                target=item.answer,
-                correct=None if item.answer is None else prediction == item.answer,
-                scores=dict(zip(choices, item_scores)),
-            )
+            record.update(prediction=prediction, target=item.answer, correct=correct, scores=dict(zip(choices, item_scores)))
             if item.answer is None:
                 record["unscored_reason"] = "no reference answer"
             records.append(record)
         return records
 
-    # -- free-form items
     def run_generation(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         prompts = self.prepare(indices)
-        for index in indices:
-            self.audit.require(self.required_tokens(self.items[index]))
         answers = generate_answers(
             self.model, self.tokenizer, prompts, self.settings.max_new_tokens, self.settings.batch_size, self.audit.feed
         )
@@ -357,33 +314,13 @@ class _Runner:
     def _verdict(self, item: EvalItem, prediction: str) -> dict[str, Any]:
         if item.answer is None:
             return {"correct": None, "unscored_reason": "no reference answer"}
-        if item.kind == "numeric":
-            score = score_numeric(prediction, item.answer)
-            return {"correct": score["correct"], "score": score}
-        if item.kind == "clock":
-            score = score_clock(prediction, item.answer)
+        if item.kind in ("numeric", "clock"):
+            score = (score_numeric if item.kind == "numeric" else score_clock)(prediction, item.answer)
             return {"correct": score["correct"], "score": score}
         if self.judge is None:
             return {"correct": None, "unscored_reason": "unjudged"}
         verdict = self.judge.judge(item.question, item.answer, prediction)
         return {"correct": verdict.correct, "judge_reason": verdict.reason}
-
-
-def _groups(indices: Sequence[int], items: Sequence[EvalItem], batch_size: int, rows_of) -> list[list[int]]:
-    """Consecutive items whose rows fill about one batch (an item never straddles two groups)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    rows = 0
-    for index in indices:
-        n = rows_of(items[index])
-        if current and rows + n > batch_size:
-            groups.append(current)
-            current, rows = [], 0
-        current.append(index)
-        rows += n
-    if current:
-        groups.append(current)
-    return groups
 
 
 def evaluate(
@@ -396,17 +333,7 @@ def evaluate(
     info: Mapping[str, Any] | None = None,
     processes: Processes | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `items` under `settings.control`, write the output files, return the metrics.
-
-    `model`/`processor` must match the control: world-off needs a model and processor loaded with
-    `enable_world=False` (see `theworld.evaluation.loading.load_model`); every other control a
-    world-enabled pair. `info` (model, benchmark, data, split, ...) is recorded in run.json and
-    metrics.json; with the control and seed it is the identity a resumed run must match.
-
-    With `processes` (several, as `accelerate launch` starts them) every process calls this with
-    the same items; each runs its share of the pending items into its own shard, and the main
-    process merges the shards and computes the metrics, which every process returns.
-    """
+    """Evaluate `items` under `settings.control`, write the output files, return the metrics (docs/evaluation.md)."""
     settings = settings or EvalSettings()
     processes = processes or Processes()
     if not items:
@@ -455,10 +382,10 @@ def evaluate(
     audit = WorldAudit(WorldUsage(), world_run)
     runner = _Runner(items, model, processor, settings, judge, audit)
     started = time.perf_counter()
-    choice_items = [i for i in mine if items[i].kind == "choice"]
-    free_items = [i for i in mine if items[i].kind != "choice"]
-    work = [(runner.run_choices, g) for g in _groups(choice_items, items, settings.batch_size, lambda it: len(it.choices))]
-    work += [(runner.run_generation, g) for g in _groups(free_items, items, settings.batch_size, lambda it: 1)]
+    choice_rows = {i: len(items[i].choices or []) for i in mine if items[i].kind == "choice"}
+    work = [(runner.run_choices, g) for g in pack_groups(choice_rows, settings.batch_size)]
+    free_rows = {i: 1 for i in mine if i not in choice_rows}
+    work += [(runner.run_generation, g) for g in pack_groups(free_rows, settings.batch_size)]
     where = "" if processes.count == 1 else f" [process {processes.index + 1}/{processes.count}]"
     writer = Writer(out, rank=None if processes.count == 1 else processes.index)
     try:
@@ -476,10 +403,8 @@ def evaluate(
         writer.close()
     audit.verify()
     projector_calls, tokens = audit.seen()
-    tallies = processes.gather(
-        {"forwards": audit.feed.forwards, "projector_calls": projector_calls, "tokens": tokens,
-         "required": audit.required_tokens, "items": len(mine)}  # fmt: skip
-    )
+    tally = {"forwards": audit.feed.forwards, "projector_calls": projector_calls, "tokens": tokens}
+    tallies = processes.gather({**tally, "required": audit.required_tokens, "items": len(mine)})
     total = {key: sum(t[key] for t in tallies) for key in tallies[0]}
     wall = time.perf_counter() - started
 
@@ -490,23 +415,11 @@ def evaluate(
         if missing:  # cannot happen unless the files were changed under us
             raise TheWorldUserError(f"{out}: no prediction for {len(missing)} items (e.g. {missing[0]!r})")
         metrics = compute_metrics((records[item.id] for item in items), n_boot=settings.n_boot, seed=settings.seed)
-        metrics.update(
-            {k: v for k, v in identity.items() if k not in metrics},
-            settings=asdict(settings),
-            wall_time_s=wall,
-            processes=processes.count,
-            items_run=total["items"],
-            items_resumed=len(items) - len(pending),
-            world_tokens_seen=total["tokens"],
-            world={
-                "enabled": world_run,
-                "forwards_with_world": total["forwards"],
-                "projector_calls": total["projector_calls"],
-                "tokens_seen": total["tokens"],
-                "tokens_required": total["required"],
-                "check": "passed",
-            },
-        )
+        world = {"enabled": world_run, "forwards_with_world": total["forwards"], "projector_calls": total["projector_calls"]}
+        world.update(tokens_seen=total["tokens"], tokens_required=total["required"], check="passed")
+        metrics.update({k: v for k, v in identity.items() if k not in metrics}, settings=asdict(settings), wall_time_s=wall)
+        metrics.update(processes=processes.count, items_run=total["items"], items_resumed=len(items) - len(pending))
+        metrics.update(world_tokens_seen=total["tokens"], world=world)
         (out / METRICS).write_text(json.dumps(json_safe(metrics), indent=2) + "\n", encoding="utf-8")
         logger.info(
             "%s: accuracy %s over n=%d (%d unjudged) in %.1fs",

@@ -1,9 +1,7 @@
 """One evaluation question, whatever benchmark it came from, and its chat-format `Sample`.
 
-`kind` says how an answer is scored, decided once at load time from the benchmark's own
-annotation: "choice" (log-likelihood over `choices`), "numeric" (a metric quantity, see
-`parsing`), "clock" (a clock direction) or "qualitative_free" (LLM judge). The prompt is
-`theworld.data.qa.format_question`, the one training uses.
+`kind`, decided at load time, says how an answer is scored: "choice" (log-likelihood over `choices`),
+"numeric" or "clock" (`parsing`), or "qualitative_free" (LLM judge).
 """
 
 from __future__ import annotations
@@ -11,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from theworld.data.qa import format_question
+from theworld.data.qa import qa_sample
 from theworld.data.sample import Sample
 from theworld.errors import TheWorldUserError
-from theworld.processing.video import VideoFile
 
 Kind = Literal["choice", "numeric", "clock", "qualitative_free"]
 KINDS: tuple[str, ...] = ("choice", "numeric", "clock", "qualitative_free")
@@ -22,8 +19,7 @@ KINDS: tuple[str, ...] = ("choice", "numeric", "clock", "qualitative_free")
 
 @dataclass
 class EvalItem:
-    """A benchmark question with its visuals (image paths, `PIL.Image`s or clips, in prompt order)
-    and reference answer (None only where the split withholds answers, e.g. BLINK test)."""
+    """A benchmark question, its visuals in prompt order, and its answer (None where the split withholds it)."""
 
     id: str
     question: str
@@ -51,20 +47,6 @@ class EvalItem:
 
 
 def to_sample(item: EvalItem, answer: str | None = None) -> Sample:
-    """The item as a chat `Sample`: visuals then the question; with `answer`, the scored assistant
-    turn (one sample per choice), without it the generation prompt."""
-    content: list[dict[str, Any]] = []
-    for visual in item.visuals:
-        if isinstance(visual, VideoFile):
-            content.append({"type": "video", "video": visual})
-        elif isinstance(visual, (list, tuple)):
-            content.append({"type": "video", "video": list(visual)})
-        else:
-            content.append({"type": "image", "image": visual})
-    content.append({"type": "text", "text": format_question(item.question, item.choices)})
-    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-    if answer is not None:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-    meta = dict(item.meta)
-    meta.update({"category": item.category, "kind": item.kind})
-    return Sample(id=item.id, messages=messages, meta=meta)
+    """The item as a chat `Sample`: with `answer` the scored assistant turn, without it the generation prompt."""
+    meta = {**item.meta, "category": item.category, "kind": item.kind}
+    return qa_sample(item.id, item.visuals, item.question, item.choices, answer, meta)

@@ -1,9 +1,7 @@
-"""An LLM judge for free-text answers, over any OpenAI-compatible `/chat/completions` server.
+"""An LLM judge for free-text answers, over any OpenAI-compatible `/chat/completions` server (urllib only).
 
-SpatialRGPT-Bench's qualitative answers are sentences no string match scores fairly. The client
-uses only urllib, so a local server or a hosted API can judge without a new dependency. A reply
-that is not `{"correct": true|false, "reason": ...}` raises `JudgeError`, never a guessed
-verdict. Credentials never reach a message or a log (`redact`, docs/evaluation.md).
+A reply that is not `{"correct": true|false, "reason": ...}` raises `JudgeError`, never a guessed
+verdict; credentials never reach a message or a log (`redact`).
 """
 
 from __future__ import annotations
@@ -35,9 +33,7 @@ SYSTEM_PROMPT = (
 REDACTED = "[REDACTED]"
 _SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|auth|signature|sig)", re.IGNORECASE)
 # `Authorization: Bearer abc`, `"authorization": "Basic abc"`, `Bearer abc` alone
-_AUTH_VALUE = re.compile(
-    r"""(authorization["']?\s*[:=]\s*["']?)(?:(bearer|basic|token)\s+)?[^\s"',;}]+""", re.IGNORECASE
-)
+_AUTH_VALUE = re.compile(r"""(authorization["']?\s*[:=]\s*["']?)(?:(bearer|basic|token)\s+)?[^\s"',;}]+""", re.IGNORECASE)
 _BEARER = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE)
 
 
@@ -101,21 +97,14 @@ def parse_verdict(content: str) -> Verdict:
         raise JudgeError(f"judge reply is not JSON ({err}): {content[:200]!r}", raw=content) from err
     if not isinstance(data, dict) or not isinstance(data.get("correct"), bool):
         raise JudgeError(f'judge reply lacks a boolean "correct": {content[:200]!r}', raw=content)
-    reason = data.get("reason", "")
-    return Verdict(correct=data["correct"], reason=str(reason), raw=content)
+    return Verdict(correct=data["correct"], reason=str(data.get("reason", "")), raw=content)
 
 
 class OpenAIJudge:
-    """Judges (question, reference, prediction) triples with a chat model at `base_url` (the API root,
-    e.g. `http://127.0.0.1:8000/v1`); temperature 0 keeps verdicts repeatable."""
+    """Judges answers with a chat model at `base_url` (the API root); temperature 0 keeps verdicts repeatable."""
 
     def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None = None,
-        timeout: float = 60.0,
-        max_tokens: int = 256,
+        self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0, max_tokens: int = 256
     ) -> None:
         parts = urllib.parse.urlsplit(base_url)  # the path gets /chat/completions, before any query
         full = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
@@ -124,19 +113,16 @@ class OpenAIJudge:
             raise TheWorldUserError(
                 f"the judge at {shown} got credentials twice (user:password in the URL and an API key): give one"
             )
-        self.url = url  # what requests go to: no user:password in it
-        self.shown_url = shown  # what messages print
+        self.url, self.shown_url = url, shown  # requests go to `url` (no user:password), messages print `shown_url`
         self.model = model
         self.api_key = api_key
-        self._basic = None
-        if user or password:
-            self._basic = base64.b64encode(f"{urllib.parse.unquote(user or '')}:{urllib.parse.unquote(password or '')}".encode()).decode()
-        query_secrets = tuple(v for k, v in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query) if _SECRET_QUERY.search(k))
-        self._secrets = tuple(
-            s for s in (api_key, password, urllib.parse.unquote(password or ""), self._basic, *query_secrets) if s
-        )
         self.timeout = timeout
         self.max_tokens = max_tokens
+        user, password = urllib.parse.unquote(user or ""), urllib.parse.unquote(password or "")
+        self._basic = base64.b64encode(f"{user}:{password}".encode()).decode() if user or password else None
+        query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)
+        query_secrets = tuple(v for k, v in query if _SECRET_QUERY.search(k))
+        self._secrets = tuple(s for s in (api_key, parts.password, password, self._basic, *query_secrets) if s)
 
     def build_request(self, question: str, reference: str, prediction: str) -> dict[str, Any]:
         """The request body; separate so tests and logs can see exactly what the judge was asked."""
@@ -149,25 +135,19 @@ class OpenAIJudge:
             "response_format": {"type": "json_object"},
         }
 
-    def _redact(self, text: str) -> str:
-        return redact(text, self._secrets)
-
     def _post(self, body: dict[str, Any]) -> str:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        elif self._basic:
-            headers["Authorization"] = f"Basic {self._basic}"
+        auth = f"Bearer {self.api_key}" if self.api_key else f"Basic {self._basic}" if self._basic else None
+        headers = {"Content-Type": "application/json", **({"Authorization": auth} if auth else {})}
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.read().decode("utf-8", errors="replace")
         except urllib.error.HTTPError as err:
-            detail = self._redact(err.read().decode("utf-8", errors="replace"))
+            detail = redact(err.read().decode("utf-8", errors="replace"), self._secrets)
             raise JudgeError(f"judge at {self.shown_url} returned HTTP {err.code}: {detail[:200]}", raw=detail) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
             # the cause is dropped (`from None`): urllib's own texts may quote the URL
-            raise JudgeError(f"judge at {self.shown_url} unreachable: {self._redact(str(err))}") from None
+            raise JudgeError(f"judge at {self.shown_url} unreachable: {redact(str(err), self._secrets)}") from None
 
     def judge(self, question: str, reference: str, prediction: str) -> Verdict:
         """One verdict; raises `JudgeError` on transport errors or a malformed reply."""
@@ -175,14 +155,14 @@ class OpenAIJudge:
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]
         except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-            raw = self._redact(raw)
+            raw = redact(raw, self._secrets)
             raise JudgeError(f"judge response is not a chat completion: {raw[:200]!r}", raw=raw) from None
         if not isinstance(content, str):
-            raw = self._redact(raw)
+            raw = redact(raw, self._secrets)
             raise JudgeError(f"judge message content is not text: {raw[:200]!r}", raw=raw)
         try:
             verdict = parse_verdict(content)
         except JudgeError as err:
-            raise JudgeError(self._redact(str(err)), raw=self._redact(content)) from None
+            raise JudgeError(redact(str(err), self._secrets), raw=redact(content, self._secrets)) from None
         logger.debug("judge verdict %s: %s", verdict.correct, verdict.reason)
         return verdict

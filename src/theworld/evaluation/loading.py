@@ -1,8 +1,5 @@
-"""The model and processor an evaluation control needs, loaded by `theworld.model.checkpoints`
-from whatever `TheWorld.from_pretrained` accepts. World-enabled controls need the Cosmos VAE
-(items arrive as pixels); `world-off` loads the same checkpoint with `enable_world=False`:
-Gemma 3 exactly, with whatever Gemma weights the checkpoint holds; `no-rollout` loads a rollout
-checkpoint with `world_rollout_frames=0` (a checkpoint without rollouts is refused).
+"""The model and processor an evaluation control needs: `world-off` loads the checkpoint with `enable_world=False`
+(Gemma 3 exactly), `no-rollout` with `world_rollout_frames=0`; the world-enabled ones need the Cosmos VAE.
 """
 
 from __future__ import annotations
@@ -13,13 +10,10 @@ import torch
 
 from theworld.errors import TheWorldUserError
 from theworld.evaluation.controls import check_control, uses_world
-from theworld.model.checkpoints import check_model_path, load_pretrained
+from theworld.model.checkpoints import check_model_path, load_pretrained, resolve
 
 DTYPES: dict[str, torch.dtype | None] = {
-    "auto": None,
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
+    "auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16
 }
 
 
@@ -48,22 +42,18 @@ def load_model(
     device: str | None = "auto",
     safety_checker: Any = None,
 ) -> tuple[Any, Any]:
-    """(model, processor) for evaluating the checkpoint at `path` under `control`, in eval mode.
-
-    `safety_checker`: the Cosmos guardrail that checks a rollout model's (K > 0) world-model prompt;
-    None loads cosmos_guardrail's. Only `theworld.testing`'s `TinyTestSafetyChecker` may stand in,
-    and only for tiny test world models (`world_model.guardrail.check_world_model_prompt` refuses
-    it for any real-size DiT).
-    """
+    """(model, processor) for evaluating `path` under `control`, in eval mode. `safety_checker`: None loads
+    cosmos_guardrail's; only `theworld.testing`'s `TinyTestSafetyChecker` may stand in, for tiny test world models."""
     world = uses_world(check_control(control))
-    path = check_model_path(path, not_found="model not found: {name} (no such folder, and not a Hub id such as 'owner/name')")
+    not_found = "model not found: {name} (no such folder, and not a Hub id such as 'owner/name')"
+    path = check_model_path(path, not_found=not_found)
     target = resolve_device(device)
     settings: dict[str, Any] = {} if world else {"enable_world": False}
     if control == "no-rollout":
-        from theworld.model.checkpoints import resolve
-
         if not resolve(path).config.world_rollout_frames:
-            raise TheWorldUserError(f"control 'no-rollout' needs a model with world rollouts; {path} has world_rollout_frames=0")
+            raise TheWorldUserError(
+                f"control 'no-rollout' needs a model with world rollouts; {path} has world_rollout_frames=0"
+            )
         settings["world_rollout_frames"] = 0
     if cosmos_model_name and world:
         settings["cosmos_model_name"] = cosmos_model_name

@@ -1,11 +1,9 @@
-"""Reading metric quantities and clock directions out of free-text answers, and scoring them.
+"""Reading metric quantities and clock directions out of free-text answers, and scoring them, deterministically.
 
-SpatialRGPT-Bench scores quantities by relative error (success at <= 25%) and directions by clock
-position; its protocol has an LLM convert texts to numbers, a deterministic parser is
-reproducible and testable. Conventions: "Region [0]" references are removed first; "1,200" loses
-its separator; units m, cm, mm, km, in/", ft/', yd, mile(s) (a bare "in" only when no word
-follows); 5'10" and "5 ft 10 in" add up; ranges give their midpoint; number words are read before
-a unit; the first quantity with a unit wins, else the first bare number in meters.
+Conventions: "Region [0]" references are removed first; "1,200" loses its separator; units m, cm, mm,
+km, in/", ft/', yd, mile(s) (a bare "in" only when no word follows); 5'10" and "5 ft 10 in" add up;
+ranges give their midpoint; number words are read before a unit; the first quantity with a unit wins,
+else the first bare number in meters.
 """
 
 from __future__ import annotations
@@ -17,32 +15,19 @@ from typing import Any
 
 from theworld.errors import TheWorldUserError
 
-# canonical unit -> meters
-_UNIT_METERS: dict[str, float] = {
-    "m": 1.0,
-    "cm": 0.01,
-    "mm": 0.001,
-    "km": 1000.0,
-    "in": 0.0254,
-    "ft": 0.3048,
-    "yd": 0.9144,
-    "mi": 1609.344,
-}
-
-# Alternatives are tried in order: longer spellings before their prefixes.
-_UNIT_PATTERNS: list[tuple[str, str]] = [
-    ("mm", r"mm|millimet(?:er|re)s?"),
-    ("cm", r"cm|centimet(?:er|re)s?"),
-    ("km", r"km|kilomet(?:er|re)s?"),
-    ("mi", r"miles?"),
-    ("m", r"met(?:er|re)s?|m"),
-    ("in", r"inch(?:es)?|\"|''|in(?=\s*(?:$|[^a-z\s]))"),
-    ("ft", r"feet|foot|ft|'"),
-    ("yd", r"yards?|yds?"),
+# canonical unit, its spellings (tried in order: longer spellings before their prefixes), meters
+_UNITS: list[tuple[str, str, float]] = [
+    ("mm", r"mm|millimet(?:er|re)s?", 0.001),
+    ("cm", r"cm|centimet(?:er|re)s?", 0.01),
+    ("km", r"km|kilomet(?:er|re)s?", 1000.0),
+    ("mi", r"miles?", 1609.344),
+    ("m", r"met(?:er|re)s?|m", 1.0),
+    ("in", r"inch(?:es)?|\"|''|in(?=\s*(?:$|[^a-z\s]))", 0.0254),
+    ("ft", r"feet|foot|ft|'", 0.3048),
+    ("yd", r"yards?|yds?", 0.9144),
 ]
-_UNIT_RE = re.compile(
-    r"\s*-?\s*(?:" + "|".join(f"(?P<{name}>{pattern})" for name, pattern in _UNIT_PATTERNS) + r")(?![a-z])"
-)
+_UNIT_METERS = {name: meters for name, _, meters in _UNITS}
+_UNIT_RE = re.compile(r"\s*-?\s*(?:" + "|".join(f"(?P<{name}>{pattern})" for name, pattern, _ in _UNITS) + r")(?![a-z])")
 _NUMBER_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|\.\d+)")
 _REGION_RE = re.compile(r"region\s*\[\s*\d+\s*\]|\[\s*\d+\s*\]")
 _THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -57,7 +42,7 @@ _ONES = [
 _TENS = {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 WORD_NUMBERS: dict[str, int] = {word: value for value, word in enumerate(_ONES)} | _TENS
 _TENS_ALL = {"twenty": 20} | _TENS
-_UNIT_AHEAD = r"(?=\s*-?\s*(?:" + "|".join(p for _, p in _UNIT_PATTERNS) + r")(?![a-z]))"
+_UNIT_AHEAD = r"(?=\s*-?\s*(?:" + "|".join(p for _, p, _ in _UNITS) + r")(?![a-z]))"
 _COMPOUND_WORD_RE = re.compile(
     r"\b(" + "|".join(_TENS_ALL) + r")[\s-](one|two|three|four|five|six|seven|eight|nine)\b" + _UNIT_AHEAD
 )
@@ -67,9 +52,7 @@ _CLOCK_RE = re.compile(r"(?<![\w.])(\d{1,2}|" + "|".join(_ONES[1:13]) + r")(?::0
 
 
 # curly quotes and primes, as models and people type them, to the ASCII ' and "
-_PLAIN_QUOTES = str.maketrans(
-    {"\u2018": "'", "\u2019": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"', "\u2033": '"'}
-)
+_PLAIN_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"', "\u2033": '"'})
 
 
 def _normalise(text: str) -> str:
@@ -97,12 +80,9 @@ class _Token:
 def _tokens(text: str) -> list[_Token]:
     out: list[_Token] = []
     for match in _NUMBER_RE.finditer(text):
-        unit_match = _UNIT_RE.match(text, match.end())
-        if unit_match:
-            unit = next(name for name, _ in _UNIT_PATTERNS if unit_match.group(name) is not None)
-            out.append(_Token(float(match.group(1)), unit, match.start(), unit_match.end()))
-        else:
-            out.append(_Token(float(match.group(1)), None, match.start(), match.end()))
+        unit = _UNIT_RE.match(text, match.end())  # its one named group that matched is the unit
+        end = unit.end() if unit else match.end()
+        out.append(_Token(float(match.group(1)), unit.lastgroup if unit else None, match.start(), end))
     return out
 
 
@@ -126,13 +106,11 @@ def _quantities(text: str) -> list[tuple[float, bool]]:
             continue
         # 2-3 m, 2 to 3 m, between 2 and 3 m, 2 m - 3 m
         if nxt and nxt.unit and tok.unit in (None, nxt.unit) and _RANGE_GAP_RE.fullmatch(gap):
-            is_and = gap.strip() == "and"
-            if not is_and or re.search(r"between\s*$", text[: tok.start]):
+            if gap.strip() != "and" or re.search(r"between\s*$", text[: tok.start]):
                 out.append(((_meters(tok, nxt.unit) + _meters(nxt)) / 2.0, True))
                 i += 2
                 continue
-        followed_by_letter = re.match(r"[a-z]", text[tok.end : tok.end + 1]) is not None
-        if tok.unit or not followed_by_letter:
+        if tok.unit or not re.match(r"[a-z]", text[tok.end : tok.end + 1]):  # a bare number not followed by a letter
             out.append((_meters(tok), tok.unit is not None))
         i += 1
     return out
@@ -143,10 +121,7 @@ def parse_quantity(text: str | None) -> float | None:
     if not text:
         return None
     found = _quantities(_words_to_digits(_normalise(text)))
-    for value, had_unit in found:
-        if had_unit:
-            return value
-    return found[0][0] if found else None
+    return next((value for value, had_unit in found if had_unit), found[0][0] if found else None)
 
 
 def parse_clock(text: str | None) -> int | None:
@@ -171,8 +146,7 @@ def clock_distance(a: int, b: int) -> int:
 
 
 def score_numeric(pred_text: str | None, target_text: str) -> dict[str, Any]:
-    """Relative error of a predicted quantity and success at 10/25/50% (`correct`: 25%). An
-    unreadable prediction fails; an unreadable target is a data error and raises."""
+    """Relative error and success at 10/25/50% (`correct`: 25%); an unreadable target is a data error."""
     target = parse_quantity(target_text)
     if target is None:
         raise TheWorldUserError(f"reference answer has no quantity: {target_text!r}")

@@ -1,27 +1,9 @@
 """Running a model on evaluation prompts: choice log-likelihoods and greedy answers, each prompt computed once.
 
-These functions know nothing about controls or benchmarks: they take prompts a processor encoded
-(`encode_prompt`) and work for `TheWorld` and plain `Gemma3ForConditionalGeneration` alike, which
-lets a test check that the world-off control scores exactly like Gemma 3.
-
-**One prompt, one forward.** The choices of an item share everything up to the answer: its
-image, its world block and its question. `prefill` runs a batch of prompts once (left-padded,
-with their images and world inputs, Gemma's bidirectional image/world masks from
-`token_type_ids`) and keeps the KV cache; a choice is then only its own tokens, run from that
-cache (`score_continuations`: the cache rows are repeated once per choice, the continuations go
-through one small batched forward with the prompt's mask and explicit positions). Gemma 3's
-hybrid cache keeps its sliding-window layers at the window, as during `generate`. Images (SigLIP)
-and world features (the projector) run once per item, not once per choice.
-
-A choice's score is the summed log-probability of its tokens (tokenized on their own, appended to
-the generation prompt) as the assistant's answer, in float64. Its first token is scored from the
-prompt's last logits, so single-token choices need no second forward at all. The scores equal a
-full forward of prompt + choice per row (`theworld.testing.reference`) to 1e-4 in float32
-(tested: prompts of different lengths, padding, every control). Free-form items decode greedily
-from the same prefill (`generate_answers`; tested token for token against `model.generate`).
-
-Every forward carrying world inputs (a prefill) is tallied in a `WorldFeed`, which the harness
-compares with what reached the model and what the items need.
+Model-agnostic (`TheWorld` and plain Gemma 3 alike, so world-off can be checked against Gemma 3).
+A batch of prompts is prefilled once and keeps its KV cache; each choice then runs only its own
+tokens from that cache, and free-form answers decode greedily from it (docs/evaluation.md,
+"Scoring"). Every forward carrying world inputs is tallied in a `WorldFeed` for the harness's audit.
 """
 
 from __future__ import annotations
@@ -40,11 +22,7 @@ WORLD_KEYS = ("world_pixel_values", "world_latents")
 
 @dataclass
 class EncodedPrompt:
-    """One item's generation prompt as the processor encoded it, and the inputs its forward needs.
-
-    `world` holds the item's world inputs under `world_key` (the processor's world pixels, or
-    latents the harness computed from them); None when the prompt has no world block.
-    """
+    """One item's encoded generation prompt; `world` holds its world inputs under `world_key` (None: no world block)."""
 
     id: str
     input_ids: torch.Tensor  # (L,) long
@@ -60,9 +38,7 @@ class EncodedPrompt:
 
 @dataclass
 class WorldFeed:
-    """What was fed to the model with world inputs: forwards (one per prefill), the world
-    projector calls they imply (one per clip length in the forward: the model encodes each
-    length on its own), and world placeholder tokens in those forwards' input ids."""
+    """What was fed with world inputs: forwards, the projector calls they imply, world placeholder tokens."""
 
     forwards: int = 0
     projector_calls: int = 0
@@ -80,16 +56,10 @@ def encode_prompt(processor: Any, item: EvalItem) -> EncodedPrompt:
     out = processor.apply_chat_template(
         sample.messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
-    input_ids = out["input_ids"][0]
-    token_type_ids = out.get("token_type_ids")
-    world = out.get("world_pixel_values")
-    return EncodedPrompt(
-        id=item.id,
-        input_ids=input_ids,
-        token_type_ids=token_type_ids[0] if token_type_ids is not None else torch.zeros_like(input_ids),
-        pixel_values=out.get("pixel_values"),
-        world=world if world is None else torch.as_tensor(world),
-    )
+    input_ids, token_type_ids, world = out["input_ids"][0], out.get("token_type_ids"), out.get("world_pixel_values")
+    token_type_ids = token_type_ids[0] if token_type_ids is not None else torch.zeros_like(input_ids)
+    world = world if world is None else torch.as_tensor(world)
+    return EncodedPrompt(item.id, input_ids, token_type_ids, out.get("pixel_values"), world)
 
 
 def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> int:
@@ -101,12 +71,7 @@ def count_world_tokens(input_ids: torch.Tensor, world_token_id: int | None) -> i
 
 
 def _world_inputs(model: torch.nn.Module, prompts: Sequence[EncodedPrompt]) -> dict[str, torch.Tensor]:
-    """The prompts' world inputs as one tensor (visuals in prompt order), time-padded when lengths differ.
-
-    Items of different clip lengths share a forward: the shorter ones are zero-padded along time
-    and `world_latent_frames` gives every visual's own latent frames (the model encodes each
-    from its own frames only).
-    """
+    """The prompts' world inputs as one tensor; shorter clips are zero-padded, `world_latent_frames` says by how much."""
     worlds = [p for p in prompts if p.world is not None]
     if not worlds:
         return {}
@@ -126,7 +91,8 @@ def _world_inputs(model: torch.nn.Module, prompts: Sequence[EncodedPrompt]) -> d
     if all(t.shape[2] == longest for t in tensors):
         return {key: torch.cat(tensors), **imagined}
     geometry = model.config.world_geometry
-    frames = [t.shape[2] if key == "world_latents" else geometry.latent_frames(t.shape[2]) for t in tensors for _ in range(t.shape[0])]
+    lengths = [t.shape[2] if key == "world_latents" else geometry.latent_frames(t.shape[2]) for t in tensors]
+    frames = [length for t, length in zip(tensors, lengths) for _ in range(t.shape[0])]
     padded = torch.cat([F.pad(t, (0, 0, 0, 0, 0, longest - t.shape[2])) for t in tensors])  # (N, C, longest, H, W)
     return {key: padded, "world_latent_frames": torch.tensor(frames, dtype=torch.long), **imagined}
 
@@ -138,11 +104,7 @@ def collate(
     padding_side: str,
     pad_token_id: int,
 ) -> tuple[dict[str, Any], list[int]]:
-    """Model inputs for rows (prompt index, continuation ids), and each row's start offset.
-
-    Image pixels and world inputs come once per row, in row order (each row its own copy): rows
-    are normally one per prompt (`prefill`); the full-forward reference gives one per choice.
-    """
+    """Model inputs for rows (prompt index, continuation ids), and each row's start offset."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     param = model.get_input_embeddings().weight
@@ -162,12 +124,8 @@ def collate(
         token_type_ids[r, start : start + len(prompt)] = prompt.token_type_ids.long()
         attention_mask[r, start : start + length] = 1
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    inputs: dict[str, Any] = {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-        "token_type_ids": token_type_ids.to(device),
-        "position_ids": position_ids.to(device),
-    }
+    tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    inputs: dict[str, Any] = {name: t.to(device) for name, t in {**tensors, "position_ids": position_ids}.items()}
     row_prompts = [prompts[p] for p, _ in rows]
     # Image and world features are scattered in row-major placeholder order: concatenating them
     # in row order keeps every row with its own visuals.
@@ -199,11 +157,7 @@ def prefill(
     pad_token_id: int = 0,
     feed: WorldFeed | None = None,
 ) -> Prefill:
-    """Run the prompts once (images, world blocks, bidirectional masks) and keep their cache.
-
-    Only the last prompt token's logits are computed (`logits_to_keep`): a 262k vocabulary over
-    a 560-token prompt would otherwise dominate the memory.
-    """
+    """Run the prompts once and keep their cache and last-token logits (`logits_to_keep`: the vocabulary is 262k)."""
     inputs, offsets = collate(model, prompts, [(p, ()) for p in range(len(prompts))], padding_side, pad_token_id)
     last = [start + len(prompt) - 1 for start, prompt in zip(offsets, prompts)]  # each prompt's last token
     keep = sorted(set(last))  # left padding: one column for every row
@@ -211,51 +165,41 @@ def prefill(
         out = model(**inputs, use_cache=True, logits_to_keep=torch.tensor(keep, device=inputs["input_ids"].device))
     if feed is not None and any(k in inputs for k in WORLD_KEYS):
         lengths = inputs.get("world_latent_frames")
-        feed.add(
-            count_world_tokens(inputs["input_ids"], getattr(model.config, "world_token_id", None)),
-            projector_calls=1 if lengths is None else len(set(lengths.tolist())),
-        )
-    rows = torch.arange(len(prompts))
-    columns = torch.tensor([keep.index(t) for t in last])
-    return Prefill(
-        cache=out.past_key_values,
-        attention_mask=inputs["attention_mask"],
-        next_positions=torch.tensor([len(p) for p in prompts], device=inputs["input_ids"].device),
-        last_logits=out.logits[rows, columns].float(),  # (B, V)
-    )
+        tokens = count_world_tokens(inputs["input_ids"], getattr(model.config, "world_token_id", None))
+        feed.add(tokens, projector_calls=1 if lengths is None else len(set(lengths.tolist())))
+    next_positions = torch.tensor([len(p) for p in prompts], device=inputs["input_ids"].device)
+    last_logits = out.logits[torch.arange(len(prompts)), torch.tensor([keep.index(t) for t in last])].float()  # (B, V)
+    return Prefill(out.past_key_values, inputs["attention_mask"], next_positions, last_logits)
 
 
 # ------------------------------------------------------------------------------------------------
 # choices
 
 
-def _prompt_groups(rows_per_prompt: dict[int, list[int]], batch_size: int) -> list[list[int]]:
-    """Consecutive prompts whose rows fill at most `batch_size` (a prompt with more rows goes alone:
-    its choices always share its prefill)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    count = 0
-    for p, row_ids in rows_per_prompt.items():
-        if current and count + len(row_ids) > batch_size:
-            groups.append(current)
-            current, count = [], 0
-        current.append(p)
-        count += len(row_ids)
-    if current:
-        groups.append(current)
-    return groups
+def pack_groups(sizes: dict[int, int], batch_size: int) -> list[list[int]]:
+    """Consecutive keys whose sizes sum to at most `batch_size` (a larger one alone): an item's rows are never split."""
+    groups: list[list[int]] = [[]]
+    filled = 0
+    for key, size in sizes.items():
+        if groups[-1] and filled + size > batch_size:
+            groups.append([])
+            filled = 0
+        groups[-1].append(key)
+        filled += size
+    return [group for group in groups if group]
+
+
+def _from_cache(model: torch.nn.Module, state: Prefill, ids: torch.Tensor, mask: Any, positions: Any) -> torch.Tensor:
+    """Logits of `ids` run after the prefill's cache (which they extend), at `positions`."""
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=state.cache, use_cache=True)
+    return out.logits
 
 
 def _continuation_logprobs(
     model: torch.nn.Module, state: Prefill, owners: Sequence[int], continuations: Sequence[Sequence[int]], pad_token_id: int
 ) -> list[float]:
-    """Summed log-probabilities of each continuation after its prompt (row `owners[r]` of `state`).
-
-    The first token is scored from the prompt's last logits. The rest: the cache rows are
-    repeated per continuation (`batch_select_indices`, in place: the prefill is used once) and
-    tokens 0..n-2 of every continuation go through one forward, right-padded (causal: padding
-    after a row never changes its logits), at positions prompt length + j.
-    """
+    """Summed log-probabilities of each continuation after its prompt (row `owners[r]` of the prefill)."""
     device = state.last_logits.device
     index = torch.tensor(list(owners), device=device)
     targets = [torch.as_tensor(list(c), dtype=torch.long, device=device) for c in continuations]
@@ -270,14 +214,8 @@ def _continuation_logprobs(
             mask[r, : len(t) - 1] = 1
         state.cache.batch_select_indices(index.to(state.attention_mask.device))
         positions = state.next_positions[index][:, None] + torch.arange(width, device=device)
-        with torch.no_grad():
-            logits = model(
-                input_ids=ids,
-                attention_mask=torch.cat([state.attention_mask[index], mask], dim=1),
-                position_ids=positions,
-                past_key_values=state.cache,
-                use_cache=True,
-            ).logits  # (R, width, V)
+        mask = torch.cat([state.attention_mask[index], mask], dim=1)
+        logits = _from_cache(model, state, ids, mask, positions)  # (R, width, V)
         for r, t in enumerate(targets):
             if len(t) > 1:
                 rest = logits[r, : len(t) - 1].float().log_softmax(-1).gather(-1, t[1:, None]).squeeze(-1)
@@ -294,11 +232,7 @@ def score_continuations(
     pad_token_id: int = 0,
     feed: WorldFeed | None = None,
 ) -> list[float]:
-    """Summed log-probability of each row's continuation ids after its prompt (float64 sums).
-
-    `rows` are (index into `prompts`, continuation token ids). Prompts are prefilled in groups
-    whose rows number at most `batch_size` (a prompt's rows are never split), each prompt once.
-    """
+    """Summed log-probability (float64) of each row's (prompt index, token ids) continuation after its prompt."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows_per_prompt: dict[int, list[int]] = {}
@@ -307,7 +241,7 @@ def score_continuations(
             raise ValueError(f"item {prompts[p].id!r}: an empty continuation has no tokens to score")
         rows_per_prompt.setdefault(p, []).append(i)
     scores: list[float] = [0.0] * len(rows)
-    for group in _prompt_groups(rows_per_prompt, batch_size):
+    for group in pack_groups({p: len(r) for p, r in rows_per_prompt.items()}, batch_size):
         state = prefill(model, [prompts[p] for p in group], padding_side, pad_token_id, feed)
         row_ids = [i for p in group for i in rows_per_prompt[p]]
         owners = [g for g, p in enumerate(group) for _ in rows_per_prompt[p]]
@@ -341,11 +275,7 @@ class Generation:
 
 
 def greedy_tokens(model: torch.nn.Module, state: Prefill, max_new_tokens: int, stops: Sequence[int]) -> list[list[int]]:
-    """Greedy decoding from a prefill: each row's new tokens, up to and including its first stop token.
-
-    One token per forward for the whole batch, from the cache; a finished row keeps decoding
-    (its tokens are dropped) so the batch stays rectangular, as `generate` does.
-    """
+    """Greedy decoding from a prefill: each row's new tokens up to its first stop token, as `generate` gives."""
     tokens = state.last_logits.argmax(-1)  # (B,)
     mask, positions = state.attention_mask, state.next_positions
     out: list[list[int]] = [[] for _ in range(tokens.shape[0])]
@@ -358,14 +288,7 @@ def greedy_tokens(model: torch.nn.Module, state: Prefill, max_new_tokens: int, s
         if all(done) or step == max_new_tokens - 1:
             break
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        with torch.no_grad():
-            logits = model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=positions[:, None] + step,
-                past_key_values=state.cache,
-                use_cache=True,
-            ).logits[:, -1]  # (B, V)
+        logits = _from_cache(model, state, tokens[:, None], mask, positions[:, None] + step)[:, -1]  # (B, V)
         tokens = logits.float().argmax(-1)
     return out
 
@@ -391,12 +314,6 @@ def generate_answers(
         for new in greedy_tokens(model, state, max_new_tokens, stops):
             stopped = bool(new) and new[-1] in stops
             kept = new[:-1] if stopped else new
-            answers.append(
-                Generation(
-                    text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                    raw=tokenizer.decode(kept, skip_special_tokens=False),
-                    num_tokens=len(kept),
-                    stopped=stopped,
-                )
-            )
+            text = tokenizer.decode(kept, skip_special_tokens=True).strip()
+            answers.append(Generation(text, tokenizer.decode(kept, skip_special_tokens=False), len(kept), stopped))
     return answers

@@ -1,7 +1,4 @@
-"""Uncertainty for accuracies on small benchmarks (~130 items: +-8 points at 95%), and paired tests
-between two systems on the same items (paired bootstrap, McNemar's exact test). Seeded; the exact
-binomial tail uses integer arithmetic, so scipy is not needed.
-"""
+"""Uncertainty on small benchmarks (~130 items: +-8 points at 95%) and paired tests (bootstrap, exact McNemar)."""
 
 from __future__ import annotations
 
@@ -30,11 +27,15 @@ def _as_array(values: Sequence[bool | float], name: str) -> np.ndarray:
     return x
 
 
-def _bootstrap_means(columns: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Means of `columns` (k, n) over `n_boot` resamples of the n items: shape (n_boot, k).
+def _paired(a: Sequence[bool | float], b: Sequence[bool | float]) -> tuple[np.ndarray, np.ndarray]:
+    xa, xb = _as_array(a, "a"), _as_array(b, "b")
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
+    return xa, xb
 
-    The same item indices are used for every column, which is what makes a paired bootstrap.
-    """
+
+def _bootstrap_means(columns: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Means of `columns` (k, n) over `n_boot` resamples of the items, the same for every column (paired)."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     n = columns.shape[1]
@@ -65,34 +66,22 @@ def bootstrap_ci(
 
 
 def paired_bootstrap(
-    a: Sequence[bool | float],
-    b: Sequence[bool | float],
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
+    a: Sequence[bool | float], b: Sequence[bool | float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05
 ) -> PairedDiff:
-    """Difference of means a - b on the same items, with a paired bootstrap interval (pairing removes
-    the item-difficulty variance both systems share)."""
-    xa, xb = _as_array(a, "a"), _as_array(b, "b")
-    if xa.shape != xb.shape:
-        raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
+    """Difference of means a - b on the same items, with a paired bootstrap interval."""
+    xa, xb = _paired(a, b)
     means = _bootstrap_means(np.stack([xa, xb]), n_boot, seed)
     lo, hi = _interval(means[:, 0] - means[:, 1], alpha)
     return PairedDiff(float(xa.mean() - xb.mean()), lo, hi)
 
 
-def _as_binary(values: Sequence[bool | float], name: str) -> np.ndarray:
-    x = _as_array(values, name)
-    if not np.all((x == 0.0) | (x == 1.0)):
-        raise ValueError(f"{name}: McNemar's test needs right/wrong (0/1) outcomes")
-    return x.astype(bool)
-
-
 def mcnemar(a: Sequence[bool | float], b: Sequence[bool | float]) -> float:
     """Two-sided exact McNemar p-value: p = min(1, 2 P[X <= min(n01, n10)]), X ~ Bin(n01 + n10, 1/2)."""
-    xa, xb = _as_binary(a, "a"), _as_binary(b, "b")
-    if xa.shape != xb.shape:
-        raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
+    xa, xb = _paired(a, b)
+    for name, x in (("a", xa), ("b", xb)):
+        if not np.all((x == 0.0) | (x == 1.0)):
+            raise ValueError(f"{name}: McNemar's test needs right/wrong (0/1) outcomes")
+    xa, xb = xa.astype(bool), xb.astype(bool)
     only_a = int(np.sum(xa & ~xb))
     only_b = int(np.sum(~xa & xb))
     n = only_a + only_b
