@@ -1,16 +1,6 @@
 """A disk cache of normalised world latents, so the frozen VAE encodes each training visual once
-(encoding a 512x512 frame costs far more than the rest of an `align` step). Layout and guarantees
-are in docs/training.md (Latent cache); in short:
-
-- keys are the sha256 of a visual's float32 world pixels plus the preprocessing settings, so a
-  preprocessing change misses instead of hitting stale latents; each shard also records file
-  aliases (path, size, mtime_ns) -> key, so an unchanged file is looked up without decoding;
-- the manifest records the encoder's identity (config and encoder weights hashes, latents
-  mean/std) and the settings; a mismatch is refused naming each difference, or cleared on
-  `on_stale="rebuild"`; the stat of the VAE files lets training skip re-hashing them;
-- shards are written atomically under a temporary name that names the writer (host, pid), with a
-  sha256 per tensor that `latents_for` checks (`LatentCacheCorruptError`).
-"""
+(encoding a 512x512 frame costs far more than the rest of an `align` step). Keys, manifest, checksums
+and atomic shards: docs/training.md (Latent cache)."""
 
 from __future__ import annotations
 
@@ -75,8 +65,7 @@ class LatentCacheMissError(TheWorldUserError):
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """The preprocessing and storage settings latents depend on; `world_num_frames` is recorded,
-    not compared (a longer clip is another key)."""
+    """The settings latents depend on; `world_num_frames` is recorded, not compared (a longer clip is another key)."""
 
     world_image_size: int
     world_num_frames: int = 1
@@ -121,8 +110,7 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class EncoderFingerprint:
-    """Identity of a world encoder: what decides its latents. `source` and `files` (the stat of
-    the VAE files) are not compared; `files` lets a later run trust this identity unread."""
+    """What decides an encoder's latents; `files` (the VAE files' stat, not compared) lets a later run trust it unread."""
 
     config_sha256: str
     weights_sha256: str
@@ -167,8 +155,7 @@ def tensor_sha256(tensor: torch.Tensor, digest: Any = None) -> str:
 
 
 def fingerprint_encoder(encoder: CosmosWorldEncoder, source: str = "") -> EncoderFingerprint:
-    """Hash a loaded world encoder's VAE config and its `encoder.*`/`quant_conv.*` tensors as held
-    (a bf16 encoder differs from the fp32 one, as its latents do)."""
+    """Hash a loaded encoder's VAE config and encoder tensors as held (a bf16 encoder's latents differ too)."""
     config = {k: v for k, v in dict(encoder.vae.config).items() if not k.startswith("_")}
     digest, dtypes = hashlib.sha256(), set()
     for name, tensor in sorted(encoder.vae.state_dict().items()):
@@ -280,12 +267,8 @@ class BuildStats:
 
 
 def share_owner(visual: Any, key: str | None, count: int) -> int:
-    """Which of `count` processes building one cache encodes `visual`.
-
-    A file (or clip of files) goes by its absolute path(s), so no process decodes another's files
-    and every occurrence of a file lands in one process; an in-memory visual goes by its content
-    key. The same picture under two paths may be encoded by two processes (both copies are valid).
-    """
+    """Which of `count` processes building one cache encodes `visual`: a file by its absolute path(s), so
+    no process decodes another's files; an in-memory visual by its content key."""
     frames = list(visual) if isinstance(visual, Clip) else [visual]
     if all(isinstance(f, str) and "://" not in f for f in frames):
         text = "|".join(os.path.abspath(f) for f in frames)
@@ -321,9 +304,8 @@ class LatentCache:
         on_stale: str = "error",
         processor: Any = None,
     ) -> LatentCache:
-        """Open (or create) the cache in `cache_dir` for this encoder (a fingerprint, or the encoder)
-        and these settings; a disagreeing manifest raises naming every difference, or is cleared
-        with `on_stale="rebuild"`. `processor`'s `world_pixels` computes keys when given."""
+        """Open (or create) the cache for this encoder and settings; a disagreeing manifest raises naming every
+        difference, or is cleared with `on_stale="rebuild"`."""
         if on_stale not in ON_STALE:
             raise ValueError(f"on_stale={on_stale!r}: expected one of {ON_STALE}")
         if isinstance(encoder_fingerprint, CosmosWorldEncoder):
@@ -417,8 +399,7 @@ class LatentCache:
             raise TheWorldUserError(f"cannot prepare {describe_visual(visual)} for the world encoder: {err}") from err
 
     def latents_for(self, visual: Any) -> torch.Tensor:
-        """Normalised latents (16, Tl, h, w) of an image or clip, in the storage dtype; a visual never
-        cached raises `LatentCacheMissError` naming it."""
+        """Normalised latents (16, Tl, h, w) of an image or clip, in the storage dtype, checksum verified."""
         key = self.key_for(visual)
         shard = self._index.get(key)
         if shard is None:
@@ -453,8 +434,7 @@ class LatentCache:
             )
 
     def _handle(self, shard: str) -> Any:
-        """An open shard; at most MAX_OPEN_SHARDS stay open (a big cache has thousands of shards,
-        more than a process may hold file descriptors). A forked dataloader worker opens its own."""
+        """An open shard; at most MAX_OPEN_SHARDS stay open (a big cache has more shards than file descriptors)."""
         if self._handles_pid != os.getpid():
             self._handles, self._handles_pid = OrderedDict(), os.getpid()
         if shard not in self._handles:
@@ -481,11 +461,8 @@ class LatentCache:
         total: int | None = None,
         share: tuple[int, int] = (0, 1),
     ) -> BuildStats:
-        """Encode every uncached unique visual of `samples` (`Sample`s or bare visuals), writing a
-        shard every `shard_size` latents, so a stopped build loses at most one shard; calling it
-        again resumes. The encoder must be the one the cache was opened for. `share=(index,
-        count)`: this is process `index` of `count` building the cache at once; it encodes only
-        the visuals `share_owner` gives it, into shards of its own (no two write one file)."""
+        """Encode every uncached visual of `samples`, a shard every `shard_size` latents, so a stopped build
+        loses at most one shard. `share=(index, count)`: encode only what `share_owner` gives process `index`."""
         if batch_size < 1 or shard_size < 1:
             raise ValueError(f"batch_size={batch_size} and shard_size={shard_size} must be positive")
         index, count = share
@@ -589,8 +566,7 @@ class LatentCache:
 
 
 def open_cache(cache_dir: str | os.PathLike, world_config: Any, encoder_source: str, on_stale: str = "error") -> LatentCache:
-    """The latent cache in `cache_dir`, checked against a run's resolved `TheWorldConfig` and VAE
-    (read only when its files changed since the build); missing, empty or stale caches raise."""
+    """The cache in `cache_dir`, checked against a run's `TheWorldConfig` and VAE (read only if its files changed)."""
     manifest_path = Path(cache_dir) / MANIFEST_NAME
     if not manifest_path.is_file():
         raise TheWorldUserError(
@@ -685,8 +661,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _remove_orphaned_temporary_files(root: Path, max_age_s: float = TMP_MAX_AGE_S) -> list[str]:
-    """Delete temporary files whose writer no longer runs on this host, and any older than
-    `max_age_s` (a writer on another host cannot be checked); return the names removed."""
+    """Delete temporary files whose writer is gone, or older than `max_age_s` (another host's cannot be checked)."""
     removed, now = [], time.time()
     for path in root.iterdir():
         match = TMP_PATTERN.match(path.name)
