@@ -1,9 +1,4 @@
-"""Which parts of TheWorld train, and how many parameters each part has.
-
-`set_trainable` is the one function that sets `requires_grad` (for `from_pretrained`'s freeze flags
-and for training stages) and records the outcome in the config's freeze flags. One count serves
-everything that reports parameters; tied weights (Gemma's LM head) count once.
-"""
+"""Which parts of TheWorld train (`set_trainable`, the one setter of `requires_grad`), and their parameter counts."""
 
 from collections.abc import Collection
 from dataclasses import dataclass, field

@@ -1,13 +1,5 @@
-"""Turn `Sample`s into training batches: one processor pass per sample, labels on answers only.
-
-Each sample is built once, as a whole conversation, through `TheWorldProcessor.apply_chat_template`
-(the call inference uses), so the model trains on the tokens it will see. Supervised are the content
-tokens of every assistant turn plus its `<end_of_turn>`; everything else is -100. Assistant turns are
-found on the token ids (the tokens after `<start_of_turn>` decode to `model\\n`), never by
-re-tokenising text. With a latent cache the world path needs no pixels. A sample longer than
-`max_length` is cut only if every image and world block stays whole and answer tokens remain;
-otherwise it is dropped (`on_truncated="drop"`, id logged) or raises (`"error"`).
-"""
+"""Turn `Sample`s into training batches through `TheWorldProcessor.apply_chat_template` (the call inference
+uses), labels on assistant turns only, found on the token ids; too-long samples are cut, dropped or refused."""
 
 from __future__ import annotations
 
@@ -58,8 +50,7 @@ class EncodedSample:
 
 
 class TheWorldCollator:
-    """`collator(samples) -> batch dict` for `TheWorld.forward` + `labels`; with `return_sample_ids`
-    also `sample_ids`, which the trainer pops to name the samples of a batch whose loss is not finite."""
+    """`collator(samples) -> batch dict` for `TheWorld.forward` + `labels` (+ `sample_ids` for error messages)."""
 
     def __init__(
         self,

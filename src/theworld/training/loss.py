@@ -1,10 +1,5 @@
-"""Causal-LM loss computed only where there is something to learn.
-
-Gemma 3 projects every position to the 262k vocabulary and upcasts all of it to fp32 before
-masking (about 10 GB at 5,000 positions x batch 2). Here the hidden states of supervised positions
-are selected first (`logits_to_keep` as a boolean mask, handled by transformers' own
-`slice_logits_to_keep`), so logits exist only for those positions, and only they go to fp32.
-"""
+"""Causal-LM loss with logits only at supervised positions (`logits_to_keep` as a mask): Gemma 3 would project
+every position to its 262k vocabulary in fp32 (about 10 GB at 5,000 positions x batch 2)."""
 
 from __future__ import annotations
 
@@ -29,9 +24,8 @@ def supervised_lm_loss(
     labels: torch.Tensor,
     num_items_in_batch: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy at supervised positions, divided by `num_items_in_batch` (the
-    supervised tokens of the whole optimizer step, so every token weighs the same however the batch
-    was split; default: this batch's). Returns (loss, supervised tokens in this batch)."""
+    """Summed cross-entropy at supervised positions / `num_items_in_batch` (the optimizer step's supervised
+    tokens; default: this batch's). Returns (loss, supervised tokens in this batch)."""
     keep = supervised_mask(labels)  # (B, L)
     targets = labels[:, 1:][keep[:, :-1]]  # (K,) in the same row-major order as the kept positions
     outputs = model(**inputs, logits_to_keep=keep)

@@ -1,15 +1,5 @@
-"""Training stages (Prismatic-style): which parts of TheWorld learn.
-
-    align     the world projector only; Gemma (vision + language) and the VAE stay frozen.
-    vision    + Gemma's vision tower and multi-modal projector; the language model stays frozen.
-    finetune  + the language model (not the vision side): all of it, or LoRA (use_lora).
-    full      + the language model and the vision side.
-
-The Cosmos VAE stays frozen unless `train_cosmos_vae=True` (stage full only). Without the world
-path (the Gemma control) `align` is an error. `apply_stage` hands the stage's parts to
-`model.parameters.set_trainable`, the one function that sets `requires_grad`, and returns the
-trainable names that checkpoints record, so a resume never loads into another trainable set.
-"""
+"""Training stages (Prismatic-style, the table in docs/training.md): a named stage decides exactly which parts
+of TheWorld learn, through `model.parameters.set_trainable`, the one function that sets `requires_grad`."""
 
 from __future__ import annotations
 
@@ -72,8 +62,7 @@ def has_lora(model: torch.nn.Module) -> bool:
 
 
 def merge_lora(model: torch.nn.Module) -> list[str]:
-    """Fold every LoRA adapter into its base linear layer (the model is a plain TheWorld again);
-    returns the base weights that changed, which then belong in the saved adapter file."""
+    """Fold every LoRA adapter into its base layer; returns the changed base weights (the saved adapter holds them)."""
     from peft.tuners.lora import LoraLayer
 
     merged: list[str] = []
@@ -118,8 +107,7 @@ def apply_stage(
     lora: LoraSettings | None = None,
     train_cosmos_vae: bool = False,
 ) -> list[str]:
-    """Exactly what `stage` trains becomes trainable (LoRA injected first with `use_lora`); returns the
-    ordered trainable names. The config's freeze flags then say which parts were trained."""
+    """Exactly what `stage` trains becomes trainable (LoRA injected first); returns the ordered trainable names."""
     parts = stage_parts(stage, use_lora, train_cosmos_vae)
     if stage == "align" and getattr(model, "world_projector", None) is None:
         raise TheWorldUserError(
