@@ -25,6 +25,11 @@ from theworld.processing.video import Clip, VideoFile, load_video
 __all__ = ["Clip", "TheWorldProcessor", "VideoFile", "world_frames_problem", "world_pixels"]
 
 PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
+# The model config's world settings the processor takes (the same names on both).
+CONFIG_KEYS = (
+    "enable_world", "world_image_size", "world_tokens_per_frame", "world_num_frames", "world_temporal_compression",
+    "world_rollout_frames",
+)  # fmt: skip
 
 
 class TheWorldProcessor(Gemma3Processor):
@@ -62,17 +67,7 @@ class TheWorldProcessor(Gemma3Processor):
     @classmethod
     def from_model_config(cls, name_or_path: str, config: Any, **kwargs: Any) -> TheWorldProcessor:
         """The tokenizer and image processor at `name_or_path`, with the world settings of a `TheWorldConfig`."""
-        geometry = config.world_geometry
-        return cls.from_pretrained(
-            name_or_path,
-            enable_world=config.enable_world,
-            world_image_size=geometry.image_size,
-            world_tokens_per_frame=geometry.tokens_per_frame,
-            world_num_frames=geometry.num_frames,
-            world_temporal_compression=geometry.temporal_compression,
-            world_rollout_frames=geometry.rollout_frames,
-            **kwargs,
-        )
+        return cls.from_pretrained(name_or_path, **{key: getattr(config, key) for key in CONFIG_KEYS}, **kwargs)
 
     @property
     def world_geometry(self) -> WorldGeometry:

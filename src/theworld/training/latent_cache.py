@@ -282,11 +282,11 @@ def share_owner(visual: Any, key: str | None, count: int) -> int:
 class LatentCache:
     """Normalised world latents on disk, keyed by visual content. Use `LatentCache.open`."""
 
-    def __init__(self, cache_dir: Path, settings: CacheSettings, fingerprint: EncoderFingerprint, processor: Any = None) -> None:
+    def __init__(self, cache_dir: Path, settings: CacheSettings, fingerprint: EncoderFingerprint) -> None:
         self.cache_dir = cache_dir
         self.settings = settings
         self.fingerprint = fingerprint
-        self._preprocessor = processor if processor is not None else settings  # its `world_pixels` makes keys
+        self._preprocessor: Any = settings  # its `world_pixels` makes keys (`build` may be given a processor)
         self._index: dict[str, str] = {}  # key -> shard file name
         self._sha256: dict[str, str] = {}  # key -> recorded checksum of its latents
         self._aliases: dict[str, str] = {}  # file alias -> key (from shards, plus this process's lookups)
@@ -299,10 +299,9 @@ class LatentCache:
     def open(
         cls,
         cache_dir: str | os.PathLike,
-        encoder_fingerprint: EncoderFingerprint | CosmosWorldEncoder | dict[str, Any],
+        encoder_fingerprint: EncoderFingerprint | CosmosWorldEncoder,
         settings: CacheSettings,
         on_stale: str = "error",
-        processor: Any = None,
     ) -> LatentCache:
         """Open (or create) the cache for this encoder and settings; a disagreeing manifest raises naming every
         difference, or is cleared with `on_stale="rebuild"`."""
@@ -310,10 +309,6 @@ class LatentCache:
             raise ValueError(f"on_stale={on_stale!r}: expected one of {ON_STALE}")
         if isinstance(encoder_fingerprint, CosmosWorldEncoder):
             encoder_fingerprint = fingerprint_encoder(encoder_fingerprint)
-        elif isinstance(encoder_fingerprint, dict):
-            encoder_fingerprint = EncoderFingerprint.from_dict(encoder_fingerprint)
-        if processor is not None:
-            _check_processor(processor, settings)
         root = Path(cache_dir)
         if root.exists() and not root.is_dir():
             raise TheWorldUserError(f"latent cache {root} exists and is not a folder")
@@ -342,7 +337,7 @@ class LatentCache:
                 if _is_cache_file(path.name) and path.is_file():
                     path.unlink()
             _write_atomic(root / MANIFEST_NAME, json.dumps(_manifest(encoder_fingerprint, settings), indent=2, sort_keys=True) + "\n")
-        return cls(root, settings, encoder_fingerprint, processor)
+        return cls(root, settings, encoder_fingerprint)
 
     def _scan(self) -> None:
         """Index every complete shard: tensor names are keys, metadata holds aliases and checksums."""

@@ -119,8 +119,7 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
                 resume, resumed_from.global_step,
             )  # fmt: skip
 
-    processor_source = local_or_id(config.model_name_or_path)
-    processor = TheWorldProcessor.from_model_config(processor_source, model.config)
+    processor = TheWorldProcessor.from_model_config(local_or_id(config.model_name_or_path), model.config)
     # Every sample checked before step 1 (clip lengths, something to learn), for the model's world settings.
     for key, dataset in (("train_data", train_dataset), ("eval_data", eval_dataset)):
         if dataset is not None:
@@ -128,42 +127,26 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
         latent_cache = open_latent_cache(config, model, [d for d in (train_dataset, eval_dataset) if d is not None])
+    # (sample ids: named in the error when a batch's loss is not finite)
     collator = TheWorldCollator(
-        processor,
-        max_length=config.max_length,
-        on_truncated=config.on_truncated,
-        latent_cache=latent_cache,
-        return_sample_ids=True,  # named in the error when a batch's loss is not finite
-    )
-    base = model.config.base_model_name_or_path
+        processor, max_length=config.max_length, on_truncated=config.on_truncated, latent_cache=latent_cache,
+        return_sample_ids=True,
+    )  # fmt: skip
     info = TrainingInfo(
-        stage=config.stage,
-        trainable_parameters=trainable,
-        base_model_name_or_path=base,
-        cosmos_model_name=model.config.cosmos_model_name,
-        enable_world=config.enable_world,
-        use_lora=config.use_lora,
+        config.stage, trainable, base_model_name_or_path=model.config.base_model_name_or_path,
+        cosmos_model_name=model.config.cosmos_model_name, enable_world=config.enable_world, use_lora=config.use_lora,
         lora=lora.to_dict() if config.use_lora else None,
         initialized_from=local_or_id(config.model_name_or_path) if previous is not None else None,
-    )
+    )  # fmt: skip
     inherited = list(previous.saved_keys) if previous is not None else []
     if config.resume_weights_only and resumed_from is not None:
         info.initialized_from = os.path.abspath(resume)
         inherited = list(resumed_from.saved_keys)
     check_process_group(config)
-    trainer = TheWorldTrainer(
-        model=model,
-        args=config,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=collator,
-        stage=config.stage,
-        trainable_names=trainable,
-        processor=processor,
-        training_info=info,
-        inherited_keys=inherited,
-    )
-    return trainer
+    return TheWorldTrainer(
+        model=model, args=config, train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator,
+        stage=config.stage, trainable_names=trainable, processor=processor, training_info=info, inherited_keys=inherited,
+    )  # fmt: skip
 
 
 def save_text_condition(trainer: Any) -> None:
@@ -272,12 +255,7 @@ def _train_locked(config: TrainConfig) -> TrainResult:
         logger.warning("%d samples were dropped for length (on_truncated=drop): %s", len(dropped), dropped[:20])
     logger.info("stage %s done after %d steps; model in %s", config.stage, trainer.state.global_step, config.output_dir)
     return TrainResult(
-        output_dir=config.output_dir,
-        global_step=trainer.state.global_step,
-        metrics=dict(result.metrics),
-        trainable_names=list(trainer.trainable_names),
-        dropped_samples=dropped,
-        trainer=trainer,
+        config.output_dir, trainer.state.global_step, dict(result.metrics), list(trainer.trainable_names), dropped, trainer
     )
 
 
