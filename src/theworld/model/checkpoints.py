@@ -162,7 +162,14 @@ def resolve(
     if config is None:
         if path is None:
             raise TheWorldUserError("TheWorld.from_pretrained(None) needs config= (and usually state_dict=)")
-        config = _config_from_dict(path, read_config_dict(path, **hub_kwargs))
+        config = read_config_dict(path, **hub_kwargs)
+        if config.get("model_type") == TheWorldConfig.model_type:
+            config = TheWorldConfig.from_dict(config)
+        elif config.get("model_type") != "gemma3":
+            raise TheWorldUserError(
+                f"{path} holds a {config.get('model_type')!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld "
+                "checkpoints"
+            )
     from_gemma = not isinstance(config, TheWorldConfig)
     if from_gemma:
         if adapter is not None:
@@ -198,17 +205,6 @@ def resolve(
         has_local = local is not None and os.path.isfile(os.path.join(local, "config.json"))
         encoder_source = local if has_local else config.cosmos_model_name
     return Resolved(config, weights, adapter, from_gemma, encoder_source, processor_source, new_vocab_size)
-
-
-def _config_from_dict(path: str, config_dict: dict[str, Any]) -> TheWorldConfig | dict[str, Any]:
-    model_type = config_dict.get("model_type")
-    if model_type == TheWorldConfig.model_type:
-        return TheWorldConfig.from_dict(config_dict)
-    if model_type == "gemma3":
-        return config_dict
-    raise TheWorldUserError(
-        f"{path} holds a {model_type!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld checkpoints"
-    )
 
 
 def _resolve_world_token_ids(config: TheWorldConfig, path: str, hub_kwargs: dict) -> int | None:
@@ -287,9 +283,12 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str],
             load_world_model(model, safety_checker, stored_in=[resolved.adapter, resolved.weights])
     if resolved.adapter is not None:
         keys = load_world_adapter(model, resolved.adapter)
+        # e.g. 'world_projector.*: 6, model.language_model.*: 2'
+        groups = Counter(".".join(k.split(".")[: 2 if k.split(".")[0] == "model" else 1]) + ".*" for k in keys)
         logger.info(
-            "world weights: %d tensors restored from %s (%s) on base checkpoint %s",
-            len(keys), os.path.join(resolved.adapter, WORLD_ADAPTER_NAME), _key_summary(keys), resolved.weights,
+            "world weights: %d tensors restored from %s (%s) on base checkpoint %s", len(keys),
+            os.path.join(resolved.adapter, WORLD_ADAPTER_NAME), ", ".join(f"{g}: {n}" for g, n in groups.items()),
+            resolved.weights,
         )  # fmt: skip
     set_trainable(model, trainable_parts(model.config))
 
@@ -316,12 +315,6 @@ def load_world_model(model: TheWorld, safety_checker: Any = None, stored_in: lis
         encoder=model.world_encoder, dtype=param.dtype, device=param.device,
     )  # fmt: skip
     model.attach_world_model(world_model)
-
-
-def _key_summary(keys: list[str]) -> str:
-    """'world_projector.*: 6, model.language_model.*: 2' for a list of state-dict keys."""
-    groups = Counter(".".join(k.split(".")[: 2 if k.split(".")[0] == "model" else 1]) + ".*" for k in keys)
-    return ", ".join(f"{group}: {n}" for group, n in groups.items())
 
 
 # ------------------------------------------------------------------------------------------------

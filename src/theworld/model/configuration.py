@@ -8,7 +8,6 @@ from typing import Any
 
 from transformers import Gemma3Config
 
-DEFAULT_COSMOS_MODEL = "nvidia/Cosmos-Predict2-2B-Video2World"
 PROJECTOR_TYPES = ("mlp", "linear")
 
 # transformers 5 configs are (strict) dataclasses whose fields are annotated class attributes;
@@ -90,11 +89,6 @@ class WorldGeometry:
     def tokens_for_frames(self, frames: int) -> int:
         """World placeholders for one image (frames=1) or clip: (latent frames + K imagined) x tokens per frame."""
         return (self.latent_frames(frames) + self.rollout_frames) * self.tokens_per_frame
-
-    @property
-    def max_positions(self) -> int:
-        """Temporal positions an item can fill: the longest clip's latent frames plus K imagined ones."""
-        return self.latent_frames(self.num_frames) + self.rollout_frames
 
     def frames_problem(self, frames: int) -> str | None:
         """Why the world path cannot take a clip of `frames` frames, or None."""

@@ -117,20 +117,12 @@ class ParameterBreakdown:
         return "\n".join([line(header), rule, *(line(row) for row in rows[:-1]), rule, line(rows[-1])])
 
 
-def _component_of(name: str) -> str:
-    if ".lora_" in name:
-        return LORA
-    for component, prefixes in COMPONENTS:
-        if name.startswith(prefixes):
-            return component
-    return OTHER
-
-
 def parameter_breakdown(model: nn.Module) -> ParameterBreakdown:
     """Count `model`'s unique parameters per component, in `COMPONENTS` order (empty ones left out)."""
     counts = {name: ComponentCount(name) for name in [c for c, _ in COMPONENTS] + [LORA, OTHER]}
     for name, param in model.named_parameters():  # tied parameters appear once, under their first name
-        count = counts[_component_of(name)]
+        component = next((c for c, prefixes in COMPONENTS if name.startswith(prefixes)), OTHER)
+        count = counts[LORA if ".lora_" in name else component]
         count.total += param.numel()
         count.trainable += param.numel() if param.requires_grad else 0
     embeddings = counts["embeddings / LM head"]

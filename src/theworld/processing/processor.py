@@ -97,9 +97,6 @@ class TheWorldProcessor(Gemma3Processor):
             return load_video(visual, self.world_num_frames, temporal_compression=self.world_temporal_compression)
         return visual
 
-    def world_block(self, visual: Any) -> str:
-        return self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
-
     def gemma_image(self, visual: Any) -> Any:
         """What Gemma's image path sees: the image, or one frame of a clip."""
         if isinstance(visual, Clip):
@@ -120,7 +117,8 @@ class TheWorldProcessor(Gemma3Processor):
             )
         out = parts[0]
         for visual, part in zip(visuals, parts[1:]):
-            out += self.world_block(visual) + self.boi_token + part
+            block = self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
+            out += block + self.boi_token + part
         return out
 
     # ------------------------------------------------------------------------------------------

@@ -257,13 +257,6 @@ class TheWorldCollator:
     def _empty_batch(self) -> dict[str, torch.Tensor]:
         """Every sample of a micro-batch was dropped: one BOS-only row with nothing to learn (loss 0)."""
         bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_token_id
-        one = torch.tensor([[bos]], dtype=torch.long)
-        batch = {
-            "input_ids": one,
-            "attention_mask": torch.ones_like(one),
-            "token_type_ids": torch.zeros_like(one),
-            "labels": torch.full_like(one, IGNORE_INDEX),
-        }
-        if self.return_sample_ids:
-            batch["sample_ids"] = []
-        return batch
+        one = torch.tensor([bos], dtype=torch.long)
+        batch = self.pad([EncodedSample("", one, torch.full_like(one, IGNORE_INDEX), torch.zeros_like(one), None, None, None)])
+        return {**batch, "sample_ids": []} if self.return_sample_ids else batch

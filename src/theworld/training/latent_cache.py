@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -336,7 +337,16 @@ class LatentCache:
             for path in root.iterdir():  # the cache's own files only, never anything else
                 if _is_cache_file(path.name) and path.is_file():
                     path.unlink()
-            _write_atomic(root / MANIFEST_NAME, json.dumps(_manifest(encoder_fingerprint, settings), indent=2, sort_keys=True) + "\n")
+            manifest = {
+                "format": CACHE_FORMAT,
+                "version": CACHE_VERSION,
+                "key_scheme": KEY_SCHEME,
+                "preprocess": PREPROCESS_VERSION,
+                "encoder": asdict(encoder_fingerprint),
+                "settings": asdict(settings),
+                "pillow_version": PIL.__version__,  # informational: resizing is PIL's bicubic
+            }
+            _write_atomic(root / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return cls(root, settings, encoder_fingerprint)
 
     def _scan(self) -> None:
@@ -469,7 +479,10 @@ class LatentCache:
                 f"the encoder given to build() is not the one latent cache {self.cache_dir} is for: " + "; ".join(problems)
             )
         if processor_like is not None:
-            _check_processor(processor_like, self.settings)
+            for name in ("world_image_size", "world_temporal_compression"):  # others would compute other keys
+                value, ours = getattr(processor_like, name, None), getattr(self.settings, name)
+                if value is not None and int(value) != ours:
+                    raise TheWorldUserError(f"the processor has {name}={value} but the latent cache settings say {ours}")
             self._preprocessor = processor_like
         _remove_orphaned_temporary_files(self.cache_dir)
         stats, seen = BuildStats(), set()
@@ -597,28 +610,6 @@ def open_for_training(train_config: Any, on_stale: str = "error") -> LatentCache
 
 # ------------------------------------------------------------------------------------------------
 # manifest and files
-
-
-def _check_processor(processor: Any, settings: CacheSettings) -> None:
-    """A processor whose world settings disagree with the cache's would compute other keys."""
-    for name in ("world_image_size", "world_temporal_compression"):
-        value = getattr(processor, name, None)
-        if value is not None and int(value) != getattr(settings, name):
-            raise TheWorldUserError(f"the processor has {name}={value} but the latent cache settings say {getattr(settings, name)}")
-
-
-def _manifest(fingerprint: EncoderFingerprint, settings: CacheSettings) -> dict[str, Any]:
-    import PIL
-
-    return {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "key_scheme": KEY_SCHEME,
-        "preprocess": PREPROCESS_VERSION,
-        "encoder": asdict(fingerprint),
-        "settings": asdict(settings),
-        "pillow_version": PIL.__version__,  # informational: resizing is PIL's bicubic
-    }
 
 
 def _manifest_differences(path: Path, fingerprint: EncoderFingerprint, settings: CacheSettings) -> list[str]:

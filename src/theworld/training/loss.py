@@ -11,13 +11,6 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def supervised_mask(labels: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: positions whose *next* token is supervised (the last position never is)."""
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    return mask
-
-
 def supervised_lm_loss(
     model: torch.nn.Module,
     inputs: dict[str, Any],
@@ -26,7 +19,8 @@ def supervised_lm_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy at supervised positions / `num_items_in_batch` (the optimizer step's supervised
     tokens; default: this batch's). Returns (loss, supervised tokens in this batch)."""
-    keep = supervised_mask(labels)  # (B, L)
+    keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, L): positions whose *next* token is supervised
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     targets = labels[:, 1:][keep[:, :-1]]  # (K,) in the same row-major order as the kept positions
     outputs = model(**inputs, logits_to_keep=keep)
     logits = outputs.logits  # (K, vocab): only supervised positions were projected

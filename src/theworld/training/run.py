@@ -3,6 +3,7 @@ one run and one writer (a `RunLock`): a folder holding a run is resumed, replace
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -149,14 +150,6 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     )  # fmt: skip
 
 
-def save_text_condition(trainer: Any) -> None:
-    """With world rollouts, the final model keeps the rollout cache's text condition: loading it never loads T5."""
-    rollouts = getattr(trainer.data_collator.latent_cache, "rollout_cache", None)
-    text = getattr(rollouts, "text_condition", None)
-    if text is not None and trainer.args.should_save:
-        text.save(trainer.args.output_dir)
-
-
 def check_process_group(args) -> None:
     """Refuse N launched ranks that formed no process group: each would train alone into one output_dir."""
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -228,35 +221,27 @@ def open_rollout_cache(config: TrainConfig, world_config: Any, latent_cache: Any
 def train(config: TrainConfig) -> TrainResult:
     """Run one stage as configured; returns where the model went and the final metrics."""
     # One writer per output_dir. Under DDP the rank-0 process holds the lock for the run.
-    lock = RunLock(config.output_dir, what="training") if _is_main_process() else None
-    if lock is not None:
-        lock.acquire()
-    try:
-        return _train_locked(config)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _train_locked(config: TrainConfig) -> TrainResult:
-    resume = resolve_checkpoint(config)
-    check_output_dir(config, resume)
-    trainer = build_trainer(config, resume=resume)
-    if resume is not None and not config.resume_weights_only:
-        logger.info("resuming stage %s from %s", config.stage, resume)
-    result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
-    trainer.check_something_was_supervised()  # before the final model is written
-    trainer.save_final()
-    save_text_condition(trainer)
-    if config.push_to_hub:
-        trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
-    dropped = list(trainer.data_collator.dropped)
-    if dropped:
-        logger.warning("%d samples were dropped for length (on_truncated=drop): %s", len(dropped), dropped[:20])
-    logger.info("stage %s done after %d steps; model in %s", config.stage, trainer.state.global_step, config.output_dir)
-    return TrainResult(
-        config.output_dir, trainer.state.global_step, dict(result.metrics), list(trainer.trainable_names), dropped, trainer
-    )
+    with RunLock(config.output_dir, what="training") if _is_main_process() else contextlib.nullcontext():
+        resume = resolve_checkpoint(config)
+        check_output_dir(config, resume)
+        trainer = build_trainer(config, resume=resume)
+        if resume is not None and not config.resume_weights_only:
+            logger.info("resuming stage %s from %s", config.stage, resume)
+        result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
+        trainer.check_something_was_supervised()  # before the final model is written
+        trainer.save_final()
+        # With world rollouts the final model keeps the rollout cache's text condition: loading it never loads T5.
+        text = getattr(getattr(trainer.data_collator.latent_cache, "rollout_cache", None), "text_condition", None)
+        if text is not None and trainer.args.should_save:
+            text.save(trainer.args.output_dir)
+        if config.push_to_hub:
+            trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
+        dropped = list(trainer.data_collator.dropped)
+        if dropped:
+            logger.warning("%d samples were dropped for length (on_truncated=drop): %s", len(dropped), dropped[:20])
+        logger.info("stage %s done after %d steps; model in %s", config.stage, trainer.state.global_step, config.output_dir)
+        step, names = trainer.state.global_step, list(trainer.trainable_names)
+        return TrainResult(config.output_dir, step, dict(result.metrics), names, dropped, trainer)
 
 
 # ------------------------------------------------------------------------------------------------

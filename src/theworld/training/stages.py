@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -33,20 +32,16 @@ class LoraSettings:
         return asdict(self)
 
 
-def lora_target_regex(target_modules: Sequence[str]) -> str:
-    """Only the language model's linear layers: SigLIP has q_proj/k_proj too, and they must stay untouched."""
-    names = "|".join(re.escape(name) for name in target_modules)
-    return rf"model\.language_model\..*\.({names})"
-
-
 def _inject_lora(model: torch.nn.Module, settings: LoraSettings) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
+    # Only the language model's linear layers: SigLIP has q_proj/k_proj too, and they must stay untouched.
+    names = "|".join(re.escape(name) for name in settings.target_modules)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=lora_target_regex(settings.target_modules),
+        target_modules=rf"model\.language_model\..*\.({names})",
         bias="none",
     )
     try:

@@ -206,14 +206,13 @@ class TheWorldTrainer(Trainer):
         parts = [getattr(inner, "world_encoder", None), inner.model.vision_tower, inner.model.multi_modal_projector]
         self._frozen_eval_parts = [m for m in parts if m is not None and not any(p.requires_grad for p in m.parameters())]
         self._step_samples: list[str] = []  # sample ids of the current optimizer step (for error messages)
+        self.supervised_tokens_seen: torch.Tensor | int = 0  # summed num_items_in_batch of this process's steps
+        self.training_batches_seen = 0
         self.progress = TheWorldProgressCallback(description=f"{stage}")
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
-        self.add_callback(self.progress)
-        self.add_callback(NonFiniteGradientGuard(self._step_samples))
-        self.add_callback(AtomicCheckpoints())
-        self.supervised_tokens_seen: torch.Tensor | int = 0  # summed num_items_in_batch of this process's steps
-        self.training_batches_seen = 0
+        for callback in (self.progress, NonFiniteGradientGuard(self._step_samples), AtomicCheckpoints()):
+            self.add_callback(callback)
         self.add_callback(_NothingToLearnCallback(self))
 
     # ---------------------------------------------------------------------------------------
@@ -315,7 +314,7 @@ class TheWorldTrainer(Trainer):
         logger.info("saved %d trainable tensors (stage %s) to %s", len(keys), self.stage, output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Resume the checkpoint's trainable tensors: the one private Trainer method overridden (else it wants a full model)."""
+        """Resume the checkpoint's trainable tensors: the one private Trainer method overridden (it wants a full model)."""
         info = TrainingInfo.load(resume_from_checkpoint)
         if info is None:
             raise TheWorldUserError(f"{resume_from_checkpoint} is not a TheWorld checkpoint (no {TRAINING_INFO_NAME})")
