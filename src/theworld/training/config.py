@@ -346,15 +346,11 @@ class _ConfigParser(HfArgumentParser):
         raise _wrong_type(key, self.values[key])
 
 
-def _expected(key: str) -> str:
-    kinds, _ = _parts(key)
-    kind = typing.get_origin(kinds[0]) or kinds[0]
-    words = {int: "an integer", float: "a number", bool: "true or false", list: "a list of strings (or one comma-separated string)"}
-    return words.get(kind, "a string")
-
-
 def _wrong_type(key: str, value: Any) -> TheWorldUserError:
-    return TheWorldUserError(f"{key}: expected {_expected(key)}, got {value!r} ({type(value).__name__})")
+    kinds, _ = _parts(key)
+    words = {int: "an integer", float: "a number", bool: "true or false", list: "a list of strings (or one comma-separated string)"}
+    expected = words.get(typing.get_origin(kinds[0]) or kinds[0], "a string")
+    return TheWorldUserError(f"{key}: expected {expected}, got {value!r} ({type(value).__name__})")
 
 
 def _arguments(key: str, value: Any) -> list[str] | None:

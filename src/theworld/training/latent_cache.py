@@ -27,7 +27,8 @@ from tqdm import tqdm
 from theworld.errors import TheWorldUserError
 from theworld.processing.processor import Clip, world_pixels
 from theworld.training.run_lock import process_alive, this_host
-from theworld.world_encoder.vae import ENCODER_PREFIXES, CosmosWorldEncoder
+from theworld.training.sources import encoder_source, resolve_model
+from theworld.world_encoder.vae import ENCODER_PREFIXES, CosmosWorldEncoder, vae_files
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ def fingerprint_pretrained(name_or_path: str | os.PathLike, dtype: torch.dtype |
 
 def encoder_file_stats(source: str | os.PathLike) -> dict[str, list]:
     """(absolute path, size, mtime_ns) of the config and weight files a VAE source is read from."""
-    from theworld.world_encoder.vae import vae_files
-
     try:
         files = vae_files(str(source))
     except (OSError, ValueError, TheWorldUserError):  # e.g. a hub id not in the local cache
@@ -271,12 +270,10 @@ def share_owner(visual: Any, key: str | None, count: int) -> int:
     """Which of `count` processes building one cache encodes `visual`: a file by its absolute path(s), so
     no process decodes another's files; an in-memory visual by its content key."""
     frames = list(visual) if isinstance(visual, Clip) else [visual]
-    if all(isinstance(f, str) and "://" not in f for f in frames):
-        text = "|".join(os.path.abspath(f) for f in frames)
-    else:
-        if key is None:
-            raise ValueError("an in-memory visual is shared out by its key")
-        text = key
+    files = all(isinstance(f, str) and "://" not in f for f in frames)
+    if not files and key is None:
+        raise ValueError("an in-memory visual is shared out by its key")
+    text = "|".join(os.path.abspath(f) for f in frames) if files else key
     return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16) % count
 
 
@@ -600,8 +597,6 @@ def open_cache(cache_dir: str | os.PathLike, world_config: Any, encoder_source: 
 
 def open_for_training(train_config: Any, on_stale: str = "error") -> LatentCache:
     """The latent cache a `TrainConfig` names (`latent_cache_dir`), for its model's world settings and VAE."""
-    from theworld.training.sources import encoder_source, resolve_model
-
     if not train_config.latent_cache_dir:
         raise TheWorldUserError("latent_cache_dir is not set")
     world = resolve_model(train_config).config
