@@ -85,10 +85,7 @@ class ParameterBreakdown:
         return 100.0 * self.trainable / max(self.total, 1)
 
     def __getitem__(self, name: str) -> ComponentCount:
-        for component in self.components:
-            if component.name == name:
-                return component
-        raise KeyError(name)
+        return {component.name: component for component in self.components}[name]
 
     def to_dict(self) -> dict:
         return {

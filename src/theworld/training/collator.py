@@ -75,8 +75,7 @@ class TheWorldCollator:
             # The world blocks still need each visual's frame count; its pixels come from the cache.
             self.processor = copy.copy(processor)
             self.processor.world_pixels = lambda visual: np.zeros((3, len(visual) if isinstance(visual, list) else 1, 1, 1), np.float32)
-        tokenizer = processor.tokenizer
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer = processor.tokenizer
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.start_of_turn_id = tokenizer.convert_tokens_to_ids(START_OF_TURN)
         self.end_of_turn_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)

@@ -377,12 +377,6 @@ class LatentCache:
     def __len__(self) -> int:
         return len(self._index)
 
-    def __contains__(self, visual: Any) -> bool:
-        return self.key_for(visual) in self._index
-
-    def keys(self) -> list[str]:
-        return sorted(self._index)
-
     def key_for(self, visual: Any) -> str:
         """The cache key of a visual; an unchanged, already-seen file needs no decoding."""
         visual = as_world_visual(visual)
