@@ -257,5 +257,6 @@ class TheWorldCollator:
         """Every sample of a micro-batch was dropped: one BOS-only row with nothing to learn (loss 0)."""
         bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_token_id
         one = torch.tensor([bos], dtype=torch.long)
-        batch = self.pad([EncodedSample("", one, torch.full_like(one, IGNORE_INDEX), torch.zeros_like(one), None, None, None)])
+        empty = EncodedSample("", one, torch.full_like(one, IGNORE_INDEX), torch.zeros_like(one), None, None, None)
+        batch = self.pad([empty])
         return {**batch, "sample_ids": []} if self.return_sample_ids else batch

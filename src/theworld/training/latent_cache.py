@@ -479,8 +479,6 @@ class LatentCache:
         stats, seen = BuildStats(), set()
         batches: dict[tuple[int, ...], list[tuple[str, np.ndarray, Any]]] = {}  # by pixel shape
         pending: dict[str, Any] = {"latents": {}, "aliases": {}}  # encoded / learnt, not yet in a shard
-        if total is None and hasattr(samples, "__len__"):
-            total = len(samples)
         with tqdm(samples, total=total, desc="caching world latents", unit="sample", disable=not progress) as bar:
             for visual in map(as_world_visual, iter_visuals(bar)):
                 alias = file_alias(visual)

@@ -127,9 +127,7 @@ def apply_stage(
 
 def cast_trainable_to_fp32(model: torch.nn.Module) -> int:
     """Trainable weights become fp32 master copies (the frozen rest keeps its dtype, e.g. bf16)."""
-    count = 0
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
-            count += 1
-    return count
+    params = [p for p in model.parameters() if p.requires_grad and p.dtype != torch.float32]
+    for param in params:
+        param.data = param.data.float()
+    return len(params)

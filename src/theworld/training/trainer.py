@@ -4,12 +4,14 @@ parameter, adapter-only atomic checkpoints, non-finite values that stop the run,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,16 +57,14 @@ class TrainingInfo:
     global_step: int = 0
 
     def save(self, directory: str) -> None:
-        with open(os.path.join(directory, TRAINING_INFO_NAME), "w", encoding="utf-8") as handle:
-            json.dump(asdict(self), handle, indent=2)
+        Path(directory, TRAINING_INFO_NAME).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str) -> TrainingInfo | None:
-        path = os.path.join(directory, TRAINING_INFO_NAME)
-        if not os.path.isfile(path):
+        path = Path(directory, TRAINING_INFO_NAME)
+        if not path.is_file():
             return None
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        data = json.loads(path.read_text(encoding="utf-8"))
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -155,10 +155,8 @@ class AtomicCheckpoints(TrainerCallback):
             name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             write_checksums(os.path.join(staging, name))  # fsyncs every file: the rename never outruns the data
             publish_directory(os.path.join(staging, name), os.path.join(args.output_dir, name))
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(staging)  # only when empty
-            except OSError:
-                pass
             logger.info("checkpoint %s complete", os.path.join(args.output_dir, name))
             rotate_checkpoints(
                 output_dir=args.output_dir,

@@ -88,8 +88,7 @@ class CosmosWorldEncoder(nn.Module):
 
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "config.json", "w", encoding="utf-8") as handle:
-            json.dump(dict(self.vae.config), handle, indent=2, sort_keys=True)
+        (out / "config.json").write_text(json.dumps(dict(self.vae.config), indent=2, sort_keys=True), encoding="utf-8")
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.vae.state_dict().items()}
         save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
 
