@@ -1,12 +1,5 @@
-"""What is at a checkpoint name, and what are its world settings: the one place that decides.
-
-Everything that loads TheWorld goes through here and everything after receives the objects it
-returns: `resolve` classifies a checkpoint (Gemma 3, saved TheWorld, TheWorld adapter, local or
-on the Hub) from config.json alone and applies the world settings; `finish_loading` completes
-`TheWorld.from_pretrained`; `save_world_adapter` / `load_world_adapter` own the adapter format;
-`load_pretrained` gives (model, processor) to evaluation, the demo and serving. A local base
-checkpoint is recorded relative to a saved folder, so a run moved with its base still loads.
-"""
+"""What is at a checkpoint name, and what are its world settings: the one place that decides (`resolve`), plus
+the adapter format and `load_pretrained`; everything after receives the objects it returns."""
 
 from __future__ import annotations
 
@@ -15,6 +8,7 @@ import copy
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,8 +42,7 @@ HUB_KWARGS = ("cache_dir", "revision", "token", "local_files_only", "force_downl
 
 
 def looks_local(name: str) -> bool:
-    """True when `name` can only be a filesystem path, never a Hub id 'owner/name' ('runs/gemma' is a
-    path when ./runs exists: a mistyped folder, not a Hub repo)."""
+    """True when `name` can only be a filesystem path, never a Hub id 'owner/name' ('runs/gemma' if ./runs exists)."""
     if os.path.exists(name) or os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name:
         return True
     parts = name.split("/")
@@ -67,8 +60,7 @@ def check_model_path(
 
 
 def portable_base_reference(base: str | None, folder: str | os.PathLike) -> str | None:
-    """What a save in `folder` records as its base checkpoint: a local folder relative to `folder`
-    ('./x', '../x'), anything else (a Hub id) unchanged."""
+    """The base a save in `folder` records: a local folder relative to `folder` ('../x'), a Hub id unchanged."""
     if not base or not os.path.isdir(os.path.expanduser(base)):
         return base
     relative = os.path.relpath(os.path.abspath(os.path.expanduser(base)), os.path.abspath(folder))
@@ -76,8 +68,7 @@ def portable_base_reference(base: str | None, folder: str | os.PathLike) -> str 
 
 
 def absolute_base_reference(recorded: str | None, folder: str | os.PathLike) -> str | None:
-    """A recorded reference made independent of the working directory: './x', '../x' are read
-    relative to `folder` (the saved folder that recorded them); absolute paths and Hub ids stay."""
+    """A recorded base made absolute: './x', '../x' are relative to `folder`, the save that recorded them."""
     if not recorded or not recorded.startswith("."):
         return recorded
     return os.path.normpath(os.path.join(os.path.abspath(folder), recorded))
@@ -135,19 +126,8 @@ def read_config_dict(path: str, **hub_kwargs: Any) -> dict[str, Any]:
 
 @dataclass
 class Resolved:
-    """A checkpoint as TheWorld sees it, from config files alone.
-
-    config: the `TheWorldConfig` the model is built with (world settings applied, world token ids
-        resolved, base checkpoint absolute). Everything downstream asks this object.
-    weights: the checkpoint whose weights transformers loads (an adapter's base; None when the
-        caller gives `state_dict=`).
-    adapter: the adapter folder whose tensors are applied after loading, if any.
-    from_gemma: built from a plain Gemma 3 config (the world modules are new).
-    encoder_source: where the world encoder loads from: the save's own `world_encoder/`, else
-        `cosmos_model_name`; None without a world path or when none is named.
-    processor_source: the folder (or Hub id) holding the tokenizer and processor files.
-    new_vocab_size: set when the tokenizer had no reserved tokens and world tokens were added.
-    """
+    """A checkpoint as TheWorld sees it, from config files alone: the config to build (settings applied), the
+    weights transformers loads (an adapter's base), the adapter applied after, where encoder and processor load."""
 
     config: TheWorldConfig
     weights: str | None
@@ -171,12 +151,8 @@ def resolve(
     base_model_name_or_path: str | None = None,
     **settings: Any,
 ) -> Resolved:
-    """What `TheWorld.from_pretrained(name_or_path, config=config, **settings)` loads.
-
-    `settings` are world settings and freeze flags (`WORLD_SETTINGS`, `FREEZE_FLAGS`), applied as
-    given (None included: `cosmos_model_name=None` loads no VAE). `config` is the caller's (a
-    TheWorldConfig, a Gemma 3 config, or None: read from the checkpoint); it is never changed.
-    """
+    """What `TheWorld.from_pretrained(name_or_path, config=config, **settings)` loads; `settings` apply as given
+    (`cosmos_model_name=None` loads no VAE) and the caller's `config` is never changed."""
     unknown = sorted(set(settings) - set(LOAD_SETTINGS))
     if unknown:
         raise TypeError(f"resolve() got unknown world settings {unknown}")
@@ -186,7 +162,14 @@ def resolve(
     if config is None:
         if path is None:
             raise TheWorldUserError("TheWorld.from_pretrained(None) needs config= (and usually state_dict=)")
-        config = _config_from_dict(path, read_config_dict(path, **hub_kwargs))
+        config = read_config_dict(path, **hub_kwargs)
+        if config.get("model_type") == TheWorldConfig.model_type:
+            config = TheWorldConfig.from_dict(config)
+        elif config.get("model_type") != "gemma3":
+            raise TheWorldUserError(
+                f"{path} holds a {config.get('model_type')!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld "
+                "checkpoints"
+            )
     from_gemma = not isinstance(config, TheWorldConfig)
     if from_gemma:
         if adapter is not None:
@@ -224,17 +207,6 @@ def resolve(
     return Resolved(config, weights, adapter, from_gemma, encoder_source, processor_source, new_vocab_size)
 
 
-def _config_from_dict(path: str, config_dict: dict[str, Any]) -> TheWorldConfig | dict[str, Any]:
-    model_type = config_dict.get("model_type")
-    if model_type == TheWorldConfig.model_type:
-        return TheWorldConfig.from_dict(config_dict)
-    if model_type == "gemma3":
-        return config_dict
-    raise TheWorldUserError(
-        f"{path} holds a {model_type!r} model; TheWorld loads Gemma 3 ('gemma3') or TheWorld checkpoints"
-    )
-
-
 def _resolve_world_token_ids(config: TheWorldConfig, path: str, hub_kwargs: dict) -> int | None:
     """World marker ids come from the checkpoint's tokenizer (reserved `<unusedN>` tokens)."""
     from transformers import AutoTokenizer
@@ -264,8 +236,7 @@ def _resolve_world_token_ids(config: TheWorldConfig, path: str, hub_kwargs: dict
 
 @contextlib.contextmanager
 def adapter_keys_not_missing(cls: type, resolved: Resolved):
-    """Within: the tensors the adapter restores next are not reported missing while its base loads
-    (transformers reads `_keys_to_ignore_on_load_missing` from the class during the load)."""
+    """Within: the tensors the adapter restores next are not reported missing while its base loads."""
     if resolved.adapter is None:
         yield
         return
@@ -312,18 +283,19 @@ def finish_loading(model: TheWorld, resolved: Resolved, missing_keys: list[str],
             load_world_model(model, safety_checker, stored_in=[resolved.adapter, resolved.weights])
     if resolved.adapter is not None:
         keys = load_world_adapter(model, resolved.adapter)
+        # e.g. 'world_projector.*: 6, model.language_model.*: 2'
+        groups = Counter(".".join(k.split(".")[: 2 if k.split(".")[0] == "model" else 1]) + ".*" for k in keys)
         logger.info(
-            "world weights: %d tensors restored from %s (%s) on base checkpoint %s",
-            len(keys), os.path.join(resolved.adapter, WORLD_ADAPTER_NAME), _key_summary(keys), resolved.weights,
+            "world weights: %d tensors restored from %s (%s) on base checkpoint %s", len(keys),
+            os.path.join(resolved.adapter, WORLD_ADAPTER_NAME), ", ".join(f"{g}: {n}" for g, n in groups.items()),
+            resolved.weights,
         )  # fmt: skip
     set_trainable(model, trainable_parts(model.config))
 
 
 def load_world_model(model: TheWorld, safety_checker: Any = None, stored_in: list[str | None] = ()) -> None:
-    """Set up and attach the world model of world rollouts (world_rollout_frames > 0) from
-    `cosmos_model_name`'s `transformer/` + `scheduler/`; the world encoder is shared. The text
-    condition is the one a saved folder in `stored_in` keeps for this prompt, else T5 embeds the
-    prompt once. Without cosmos_model_name the model takes world_imagined_latents only."""
+    """Attach the world model of rollouts from `cosmos_model_name`, sharing the encoder; the text condition a
+    folder in `stored_in` keeps spares loading T5."""
     from theworld.world_model import WorldModel, WorldTextCondition
 
     config = model.config
@@ -343,16 +315,6 @@ def load_world_model(model: TheWorld, safety_checker: Any = None, stored_in: lis
         encoder=model.world_encoder, dtype=param.dtype, device=param.device,
     )  # fmt: skip
     model.attach_world_model(world_model)
-
-
-def _key_summary(keys: list[str]) -> str:
-    """'world_projector.*: 6, model.language_model.*: 2' for a list of state-dict keys."""
-    counts: dict[str, int] = {}
-    for key in keys:
-        parts = key.split(".")
-        group = ".".join(parts[:2] if parts[0] == "model" else parts[:1]) + ".*"
-        counts[group] = counts.get(group, 0) + 1
-    return ", ".join(f"{group}: {n}" for group, n in counts.items())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,9 +337,8 @@ def save_world_adapter(model: TheWorld, save_directory: str | os.PathLike, keys:
 
 
 def load_world_adapter(model: TheWorld, path: str | os.PathLike) -> list[str]:
-    """Strict load of an adapter file or folder (every key with its shape, every world key given);
-    returns the keys applied. With the world off its world tensors are left out: the world-off
-    control of a trained run."""
+    """Strict load of an adapter (every key with its shape, every world key given); returns the keys applied.
+    With the world off its world tensors are left out (the world-off control)."""
     path = Path(path)
     file = path / WORLD_ADAPTER_NAME if path.is_dir() else path
     if not file.is_file():
@@ -409,8 +370,7 @@ def load_world_adapter(model: TheWorld, path: str | os.PathLike) -> list[str]:
 def load_pretrained(
     name_or_path: str | os.PathLike, *, device: str | torch.device | None = None, **kwargs: Any
 ) -> tuple[TheWorld, TheWorldProcessor]:
-    """(model, processor) for a checkpoint, in eval mode with every parameter frozen; `kwargs` are
-    what `TheWorld.from_pretrained` takes, and the processor gets the model config's world settings."""
+    """(model, processor) for a checkpoint, in eval mode with every parameter frozen (`kwargs`: `from_pretrained`'s)."""
     from theworld.model.modeling import TheWorld
     from theworld.processing.processor import TheWorldProcessor
 

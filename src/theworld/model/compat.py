@@ -1,7 +1,4 @@
-"""What differs between transformers 4.57 and 5.x, in one place.
-
-TheWorld runs under both (CI tests 4.57 in a second environment) and writes checkpoints both read.
-"""
+"""What differs between transformers 4.57 and 5.x, in one place: TheWorld runs under both, and both read its saves."""
 
 from __future__ import annotations
 
@@ -37,8 +34,7 @@ _VISION_TOWER_WITHOUT_VISION_MODEL = r"^(?:model\.)?vision_tower\.(?!vision_mode
 
 
 def gemma3_key_mapping(model_class: type = Gemma3ForConditionalGeneration) -> dict[str, str] | None:
-    """Under transformers 4.x, the `key_mapping` that loads Gemma 3 weights saved in either layout
-    (`vision_tower.vision_model.*` or transformers 5's `vision_tower.*`); None under 5.x."""
+    """Under 4.x, the `key_mapping` that loads Gemma 3 weights saved in either layout; None under 5.x."""
     if not LEGACY_KEY_MAPPING:
         return None
     mapping = {_VISION_TOWER_WITHOUT_VISION_MODEL: "model.vision_tower.vision_model."}
@@ -47,8 +43,7 @@ def gemma3_key_mapping(model_class: type = Gemma3ForConditionalGeneration) -> di
 
 
 def use_portable_key_layout(model: torch.nn.Module) -> None:
-    """Make transformers 5's `save_pretrained` write Gemma 3's original key layout
-    (`vision_tower.vision_model.*`) by recording the full conversion table; no-op under 4.x."""
+    """Make transformers 5's `save_pretrained` write Gemma 3's original key layout; no-op under 4.x."""
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
     except ImportError:

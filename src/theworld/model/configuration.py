@@ -1,9 +1,4 @@
-"""`TheWorldConfig`: Gemma 3's config plus the world settings.
-
-Everything Gemma 3 reads stays where Gemma 3 reads it, so a `TheWorldConfig` with the world off
-builds exactly Gemma 3. The world fields describe the world encoder (the Cosmos-Predict2 VAE),
-its token budget and the projector; the freeze flags record which parts were meant to train.
-"""
+"""`TheWorldConfig`: Gemma 3's config plus the world settings; with the world off it builds exactly Gemma 3."""
 
 from __future__ import annotations
 
@@ -13,7 +8,6 @@ from typing import Any
 
 from transformers import Gemma3Config
 
-DEFAULT_COSMOS_MODEL = "nvidia/Cosmos-Predict2-2B-Video2World"
 PROJECTOR_TYPES = ("mlp", "linear")
 
 # transformers 5 configs are (strict) dataclasses whose fields are annotated class attributes;
@@ -49,12 +43,8 @@ FREEZE_FLAGS = ("freeze_gemma_vision", "freeze_gemma_language", "freeze_cosmos_v
 
 @dataclasses.dataclass(frozen=True)
 class WorldGeometry:
-    """The world path's shapes, computed here and nowhere else.
-
-    frames (4k+1) --VAE, 4x causal time--> 1 + (frames - 1) // 4 latent frames;
-    image_size px --VAE, 8x space--> latent_side; latent_side / patch_size --space-to-depth-->
-    sqrt(tokens_per_frame) tokens a side. The config, the processor and the latent cache ask it.
-    """
+    """The world path's shapes, computed here and nowhere else: frames (4k+1) -> 1 + (frames - 1) // 4 latent
+    frames; image_size / 8 = latent_side; latent_side / patch_size = sqrt(tokens_per_frame) tokens a side."""
 
     image_size: int = 512
     tokens_per_frame: int = 256
@@ -100,11 +90,6 @@ class WorldGeometry:
         """World placeholders for one image (frames=1) or clip: (latent frames + K imagined) x tokens per frame."""
         return (self.latent_frames(frames) + self.rollout_frames) * self.tokens_per_frame
 
-    @property
-    def max_positions(self) -> int:
-        """Temporal positions an item can fill: the longest clip's latent frames plus K imagined ones."""
-        return self.latent_frames(self.num_frames) + self.rollout_frames
-
     def frames_problem(self, frames: int) -> str | None:
         """Why the world path cannot take a clip of `frames` frames, or None."""
         if frames < 1 or (frames - 1) % self.temporal_compression or frames > self.num_frames:
@@ -116,9 +101,7 @@ class WorldGeometry:
 
 
 def add_legacy_rope_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
-    """Add transformers 4.x's rope fields to a serialised Gemma 3 config that has only 5.x's
-    `rope_parameters`, in place: 4.57 would silently use its defaults and load gemma-3-4b (linear
-    rope scaling x8) with other positions. 5.x prefers `rope_parameters` when both are present."""
+    """Add 4.x's rope fields beside 5.x's `rope_parameters`, in place: 4.57 would silently use its defaults."""
     text = config_dict.get("text_config")
     params = text.get("rope_parameters") if isinstance(text, dict) else None
     if not isinstance(params, dict):
@@ -149,35 +132,19 @@ class TheWorldConfig(Gemma3Config):
 
     enable_world: build the world projector and accept world inputs. False gives plain Gemma 3.
     cosmos_model_name: hub id or directory of the world model (a repo with `vae/`, or a VAE dir).
-    world_num_frames: the longest clip, in frames (4k+1), the world path accepts; sets the size of
-        the learned temporal embedding table (1 + (frames - 1) // 4 latent frames).
+    world_num_frames: the longest clip (4k+1 frames) accepted; sizes the temporal embedding table.
     world_image_size: side of the square frames fed to the VAE (512 for Cosmos-Predict2).
-    world_tokens_per_frame: world tokens per latent frame; a square whose root divides the latent
-        side (world_image_size / 8). 512 px -> 64x64 latents -> 4x4 space-to-depth -> 256 tokens.
-    world_latent_channels / world_spatial_compression / world_temporal_compression: the VAE's
-        latent layout (16 channels, 8x space, 4x causal time for the Wan 2.1 VAE).
+    world_tokens_per_frame: world tokens per latent frame, a square whose root divides world_image_size / 8.
+    world_latent_channels / world_spatial_compression / world_temporal_compression: the VAE's latent layout.
     world_projector_type: "mlp" (two layers, GELU) or "linear".
     world_bidirectional: world tokens attend to each other both ways, as Gemma's image tokens do.
-    world_rollout_frames: K latent frames the world model's DiT (`transformer/` + `scheduler/` of
-        cosmos_model_name) imagines after each item's observed ones; they go through the projector
-        with temporal positions continuing the observed ones and a learned imagined marker, so a
-        world block holds (observed latent frames + K) x world_tokens_per_frame tokens. 0 (default):
-        no world model is loaded, no rollout parameters exist, logits are today's.
-    world_rollout_steps / world_rollout_guidance / world_rollout_seed / world_rollout_prompt /
-        world_rollout_negative_prompt / world_rollout_max_sequence_length: the rollout's sampler
-        steps, classifier-free guidance (1.0 = none), the seed of each item's own generator, the
-        fixed text condition, the negative prompt (None = the pipeline's default) and its T5 length,
+    world_rollout_frames: K latent frames the world model's DiT imagines after each item's observed ones
+        (0, the default: no world model, no rollout parameters); world_rollout_*: its sampler settings,
         as `Cosmos2VideoToWorldPipeline.__call__` names them (docs/rollout.md).
-    world_embed_rms: the RMS world tokens are projected to; set from Gemma's text embeddings when
-        the world path is attached, so world tokens enter the LM at the scale text tokens do.
-    start_of_world_token_id / world_token_id / end_of_world_token_id: tokenizer ids of the world
-        block markers (Gemma's reserved `<unusedN>` tokens), resolved from the tokenizer.
-    freeze_gemma_vision / freeze_gemma_language / freeze_cosmos_vae: what `from_pretrained` leaves
-        trainable (a model built from the config trains everything until a stage or a load decides);
-        a training stage records here what it trained.
-    base_model_name_or_path: the Gemma 3 checkpoint an adapter-only directory is applied to. Saved
-        relative to the saved folder when it is a local folder ('../gemma'), so a run moved or copied
-        together with its base still loads; a Hub id is saved as is.
+    world_embed_rms: the RMS world tokens are projected to (that of Gemma's text embeddings).
+    start_of_world_token_id / world_token_id / end_of_world_token_id: the world block markers' ids.
+    freeze_gemma_vision / freeze_gemma_language / freeze_cosmos_vae: what `from_pretrained` leaves trainable.
+    base_model_name_or_path: the Gemma 3 checkpoint an adapter directory applies to (saved relative when local).
     """
 
     model_type = "theworld"
@@ -238,13 +205,9 @@ class TheWorldConfig(Gemma3Config):
     @property
     def world_geometry(self) -> WorldGeometry:
         return WorldGeometry(
-            self.world_image_size,
-            self.world_tokens_per_frame,
-            self.world_num_frames,
-            self.world_temporal_compression,
-            self.world_spatial_compression,
-            self.world_rollout_frames,
-        )
+            self.world_image_size, self.world_tokens_per_frame, self.world_num_frames, self.world_temporal_compression,
+            self.world_spatial_compression, self.world_rollout_frames,
+        )  # fmt: skip
 
     def validate_world(self) -> None:
         """Check the world settings; each error names the config key to fix."""

@@ -1,12 +1,6 @@
-"""`TheWorld`: Gemma 3 plus a world path, and nothing else changed.
+"""`TheWorld`: Gemma 3 plus a world path in Gemma's own image idiom (placeholders, features, `masked_scatter`).
 
-The world path follows Gemma's own image idiom: the processor puts a block of world placeholder
-tokens in the prompt, `get_world_features` turns world pixels (or cached latents) into one
-embedding per placeholder, and `forward` scatters them in with `masked_scatter`. The sequence
-length never changes, so labels, masks, padding, caching and `generate` are Gemma's own.
-
-Without world inputs `forward` is `Gemma3ForConditionalGeneration.forward`, called untouched: the
-logits are bit-identical to Gemma 3 loaded from the same checkpoint (tested, fp32 and bf16).
+Without world inputs `forward` is `Gemma3ForConditionalGeneration.forward`, untouched: logits are bit-identical.
 """
 
 import functools
@@ -41,24 +35,13 @@ logger = logging.getLogger(__name__)
 
 
 def _is_custom_code(cls) -> bool:
-    """Not "custom code" for transformers' weight initialisation (unless loaded from the Hub).
-
-    transformers treats a class defined outside its package as custom code and then skips
-    `_init_weights` for every module whose own parameters are all set, which changes how weights
-    missing from a checkpoint come back (SigLIP's biases would stay 0). TheWorld's `_init_weights`
-    (Gemma's, plus the world projector) only uses `transformers.initialization` helpers, which
-    leave loaded tensors alone, so missing weights are initialised exactly as Gemma 3 does it.
-    """
+    """Not "custom code" to transformers' init (which would then skip `_init_weights` of modules whose own
+    parameters are set, leaving e.g. SigLIP's missing biases 0): missing weights initialise as in Gemma 3."""
     return cls.is_remote_code()
 
 
 class TheWorldModel(Gemma3Model):
-    """The base model of a TheWorld checkpoint, as `Gemma3Model` is Gemma 3's (what `AutoModel` loads).
-
-    It is Gemma 3's trunk (SigLIP, image projector, language model; `TheWorld.model`) and returns
-    hidden states. The world path is TheWorld's own (`world_projector`, next to `lm_head`), so
-    world inputs are refused here rather than silently ignored.
-    """
+    """Gemma 3's trunk, what `AutoModel` loads; the world path lives in `TheWorld`, so world inputs are refused here."""
 
     config_class = TheWorldConfig
     is_custom_code = classmethod(_is_custom_code)
@@ -76,11 +59,7 @@ class TheWorldModel(Gemma3Model):
 
 
 class TheWorld(Gemma3ForConditionalGeneration):
-    """Gemma 3 whose prompt can carry world tokens computed from the Cosmos-Predict2 VAE.
-
-    Built from a config, every parameter is trainable, as for any transformers model; which parts
-    train is chosen when loading (`from_pretrained`'s freeze flags) or by a training stage.
-    """
+    """Gemma 3 whose prompt can carry world tokens computed from the Cosmos-Predict2 VAE."""
 
     config: TheWorldConfig
     config_class = TheWorldConfig
@@ -117,35 +96,21 @@ class TheWorld(Gemma3ForConditionalGeneration):
                 init.zeros_(module.imagined_embedding)
 
     def apply_freezing(self) -> None:
-        """Set requires_grad from the config's freeze flags (`set_trainable`); world modules always train.
-
-        `from_pretrained` does this (the flags default to: Gemma and the VAE frozen, the world
-        projector trained); a model built from a config is left fully trainable.
-        """
+        """Set requires_grad from the config's freeze flags, as `from_pretrained` does; world modules always train."""
         set_trainable(self, trainable_parts(self.config))
 
     def enable_input_require_grads(self) -> None:
-        """Gemma's hooks, less the one on a vision tower with nothing to train.
-
-        Gradient checkpointing calls this, and transformers hooks every sub-model's input
-        embeddings, SigLIP's patch embedding included: with SigLIP frozen (stages `align`,
-        `finetune`) autograd then records the vision forward and the backward recomputes and
-        differentiates all of SigLIP for gradients nothing uses (at gemma-3-4b's size: 252 MiB
-        saved per 896 px image instead of 63, and about 3x SigLIP's 5.5 TFLOP forward per image
-        of wasted work). SigLIP keeps its hook when any of its parameters trains (LoRA on SigLIP
-        needs it under reentrant checkpointing).
-        """
+        """Gemma's hooks, less the one on a frozen vision tower: it would make the backward recompute and
+        differentiate all of SigLIP for gradients nothing uses (252 MiB instead of 63 per 896 px image at 4b)."""
         super().enable_input_require_grads()
         vision = self.model.vision_tower
         if any(p.requires_grad for p in vision.parameters()):
             return
         patch_hooks = vision.get_input_embeddings()._forward_hooks
-        kept = []
+        kept = [hook for hook in self._require_grads_hooks if hook.id not in patch_hooks]
         for hook in self._require_grads_hooks:
             if hook.id in patch_hooks:
                 hook.remove()
-            else:
-                kept.append(hook)
         self._require_grads_hooks = kept
         if kept:
             self._require_grads_hook = kept[0]
@@ -158,8 +123,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         return breakdown.trainable, breakdown.total, breakdown.trainable_percent
 
     def parameter_breakdown(self) -> ParameterBreakdown:
-        """Parameters per component (SigLIP, image projector, language model, embeddings, VAE
-        encoder, world projector, temporal embeddings): count, trainable or frozen, share."""
+        """Parameters per component (SigLIP, language model, VAE encoder, world projector, ...): count, trainable."""
         return parameter_breakdown(self)
 
     # ----------------------------------------------------------------------------------------
@@ -181,11 +145,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         encoder.requires_grad_(not self.config.freeze_cosmos_vae)
 
     def attach_world_model(self, world_model: Any) -> None:
-        """Attach the world model (`theworld.world_model.WorldModel`) that imagines K latent frames.
-
-        It must be set up for this config's rollout settings, and the DiT must take this config's
-        longest clip plus K frames at world_image_size (else a clear error naming the setting).
-        """
+        """Attach the world model that imagines K latent frames, checked against this config's rollout settings."""
         from theworld.world_model.sampler import check_rollout_input
 
         if self.config.world_rollout_frames == 0:
@@ -204,13 +164,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
 
     @torch.no_grad()
     def imagine(self, world_pixel_values: torch.Tensor, world_latent_frames: torch.Tensor | None = None) -> torch.Tensor:
-        """World pixels (N, 3, T, H, W) in [-1, 1] -> imagined latents (N, 16, K, H/8, W/8), normalised like
-        the world encoder's. Each item is rolled out from its own frames with its own generator
-        (`world_rollout_seed`), so an item's rollout never depends on the batch it is in.
-
-        `world_latent_frames` (N,): each item's latent frames when items of different lengths were
-        zero-padded along time (as `forward` takes them).
-        """
+        """World pixels (N, 3, T, H, W) in [-1, 1] -> imagined latents (N, 16, K, H/8, W/8), each item from its own
+        frames (`world_latent_frames` (N,) when padded along time) and generator, so never batch-dependent."""
         world_model = self.world_model
         if world_model is None:
             raise TheWorldUserError(
@@ -265,14 +220,8 @@ class TheWorld(Gemma3ForConditionalGeneration):
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """World pixels (N, 3, T, H, W) in [-1, 1], or normalised latents (N, 16, Tl, h, w) -> (N, (Tl+K)*tokens, hidden).
 
-        With world_rollout_frames K > 0 each item's K imagined latent frames (`world_imagined_latents`
-        (N, 16, K, h, w), else imagined here from the pixels) follow its observed ones.
-
-        Items of different lengths (a batch mixing images and clips): inputs are zero-padded along
-        time to the longest item and `world_latent_frames` (N,) gives each item's latent frames.
-        Each item is then encoded from its own frames only (items of one length together) and the
-        result is a tuple of N tensors (Tl_i*tokens, hidden), in item order.
-        """
+        With `world_latent_frames` (N,) (items zero-padded along time) each item is encoded from its own frames
+        and the result is a tuple of N tensors (Tl_i*tokens, hidden), in item order."""
         if self.world_projector is None:
             raise TheWorldUserError("world inputs were given but this model has enable_world=False")
         if world_latent_frames is not None:
@@ -333,11 +282,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         inputs_embeds: torch.Tensor,
         world_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, L) mask of world placeholders; raises when their count and the world features' disagree.
-
-        From `input_ids`, or, without them, where `inputs_embeds` equals the world token's
-        embedding (as Gemma 3 finds its image tokens). Call it before features are scattered in.
-        """
+        """(B, L) mask of world placeholders (from `input_ids`, else the embeddings); raises when the count is off."""
         if input_ids is None:
             world_id = torch.full((), self.config.world_token_id, dtype=torch.long, device=inputs_embeds.device)
             mask = (inputs_embeds == self.get_input_embeddings()(world_id)).all(-1)
@@ -397,8 +342,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
             With world_rollout_frames K > 0: imagined latents (e.g. from a latent cache) instead of a
             rollout of the world model here.
 
-        Every other argument, and `**kwargs` (`output_attentions`, `output_hidden_states`, ...), is
-        Gemma 3's. Without world inputs this is `Gemma3ForConditionalGeneration.forward`, untouched.
+        Every other argument is Gemma 3's.
         """
         labels = self._mask_placeholder_labels(input_ids, labels)
         gemma_kwargs = dict(
@@ -502,24 +446,10 @@ class TheWorld(Gemma3ForConditionalGeneration):
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike | None, *model_args: Any, **kwargs: Any
     ) -> "TheWorld | tuple[TheWorld, dict]":
-        """Load from a Gemma 3 checkpoint, a saved TheWorld directory, or a TheWorld adapter directory.
+        """Load a Gemma 3 checkpoint, a TheWorld directory or an adapter directory (`checkpoints.resolve` decides).
 
-        From Gemma 3 the weights load through `Gemma3ForConditionalGeneration.from_pretrained`
-        (never `__init__` + copy) and the world modules are freshly initialised. World settings
-        (`enable_world`, `cosmos_model_name`, `world_*`, `freeze_*`) may be passed as keywords, and
-        `base_model_name_or_path=` replaces the base checkpoint an adapter directory names. Every
-        other keyword is transformers' own: `from_pretrained(None, config=..., state_dict=...)` and
-        `output_loading_info=True` work as for any transformers model.
-
-        The freeze flags decide what trains (defaults: Gemma and the VAE frozen, the world projector
-        trained); a model built with `TheWorld(config)` is fully trainable. What the path holds is
-        decided by `theworld.model.checkpoints.resolve`.
-
-        With `world_rollout_frames` > 0 the world model (DiT) is set up from `cosmos_model_name`'s
-        `transformer/` and `scheduler/`, its prompt checked by the Cosmos guardrail
-        (`cosmos_guardrail`'s checker, as the pipeline uses it; `world_safety_checker=` takes
-        another, e.g. the test double of `theworld.testing` for tiny test world models).
-        """
+        World settings and freeze flags may be passed as keywords (`base_model_name_or_path=` replaces an
+        adapter's base); every other keyword is transformers' own."""
         settings = {k: kwargs.pop(k) for k in checkpoints.LOAD_SETTINGS if k in kwargs}
         config = kwargs.pop("config", None)
         resolved = checkpoints.resolve(pretrained_model_name_or_path, config=config, hub_kwargs=kwargs, **settings)
@@ -551,11 +481,7 @@ class TheWorld(Gemma3ForConditionalGeneration):
         return rms
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """Gemma weights and world modules in model.safetensors; the VAE encoder in `world_encoder/`.
-
-        The weights are written in Gemma 3's original on-disk layout (`language_model.model.*`,
-        `vision_tower.vision_model.*`), which transformers 4.57 and 5 both read.
-        """
+        """Weights in Gemma 3's original layout (transformers 4.57 and 5 read it); the VAE encoder in `world_encoder/`."""
         use_portable_key_layout(self)
         super().save_pretrained(save_directory, *args, **kwargs)
         if self.world_encoder is not None and kwargs.get("is_main_process", True):

@@ -1,9 +1,4 @@
-"""Which parts of TheWorld train, and how many parameters each part has.
-
-`set_trainable` is the one function that sets `requires_grad` (for `from_pretrained`'s freeze flags
-and for training stages) and records the outcome in the config's freeze flags. One count serves
-everything that reports parameters; tied weights (Gemma's LM head) count once.
-"""
+"""Which parts of TheWorld train (`set_trainable`, the one setter of `requires_grad`), and their parameter counts."""
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -90,10 +85,7 @@ class ParameterBreakdown:
         return 100.0 * self.trainable / max(self.total, 1)
 
     def __getitem__(self, name: str) -> ComponentCount:
-        for component in self.components:
-            if component.name == name:
-                return component
-        raise KeyError(name)
+        return {component.name: component for component in self.components}[name]
 
     def to_dict(self) -> dict:
         return {
@@ -122,20 +114,12 @@ class ParameterBreakdown:
         return "\n".join([line(header), rule, *(line(row) for row in rows[:-1]), rule, line(rows[-1])])
 
 
-def _component_of(name: str) -> str:
-    if ".lora_" in name:
-        return LORA
-    for component, prefixes in COMPONENTS:
-        if name.startswith(prefixes):
-            return component
-    return OTHER
-
-
 def parameter_breakdown(model: nn.Module) -> ParameterBreakdown:
     """Count `model`'s unique parameters per component, in `COMPONENTS` order (empty ones left out)."""
     counts = {name: ComponentCount(name) for name in [c for c, _ in COMPONENTS] + [LORA, OTHER]}
     for name, param in model.named_parameters():  # tied parameters appear once, under their first name
-        count = counts[_component_of(name)]
+        component = next((c for c, prefixes in COMPONENTS if name.startswith(prefixes)), OTHER)
+        count = counts[LORA if ".lora_" in name else component]
         count.total += param.numel()
         count.trainable += param.numel() if param.requires_grad else 0
     embeddings = counts["embeddings / LM head"]

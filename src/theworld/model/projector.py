@@ -9,10 +9,7 @@ from theworld.model.configuration import TheWorldConfig
 
 
 def space_to_depth(latents: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B, C, T, H, W) -> (B, T, (H/p)*(W/p), C*p*p): each p x p latent patch becomes one token.
-
-    Tokens are in raster order within a latent frame and frame-major across frames.
-    """
+    """(B, C, T, H, W) -> (B, T, (H/p)*(W/p), C*p*p): each p x p latent patch becomes one token, in raster order."""
     b, c, t, h, w = latents.shape
     x = latents.reshape(b, c, t, h // patch, patch, w // patch, patch)
     x = x.permute(0, 2, 3, 5, 1, 4, 6)  # (B, T, H/p, W/p, C, p, p)
@@ -20,12 +17,8 @@ def space_to_depth(latents: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 class WorldProjector(nn.Module):
-    """Space-to-depth, a small MLP to the text hidden size, a learned embedding per latent frame.
-
-    The output is RMS-normalised and scaled by `output_scale` (initialised to the RMS of Gemma's
-    scaled text embeddings), so world tokens enter the language model at the scale text tokens do:
-    too large and they swamp the prompt, too small and the frozen LM ignores them.
-    """
+    """Space-to-depth, a small MLP, a learned embedding per latent frame; RMS-normalised to `output_scale` (that
+    of Gemma's text embeddings), so world tokens neither swamp the prompt nor are ignored by the frozen LM."""
 
     def __init__(self, config: TheWorldConfig) -> None:
         super().__init__()
@@ -47,11 +40,7 @@ class WorldProjector(nn.Module):
         self.eps = 1e-8  # the MLP output starts small (~1e-2 RMS): a larger eps would bias the scale
 
     def forward(self, latents: torch.Tensor, imagined: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, T, H, W) normalised latents [+ (B, C, K, H, W) imagined] -> (B, (T + K) * tokens_per_frame, hidden).
-
-        Imagined frames take the temporal positions T..T+K-1 (continuing the item's observed ones)
-        plus the learned `imagined_embedding`; their tokens follow the observed ones.
-        """
+        """(B, C, T, H, W) latents [+ (B, C, K, H, W) imagined, at positions T..T+K-1] -> (B, (T + K) * tokens, hidden)."""
         b, c, t, h, w = latents.shape
         if t > self.temporal_embedding.shape[0]:
             raise ValueError(

@@ -1,24 +1,6 @@
-"""`TheWorldProcessor`: Gemma 3's processor plus world blocks and world pixels.
-
-For every image (or clip) in a prompt the processor puts, right before Gemma's image block,
-
-    <start_of_world> + N x <world_soft_token> + <end_of_world>
-
-with N = (latent frames + `world_rollout_frames` imagined ones) x `world_tokens_per_frame`, and returns `world_pixel_values` of shape
-(num_visuals, 3, frames, world_image_size, world_image_size) scaled to [-1, 1] for the VAE.
-
-Clips: a chat item `{"type": "video", "video": [frame, ...]}` or `{"type": "video", "video":
-"clip.mp4"}` (a video file, decoded by `theworld.processing.video`: `world_num_frames` frames
-evenly over the clip, or at the item's `"fps"`), or a `Clip` given to `__call__`, is encoded
-whole by the world path; Gemma's image path sees one frame of it, the **last** one (the present
-moment a "what happens next?" question is about; `world_clip_frame="first"` changes it).
-
-A batch may mix images and clips of different lengths: each world block has its own length, so
-`world_pixel_values` is zero-padded along time to the longest item and `world_latent_frames`
-(one count per item, in prompt order) says how many latent frames each item really has. A batch
-whose items all have the same length is returned exactly as before, without that key.
-
-With `enable_world=False` it is exactly `Gemma3Processor` (clips reduced to their Gemma frame).
+"""`TheWorldProcessor`: Gemma 3's processor plus, before each image block, a world block `<start_of_world>` +
+N x `<world_soft_token>` + `<end_of_world>`, and `world_pixel_values` (N, 3, T, S, S) in [-1, 1] for the VAE.
+Clips and mixed lengths: README and docs/serving.md. With `enable_world=False` it is exactly `Gemma3Processor`.
 """
 
 from __future__ import annotations
@@ -43,6 +25,11 @@ from theworld.processing.video import Clip, VideoFile, load_video
 __all__ = ["Clip", "TheWorldProcessor", "VideoFile", "world_frames_problem", "world_pixels"]
 
 PROCESSOR_KWARGS = ("padding", "padding_side", "truncation", "max_length", "pad_to_multiple_of", "return_tensors")
+# The model config's world settings the processor takes (the same names on both).
+CONFIG_KEYS = (
+    "enable_world", "world_image_size", "world_tokens_per_frame", "world_num_frames", "world_temporal_compression",
+    "world_rollout_frames",
+)  # fmt: skip
 
 
 class TheWorldProcessor(Gemma3Processor):
@@ -80,17 +67,7 @@ class TheWorldProcessor(Gemma3Processor):
     @classmethod
     def from_model_config(cls, name_or_path: str, config: Any, **kwargs: Any) -> TheWorldProcessor:
         """The tokenizer and image processor at `name_or_path`, with the world settings of a `TheWorldConfig`."""
-        geometry = config.world_geometry
-        return cls.from_pretrained(
-            name_or_path,
-            enable_world=config.enable_world,
-            world_image_size=geometry.image_size,
-            world_tokens_per_frame=geometry.tokens_per_frame,
-            world_num_frames=geometry.num_frames,
-            world_temporal_compression=geometry.temporal_compression,
-            world_rollout_frames=geometry.rollout_frames,
-            **kwargs,
-        )
+        return cls.from_pretrained(name_or_path, **{key: getattr(config, key) for key in CONFIG_KEYS}, **kwargs)
 
     @property
     def world_geometry(self) -> WorldGeometry:
@@ -120,9 +97,6 @@ class TheWorldProcessor(Gemma3Processor):
             return load_video(visual, self.world_num_frames, temporal_compression=self.world_temporal_compression)
         return visual
 
-    def world_block(self, visual: Any) -> str:
-        return self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
-
     def gemma_image(self, visual: Any) -> Any:
         """What Gemma's image path sees: the image, or one frame of a clip."""
         if isinstance(visual, Clip):
@@ -143,7 +117,8 @@ class TheWorldProcessor(Gemma3Processor):
             )
         out = parts[0]
         for visual, part in zip(visuals, parts[1:]):
-            out += self.world_block(visual) + self.boi_token + part
+            block = self.start_of_world_token + self.world_token * self.world_tokens_for(visual) + self.end_of_world_token
+            out += block + self.boi_token + part
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -211,13 +186,8 @@ _STANDARD_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", 
 
 
 def make_tokenizer_config_portable(directory: Any) -> bool:
-    """Rewrite a saved `tokenizer_config.json` so that transformers 4.57 can read it; True if changed.
-
-    transformers 5 writes `"extra_special_tokens"` as the list of additional special tokens (and the
-    named model tokens, such as Gemma's `boi_token`, at the top level); 4.57 expects a dict of named
-    tokens there and fails on a list. The portable form, read alike by both: the named tokens in
-    `extra_special_tokens` and the list in `additional_special_tokens`.
-    """
+    """Rewrite a saved `tokenizer_config.json` that 4.57 can read (True if changed): transformers 5 writes
+    `extra_special_tokens` as a list, 4.57 wants named tokens there and the list in `additional_special_tokens`."""
     import json
     from pathlib import Path
 
@@ -244,12 +214,8 @@ def world_frames_problem(frames: int, max_frames: int, temporal_compression: int
 
 
 def world_pixels(visual: Any, image_size: int, max_frames: int, temporal_compression: int = 4) -> np.ndarray:
-    """An image, `Clip` or `VideoFile` -> (3, T, S, S) float32 in [-1, 1]: RGB, resized to S = image_size.
-
-    PIL bicubic on uint8 cannot overshoot [-1, 1]. A module function, not only a method, so the
-    latent cache computes exactly these pixels without a tokenizer. A video file is decoded into
-    `max_frames` frames (see `theworld.processing.video`).
-    """
+    """An image, `Clip` or `VideoFile` -> (3, T, S, S) float32 in [-1, 1]; a function, so the latent cache
+    computes exactly these pixels without a tokenizer."""
     if isinstance(visual, VideoFile):
         visual = load_video(visual, max_frames, temporal_compression=temporal_compression)
     frames = list(visual) if isinstance(visual, Clip) else [visual]
@@ -280,12 +246,8 @@ _BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]{64,}$")
 
 
 def load_image_source(source: str) -> Image.Image:
-    """A path, URL or base64 string -> RGB PIL image, decoded now, as transformers' `load_image` gives it.
-
-    transformers reads any string that is not an existing file as base64, so a mistyped path
-    surfaced as "Incorrect image source ... base64", and a truncated file as PIL's bare
-    "Truncated File Read". Here both name the file.
-    """
+    """A path, URL or base64 string -> RGB PIL image, as transformers' `load_image` gives it, with errors that
+    name the file (transformers reads a mistyped path as bad base64)."""
     if source.startswith(("http://", "https://")):
         return load_image(source)
     if os.path.isfile(source):
@@ -321,11 +283,7 @@ def _nest(images: Any, text: Any) -> tuple[list[str] | None, list[list[Any]]]:
 
 
 def _extract_visuals(conversation: list[dict], num_frames: int, temporal_compression: int) -> tuple[list[dict], list[Any]]:
-    """Replace image/video items by bare Gemma image items; return the loaded visuals in order.
-
-    A video item gives its clip as a list of frames, or as a video file path (decoded here into
-    `num_frames` frames, or at the item's `"fps"`).
-    """
+    """Replace image/video items (frames or a video file) by bare Gemma image items; return the visuals in order."""
     # Shallow copies: each message's content list is rebuilt below, so the caller's is never
     # changed, and in-memory images and frames are not copied.
     conversation = [dict(message) for message in conversation]

@@ -1,10 +1,5 @@
-"""Which tokenizer tokens mark a world block.
-
-Gemma's vocabulary reserves `<unusedN>` tokens. TheWorld's three world markers take the first
-three of them, so the vocabulary (and the logit shape) stays exactly Gemma's: no resize, no new
-embedding rows that would start untrained. Only a tokenizer without reserved tokens gets new ones.
-In decoded text the markers therefore read `<unused0>`, `<unused1>`, `<unused2>`.
-"""
+"""Which tokenizer tokens mark a world block: Gemma's reserved `<unused0..2>`, so the vocabulary stays Gemma's
+(no resize, no untrained rows); only a tokenizer without reserved tokens gets new ones."""
 
 from __future__ import annotations
 
@@ -45,11 +40,7 @@ def resolve_world_tokens(tokenizer) -> WorldTokens:
 
 
 def add_special_tokens_keeping(tokenizer, tokens: list[str]) -> None:
-    """Add `tokens` as additional special tokens, keeping those the tokenizer already has.
-
-    The keyword that keeps them is `replace_extra_special_tokens` in transformers 5 and
-    `replace_additional_special_tokens` in 4.x.
-    """
+    """Add `tokens` as additional special tokens, keeping the tokenizer's own (the keyword differs in 4.x and 5)."""
     import inspect
 
     params = inspect.signature(tokenizer.add_special_tokens).parameters

@@ -1,13 +1,5 @@
-"""Turn `Sample`s into training batches: one processor pass per sample, labels on answers only.
-
-Each sample is built once, as a whole conversation, through `TheWorldProcessor.apply_chat_template`
-(the call inference uses), so the model trains on the tokens it will see. Supervised are the content
-tokens of every assistant turn plus its `<end_of_turn>`; everything else is -100. Assistant turns are
-found on the token ids (the tokens after `<start_of_turn>` decode to `model\\n`), never by
-re-tokenising text. With a latent cache the world path needs no pixels. A sample longer than
-`max_length` is cut only if every image and world block stays whole and answer tokens remain;
-otherwise it is dropped (`on_truncated="drop"`, id logged) or raises (`"error"`).
-"""
+"""Turn `Sample`s into training batches through `TheWorldProcessor.apply_chat_template` (the call inference
+uses), labels on assistant turns only, found on the token ids; too-long samples are cut, dropped or refused."""
 
 from __future__ import annotations
 
@@ -58,8 +50,7 @@ class EncodedSample:
 
 
 class TheWorldCollator:
-    """`collator(samples) -> batch dict` for `TheWorld.forward` + `labels`; with `return_sample_ids`
-    also `sample_ids`, which the trainer pops to name the samples of a batch whose loss is not finite."""
+    """`collator(samples) -> batch dict` for `TheWorld.forward` + `labels` (+ `sample_ids` for error messages)."""
 
     def __init__(
         self,
@@ -84,8 +75,7 @@ class TheWorldCollator:
             # The world blocks still need each visual's frame count; its pixels come from the cache.
             self.processor = copy.copy(processor)
             self.processor.world_pixels = lambda visual: np.zeros((3, len(visual) if isinstance(visual, list) else 1, 1, 1), np.float32)
-        tokenizer = processor.tokenizer
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer = processor.tokenizer
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.start_of_turn_id = tokenizer.convert_tokens_to_ids(START_OF_TURN)
         self.end_of_turn_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
@@ -266,13 +256,7 @@ class TheWorldCollator:
     def _empty_batch(self) -> dict[str, torch.Tensor]:
         """Every sample of a micro-batch was dropped: one BOS-only row with nothing to learn (loss 0)."""
         bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_token_id
-        one = torch.tensor([[bos]], dtype=torch.long)
-        batch = {
-            "input_ids": one,
-            "attention_mask": torch.ones_like(one),
-            "token_type_ids": torch.zeros_like(one),
-            "labels": torch.full_like(one, IGNORE_INDEX),
-        }
-        if self.return_sample_ids:
-            batch["sample_ids"] = []
-        return batch
+        one = torch.tensor([bos], dtype=torch.long)
+        empty = EncodedSample("", one, torch.full_like(one, IGNORE_INDEX), torch.zeros_like(one), None, None, None)
+        batch = self.pad([empty])
+        return {**batch, "sample_ids": []} if self.return_sample_ids else batch

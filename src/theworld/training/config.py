@@ -1,10 +1,5 @@
-"""`TrainConfig`: transformers' `TrainingArguments` plus TheWorld's own keys, read by `HfArgumentParser`.
-
-A config file (YAML or JSON, a flat mapping) and `--key value` overrides name the same keys; the
-dataclasses are the schema. TheWorld adds errors that name the key or file: an unknown key (with
-the closest one suggested), a wrong type, an unknown stage, a missing data file. PyYAML reads
-`1e-4` as a string; strings are parsed by the key's type, so `learning_rate: 1e-4` works.
-"""
+"""`TrainConfig`: transformers' `TrainingArguments` plus TheWorld's own keys, read by `HfArgumentParser`
+from a YAML/JSON file and `--key value` overrides, with errors that name the key or file."""
 
 from __future__ import annotations
 
@@ -109,10 +104,7 @@ class TheWorldArguments:
 
 @dataclass
 class TrainConfig(TheWorldArguments, TrainingArguments):
-    """Settings of one training run (one stage): every `TrainingArguments` key plus `TheWorldArguments`.
-
-    Below, the `TrainingArguments` keys whose default or meaning TheWorld changes; see docs/training.md.
-    """
+    """One run (one stage): `TrainingArguments` plus `TheWorldArguments`; below, the keys whose default TheWorld changes."""
 
     output_dir: str | None = _key(None, "folder for checkpoints and the final model (required)")
     num_train_epochs: float = _key(1.0, "passes over the training data (when max_steps <= 0)")
@@ -354,15 +346,11 @@ class _ConfigParser(HfArgumentParser):
         raise _wrong_type(key, self.values[key])
 
 
-def _expected(key: str) -> str:
-    kinds, _ = _parts(key)
-    kind = typing.get_origin(kinds[0]) or kinds[0]
-    words = {int: "an integer", float: "a number", bool: "true or false", list: "a list of strings (or one comma-separated string)"}
-    return words.get(kind, "a string")
-
-
 def _wrong_type(key: str, value: Any) -> TheWorldUserError:
-    return TheWorldUserError(f"{key}: expected {_expected(key)}, got {value!r} ({type(value).__name__})")
+    kinds, _ = _parts(key)
+    words = {int: "an integer", float: "a number", bool: "true or false", list: "a list of strings (or one comma-separated string)"}
+    expected = words.get(typing.get_origin(kinds[0]) or kinds[0], "a string")
+    return TheWorldUserError(f"{key}: expected {expected}, got {value!r} ({type(value).__name__})")
 
 
 def _arguments(key: str, value: Any) -> list[str] | None:

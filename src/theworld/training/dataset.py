@@ -1,9 +1,5 @@
-"""Training data for the Trainer: records held on disk (Arrow, memory-mapped), a `Sample` built when drawn.
-
-A training file can be far larger than memory (OpenSpatial: one ~30 GB JSON array): `datasets`
-streams it once into a cached Arrow table; a validation pass keeps the indices of the usable
-records, and `dataset[i]` converts a record into a `Sample` when the dataloader draws it.
-"""
+"""Training data for the Trainer: records held on disk (Arrow, memory-mapped, so a ~30 GB file fits), a
+`Sample` built when drawn."""
 
 from __future__ import annotations
 
@@ -30,9 +26,7 @@ WRITER_BATCH_SIZE = 256
 
 
 def _encoded_records(path: str, stamp: str) -> Iterator[dict[str, str]]:
-    """A data file's records as one JSON string column (any record shape fits one Arrow schema).
-    `stamp` ("size-mtime_ns") is part of the cache key: a changed file is read again. (A list here
-    would be taken for shards.)"""
+    """A data file's records as one JSON string column; `stamp` (size-mtime_ns) keys the cache to the file."""
     for record in iter_records(path):
         yield {"record": json.dumps(record, ensure_ascii=False)}
 

@@ -1,16 +1,6 @@
 """A disk cache of normalised world latents, so the frozen VAE encodes each training visual once
-(encoding a 512x512 frame costs far more than the rest of an `align` step). Layout and guarantees
-are in docs/training.md (Latent cache); in short:
-
-- keys are the sha256 of a visual's float32 world pixels plus the preprocessing settings, so a
-  preprocessing change misses instead of hitting stale latents; each shard also records file
-  aliases (path, size, mtime_ns) -> key, so an unchanged file is looked up without decoding;
-- the manifest records the encoder's identity (config and encoder weights hashes, latents
-  mean/std) and the settings; a mismatch is refused naming each difference, or cleared on
-  `on_stale="rebuild"`; the stat of the VAE files lets training skip re-hashing them;
-- shards are written atomically under a temporary name that names the writer (host, pid), with a
-  sha256 per tensor that `latents_for` checks (`LatentCacheCorruptError`).
-"""
+(encoding a 512x512 frame costs far more than the rest of an `align` step). Keys, manifest, checksums
+and atomic shards: docs/training.md (Latent cache)."""
 
 from __future__ import annotations
 
@@ -28,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -36,7 +27,8 @@ from tqdm import tqdm
 from theworld.errors import TheWorldUserError
 from theworld.processing.processor import Clip, world_pixels
 from theworld.training.run_lock import process_alive, this_host
-from theworld.world_encoder.vae import ENCODER_PREFIXES, CosmosWorldEncoder
+from theworld.training.sources import encoder_source, resolve_model
+from theworld.world_encoder.vae import ENCODER_PREFIXES, CosmosWorldEncoder, vae_files
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +67,7 @@ class LatentCacheMissError(TheWorldUserError):
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """The preprocessing and storage settings latents depend on; `world_num_frames` is recorded,
-    not compared (a longer clip is another key)."""
+    """The settings latents depend on; `world_num_frames` is recorded, not compared (a longer clip is another key)."""
 
     world_image_size: int
     world_num_frames: int = 1
@@ -121,8 +112,7 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class EncoderFingerprint:
-    """Identity of a world encoder: what decides its latents. `source` and `files` (the stat of
-    the VAE files) are not compared; `files` lets a later run trust this identity unread."""
+    """What decides an encoder's latents; `files` (the VAE files' stat, not compared) lets a later run trust it unread."""
 
     config_sha256: str
     weights_sha256: str
@@ -167,8 +157,7 @@ def tensor_sha256(tensor: torch.Tensor, digest: Any = None) -> str:
 
 
 def fingerprint_encoder(encoder: CosmosWorldEncoder, source: str = "") -> EncoderFingerprint:
-    """Hash a loaded world encoder's VAE config and its `encoder.*`/`quant_conv.*` tensors as held
-    (a bf16 encoder differs from the fp32 one, as its latents do)."""
+    """Hash a loaded encoder's VAE config and encoder tensors as held (a bf16 encoder's latents differ too)."""
     config = {k: v for k, v in dict(encoder.vae.config).items() if not k.startswith("_")}
     digest, dtypes = hashlib.sha256(), set()
     for name, tensor in sorted(encoder.vae.state_dict().items()):
@@ -194,8 +183,6 @@ def fingerprint_pretrained(name_or_path: str | os.PathLike, dtype: torch.dtype |
 
 def encoder_file_stats(source: str | os.PathLike) -> dict[str, list]:
     """(absolute path, size, mtime_ns) of the config and weight files a VAE source is read from."""
-    from theworld.world_encoder.vae import vae_files
-
     try:
         files = vae_files(str(source))
     except (OSError, ValueError, TheWorldUserError):  # e.g. a hub id not in the local cache
@@ -280,30 +267,24 @@ class BuildStats:
 
 
 def share_owner(visual: Any, key: str | None, count: int) -> int:
-    """Which of `count` processes building one cache encodes `visual`.
-
-    A file (or clip of files) goes by its absolute path(s), so no process decodes another's files
-    and every occurrence of a file lands in one process; an in-memory visual goes by its content
-    key. The same picture under two paths may be encoded by two processes (both copies are valid).
-    """
+    """Which of `count` processes building one cache encodes `visual`: a file by its absolute path(s), so
+    no process decodes another's files; an in-memory visual by its content key."""
     frames = list(visual) if isinstance(visual, Clip) else [visual]
-    if all(isinstance(f, str) and "://" not in f for f in frames):
-        text = "|".join(os.path.abspath(f) for f in frames)
-    else:
-        if key is None:
-            raise ValueError("an in-memory visual is shared out by its key")
-        text = key
+    files = all(isinstance(f, str) and "://" not in f for f in frames)
+    if not files and key is None:
+        raise ValueError("an in-memory visual is shared out by its key")
+    text = "|".join(os.path.abspath(f) for f in frames) if files else key
     return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16) % count
 
 
 class LatentCache:
     """Normalised world latents on disk, keyed by visual content. Use `LatentCache.open`."""
 
-    def __init__(self, cache_dir: Path, settings: CacheSettings, fingerprint: EncoderFingerprint, processor: Any = None) -> None:
+    def __init__(self, cache_dir: Path, settings: CacheSettings, fingerprint: EncoderFingerprint) -> None:
         self.cache_dir = cache_dir
         self.settings = settings
         self.fingerprint = fingerprint
-        self._preprocessor = processor if processor is not None else settings  # its `world_pixels` makes keys
+        self._preprocessor: Any = settings  # its `world_pixels` makes keys (`build` may be given a processor)
         self._index: dict[str, str] = {}  # key -> shard file name
         self._sha256: dict[str, str] = {}  # key -> recorded checksum of its latents
         self._aliases: dict[str, str] = {}  # file alias -> key (from shards, plus this process's lookups)
@@ -316,22 +297,16 @@ class LatentCache:
     def open(
         cls,
         cache_dir: str | os.PathLike,
-        encoder_fingerprint: EncoderFingerprint | CosmosWorldEncoder | dict[str, Any],
+        encoder_fingerprint: EncoderFingerprint | CosmosWorldEncoder,
         settings: CacheSettings,
         on_stale: str = "error",
-        processor: Any = None,
     ) -> LatentCache:
-        """Open (or create) the cache in `cache_dir` for this encoder (a fingerprint, or the encoder)
-        and these settings; a disagreeing manifest raises naming every difference, or is cleared
-        with `on_stale="rebuild"`. `processor`'s `world_pixels` computes keys when given."""
+        """Open (or create) the cache for this encoder and settings; a disagreeing manifest raises naming every
+        difference, or is cleared with `on_stale="rebuild"`."""
         if on_stale not in ON_STALE:
             raise ValueError(f"on_stale={on_stale!r}: expected one of {ON_STALE}")
         if isinstance(encoder_fingerprint, CosmosWorldEncoder):
             encoder_fingerprint = fingerprint_encoder(encoder_fingerprint)
-        elif isinstance(encoder_fingerprint, dict):
-            encoder_fingerprint = EncoderFingerprint.from_dict(encoder_fingerprint)
-        if processor is not None:
-            _check_processor(processor, settings)
         root = Path(cache_dir)
         if root.exists() and not root.is_dir():
             raise TheWorldUserError(f"latent cache {root} exists and is not a folder")
@@ -359,8 +334,17 @@ class LatentCache:
             for path in root.iterdir():  # the cache's own files only, never anything else
                 if _is_cache_file(path.name) and path.is_file():
                     path.unlink()
-            _write_atomic(root / MANIFEST_NAME, json.dumps(_manifest(encoder_fingerprint, settings), indent=2, sort_keys=True) + "\n")
-        return cls(root, settings, encoder_fingerprint, processor)
+            manifest = {
+                "format": CACHE_FORMAT,
+                "version": CACHE_VERSION,
+                "key_scheme": KEY_SCHEME,
+                "preprocess": PREPROCESS_VERSION,
+                "encoder": asdict(encoder_fingerprint),
+                "settings": asdict(settings),
+                "pillow_version": PIL.__version__,  # informational: resizing is PIL's bicubic
+            }
+            _write_atomic(root / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return cls(root, settings, encoder_fingerprint)
 
     def _scan(self) -> None:
         """Index every complete shard: tensor names are keys, metadata holds aliases and checksums."""
@@ -393,12 +377,6 @@ class LatentCache:
     def __len__(self) -> int:
         return len(self._index)
 
-    def __contains__(self, visual: Any) -> bool:
-        return self.key_for(visual) in self._index
-
-    def keys(self) -> list[str]:
-        return sorted(self._index)
-
     def key_for(self, visual: Any) -> str:
         """The cache key of a visual; an unchanged, already-seen file needs no decoding."""
         visual = as_world_visual(visual)
@@ -417,8 +395,7 @@ class LatentCache:
             raise TheWorldUserError(f"cannot prepare {describe_visual(visual)} for the world encoder: {err}") from err
 
     def latents_for(self, visual: Any) -> torch.Tensor:
-        """Normalised latents (16, Tl, h, w) of an image or clip, in the storage dtype; a visual never
-        cached raises `LatentCacheMissError` naming it."""
+        """Normalised latents (16, Tl, h, w) of an image or clip, in the storage dtype, checksum verified."""
         key = self.key_for(visual)
         shard = self._index.get(key)
         if shard is None:
@@ -453,8 +430,7 @@ class LatentCache:
             )
 
     def _handle(self, shard: str) -> Any:
-        """An open shard; at most MAX_OPEN_SHARDS stay open (a big cache has thousands of shards,
-        more than a process may hold file descriptors). A forked dataloader worker opens its own."""
+        """An open shard; at most MAX_OPEN_SHARDS stay open (a big cache has more shards than file descriptors)."""
         if self._handles_pid != os.getpid():
             self._handles, self._handles_pid = OrderedDict(), os.getpid()
         if shard not in self._handles:
@@ -481,11 +457,8 @@ class LatentCache:
         total: int | None = None,
         share: tuple[int, int] = (0, 1),
     ) -> BuildStats:
-        """Encode every uncached unique visual of `samples` (`Sample`s or bare visuals), writing a
-        shard every `shard_size` latents, so a stopped build loses at most one shard; calling it
-        again resumes. The encoder must be the one the cache was opened for. `share=(index,
-        count)`: this is process `index` of `count` building the cache at once; it encodes only
-        the visuals `share_owner` gives it, into shards of its own (no two write one file)."""
+        """Encode every uncached visual of `samples`, a shard every `shard_size` latents, so a stopped build
+        loses at most one shard. `share=(index, count)`: encode only what `share_owner` gives process `index`."""
         if batch_size < 1 or shard_size < 1:
             raise ValueError(f"batch_size={batch_size} and shard_size={shard_size} must be positive")
         index, count = share
@@ -497,14 +470,15 @@ class LatentCache:
                 f"the encoder given to build() is not the one latent cache {self.cache_dir} is for: " + "; ".join(problems)
             )
         if processor_like is not None:
-            _check_processor(processor_like, self.settings)
+            for name in ("world_image_size", "world_temporal_compression"):  # others would compute other keys
+                value, ours = getattr(processor_like, name, None), getattr(self.settings, name)
+                if value is not None and int(value) != ours:
+                    raise TheWorldUserError(f"the processor has {name}={value} but the latent cache settings say {ours}")
             self._preprocessor = processor_like
         _remove_orphaned_temporary_files(self.cache_dir)
         stats, seen = BuildStats(), set()
         batches: dict[tuple[int, ...], list[tuple[str, np.ndarray, Any]]] = {}  # by pixel shape
         pending: dict[str, Any] = {"latents": {}, "aliases": {}}  # encoded / learnt, not yet in a shard
-        if total is None and hasattr(samples, "__len__"):
-            total = len(samples)
         with tqdm(samples, total=total, desc="caching world latents", unit="sample", disable=not progress) as bar:
             for visual in map(as_world_visual, iter_visuals(bar)):
                 alias = file_alias(visual)
@@ -589,8 +563,7 @@ class LatentCache:
 
 
 def open_cache(cache_dir: str | os.PathLike, world_config: Any, encoder_source: str, on_stale: str = "error") -> LatentCache:
-    """The latent cache in `cache_dir`, checked against a run's resolved `TheWorldConfig` and VAE
-    (read only when its files changed since the build); missing, empty or stale caches raise."""
+    """The cache in `cache_dir`, checked against a run's `TheWorldConfig` and VAE (read only if its files changed)."""
     manifest_path = Path(cache_dir) / MANIFEST_NAME
     if not manifest_path.is_file():
         raise TheWorldUserError(
@@ -616,8 +589,6 @@ def open_cache(cache_dir: str | os.PathLike, world_config: Any, encoder_source: 
 
 def open_for_training(train_config: Any, on_stale: str = "error") -> LatentCache:
     """The latent cache a `TrainConfig` names (`latent_cache_dir`), for its model's world settings and VAE."""
-    from theworld.training.sources import encoder_source, resolve_model
-
     if not train_config.latent_cache_dir:
         raise TheWorldUserError("latent_cache_dir is not set")
     world = resolve_model(train_config).config
@@ -626,28 +597,6 @@ def open_for_training(train_config: Any, on_stale: str = "error") -> LatentCache
 
 # ------------------------------------------------------------------------------------------------
 # manifest and files
-
-
-def _check_processor(processor: Any, settings: CacheSettings) -> None:
-    """A processor whose world settings disagree with the cache's would compute other keys."""
-    for name in ("world_image_size", "world_temporal_compression"):
-        value = getattr(processor, name, None)
-        if value is not None and int(value) != getattr(settings, name):
-            raise TheWorldUserError(f"the processor has {name}={value} but the latent cache settings say {getattr(settings, name)}")
-
-
-def _manifest(fingerprint: EncoderFingerprint, settings: CacheSettings) -> dict[str, Any]:
-    import PIL
-
-    return {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "key_scheme": KEY_SCHEME,
-        "preprocess": PREPROCESS_VERSION,
-        "encoder": asdict(fingerprint),
-        "settings": asdict(settings),
-        "pillow_version": PIL.__version__,  # informational: resizing is PIL's bicubic
-    }
 
 
 def _manifest_differences(path: Path, fingerprint: EncoderFingerprint, settings: CacheSettings) -> list[str]:
@@ -685,8 +634,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _remove_orphaned_temporary_files(root: Path, max_age_s: float = TMP_MAX_AGE_S) -> list[str]:
-    """Delete temporary files whose writer no longer runs on this host, and any older than
-    `max_age_s` (a writer on another host cannot be checked); return the names removed."""
+    """Delete temporary files whose writer is gone, or older than `max_age_s` (another host's cannot be checked)."""
     removed, now = [], time.time()
     for path in root.iterdir():
         match = TMP_PATTERN.match(path.name)

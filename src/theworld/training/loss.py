@@ -1,10 +1,5 @@
-"""Causal-LM loss computed only where there is something to learn.
-
-Gemma 3 projects every position to the 262k vocabulary and upcasts all of it to fp32 before
-masking (about 10 GB at 5,000 positions x batch 2). Here the hidden states of supervised positions
-are selected first (`logits_to_keep` as a boolean mask, handled by transformers' own
-`slice_logits_to_keep`), so logits exist only for those positions, and only they go to fp32.
-"""
+"""Causal-LM loss with logits only at supervised positions (`logits_to_keep` as a mask): Gemma 3 would project
+every position to its 262k vocabulary in fp32 (about 10 GB at 5,000 positions x batch 2)."""
 
 from __future__ import annotations
 
@@ -16,23 +11,16 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def supervised_mask(labels: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: positions whose *next* token is supervised (the last position never is)."""
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    return mask
-
-
 def supervised_lm_loss(
     model: torch.nn.Module,
     inputs: dict[str, Any],
     labels: torch.Tensor,
     num_items_in_batch: int | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross-entropy at supervised positions, divided by `num_items_in_batch` (the
-    supervised tokens of the whole optimizer step, so every token weighs the same however the batch
-    was split; default: this batch's). Returns (loss, supervised tokens in this batch)."""
-    keep = supervised_mask(labels)  # (B, L)
+    """Summed cross-entropy at supervised positions / `num_items_in_batch` (the optimizer step's supervised
+    tokens; default: this batch's). Returns (loss, supervised tokens in this batch)."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, L): positions whose *next* token is supervised
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     targets = labels[:, 1:][keep[:, :-1]]  # (K,) in the same row-major order as the kept positions
     outputs = model(**inputs, logits_to_keep=keep)
     logits = outputs.logits  # (K, vocab): only supervised positions were projected

@@ -1,15 +1,9 @@
-"""`train(config)`: one stage of TheWorld training, start to finish: read the data, load the model
-(a Gemma 3 checkpoint, or an earlier stage's output_dir, weights only), apply the stage, train with
-`TheWorldTrainer`, and write the final model to output_dir (docs/training.md).
-
-output_dir belongs to one run and one writer: `train` holds a `RunLock` on it, and a folder that
-already holds a run is resumed explicitly, replaced (`overwrite_output_dir`) or refused, so
-checkpoint rotation and `latest` never mix two runs. With `bf16`, frozen weights load in bf16 and
-trainable ones stay fp32 (the optimizer's master copies); no fp16 path: Gemma overflows in fp16.
-"""
+"""`train(config)`: one stage of TheWorld training, start to finish (docs/training.md). output_dir belongs to
+one run and one writer (a `RunLock`): a folder holding a run is resumed, replaced or refused, never mixed."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,11 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import set_seed
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
+from transformers.trainer_utils import get_last_checkpoint
 
 from theworld.errors import TheWorldUserError
+from theworld.model.modeling import WORLD_ADAPTER_NAME, TheWorld
+from theworld.processing.processor import TheWorldProcessor
+from theworld.training.checkpoint_io import CHECKPOINT_PATTERN, clear_run, list_checkpoints, verify_checkpoint
+from theworld.training.collator import TheWorldCollator
 from theworld.training.config import TrainConfig
-from theworld.training.sources import local_or_id, world_settings
+from theworld.training.dataset import load_datasets
+from theworld.training.latent_cache import open_cache
+from theworld.training.preflight import check_dataset
+from theworld.training.run_lock import RunLock
+from theworld.training.sources import encoder_source, local_or_id, resolve_model, world_settings
 from theworld.training.stages import LoraSettings, apply_stage, cast_trainable_to_fp32
+from theworld.training.trainer import LORA_DIR, STAGING_DIR, TRAINING_INFO_NAME, TrainingInfo
+from theworld.training.trainer import TheWorldTrainer, check_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +50,6 @@ def resolve_checkpoint(config: TrainConfig) -> str | None:
     if value is None:
         return None
     if value == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
         found = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
         if found is None:
             raise TheWorldUserError(f"resume_from_checkpoint=latest: no checkpoint-N folder in {config.output_dir}")
@@ -54,9 +59,6 @@ def resolve_checkpoint(config: TrainConfig) -> str | None:
 
 def load_model(config: TrainConfig):
     """TheWorld for this run, plus the earlier stage's record when it starts from a TheWorld output."""
-    from theworld.model.modeling import TheWorld
-    from theworld.training.trainer import TrainingInfo
-
     source = local_or_id(config.model_name_or_path)
     cosmos = local_or_id(config.cosmos_model_name)
     previous = TrainingInfo.load(source) if os.path.isdir(source) else None
@@ -93,14 +95,6 @@ def load_model(config: TrainConfig):
 
 def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | None = None):
     """Everything up to `trainer.train()`: data, model, stage, collator, TrainingArguments, trainer."""
-    from transformers import set_seed
-
-    from theworld.processing.processor import TheWorldProcessor
-    from theworld.training.collator import TheWorldCollator
-    from theworld.training.dataset import load_datasets
-    from theworld.training.preflight import check_dataset
-    from theworld.training.trainer import TheWorldTrainer, TrainingInfo, check_resumable
-
     set_seed(config.seed)
     train_dataset, eval_dataset = load_datasets(config)
     if model is None:
@@ -113,8 +107,6 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
         cast_trainable_to_fp32(model)
     resumed_from = None
     if resume is not None:
-        from theworld.training.trainer import TRAINING_INFO_NAME
-
         verify_resume(resume, weights_only=config.resume_weights_only)
         resumed_from = TrainingInfo.load(resume)
         if resumed_from is None:
@@ -128,8 +120,7 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
                 resume, resumed_from.global_step,
             )  # fmt: skip
 
-    processor_source = local_or_id(config.model_name_or_path)
-    processor = TheWorldProcessor.from_model_config(processor_source, model.config)
+    processor = TheWorldProcessor.from_model_config(local_or_id(config.model_name_or_path), model.config)
     # Every sample checked before step 1 (clip lengths, something to learn), for the model's world settings.
     for key, dataset in (("train_data", train_dataset), ("eval_data", eval_dataset)):
         if dataset is not None:
@@ -137,56 +128,30 @@ def build_trainer(config: TrainConfig, model=None, previous=None, resume: str | 
     latent_cache = None
     if config.latent_cache_dir and config.enable_world:
         latent_cache = open_latent_cache(config, model, [d for d in (train_dataset, eval_dataset) if d is not None])
+    # (sample ids: named in the error when a batch's loss is not finite)
     collator = TheWorldCollator(
-        processor,
-        max_length=config.max_length,
-        on_truncated=config.on_truncated,
-        latent_cache=latent_cache,
-        return_sample_ids=True,  # named in the error when a batch's loss is not finite
-    )
-    base = model.config.base_model_name_or_path
+        processor, max_length=config.max_length, on_truncated=config.on_truncated, latent_cache=latent_cache,
+        return_sample_ids=True,
+    )  # fmt: skip
     info = TrainingInfo(
-        stage=config.stage,
-        trainable_parameters=trainable,
-        base_model_name_or_path=base,
-        cosmos_model_name=model.config.cosmos_model_name,
-        enable_world=config.enable_world,
-        use_lora=config.use_lora,
+        config.stage, trainable, base_model_name_or_path=model.config.base_model_name_or_path,
+        cosmos_model_name=model.config.cosmos_model_name, enable_world=config.enable_world, use_lora=config.use_lora,
         lora=lora.to_dict() if config.use_lora else None,
         initialized_from=local_or_id(config.model_name_or_path) if previous is not None else None,
-    )
+    )  # fmt: skip
     inherited = list(previous.saved_keys) if previous is not None else []
     if config.resume_weights_only and resumed_from is not None:
         info.initialized_from = os.path.abspath(resume)
         inherited = list(resumed_from.saved_keys)
     check_process_group(config)
-    trainer = TheWorldTrainer(
-        model=model,
-        args=config,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=collator,
-        stage=config.stage,
-        trainable_names=trainable,
-        processor=processor,
-        training_info=info,
-        inherited_keys=inherited,
-    )
-    return trainer
-
-
-def save_text_condition(trainer: Any) -> None:
-    """With world rollouts, the final model keeps the world model's text condition (T5 embeddings of
-    its prompt) from the rollout cache, so loading it for rollouts never loads T5."""
-    rollouts = getattr(trainer.data_collator.latent_cache, "rollout_cache", None)
-    text = getattr(rollouts, "text_condition", None)
-    if text is not None and trainer.args.should_save:
-        text.save(trainer.args.output_dir)
+    return TheWorldTrainer(
+        model=model, args=config, train_dataset=train_dataset, eval_dataset=eval_dataset, data_collator=collator,
+        stage=config.stage, trainable_names=trainable, processor=processor, training_info=info, inherited_keys=inherited,
+    )  # fmt: skip
 
 
 def check_process_group(args) -> None:
-    """Processes launched as N ranks that did not form a process group would each train alone and
-    write the same output_dir: refuse instead."""
+    """Refuse N launched ranks that formed no process group: each would train alone into one output_dir."""
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched > 1 and args.world_size != launched:
         raise TheWorldUserError(
@@ -196,10 +161,7 @@ def check_process_group(args) -> None:
 
 
 def check_rollout_source(config: TrainConfig) -> None:
-    """A model with world rollouts (K > 0) trains from cached rollouts: one DiT rollout costs as much
-    as ~100 Gemma prompts (docs/rollout.md, Cost), and training does not load the DiT or the guardrail."""
-    from theworld.training.sources import resolve_model
-
+    """World rollouts (K > 0) train from cached rollouts only: one costs ~100 Gemma prompts (docs/rollout.md, Cost)."""
     if not config.enable_world or config.latent_cache_dir:
         return
     frames = resolve_model(config).config.world_rollout_frames
@@ -212,11 +174,7 @@ def check_rollout_source(config: TrainConfig) -> None:
 
 
 def open_latent_cache(config: TrainConfig, model: Any, datasets: list) -> Any:
-    """The latent cache `theworld cache-latents` built for this run's model, checked to hold every visual
-    (and, with world rollouts, joined with the rollout cache, checked the same way)."""
-    from theworld.training.latent_cache import open_cache
-    from theworld.training.sources import encoder_source
-
+    """The run's latent cache (with rollouts: joined with the rollout cache), checked to hold every visual."""
     cache = open_cache(config.latent_cache_dir, model.config, encoder_source(config))
     for dataset in datasets:
         cache.check_complete(dataset.samples)  # fail before step 1, not at the first miss
@@ -233,9 +191,7 @@ def open_latent_cache(config: TrainConfig, model: Any, datasets: list) -> Any:
 
 
 def open_rollout_cache(config: TrainConfig, world_config: Any, latent_cache: Any) -> Any:
-    """The rollout cache of this run's world model and world_rollout_* settings, keyed as
-    `theworld cache-latents` keyed it: from the DiT's files, the stored text condition (T5 is not
-    loaded) and the latent cache's encoder, without setting the world model up."""
+    """The rollout cache of this run's world settings, keyed as `cache-latents` keyed it, without loading the DiT or T5."""
     from theworld.world_model.model import encoder_identity, identity_from_files, resolve_world_model_folder
     from theworld.world_model.rollout_cache import RolloutCache, rollout_identity
     from theworld.world_model.text import WorldTextCondition, text_encoder_id
@@ -264,44 +220,28 @@ def open_rollout_cache(config: TrainConfig, world_config: Any, latent_cache: Any
 
 def train(config: TrainConfig) -> TrainResult:
     """Run one stage as configured; returns where the model went and the final metrics."""
-    from theworld.training.run_lock import RunLock
-
     # One writer per output_dir. Under DDP the rank-0 process holds the lock for the run.
-    lock = RunLock(config.output_dir, what="training") if _is_main_process() else None
-    if lock is not None:
-        lock.acquire()
-    try:
-        return _train_locked(config)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _train_locked(config: TrainConfig) -> TrainResult:
-    resume = resolve_checkpoint(config)
-    check_output_dir(config, resume)
-    trainer = build_trainer(config, resume=resume)
-    if resume is not None and not config.resume_weights_only:
-        logger.info("resuming stage %s from %s", config.stage, resume)
-    result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
-    trainer.check_something_was_supervised()  # before the final model is written
-    trainer.save_final()
-    save_text_condition(trainer)
-    if config.push_to_hub:
-        trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
-    dropped = list(trainer.data_collator.dropped)
-    if dropped:
-        logger.warning("%d samples were dropped for length (on_truncated=drop): %s", len(dropped), dropped[:20])
-    metrics = dict(result.metrics)
-    logger.info("stage %s done after %d steps; model in %s", config.stage, trainer.state.global_step, config.output_dir)
-    return TrainResult(
-        output_dir=config.output_dir,
-        global_step=trainer.state.global_step,
-        metrics=metrics,
-        trainable_names=list(trainer.trainable_names),
-        dropped_samples=dropped,
-        trainer=trainer,
-    )
+    with RunLock(config.output_dir, what="training") if _is_main_process() else contextlib.nullcontext():
+        resume = resolve_checkpoint(config)
+        check_output_dir(config, resume)
+        trainer = build_trainer(config, resume=resume)
+        if resume is not None and not config.resume_weights_only:
+            logger.info("resuming stage %s from %s", config.stage, resume)
+        result = trainer.train(resume_from_checkpoint=None if config.resume_weights_only else resume)
+        trainer.check_something_was_supervised()  # before the final model is written
+        trainer.save_final()
+        # With world rollouts the final model keeps the rollout cache's text condition: loading it never loads T5.
+        text = getattr(getattr(trainer.data_collator.latent_cache, "rollout_cache", None), "text_condition", None)
+        if text is not None and trainer.args.should_save:
+            text.save(trainer.args.output_dir)
+        if config.push_to_hub:
+            trainer.push_to_hub(commit_message=f"TheWorld stage {config.stage}")
+        dropped = list(trainer.data_collator.dropped)
+        if dropped:
+            logger.warning("%d samples were dropped for length (on_truncated=drop): %s", len(dropped), dropped[:20])
+        logger.info("stage %s done after %d steps; model in %s", config.stage, trainer.state.global_step, config.output_dir)
+        step, names = trainer.state.global_step, list(trainer.trainable_names)
+        return TrainResult(config.output_dir, step, dict(result.metrics), names, dropped, trainer)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,20 +253,12 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
-def _run_files() -> tuple[str, ...]:
-    """Top-level files and folders of output_dir that belong to a TheWorld run (besides checkpoint-N)."""
-    from theworld.model.modeling import WORLD_ADAPTER_NAME
-    from theworld.training.trainer import LORA_DIR, STAGING_DIR, TRAINING_INFO_NAME
-
-    return (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME, LORA_DIR, STAGING_DIR, "training_args.bin")
+# Top-level files and folders of output_dir that belong to a TheWorld run (besides checkpoint-N).
+RUN_FILES = (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME, LORA_DIR, STAGING_DIR, "training_args.bin")
 
 
 def existing_run(output_dir: str) -> list[str]:
     """What in output_dir marks an earlier run: its checkpoint-N folders and its final model, if any."""
-    from theworld.model.modeling import WORLD_ADAPTER_NAME
-    from theworld.training.checkpoint_io import list_checkpoints
-    from theworld.training.trainer import TRAINING_INFO_NAME
-
     found = [p.name for p in list_checkpoints(output_dir)]
     if any(os.path.isfile(os.path.join(output_dir, n)) for n in (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME)):
         found.append("a final model")
@@ -334,18 +266,13 @@ def existing_run(output_dir: str) -> list[str]:
 
 
 def _step_of(checkpoint: str | os.PathLike) -> int | None:
-    from theworld.training.checkpoint_io import CHECKPOINT_PATTERN
-
     match = CHECKPOINT_PATTERN.match(Path(checkpoint).name)
     return int(match.group(1)) if match else None
 
 
 def check_output_dir(config: TrainConfig, resume: str | None) -> None:
-    """output_dir holds no run, the run being resumed, or (overwrite_output_dir) nothing of an older
-    run. Resuming an older checkpoint-N moves the later checkpoints to `superseded-<time>/`: they
-    belong to the abandoned continuation."""
-    from theworld.training.checkpoint_io import clear_run, list_checkpoints
-
+    """output_dir holds no run, the run being resumed (later checkpoints move to `superseded-<time>/`), or
+    (overwrite_output_dir) nothing of an older run."""
     out = config.output_dir
     found = existing_run(out)
     if not found:
@@ -372,7 +299,7 @@ def check_output_dir(config: TrainConfig, resume: str | None) -> None:
         )
     if config.overwrite_output_dir:
         if _is_main_process():
-            removed = clear_run(out, _run_files())
+            removed = clear_run(out, RUN_FILES)
             logger.warning("overwrite_output_dir: removed the earlier run in %s (%s)", out, ", ".join(removed))
         return
     raise TheWorldUserError(
@@ -383,14 +310,7 @@ def check_output_dir(config: TrainConfig, resume: str | None) -> None:
 
 
 def verify_resume(checkpoint: str, weights_only: bool = False) -> None:
-    """The checkpoint's files are whole (checksums) and hold what the resume restores (a weights-only
-    start needs just the adapter and the stage record); raises `CheckpointError` naming the file."""
-    from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINER_STATE_NAME
-
-    from theworld.model.modeling import WORLD_ADAPTER_NAME
-    from theworld.training.checkpoint_io import verify_checkpoint
-    from theworld.training.trainer import TRAINING_INFO_NAME
-
+    """The checkpoint's files are whole (checksums) and hold what the resume restores; raises `CheckpointError`."""
     weights = (WORLD_ADAPTER_NAME, TRAINING_INFO_NAME)
     if weights_only:
         verify_checkpoint(checkpoint, required=weights, only_required=True)

@@ -1,9 +1,4 @@
-"""What a training config's model resolves to, asked of the one resolution layer (`model.checkpoints`).
-
-Training never classifies paths itself: `world_settings` turns the config's keys into the load
-settings `TheWorld.from_pretrained` and `resolve` take, and `resolve_model` answers, from config
-files alone, which `TheWorldConfig` the run's model has and where its world encoder comes from.
-"""
+"""What a training config's model resolves to, asked of the one resolution layer (`model.checkpoints`)."""
 
 from __future__ import annotations
 
@@ -22,8 +17,7 @@ def local_or_id(value: str | None) -> str | None:
 
 
 def world_settings(config: Any) -> dict[str, Any]:
-    """The run's world settings: `enable_world` always, the others where the config sets them (None keeps
-    the checkpoint's own value)."""
+    """The run's world settings: `enable_world` always, the others where set (None keeps the checkpoint's)."""
     settings = {key: getattr(config, key) for key in WORLD_SETTINGS if getattr(config, key, None) is not None}
     settings["enable_world"] = config.enable_world
     if config.enable_world and config.cosmos_model_name:

@@ -1,21 +1,10 @@
-"""Training stages (Prismatic-style): which parts of TheWorld learn.
-
-    align     the world projector only; Gemma (vision + language) and the VAE stay frozen.
-    vision    + Gemma's vision tower and multi-modal projector; the language model stays frozen.
-    finetune  + the language model (not the vision side): all of it, or LoRA (use_lora).
-    full      + the language model and the vision side.
-
-The Cosmos VAE stays frozen unless `train_cosmos_vae=True` (stage full only). Without the world
-path (the Gemma control) `align` is an error. `apply_stage` hands the stage's parts to
-`model.parameters.set_trainable`, the one function that sets `requires_grad`, and returns the
-trainable names that checkpoints record, so a resume never loads into another trainable set.
-"""
+"""Training stages (Prismatic-style, the table in docs/training.md): a named stage decides exactly which parts
+of TheWorld learn, through `model.parameters.set_trainable`, the one function that sets `requires_grad`."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -43,20 +32,16 @@ class LoraSettings:
         return asdict(self)
 
 
-def lora_target_regex(target_modules: Sequence[str]) -> str:
-    """Only the language model's linear layers: SigLIP has q_proj/k_proj too, and they must stay untouched."""
-    names = "|".join(re.escape(name) for name in target_modules)
-    return rf"model\.language_model\..*\.({names})"
-
-
 def _inject_lora(model: torch.nn.Module, settings: LoraSettings) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
+    # Only the language model's linear layers: SigLIP has q_proj/k_proj too, and they must stay untouched.
+    names = "|".join(re.escape(name) for name in settings.target_modules)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=lora_target_regex(settings.target_modules),
+        target_modules=rf"model\.language_model\..*\.({names})",
         bias="none",
     )
     try:
@@ -72,8 +57,7 @@ def has_lora(model: torch.nn.Module) -> bool:
 
 
 def merge_lora(model: torch.nn.Module) -> list[str]:
-    """Fold every LoRA adapter into its base linear layer (the model is a plain TheWorld again);
-    returns the base weights that changed, which then belong in the saved adapter file."""
+    """Fold every LoRA adapter into its base layer; returns the changed base weights (the saved adapter holds them)."""
     from peft.tuners.lora import LoraLayer
 
     merged: list[str] = []
@@ -118,8 +102,7 @@ def apply_stage(
     lora: LoraSettings | None = None,
     train_cosmos_vae: bool = False,
 ) -> list[str]:
-    """Exactly what `stage` trains becomes trainable (LoRA injected first with `use_lora`); returns the
-    ordered trainable names. The config's freeze flags then say which parts were trained."""
+    """Exactly what `stage` trains becomes trainable (LoRA injected first); returns the ordered trainable names."""
     parts = stage_parts(stage, use_lora, train_cosmos_vae)
     if stage == "align" and getattr(model, "world_projector", None) is None:
         raise TheWorldUserError(
@@ -144,9 +127,7 @@ def apply_stage(
 
 def cast_trainable_to_fp32(model: torch.nn.Module) -> int:
     """Trainable weights become fp32 master copies (the frozen rest keeps its dtype, e.g. bf16)."""
-    count = 0
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
-            count += 1
-    return count
+    params = [p for p in model.parameters() if p.requires_grad and p.dtype != torch.float32]
+    for param in params:
+        param.data = param.data.float()
+    return len(params)

@@ -1,40 +1,17 @@
-"""`TheWorldTrainer`: transformers' `Trainer`, extended where TheWorld differs, not rewritten.
-
-What changes, and why:
-
-* **Loss** (`compute_loss`): `supervised_lm_loss`, so logits exist only at supervised positions.
-  The Trainer counts supervised tokens over all gradient-accumulation micro-batches (and all
-  processes, `average_tokens_across_devices`) and passes that as `num_items_in_batch`; the loss is
-  a sum divided by it, so every answer token weighs the same however the batch was split.
-  Gemma 3 declares `accepts_loss_kwargs = False`, which would turn that counting off: the trainer
-  turns it back on and declares its loss already scaled for accumulation.
-* **Unused parameters under DDP**: a micro-batch without world inputs (or without images) leaves
-  the world projector (or vision tower) out of the graph; DDP would wait for its gradients. A
-  zero-weighted term over those parameters keeps every trainable parameter in every graph, so
-  `find_unused_parameters=False` is safe and no rank hangs.
-* **Checkpoints** hold only the trainable tensors (`world_adapter.safetensors`) plus the stage and
-  the ordered trainable names (`theworld_training.json`), next to the Trainer's own optimizer,
-  scheduler, RNG and `trainer_state.json`: `save_model` (public) writes what a checkpoint or the
-  output holds. `AtomicCheckpoints`, a callback, has the Trainer write each checkpoint into a
-  staging folder and renames it into place when complete, so a run killed mid-save leaves the
-  previous checkpoint-N intact and no half-written one; before the rename every file is fsynced
-  and hashed into `checksums.json` (`checkpoint_io`), which a resume verifies; `save_total_limit`
-  rotation runs after the rename. Resuming reads the adapter through the one private hook,
-  `_load_from_checkpoint` (tests/training/test_trainer.py fails if transformers changes it).
-* **Non-finite values** stop the run (`nonfinite`): a NaN/inf loss before its backward, a NaN/inf
-  gradient before the optimizer step, naming the step and the batch's sample ids.
-* **Progress**: one tqdm bar with loss, learning rate and tokens/s (`tokens_per_second` also goes
-  to TensorBoard and every other `report_to` logger).
-"""
+"""`TheWorldTrainer`: transformers' `Trainer`, extended where TheWorld differs (docs/training.md, The loss and
+the trainer; Checkpoints): a loss over supervised tokens only, a zero-weighted term so DDP sees every trainable
+parameter, adapter-only atomic checkpoints, non-finite values that stop the run, one progress bar."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -80,18 +57,15 @@ class TrainingInfo:
     global_step: int = 0
 
     def save(self, directory: str) -> None:
-        with open(os.path.join(directory, TRAINING_INFO_NAME), "w", encoding="utf-8") as handle:
-            json.dump(asdict(self), handle, indent=2)
+        Path(directory, TRAINING_INFO_NAME).write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str) -> TrainingInfo | None:
-        path = os.path.join(directory, TRAINING_INFO_NAME)
-        if not os.path.isfile(path):
+        path = Path(directory, TRAINING_INFO_NAME)
+        if not path.is_file():
             return None
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 class TheWorldProgressCallback(TrainerCallback):
@@ -106,14 +80,11 @@ class TheWorldProgressCallback(TrainerCallback):
 
     def tokens_per_second(self, state) -> float | None:
         """Non-padding input tokens per second since the previous call (all processes)."""
-        now = time.perf_counter()
-        if self._last_time is None:
-            self._last_time, self._last_tokens = now, state.num_input_tokens_seen
-            return None
-        elapsed = now - self._last_time
-        rate = (state.num_input_tokens_seen - self._last_tokens) / elapsed if elapsed > 0 else None
+        now, last_time, last_tokens = time.perf_counter(), self._last_time, self._last_tokens
         self._last_time, self._last_tokens = now, state.num_input_tokens_seen
-        return rate
+        if last_time is None or now <= last_time:
+            return None
+        return (state.num_input_tokens_seen - last_tokens) / (now - last_time)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
@@ -157,13 +128,8 @@ class _NothingToLearnCallback(TrainerCallback):
 
 
 class AtomicCheckpoints(TrainerCallback):
-    """Checkpoints appear whole or not at all: written into a staging folder, renamed into place.
-
-    When the Trainer is about to save (`should_save` at the end of a step or an epoch), the run's
-    output_dir is pointed at `output_dir/.checkpoint-staging` for the save; `on_save`, which the
-    Trainer calls once the checkpoint is written, points it back, checksums and fsyncs the files,
-    renames the folder to `output_dir/checkpoint-N` and rotates old checkpoints.
-    """
+    """Checkpoints appear whole or not at all: the save goes to `output_dir/.checkpoint-staging`; `on_save`
+    checksums and fsyncs it, renames it to `checkpoint-N` and rotates old checkpoints."""
 
     def __init__(self) -> None:
         self.run_dir: str | None = None
@@ -189,10 +155,8 @@ class AtomicCheckpoints(TrainerCallback):
             name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             write_checksums(os.path.join(staging, name))  # fsyncs every file: the rename never outruns the data
             publish_directory(os.path.join(staging, name), os.path.join(args.output_dir, name))
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(staging)  # only when empty
-            except OSError:
-                pass
             logger.info("checkpoint %s complete", os.path.join(args.output_dir, name))
             rotate_checkpoints(
                 output_dir=args.output_dir,
@@ -240,14 +204,13 @@ class TheWorldTrainer(Trainer):
         parts = [getattr(inner, "world_encoder", None), inner.model.vision_tower, inner.model.multi_modal_projector]
         self._frozen_eval_parts = [m for m in parts if m is not None and not any(p.requires_grad for p in m.parameters())]
         self._step_samples: list[str] = []  # sample ids of the current optimizer step (for error messages)
+        self.supervised_tokens_seen: torch.Tensor | int = 0  # summed num_items_in_batch of this process's steps
+        self.training_batches_seen = 0
         self.progress = TheWorldProgressCallback(description=f"{stage}")
         self.remove_callback(ProgressCallback)
         self.remove_callback(PrinterCallback)
-        self.add_callback(self.progress)
-        self.add_callback(NonFiniteGradientGuard(self._step_samples))
-        self.add_callback(AtomicCheckpoints())
-        self.supervised_tokens_seen: torch.Tensor | int = 0  # summed num_items_in_batch of this process's steps
-        self.training_batches_seen = 0
+        for callback in (self.progress, NonFiniteGradientGuard(self._step_samples), AtomicCheckpoints()):
+            self.add_callback(callback)
         self.add_callback(_NothingToLearnCallback(self))
 
     # ---------------------------------------------------------------------------------------
@@ -273,10 +236,8 @@ class TheWorldTrainer(Trainer):
             self.supervised_tokens_seen += num_items_in_batch if num_items_in_batch is not None else labels.ne(IGNORE_INDEX).sum()
         if num_items_in_batch is not None:
             # A step whose samples were all dropped has 0 supervised tokens: 0 / 1, never 0 / 0.
-            if torch.is_tensor(num_items_in_batch):
-                num_items_in_batch = num_items_in_batch.clamp(min=1)
-            else:
-                num_items_in_batch = max(int(num_items_in_batch), 1)
+            tensor = torch.is_tensor(num_items_in_batch)
+            num_items_in_batch = num_items_in_batch.clamp(min=1) if tensor else max(int(num_items_in_batch), 1)
         if model.training:
             for part in self._frozen_eval_parts:
                 part.eval()
@@ -291,12 +252,8 @@ class TheWorldTrainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def check_something_was_supervised(self) -> None:
-        """Fail a run whose training steps so far saw no supervised token (called at each epoch end and at the end).
-
-        Every sample was dropped for length, or had nothing to learn: the steps were empty (loss 0),
-        and a model saved from them would look trained. The count is the Trainer's `num_items_in_batch`,
-        summed over processes, so every rank decides alike.
-        """
+        """Fail a run whose steps so far saw no supervised token: a model saved from them would look trained.
+        The count is `num_items_in_batch`, summed over processes, so every rank decides alike."""
         if self.training_batches_seen == 0 or int(self.supervised_tokens_seen) > 0:
             return  # nothing ran in this process yet (e.g. resumed at the last step), or something was learnt
         collator = self.data_collator
@@ -331,21 +288,11 @@ class TheWorldTrainer(Trainer):
         """Tensors a checkpoint / output holds: trainable ones, merged LoRA bases, and those inherited from the
         earlier stage this run started from (so its training is not lost when this stage trains less)."""
         state_keys = set(state_keys)
-        ordered = self.inherited_keys + self.trainable_names + self.merged_lora_keys
-        seen: set[str] = set()
-        keys = []
-        for key in ordered:
-            if key in state_keys and key not in seen:
-                seen.add(key)
-                keys.append(key)
-        return keys
+        ordered = dict.fromkeys(self.inherited_keys + self.trainable_names + self.merged_lora_keys)
+        return [key for key in ordered if key in state_keys]
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Write the trainable tensors + config + stage record (never a copy of frozen Gemma).
-
-        The Trainer calls this for every checkpoint; the state dict is gathered on every process
-        (FSDP, DeepSpeed ZeRO-3), and the main process writes.
-        """
+        """Write the trainable tensors + config + stage record (gathered on every process, written by the main one)."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         state_dict = self.accelerator.get_state_dict(self.model_wrapped)
         if not self.args.should_save:
@@ -365,11 +312,7 @@ class TheWorldTrainer(Trainer):
         logger.info("saved %d trainable tensors (stage %s) to %s", len(keys), self.stage, output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Resume: load the checkpoint's trainable tensors after checking stage and trainable names.
-
-        The one private Trainer method TheWorld overrides: `Trainer.train(resume_from_checkpoint=...)`
-        calls it to read the weights, and requires a full model file otherwise.
-        """
+        """Resume the checkpoint's trainable tensors: the one private Trainer method overridden (it wants a full model)."""
         info = TrainingInfo.load(resume_from_checkpoint)
         if info is None:
             raise TheWorldUserError(f"{resume_from_checkpoint} is not a TheWorld checkpoint (no {TRAINING_INFO_NAME})")
@@ -379,12 +322,7 @@ class TheWorldTrainer(Trainer):
         logger.info("resumed weights, optimizer, scheduler, RNG and data position from %s", resume_from_checkpoint)
 
     def save_final(self) -> str:
-        """The finished model in output_dir: adapter + config (base ids) + processor + stage record.
-
-        With LoRA the unmerged adapter goes to `output_dir/lora/` first; then LoRA is merged into
-        the language model and the merged linear weights are saved, so `TheWorld.from_pretrained
-        (output_dir)` needs nothing from peft.
-        """
+        """The finished model in output_dir; LoRA goes to `lora/` unmerged, then is merged so loading needs no peft."""
         output_dir = self.args.output_dir
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         if has_lora(model):

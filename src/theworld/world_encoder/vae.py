@@ -1,11 +1,5 @@
-"""The Cosmos-Predict2 VAE, encoder half only, as TheWorld's world encoder.
-
-Cosmos-Predict2's VAE is the Wan 2.1 VAE (`diffusers.AutoencoderKLWan`). TheWorld only ever
-encodes, and the decoder is about 60% of the weights, so it is never built: the VAE is created on
-the meta device, its decoder side is removed, and only `encoder.*` / `quant_conv.*` tensors are
-read from the checkpoint. Encoding still goes through the VAE's own `encode`, so its causal
-temporal chunking (1 + (T-1)//4 latent frames) is the library's, not ours.
-"""
+"""The Cosmos-Predict2 VAE (diffusers' `AutoencoderKLWan`), encoder half only, as TheWorld's world encoder: the
+decoder (about 60% of the weights) is never built, and encoding is the VAE's own `encode`."""
 
 from __future__ import annotations
 
@@ -31,11 +25,8 @@ ENCODER_PREFIXES = ("encoder.", "quant_conv.")
 
 
 class CosmosWorldEncoder(nn.Module):
-    """Pixels in [-1, 1], shape (B, 3, T, H, W) -> normalised latents (B, 16, 1 + (T-1)//4, H/8, W/8).
-
-    Latents are the posterior mode (deterministic) normalised per channel with the VAE config's
-    `latents_mean`/`latents_std`, as the Cosmos pipeline does before its diffusion model sees them.
-    """
+    """Pixels in [-1, 1] (B, 3, T, H, W) -> posterior-mode latents (B, 16, 1 + (T-1)//4, H/8, W/8), normalised
+    per channel as the Cosmos pipeline does."""
 
     def __init__(self, vae: AutoencoderKLWan) -> None:
         super().__init__()
@@ -69,11 +60,7 @@ class CosmosWorldEncoder(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> CosmosWorldEncoder:
-        """Load the encoder half of an `AutoencoderKLWan` from a hub id or a directory.
-
-        `name_or_path` may be a Cosmos repo (its `vae/` subfolder is used), a VAE directory, or a
-        TheWorld save's `world_encoder/` directory (which holds the encoder half only).
-        """
+        """Load the encoder half from a Cosmos repo (its `vae/`), a VAE directory or a save's `world_encoder/`."""
         vae_dir, config_file, weights = _vae_files(str(name_or_path))
         vae = _encoder_half(config_file)
         state = _read_encoder_state(weights)
@@ -92,8 +79,7 @@ class CosmosWorldEncoder(nn.Module):
 
     @classmethod
     def skeleton(cls, name_or_path: str | os.PathLike) -> CosmosWorldEncoder:
-        """The encoder's modules on the meta device, from the VAE config alone (no weights read):
-        enough to count parameters (`theworld params`)."""
+        """The encoder's modules on the meta device, from the config alone: enough to count parameters."""
         return cls(_encoder_half(_vae_files(str(name_or_path), with_weights=False)[1]).requires_grad_(False))
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
@@ -102,22 +88,19 @@ class CosmosWorldEncoder(nn.Module):
 
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "config.json", "w", encoding="utf-8") as handle:
-            json.dump(dict(self.vae.config), handle, indent=2, sort_keys=True)
+        (out / "config.json").write_text(json.dumps(dict(self.vae.config), indent=2, sort_keys=True), encoding="utf-8")
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.vae.state_dict().items()}
         save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
 
 
 def vae_files(name: str) -> dict[str, str]:
-    """{"config": config.json, "weights": weights file or index} of the VAE `name` loads from (the
-    files a latent cache's manifest records, to notice when they change)."""
+    """{"config": config.json, "weights": weights file or index} of the VAE `name` loads from."""
     _, config, weights = _vae_files(name)
     return {"config": config, "weights": weights}
 
 
 def _vae_files(name: str, with_weights: bool = True) -> tuple[str, str, str | None]:
-    """(where, config.json, weights file or index) of a VAE: a directory (its `vae/`, or itself) or a
-    Hub id (its `vae/` subfolder, or its root). Weights are only looked for `with_weights`."""
+    """(where, config.json, weights file or index) of a VAE: a directory or Hub id, its `vae/` or itself."""
     if os.path.isdir(name):
         folder = next((c for c in (os.path.join(name, "vae"), name) if os.path.isfile(os.path.join(c, "config.json"))), None)
         if folder is None:
