@@ -200,6 +200,28 @@ def test_qa_record_without_answer_is_an_error(tmp_path: Path) -> None:
         load_qa(path)
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"images": "a.png"}, "sample q8: 'images' must be a non-empty list of paths"),
+        ({"images": []}, "sample q8: 'images' must be a non-empty list of paths"),
+        ({"choices": [1, 2]}, "sample q8: 'choices' must be a list of strings"),
+    ],
+)
+def test_qa_record_shapes_training_and_evaluation_both_refuse(tmp_path: Path, fields: dict, message: str) -> None:
+    write_png(tmp_path / "a.png")
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"id": "q8", "question": "Which?", "answer": "1", **fields}])
+    with pytest.raises(TheWorldUserError, match=message):
+        load_qa(path)
+
+
+def test_qa_record_with_image_and_images_uses_both_in_order(tmp_path: Path) -> None:
+    a, b = write_png(tmp_path / "a.png"), write_png(tmp_path / "b.png")
+    record = {"id": "q9", "question": "Same?", "image": "a.png", "images": ["b.png"], "answer": "no"}
+    (sample,) = load_qa(write_jsonl(tmp_path / "qa.jsonl", [record]))
+    assert sample.visuals() == [a, b]
+
+
 def test_qa_video_file_is_a_clip_and_a_broken_one_is_skipped(tmp_path: Path) -> None:
     from theworld.processing.video import VideoFile
     from theworld.testing.inputs import moving_frames, write_video

@@ -80,6 +80,13 @@ def test_bad_label_names_the_sample(tmp_path: Path) -> None:
         load_vsr(path)
 
 
+def test_missing_label_names_the_field(tmp_path: Path) -> None:
+    write_jpg(tmp_path / "000000085637.jpg")
+    record = {k: v for k, v in RECORDS[0].items() if k != "label"}
+    with pytest.raises(TheWorldUserError, match=r"sample 000000085637.jpg#0: missing field 'label'"):
+        load_vsr(write_jsonl(tmp_path / "dev.jsonl", [record]))
+
+
 def test_missing_coco_image_is_counted(tmp_path: Path) -> None:
     write_jpg(tmp_path / "000000085637.jpg")
     path = write_jsonl(tmp_path / "dev.jsonl", RECORDS)

@@ -60,3 +60,12 @@ def test_info_issues_can_be_hidden(tiny_lm):
     assert [i.severity for i in issues] == ["info"]
     text = render_buffer_issues(issues, min_severity="warning")
     assert "PASS" in text and "model.norm.weight" not in text and "1 issue(s) below 'warning' not shown" in text
+
+
+def test_an_unknown_severity_is_shown_as_info():
+    from theworld.parity.buffers import BufferIssue
+
+    issues = [BufferIssue("a.b", "custom", "notice", "a hand-made finding"), BufferIssue("c", "meta", "error", "on meta")]
+    shown = render_buffer_issues(issues)
+    assert shown.index("`c`") < shown.index("`a.b`")  # errors first, the unknown one with the infos
+    assert "`a.b`" not in render_buffer_issues(issues, min_severity="warning")

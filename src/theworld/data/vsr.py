@@ -29,6 +29,8 @@ def read_vsr(record: dict[str, Any], where: str, image_folder: Any, *, bad_visua
     """(visual, question, answer) of a VSR record: the one reader for training and evaluation."""
     if record.get("image") is None or not isinstance(record.get("caption"), str) or not record["caption"].strip():
         raise TheWorldUserError(f"{where}: a VSR record needs `image` and `caption`")
+    if record.get("label") is None:
+        raise TheWorldUserError(f"{where}: missing field 'label'")
     answer = _LABELS.get(str(record.get("label")).strip().lower())
     if answer is None:
         raise TheWorldUserError(f"{where}: VSR label must be 1 or 0, got {record.get('label')!r} (or true/false)")

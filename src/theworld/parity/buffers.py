@@ -200,7 +200,10 @@ def _initialised_skeleton(
             state["_modules"] = {n: c if c is None else skeleton(c) for n, c in module._modules.items()}
             # Plain tensor attributes must not be shared either: an init writing into one would write into the model.
             tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-            state.update({k: replacement(v, False, v.numel() <= _CHUNK) for k, v in tensors.items()})
+            # An attribute that aliases a replaced tensor keeps the alias; the rest are copies.
+            state.update(
+                {k: replaced[id(v)] if id(v) in replaced else _copy(v, v.numel() <= _CHUNK) for k, v in tensors.items()}
+            )
         return skeletons[id(module)]
 
     root = skeleton(model)

@@ -104,7 +104,10 @@ def render_buffer_issues(issues: Sequence[BufferIssue], *, title: str = "Buffers
     """A table of issues, errors first; `min_severity` ("error", "warning", "info") hides the less
     severe ones (their count is still given)."""
     rank = _SEVERITY_ORDER
-    shown = sorted((i for i in issues if rank[i.severity] <= rank[min_severity]), key=lambda i: rank[i.severity])
+    def level(issue: BufferIssue) -> int:  # an unknown severity counts as info
+        return rank.get(issue.severity, 2)
+
+    shown = sorted((i for i in issues if level(i) <= rank[min_severity]), key=level)
     lines = [f"## {title}: {'FAIL' if any(i.severity == 'error' for i in issues) else 'PASS'}", ""]
     if not issues:
         clean = "No issues: every checked tensor is materialised, finite, plausible and matches its initialisation."
