@@ -51,10 +51,23 @@ class ForecastDemoConfig:
     align_fraction: float = 0.25
     batch_size: int = 16
     learning_rate: float = 1e-3
+    world_tokens_per_frame: int = 16
     n_boot: int = 2000
     threads: int | None = 1
+    eval_split: str = "heldout"
+    """"heldout" (report) or "validation" (choose settings: the study's validation seed stream)."""
+    picture_decoder_steps: int = 200
+    """Steps training the VAE's decoder for the picture (0: no picture); the encoder stays frozen."""
+    systems: tuple[str, ...] = FORECAST_SYSTEMS
+    """Which systems to train and evaluate (all three for a report; fewer to search settings cheaply)."""
 
     def __post_init__(self) -> None:
+        self.systems = tuple(self.systems)
+        if self.eval_split not in ("heldout", "validation"):
+            raise TheWorldUserError(f"forecast demo: eval_split must be 'heldout' or 'validation', got {self.eval_split!r}")
+        unknown = [s for s in self.systems if s not in FORECAST_SYSTEMS]
+        if not self.systems or unknown:
+            raise TheWorldUserError(f"forecast demo: systems must be from {', '.join(FORECAST_SYSTEMS)}, got {self.systems}")
         for name in ("n_unlabelled", "n_train", "n_heldout", "dit_steps", "batch_size", "n_boot"):
             if getattr(self, name) < 1:
                 raise TheWorldUserError(f"forecast demo: {name} must be positive, got {getattr(self, name)}")
@@ -93,12 +106,17 @@ def write_labelled(config: ForecastDemoConfig, study: Any, out: Path) -> tuple[P
     """Train and held-out QA splits (observed frames as PNGs); returns the files and every clip."""
     from theworld.data.forecast import ForecastConfig, generate_forecast
     from theworld.data.synthetic import heldout_seed, write_split
+    from theworld.world_model.forecast_study import VALIDATION_SEED_OFFSET
 
     world = ForecastConfig(image_size=study.image_size, observed_frames=study.observed_frames, future_frames=study.future_frames)
     train = generate_forecast(config.n_train, seed=config.seed + LABELLED_SEED_OFFSET, config=world, split="train")
-    heldout = generate_forecast(config.n_heldout, seed=heldout_seed(config.seed), config=world, split="heldout")
+    if config.eval_split == "heldout":
+        eval_seed = heldout_seed(config.seed)
+    else:
+        eval_seed = config.seed + VALIDATION_SEED_OFFSET
+    heldout = generate_forecast(config.n_heldout, seed=eval_seed, config=world, split=config.eval_split)
     data = out / "data"
-    train_file, heldout_file = write_split(train, data, "train"), write_split(heldout, data, "heldout")
+    train_file, heldout_file = write_split(train, data, "train"), write_split(heldout, data, config.eval_split)
     return Path(train_file), Path(heldout_file), train + heldout
 
 
@@ -115,7 +133,8 @@ def _values(config: ForecastDemoConfig, gemma: str, repo: str, train_file: Path,
             rollout: bool, **values: Any) -> dict[str, Any]:  # fmt: skip
     from theworld.demo.pipeline import DemoConfig, train_values
 
-    demo = DemoConfig(image_size=study.image_size, world_image_size=study.image_size, world_tokens_per_frame=16,
+    demo = DemoConfig(image_size=study.image_size, world_image_size=study.image_size,
+                      world_tokens_per_frame=config.world_tokens_per_frame,
                       num_frames=study.observed_frames, batch_size=config.batch_size, learning_rate=config.learning_rate,
                       seed=config.seed, total_steps=config.total_steps, n_train=12, n_heldout=12)  # fmt: skip
     rollouts = dict(
@@ -186,19 +205,19 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
     from theworld.testing.tiny import make_tiny_gemma
     from theworld.testing.tiny_world_model import TinyTestSafetyChecker
 
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    out = Path(config.output_dir)
-    if out.exists() and any(out.iterdir()):
-        raise TheWorldUserError(f"--output-dir {out} is not empty: the forecast demo starts from scratch")
-    out.mkdir(parents=True, exist_ok=True)
+    from theworld.demo.workers import fresh_output_dir
+
+    out = fresh_output_dir(config.output_dir, "--output-dir", config.threads)
     timings: dict[str, float] = {}
+    cpu_timings: dict[str, float] = {}  # this process's CPU seconds per step (the machine may be shared)
     start = lap = time.time()
+    cpu_lap = time.process_time()
 
     def mark(name: str) -> None:
-        nonlocal lap
+        nonlocal lap, cpu_lap
         timings[name] = round(time.time() - lap, 1)
-        lap = time.time()
+        cpu_timings[name] = round(time.process_time() - cpu_lap, 1)
+        lap, cpu_lap = time.time(), time.process_time()
 
     repo, study, world_facts = build_world_model(config, out)
     gemma = str(make_tiny_gemma(out / "models" / "gemma"))
@@ -215,12 +234,9 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
     oracle_cache = build_oracle_cache(oracle, futures)
     oracle_check = check_oracle(oracle_cache, rollout, futures)
     mark("latent, rollout and oracle caches")
-    folders = {
-        "theworld": _train_two_stages(config, plain, "theworld", runs),
-        "theworld_rollout": _train_two_stages(config, rollout, "theworld_rollout", runs),
-        "theworld_oracle_future": _train_two_stages(config, oracle, "theworld_oracle_future", runs),
-    }
-    mark("training (3 systems)")
+    values = {"theworld": plain, "theworld_rollout": rollout, "theworld_oracle_future": oracle}
+    folders = {system: _train_two_stages(config, values[system], system, runs) for system in config.systems}
+    mark(f"training ({len(folders)} systems)")
 
     items = load_jsonl(str(heldout_file))
     metrics: dict[str, Any] = {}
@@ -234,8 +250,15 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
         metrics[system] = evaluate(items, model, processor, out / "eval" / system, settings, info=info)
         del model
     mark("evaluation")
+    picture = None
+    if config.picture_decoder_steps > 0:
+        picture = write_forecast_picture(config, repo, study, rollout, labelled[: config.n_train],
+                                         labelled[config.n_train :], out / "forecast.png")  # fmt: skip
+        mark("picture (decoder training, decoding)")
     paired = {}
     for system, reference in COMPARISONS:
+        if system not in folders or reference not in folders:
+            continue
         pair = compare_pair(load_run(out / "eval" / system), load_run(out / "eval" / reference), n_boot=config.n_boot, seed=config.seed)
         if pair is not None:
             paired[f"{system}_vs_{reference}"] = {"n": pair.n, "diff": pair.diff, "ci95": [pair.lo, pair.hi], "p_mcnemar": pair.p_mcnemar}
@@ -244,15 +267,45 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
                     for s, m in metrics.items()},
         "paired": paired,
         "world_model": world_facts,
-        "oracle": {**oracle_check, "items_looked_up": oracle_imagination.items},
+        "picture": picture,
+        "oracle": {**oracle_check, "items_looked_up": oracle_imagination.items if "theworld_oracle_future" in folders else 0},
         "config": asdict(config),
         "timings_s": timings,
+        "cpu_s": cpu_timings,
         "wall_time_s": round(time.time() - start, 1),
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "report.md").write_text(render(results))
     return results
+
+
+PICTURE_CLIPS = (("bounce", "yes"), ("bounce", "no"), ("collision", "yes"), ("exit", "right"))
+
+
+def write_forecast_picture(config: ForecastDemoConfig, repo: str, study: Any, rollout_values: dict[str, Any],
+                           train_clips: list[Any], eval_clips: list[Any], path: Path) -> dict[str, Any]:  # fmt: skip
+    """The PNG of observed vs imagined vs true future frames for the first evaluation clip of each
+    PICTURE_CLIPS kind, decoded by the demo's VAE (its decoder trained for this; see forecast_picture)."""
+    from theworld.demo.forecast_picture import write_picture
+    from theworld.training.config import build_config
+    from theworld.training.dataset import load_datasets
+    from theworld.world_model.forecast_study import clips_uint8, encode
+
+    chosen = [next(c for c in eval_clips if (c.category, c.answer) == kind) for kind in PICTURE_CLIPS
+              if any((c.category, c.answer) == kind for c in eval_clips)]  # fmt: skip
+    wanted = {c.id for c in chosen}
+    cache = open_oracle_cache(rollout_values)  # the DiT's rollouts, as training read them
+    imagined = {sample.id: cache.imagined_for(sample.visuals()[0])
+                for dataset in load_datasets(build_config(rollout_values)) if dataset is not None
+                for sample in dataset.samples if sample.id in wanted}  # fmt: skip
+    latents = encode(Path(repo), clips_uint8(chosen), [c.id for c in chosen])
+    observed = 1 + (study.observed_frames - 1) // 4
+    return write_picture(
+        Path(repo) / "vae", clips_uint8(train_clips), chosen, latents.mean[:, :, :observed],
+        latents.mean[:, :, observed : observed + study.rollout_frames], torch.stack([imagined[c.id] for c in chosen]),
+        path, config.picture_decoder_steps, config.seed,
+    )  # fmt: skip
 
 
 class OracleImagination:
