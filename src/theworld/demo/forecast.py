@@ -1,6 +1,5 @@
-"""The demo's forecast task (`theworld demo --forecast`): does imagining the future help a
-question about the future? Not part of `make demo` yet (its budget is not measured against the
-15-minute limit; see docs/rollout.md).
+"""The demo's forecast task (part of `theworld demo` / `make demo`; alone: `theworld demo --forecast`):
+does imagining the future help a question about the future? Measured numbers: docs/rollout.md.
 
 Steps, through the code a user runs:
 
@@ -35,6 +34,8 @@ COMPARISONS = (("theworld_rollout", "theworld"), ("theworld_oracle_future", "the
 # The labelled train clips' seed stream: apart from the unlabelled clips (seed), the held-out split
 # (`synthetic.heldout_seed`: +1_000_003) and the study's validation split (+2_000_003).
 LABELLED_SEED_OFFSET = 3_000_017
+# The picture shows the first held-out clip of each of these (family, answer) kinds.
+PICTURE_CLIPS = (("bounce", "yes"), ("bounce", "no"), ("collision", "yes"), ("exit", "right"))
 
 
 @dataclass
@@ -47,7 +48,7 @@ class ForecastDemoConfig:
     n_heldout: int = 240
     dit_steps: int = 400
     rollout_steps: int = 10
-    total_steps: int = 300
+    total_steps: int = 1200
     align_fraction: float = 0.25
     batch_size: int = 16
     learning_rate: float = 1e-3
@@ -56,7 +57,9 @@ class ForecastDemoConfig:
     threads: int | None = 1
     eval_split: str = "heldout"
     """"heldout" (report) or "validation" (choose settings: the study's validation seed stream)."""
-    picture_decoder_steps: int = 200
+    workers: int = 2
+    """Processes training and evaluating the systems side by side, one torch thread each (1: in turn, here)."""
+    picture_decoder_steps: int = 300
     """Steps training the VAE's decoder for the picture (0: no picture); the encoder stays frozen."""
     systems: tuple[str, ...] = FORECAST_SYSTEMS
     """Which systems to train and evaluate (all three for a report; fewer to search settings cheaply)."""
@@ -68,7 +71,7 @@ class ForecastDemoConfig:
         unknown = [s for s in self.systems if s not in FORECAST_SYSTEMS]
         if not self.systems or unknown:
             raise TheWorldUserError(f"forecast demo: systems must be from {', '.join(FORECAST_SYSTEMS)}, got {self.systems}")
-        for name in ("n_unlabelled", "n_train", "n_heldout", "dit_steps", "batch_size", "n_boot"):
+        for name in ("n_unlabelled", "n_train", "n_heldout", "dit_steps", "batch_size", "n_boot", "workers"):
             if getattr(self, name) < 1:
                 raise TheWorldUserError(f"forecast demo: {name} must be positive, got {getattr(self, name)}")
         for name in ("n_train", "n_heldout"):
@@ -198,14 +201,10 @@ def build_oracle_cache(values: dict[str, Any], futures: dict[str, torch.Tensor])
 
 def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
     """Every step; writes results.json and report.md in output_dir and returns the results."""
-    from theworld.evaluation.benchmarks import load_jsonl
+    from theworld.demo.workers import fresh_output_dir, run_jobs
     from theworld.evaluation.compare import compare_pair, load_run
-    from theworld.evaluation.harness import EvalSettings, evaluate
-    from theworld.evaluation.loading import load_model
     from theworld.testing.tiny import make_tiny_gemma
-    from theworld.testing.tiny_world_model import TinyTestSafetyChecker
-
-    from theworld.demo.workers import fresh_output_dir
+    from theworld.world_model.forecast_study import clips_uint8
 
     out = fresh_output_dir(config.output_dir, "--output-dir", config.threads)
     timings: dict[str, float] = {}
@@ -235,29 +234,22 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
     oracle_check = check_oracle(oracle_cache, rollout, futures)
     mark("latent, rollout and oracle caches")
     values = {"theworld": plain, "theworld_rollout": rollout, "theworld_oracle_future": oracle}
-    folders = {system: _train_two_stages(config, values[system], system, runs) for system in config.systems}
-    mark(f"training ({len(folders)} systems)")
-
-    items = load_jsonl(str(heldout_file))
-    metrics: dict[str, Any] = {}
-    for system, folder in folders.items():
-        checker = TinyTestSafetyChecker() if system != "theworld" else None
-        model, processor = load_model(folder, "none", dtype="float32", device="cpu", safety_checker=checker)
-        if system == "theworld_oracle_future":  # the true future in place of the DiT's imagination
-            model.imagine = oracle_imagination = OracleImagination(open_oracle_cache(oracle))
-        settings = EvalSettings(control="none", batch_size=32, seed=config.seed, n_boot=config.n_boot)
-        info = {"model": folder, "benchmark": "jsonl", "data": str(heldout_file), "system": system}
-        metrics[system] = evaluate(items, model, processor, out / "eval" / system, settings, info=info)
-        del model
-    mark("evaluation")
-    picture = None
-    if config.picture_decoder_steps > 0:
-        picture = write_forecast_picture(config, repo, study, rollout, labelled[: config.n_train],
-                                         labelled[config.n_train :], out / "forecast.png")  # fmt: skip
-        mark("picture (decoder training, decoding)")
+    jobs = {system: (train_and_evaluate, (config, values[system], system, str(heldout_file), str(out)))
+            for system in config.systems}  # fmt: skip
+    if config.picture_decoder_steps > 0:  # independent of the systems: it runs beside them
+        eval_clips = labelled[config.n_train :]
+        chosen = [next(c for c in eval_clips if (c.category, c.answer) == kind) for kind in PICTURE_CLIPS
+                  if any((c.category, c.answer) == kind for c in eval_clips)]  # fmt: skip
+        train_pixels = clips_uint8(labelled[: min(config.n_train, 96)])
+        jobs["picture"] = (write_forecast_picture, (config, repo, study, rollout, train_pixels, chosen, out / "forecast.png"))
+    done = run_jobs(jobs, config.workers)
+    metrics = {system: done[system]["result"]["metrics"] for system in config.systems}
+    timings_name = f"training and evaluation ({len(metrics)} systems), picture; {min(config.workers, len(jobs))} worker processes"
+    mark(timings_name)
+    cpu_timings[timings_name] = round(cpu_timings[timings_name] + sum(job["cpu_s"] for job in done.values()), 1)
     paired = {}
     for system, reference in COMPARISONS:
-        if system not in folders or reference not in folders:
+        if system not in metrics or reference not in metrics:
             continue
         pair = compare_pair(load_run(out / "eval" / system), load_run(out / "eval" / reference), n_boot=config.n_boot, seed=config.seed)
         if pair is not None:
@@ -267,8 +259,10 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
                     for s, m in metrics.items()},
         "paired": paired,
         "world_model": world_facts,
-        "picture": picture,
-        "oracle": {**oracle_check, "items_looked_up": oracle_imagination.items if "theworld_oracle_future" in folders else 0},
+        "picture": done["picture"]["result"] if "picture" in done else None,
+        "oracle": {**oracle_check, "items_looked_up": done["theworld_oracle_future"]["result"]["oracle_items"]
+                   if "theworld_oracle_future" in done else 0},
+        "jobs": {name: {"wall_s": job["wall_s"], "cpu_s": job["cpu_s"]} for name, job in done.items()},
         "config": asdict(config),
         "timings_s": timings,
         "cpu_s": cpu_timings,
@@ -280,20 +274,18 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
     return results
 
 
-PICTURE_CLIPS = (("bounce", "yes"), ("bounce", "no"), ("collision", "yes"), ("exit", "right"))
-
-
 def write_forecast_picture(config: ForecastDemoConfig, repo: str, study: Any, rollout_values: dict[str, Any],
-                           train_clips: list[Any], eval_clips: list[Any], path: Path) -> dict[str, Any]:  # fmt: skip
-    """The PNG of observed vs imagined vs true future frames for the first evaluation clip of each
-    PICTURE_CLIPS kind, decoded by the demo's VAE (its decoder trained for this; see forecast_picture)."""
+                           train_pixels: torch.Tensor, chosen: list[Any], path: Path) -> dict[str, Any]:  # fmt: skip
+    """The PNG of observed vs imagined vs true future frames for the chosen evaluation clips, decoded
+    by the demo's VAE (its decoder trained on `train_pixels` for this; see forecast_picture). A job
+    for `run_jobs`: sets its own threads."""
     from theworld.demo.forecast_picture import write_picture
     from theworld.training.config import build_config
     from theworld.training.dataset import load_datasets
     from theworld.world_model.forecast_study import clips_uint8, encode
 
-    chosen = [next(c for c in eval_clips if (c.category, c.answer) == kind) for kind in PICTURE_CLIPS
-              if any((c.category, c.answer) == kind for c in eval_clips)]  # fmt: skip
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     wanted = {c.id for c in chosen}
     cache = open_oracle_cache(rollout_values)  # the DiT's rollouts, as training read them
     imagined = {sample.id: cache.imagined_for(sample.visuals()[0])
@@ -302,10 +294,32 @@ def write_forecast_picture(config: ForecastDemoConfig, repo: str, study: Any, ro
     latents = encode(Path(repo), clips_uint8(chosen), [c.id for c in chosen])
     observed = 1 + (study.observed_frames - 1) // 4
     return write_picture(
-        Path(repo) / "vae", clips_uint8(train_clips), chosen, latents.mean[:, :, :observed],
+        Path(repo) / "vae", train_pixels, chosen, latents.mean[:, :, :observed],
         latents.mean[:, :, observed : observed + study.rollout_frames], torch.stack([imagined[c.id] for c in chosen]),
         path, config.picture_decoder_steps, config.seed,
     )  # fmt: skip
+
+
+def train_and_evaluate(config: ForecastDemoConfig, values: dict[str, Any], system: str, heldout_file: str,
+                       out: str) -> dict[str, Any]:  # fmt: skip
+    """One system: align, finetune, held-out evaluation (a job for `run_jobs`: sets its own threads)."""
+    from theworld.evaluation.benchmarks import load_jsonl
+    from theworld.evaluation.harness import EvalSettings, evaluate
+    from theworld.evaluation.loading import load_model
+    from theworld.testing.tiny_world_model import TinyTestSafetyChecker
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    folder = _train_two_stages(config, values, system, Path(out) / "runs")
+    checker = TinyTestSafetyChecker() if system != "theworld" else None
+    model, processor = load_model(folder, "none", dtype="float32", device="cpu", safety_checker=checker)
+    oracle = None
+    if system == "theworld_oracle_future":  # the true future in place of the DiT's imagination
+        model.imagine = oracle = OracleImagination(open_oracle_cache(values))
+    settings = EvalSettings(control="none", batch_size=32, seed=config.seed, n_boot=config.n_boot)
+    info = {"model": folder, "benchmark": "jsonl", "data": heldout_file, "system": system}
+    metrics = evaluate(load_jsonl(heldout_file), model, processor, Path(out) / "eval" / system, settings, info=info)
+    return {"folder": folder, "metrics": metrics, "oracle_items": oracle.items if oracle is not None else 0}
 
 
 class OracleImagination:
