@@ -11,11 +11,15 @@ from theworld.demo.pipeline import DemoConfig
 from theworld.errors import TheWorldUserError
 
 
+TINY_MOTION = ["--n-train", "16", "--n-heldout", "8", "--total-steps", "4", "--batch-size", "4"]
+TINY_FORECAST = dict(n_unlabelled=12, n_train=6, n_heldout=6, dit_steps=2, rollout_steps=2, total_steps=2, batch_size=2,
+                     n_boot=20, picture_decoder_steps=2)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    code = main(["demo", "--output-dir", str(out), "--n-train", "16", "--n-heldout", "8", "--total-steps", "4",
-                 "--batch-size", "4"])  # fmt: skip
+    code = main(["demo", "--output-dir", str(out), *TINY_MOTION, "--skip-forecast"])
     assert code == 0
     return out
 
@@ -87,3 +91,29 @@ def test_demo_names_the_output_dir_flag(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(tmp_path)]) == 2
     assert "theworld demo: error: --output-dir" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
+@pytest.mark.slow
+def test_default_demo_runs_both_tasks_side_by_side_with_the_numbers_of_one_alone(demo_dir, tmp_path):
+    config = tmp_path / "forecast.json"
+    config.write_text(json.dumps(TINY_FORECAST))
+    out = tmp_path / "both"
+    assert main(["demo", "--output-dir", str(out), *TINY_MOTION, "--forecast-config", str(config)]) == 0
+    both, alone = (json.loads((d / "results.json").read_text()) for d in (out, demo_dir))
+    # the direction/approach task ran in a worker process: the same numbers as run alone in this one
+    assert both["systems"] == alone["systems"] and both["paired"] == alone["paired"]
+    assert [h["loss"] for h in both["training"]["theworld"]] == [h["loss"] for h in alone["training"]["theworld"]]
+    forecast = json.loads((out / "forecast" / "results.json").read_text())
+    assert set(forecast["systems"]) == {"theworld", "theworld_rollout", "theworld_oracle_future"}
+    assert forecast["config"]["n_train"] == 6 and forecast["config"]["eval_split"] == "heldout"
+    timings = json.loads((out / "demo_timings.json").read_text())
+    assert timings["workers"] == 2 and set(timings["tasks"]) == {"direction/approach task", "forecast task"}
+    assert "forecast/report.md" in (out / "report.md").read_text()
+
+
+def test_forecast_config_file_unknown_field_is_named(tmp_path, capsys):
+    config = tmp_path / "forecast.json"
+    config.write_text(json.dumps({"n_train": 6, "dit_stepz": 2}))
+    assert main(["demo", "--output-dir", str(tmp_path / "run"), "--forecast-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "--forecast-config" in err and "dit_stepz" in err and not (tmp_path / "run").exists()

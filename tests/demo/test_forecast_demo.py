@@ -13,7 +13,8 @@ from theworld.errors import TheWorldUserError
 @pytest.mark.slow
 def test_forecast_demo_runs_three_systems_end_to_end(tmp_path):
     config = ForecastDemoConfig(output_dir=str(tmp_path / "demo"), n_unlabelled=12, n_train=6, n_heldout=6, dit_steps=2,
-                                rollout_steps=2, total_steps=2, batch_size=2, n_boot=20)  # fmt: skip
+                                rollout_steps=2, total_steps=2, batch_size=2, n_boot=20,
+                                picture_decoder_steps=2)  # fmt: skip
     results = run_forecast_demo(config)
     # no labelled train clip is a held-out clip (the seed streams differ)
     frames = {split: {p.read_bytes() for p in (tmp_path / "demo" / "data" / split / "frames").glob("*_0.png")}
@@ -34,8 +35,18 @@ def test_forecast_demo_runs_three_systems_end_to_end(tmp_path):
     oracle = results["oracle"]
     assert oracle["max_abs_oracle_minus_truth"] == 0 and oracle["mse_truth_vs_imagined"] > 1e-4
     assert oracle["items_looked_up"] == 6
+    # the picture: decoded by the demo's VAE, one block of rows per kind of clip found in the held-out split
+    assert (tmp_path / "demo" / "forecast.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["picture"]["decoder_steps"] == 2 and results["picture"]["future_mae_imagined_decoded"] > 0
 
 
 def test_bad_sizes_are_refused():
     with pytest.raises(TheWorldUserError, match="multiple of 6"):
         ForecastDemoConfig(n_train=7)
+
+
+def test_validation_split_and_system_subset(tmp_path):
+    with pytest.raises(TheWorldUserError, match="eval_split"):
+        ForecastDemoConfig(eval_split="test")
+    with pytest.raises(TheWorldUserError, match="systems"):
+        ForecastDemoConfig(systems=("theworld", "gemma_control"))

@@ -37,5 +37,5 @@ def test_study_reports_errors_against_the_three_baselines_and_timings(tmp_path):
 
     table = world_model_forecast.error_table(results["errors"])
     assert table.count("\n") >= 2 and "copy-last" in table
-    with pytest.raises(TheWorldUserError, match="not empty"):
+    with pytest.raises(TheWorldUserError, match="output_dir: .* is not an empty folder"):
         run_forecast_study(config)

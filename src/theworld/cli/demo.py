@@ -39,9 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 for tiny models)")
     parser.add_argument(
         "--forecast", action="store_true",
-        help="run the forecast task instead (world rollouts: theworld, theworld_rollout, theworld_oracle_future; "
-        "tiny models; its own sizes, see docs/rollout.md; not part of make demo yet)",
+        help="run the forecast task alone (world rollouts: theworld, theworld_rollout, theworld_oracle_future; "
+        "tiny models only; see docs/rollout.md)",
     )  # fmt: skip
+    parser.add_argument("--skip-forecast", action="store_true",
+                        help="run the direction/approach task alone (what --model does: the forecast task runs on tiny models only)")  # fmt: skip
+    parser.add_argument("--forecast-config", default=None,
+                        help="a JSON file of forecast-task settings (ForecastDemoConfig fields) over its defaults")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes running the two tasks side by side, one torch thread each (1: one after the other)")  # fmt: skip
 
 
 def _config(args: argparse.Namespace):
@@ -72,13 +78,17 @@ def _config(args: argparse.Namespace):
     )
 
 
-def run_forecast(args: argparse.Namespace) -> int:
-    from theworld.demo.forecast import ForecastDemoConfig, run_forecast_demo
+def _forecast_config(args: argparse.Namespace):
+    from theworld.demo.both import load_forecast_config
 
     if args.model is not None:
-        raise TheWorldUserError("--forecast runs on the tiny offline models only (its world model is trained here)")
-    results = run_forecast_demo(ForecastDemoConfig(output_dir=args.output_dir, seed=args.seed, threads=args.threads or 1))
-    table = Table(title=f"forecast task, held-out accuracy ({args.output_dir}, {results['wall_time_s']} s)")
+        raise TheWorldUserError("--forecast runs on the tiny offline models only (its world model is trained here); "
+                                "with --model pass --skip-forecast")  # fmt: skip
+    return load_forecast_config(args.forecast_config, seed=args.seed, threads=args.threads or 1)
+
+
+def print_forecast(results: dict, output_dir: str) -> None:
+    table = Table(title=f"forecast task, held-out accuracy ({output_dir}, {results['wall_time_s']} s)")
     for column in ("system", "accuracy %", "95% CI", "n"):
         table.add_column(column)
     for name, m in results["systems"].items():
@@ -88,21 +98,13 @@ def run_forecast(args: argparse.Namespace) -> int:
     for name, pair in results["paired"].items():
         console.print(f"{name}: {100 * pair['diff']:+.1f} points (paired 95% CI [{100 * pair['ci95'][0]:+.1f}, "
                       f"{100 * pair['ci95'][1]:+.1f}], McNemar p {pair['p_mcnemar']:.3g})")  # fmt: skip
-    console.print(f"report: {args.output_dir}/report.md")
-    return 0
+    console.print(f"report: {output_dir}/report.md")
 
 
-def run(args: argparse.Namespace) -> int:
-    from theworld.demo.pipeline import DemoConfigError, run_demo
+def print_motion(results: dict, output_dir: str) -> None:
     from theworld.demo.report import summary_rows
 
-    if args.forecast:
-        return run_forecast(args)
-    try:  # the config checks every value, and run_demo the output folder, before anything is written
-        results = run_demo(_config(args))
-    except DemoConfigError as err:
-        raise err.for_flags(_FLAGS) from None
-    table = Table(title=f"held-out accuracy ({args.output_dir}, {results['wall_time_s']} s)")
+    table = Table(title=f"held-out accuracy ({output_dir}, {results['wall_time_s']} s)")
     for column in ("system", "accuracy %", "95% CI", "n"):
         table.add_column(column)
     for row in summary_rows(results):
@@ -113,5 +115,35 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"{name}: {100 * pair['diff']:+.1f} points "
                       f"(paired 95% CI [{100 * pair['ci95'][0]:+.1f}, {100 * pair['ci95'][1]:+.1f}]), "
                       f"target >= +{100 * pair['target']:.0f}: {'met' if pair['met'] else 'NOT met'}")  # fmt: skip
-    console.print(f"report: {args.output_dir}/report.md")
+    console.print(f"report: {output_dir}/report.md")
+
+
+def run(args: argparse.Namespace) -> int:
+    from theworld.demo.both import FORECAST_TASK, MOTION_TASK, run_both_tasks
+    from theworld.demo.forecast import run_forecast_demo
+    from theworld.demo.pipeline import DemoConfigError, run_demo
+
+    if args.forecast and args.skip_forecast:
+        raise TheWorldUserError("--forecast runs the forecast task alone and --skip-forecast the other one: give one")
+    if args.workers < 1:
+        raise TheWorldUserError(f"--workers: must be positive, got {args.workers}")
+    if args.forecast:
+        forecast = _forecast_config(args)
+        forecast.output_dir = args.output_dir
+        print_forecast(run_forecast_demo(forecast), args.output_dir)
+        return 0
+    try:  # the configs check every value, and the runs the output folder, before anything is written
+        config = _config(args)
+    except DemoConfigError as err:
+        raise err.for_flags(_FLAGS) from None
+    if args.skip_forecast or args.model is not None:  # the forecast task trains its own tiny world model
+        print_motion(run_demo(config), args.output_dir)
+        return 0
+    results = run_both_tasks(config, _forecast_config(args), workers=args.workers)
+    print_motion(results[MOTION_TASK], args.output_dir)
+    print_forecast(results[FORECAST_TASK], f"{args.output_dir}/forecast")
+    timing = results["timings"]
+    Console().print(f"both tasks: {timing['wall_time_s']} s wall with {timing['workers']} worker processes ("
+                    + ", ".join(f"{name} {t['wall_s']} s wall, {t['cpu_s']} s CPU" for name, t in timing["tasks"].items())
+                    + ")")  # fmt: skip
     return 0

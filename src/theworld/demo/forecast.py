@@ -1,6 +1,5 @@
-"""The demo's forecast task (`theworld demo --forecast`): does imagining the future help a
-question about the future? Not part of `make demo` yet (its budget is not measured against the
-15-minute limit; see docs/rollout.md).
+"""The demo's forecast task (part of `theworld demo` / `make demo`; alone: `theworld demo --forecast`):
+does imagining the future help a question about the future? Measured numbers: docs/rollout.md.
 
 Steps, through the code a user runs:
 
@@ -35,6 +34,8 @@ COMPARISONS = (("theworld_rollout", "theworld"), ("theworld_oracle_future", "the
 # The labelled train clips' seed stream: apart from the unlabelled clips (seed), the held-out split
 # (`synthetic.heldout_seed`: +1_000_003) and the study's validation split (+2_000_003).
 LABELLED_SEED_OFFSET = 3_000_017
+# The picture shows the first held-out clip of each of these (family, answer) kinds.
+PICTURE_CLIPS = (("bounce", "yes"), ("bounce", "no"), ("collision", "yes"), ("exit", "right"))
 
 
 @dataclass
@@ -47,15 +48,30 @@ class ForecastDemoConfig:
     n_heldout: int = 240
     dit_steps: int = 400
     rollout_steps: int = 10
-    total_steps: int = 300
+    total_steps: int = 1200
     align_fraction: float = 0.25
     batch_size: int = 16
     learning_rate: float = 1e-3
+    world_tokens_per_frame: int = 16
     n_boot: int = 2000
     threads: int | None = 1
+    eval_split: str = "heldout"
+    """"heldout" (report) or "validation" (choose settings: the study's validation seed stream)."""
+    workers: int = 2
+    """Processes training and evaluating the systems side by side, one torch thread each (1: in turn, here)."""
+    picture_decoder_steps: int = 300
+    """Steps training the VAE's decoder for the picture (0: no picture); the encoder stays frozen."""
+    systems: tuple[str, ...] = FORECAST_SYSTEMS
+    """Which systems to train and evaluate (all three for a report; fewer to search settings cheaply)."""
 
     def __post_init__(self) -> None:
-        for name in ("n_unlabelled", "n_train", "n_heldout", "dit_steps", "batch_size", "n_boot"):
+        self.systems = tuple(self.systems)
+        if self.eval_split not in ("heldout", "validation"):
+            raise TheWorldUserError(f"forecast demo: eval_split must be 'heldout' or 'validation', got {self.eval_split!r}")
+        unknown = [s for s in self.systems if s not in FORECAST_SYSTEMS]
+        if not self.systems or unknown:
+            raise TheWorldUserError(f"forecast demo: systems must be from {', '.join(FORECAST_SYSTEMS)}, got {self.systems}")
+        for name in ("n_unlabelled", "n_train", "n_heldout", "dit_steps", "batch_size", "n_boot", "workers"):
             if getattr(self, name) < 1:
                 raise TheWorldUserError(f"forecast demo: {name} must be positive, got {getattr(self, name)}")
         for name in ("n_train", "n_heldout"):
@@ -93,12 +109,17 @@ def write_labelled(config: ForecastDemoConfig, study: Any, out: Path) -> tuple[P
     """Train and held-out QA splits (observed frames as PNGs); returns the files and every clip."""
     from theworld.data.forecast import ForecastConfig, generate_forecast
     from theworld.data.synthetic import heldout_seed, write_split
+    from theworld.world_model.forecast_study import VALIDATION_SEED_OFFSET
 
     world = ForecastConfig(image_size=study.image_size, observed_frames=study.observed_frames, future_frames=study.future_frames)
     train = generate_forecast(config.n_train, seed=config.seed + LABELLED_SEED_OFFSET, config=world, split="train")
-    heldout = generate_forecast(config.n_heldout, seed=heldout_seed(config.seed), config=world, split="heldout")
+    if config.eval_split == "heldout":
+        eval_seed = heldout_seed(config.seed)
+    else:
+        eval_seed = config.seed + VALIDATION_SEED_OFFSET
+    heldout = generate_forecast(config.n_heldout, seed=eval_seed, config=world, split=config.eval_split)
     data = out / "data"
-    train_file, heldout_file = write_split(train, data, "train"), write_split(heldout, data, "heldout")
+    train_file, heldout_file = write_split(train, data, "train"), write_split(heldout, data, config.eval_split)
     return Path(train_file), Path(heldout_file), train + heldout
 
 
@@ -115,7 +136,8 @@ def _values(config: ForecastDemoConfig, gemma: str, repo: str, train_file: Path,
             rollout: bool, **values: Any) -> dict[str, Any]:  # fmt: skip
     from theworld.demo.pipeline import DemoConfig, train_values
 
-    demo = DemoConfig(image_size=study.image_size, world_image_size=study.image_size, world_tokens_per_frame=16,
+    demo = DemoConfig(image_size=study.image_size, world_image_size=study.image_size,
+                      world_tokens_per_frame=config.world_tokens_per_frame,
                       num_frames=study.observed_frames, batch_size=config.batch_size, learning_rate=config.learning_rate,
                       seed=config.seed, total_steps=config.total_steps, n_train=12, n_heldout=12)  # fmt: skip
     rollouts = dict(
@@ -179,26 +201,22 @@ def build_oracle_cache(values: dict[str, Any], futures: dict[str, torch.Tensor])
 
 def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
     """Every step; writes results.json and report.md in output_dir and returns the results."""
-    from theworld.evaluation.benchmarks import load_jsonl
+    from theworld.demo.workers import fresh_output_dir, run_jobs
     from theworld.evaluation.compare import compare_pair, load_run
-    from theworld.evaluation.harness import EvalSettings, evaluate
-    from theworld.evaluation.loading import load_model
     from theworld.testing.tiny import make_tiny_gemma
-    from theworld.testing.tiny_world_model import TinyTestSafetyChecker
+    from theworld.world_model.forecast_study import clips_uint8
 
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    out = Path(config.output_dir)
-    if out.exists() and any(out.iterdir()):
-        raise TheWorldUserError(f"--output-dir {out} is not empty: the forecast demo starts from scratch")
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_output_dir(config.output_dir, "--output-dir", config.threads)
     timings: dict[str, float] = {}
+    cpu_timings: dict[str, float] = {}  # this process's CPU seconds per step (the machine may be shared)
     start = lap = time.time()
+    cpu_lap = time.process_time()
 
     def mark(name: str) -> None:
-        nonlocal lap
+        nonlocal lap, cpu_lap
         timings[name] = round(time.time() - lap, 1)
-        lap = time.time()
+        cpu_timings[name] = round(time.process_time() - cpu_lap, 1)
+        lap, cpu_lap = time.time(), time.process_time()
 
     repo, study, world_facts = build_world_model(config, out)
     gemma = str(make_tiny_gemma(out / "models" / "gemma"))
@@ -215,27 +233,24 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
     oracle_cache = build_oracle_cache(oracle, futures)
     oracle_check = check_oracle(oracle_cache, rollout, futures)
     mark("latent, rollout and oracle caches")
-    folders = {
-        "theworld": _train_two_stages(config, plain, "theworld", runs),
-        "theworld_rollout": _train_two_stages(config, rollout, "theworld_rollout", runs),
-        "theworld_oracle_future": _train_two_stages(config, oracle, "theworld_oracle_future", runs),
-    }
-    mark("training (3 systems)")
-
-    items = load_jsonl(str(heldout_file))
-    metrics: dict[str, Any] = {}
-    for system, folder in folders.items():
-        checker = TinyTestSafetyChecker() if system != "theworld" else None
-        model, processor = load_model(folder, "none", dtype="float32", device="cpu", safety_checker=checker)
-        if system == "theworld_oracle_future":  # the true future in place of the DiT's imagination
-            model.imagine = oracle_imagination = OracleImagination(open_oracle_cache(oracle))
-        settings = EvalSettings(control="none", batch_size=32, seed=config.seed, n_boot=config.n_boot)
-        info = {"model": folder, "benchmark": "jsonl", "data": str(heldout_file), "system": system}
-        metrics[system] = evaluate(items, model, processor, out / "eval" / system, settings, info=info)
-        del model
-    mark("evaluation")
+    values = {"theworld": plain, "theworld_rollout": rollout, "theworld_oracle_future": oracle}
+    jobs = {system: (train_and_evaluate, (config, values[system], system, str(heldout_file), str(out)))
+            for system in config.systems}  # fmt: skip
+    if config.picture_decoder_steps > 0:  # independent of the systems: it runs beside them
+        eval_clips = labelled[config.n_train :]
+        chosen = [next(c for c in eval_clips if (c.category, c.answer) == kind) for kind in PICTURE_CLIPS
+                  if any((c.category, c.answer) == kind for c in eval_clips)]  # fmt: skip
+        train_pixels = clips_uint8(labelled[: min(config.n_train, 96)])
+        jobs["picture"] = (write_forecast_picture, (config, repo, study, rollout, train_pixels, chosen, out / "forecast.png"))
+    done = run_jobs(jobs, config.workers)
+    metrics = {system: done[system]["result"]["metrics"] for system in config.systems}
+    timings_name = f"training and evaluation ({len(metrics)} systems), picture; {min(config.workers, len(jobs))} worker processes"
+    mark(timings_name)
+    cpu_timings[timings_name] = round(cpu_timings[timings_name] + sum(job["cpu_s"] for job in done.values()), 1)
     paired = {}
     for system, reference in COMPARISONS:
+        if system not in metrics or reference not in metrics:
+            continue
         pair = compare_pair(load_run(out / "eval" / system), load_run(out / "eval" / reference), n_boot=config.n_boot, seed=config.seed)
         if pair is not None:
             paired[f"{system}_vs_{reference}"] = {"n": pair.n, "diff": pair.diff, "ci95": [pair.lo, pair.hi], "p_mcnemar": pair.p_mcnemar}
@@ -244,15 +259,67 @@ def run_forecast_demo(config: ForecastDemoConfig) -> dict[str, Any]:
                     for s, m in metrics.items()},
         "paired": paired,
         "world_model": world_facts,
-        "oracle": {**oracle_check, "items_looked_up": oracle_imagination.items},
+        "picture": done["picture"]["result"] if "picture" in done else None,
+        "oracle": {**oracle_check, "items_looked_up": done["theworld_oracle_future"]["result"]["oracle_items"]
+                   if "theworld_oracle_future" in done else 0},
+        "jobs": {name: {"wall_s": job["wall_s"], "cpu_s": job["cpu_s"]} for name, job in done.items()},
         "config": asdict(config),
         "timings_s": timings,
+        "cpu_s": cpu_timings,
         "wall_time_s": round(time.time() - start, 1),
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "report.md").write_text(render(results))
     return results
+
+
+def write_forecast_picture(config: ForecastDemoConfig, repo: str, study: Any, rollout_values: dict[str, Any],
+                           train_pixels: torch.Tensor, chosen: list[Any], path: Path) -> dict[str, Any]:  # fmt: skip
+    """The PNG of observed vs imagined vs true future frames for the chosen evaluation clips, decoded
+    by the demo's VAE (its decoder trained on `train_pixels` for this; see forecast_picture). A job
+    for `run_jobs`: sets its own threads."""
+    from theworld.demo.forecast_picture import write_picture
+    from theworld.training.config import build_config
+    from theworld.training.dataset import load_datasets
+    from theworld.world_model.forecast_study import clips_uint8, encode
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    wanted = {c.id for c in chosen}
+    cache = open_oracle_cache(rollout_values)  # the DiT's rollouts, as training read them
+    imagined = {sample.id: cache.imagined_for(sample.visuals()[0])
+                for dataset in load_datasets(build_config(rollout_values)) if dataset is not None
+                for sample in dataset.samples if sample.id in wanted}  # fmt: skip
+    latents = encode(Path(repo), clips_uint8(chosen), [c.id for c in chosen])
+    observed = 1 + (study.observed_frames - 1) // 4
+    return write_picture(
+        Path(repo) / "vae", train_pixels, chosen, latents.mean[:, :, :observed],
+        latents.mean[:, :, observed : observed + study.rollout_frames], torch.stack([imagined[c.id] for c in chosen]),
+        path, config.picture_decoder_steps, config.seed,
+    )  # fmt: skip
+
+
+def train_and_evaluate(config: ForecastDemoConfig, values: dict[str, Any], system: str, heldout_file: str,
+                       out: str) -> dict[str, Any]:  # fmt: skip
+    """One system: align, finetune, held-out evaluation (a job for `run_jobs`: sets its own threads)."""
+    from theworld.evaluation.benchmarks import load_jsonl
+    from theworld.evaluation.harness import EvalSettings, evaluate
+    from theworld.evaluation.loading import load_model
+    from theworld.testing.tiny_world_model import TinyTestSafetyChecker
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    folder = _train_two_stages(config, values, system, Path(out) / "runs")
+    checker = TinyTestSafetyChecker() if system != "theworld" else None
+    model, processor = load_model(folder, "none", dtype="float32", device="cpu", safety_checker=checker)
+    oracle = None
+    if system == "theworld_oracle_future":  # the true future in place of the DiT's imagination
+        model.imagine = oracle = OracleImagination(open_oracle_cache(values))
+    settings = EvalSettings(control="none", batch_size=32, seed=config.seed, n_boot=config.n_boot)
+    info = {"model": folder, "benchmark": "jsonl", "data": heldout_file, "system": system}
+    metrics = evaluate(load_jsonl(heldout_file), model, processor, Path(out) / "eval" / system, settings, info=info)
+    return {"folder": folder, "metrics": metrics, "oracle_items": oracle.items if oracle is not None else 0}
 
 
 class OracleImagination:

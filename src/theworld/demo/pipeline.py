@@ -232,20 +232,31 @@ def run_evaluation(config: DemoConfig, heldout: Path, out: Path) -> dict[str, di
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
-    """Run every step and write the report; returns the results dict written to results.json."""
+    """The direction/approach task alone in a fresh output folder; returns what results.json holds."""
+    from theworld.demo.workers import fresh_output_dir
+
+    fresh_output_dir(config.output_dir, "--output-dir", config.threads)
+    return run_motion_task(config)
+
+
+def run_motion_task(config: DemoConfig) -> dict[str, Any]:
+    """Every step of the direction/approach task in config.output_dir (an empty folder that exists),
+    and the report; returns the results dict written to results.json. Runs in a worker process
+    when `theworld demo` runs both tasks: it sets its own thread count."""
     from theworld.demo.report import paired_differences, write_report
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     out = Path(config.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DemoConfigError("output_dir", f"{out} is not an empty folder: the demo starts from scratch (remove it or pick another)")
-    out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     timings: dict[str, float] = {}
+    cpu_timings: dict[str, float] = {}  # this process's CPU seconds per step (the machine may be shared)
+    cpu = [time.process_time()]
 
     def lap(name: str, begun: float) -> float:
         timings[name] = round(time.time() - begun, 1)
+        cpu_timings[name] = round(time.process_time() - cpu[0], 1)
+        cpu[0] = time.process_time()
         return time.time()
 
     t = time.time()
@@ -267,6 +278,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "training": histories,
         "config": {**asdict(config), "tasks": list(config.tasks), "models": {"gemma": gemma, "cosmos": cosmos}},
         "timings_s": timings,
+        "cpu_s": cpu_timings,
         "wall_time_s": round(time.time() - start, 1),
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
     }

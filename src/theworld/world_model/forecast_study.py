@@ -230,12 +230,9 @@ def evaluate(config: ForecastStudyConfig, train_latents, eval_latents, imagined:
 
 def run_forecast_study(config: ForecastStudyConfig) -> dict[str, Any]:
     """Run every step; returns (and writes to output_dir/results.json) errors, timings, environment."""
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    out = Path(config.output_dir)
-    if out.exists() and any(out.iterdir()):
-        raise TheWorldUserError(f"output folder {out} is not empty: the study starts from scratch")
-    out.mkdir(parents=True, exist_ok=True)
+    from theworld.demo.workers import fresh_output_dir
+
+    out = fresh_output_dir(config.output_dir, "output_dir", config.threads)
     watch = Stopwatch()
     load_before = os.getloadavg()
     with watch("data"):
