@@ -14,13 +14,14 @@ from theworld.errors import TheWorldUserError
 def test_forecast_demo_runs_three_systems_end_to_end(tmp_path):
     config = ForecastDemoConfig(output_dir=str(tmp_path / "demo"), n_unlabelled=12, n_train=6, n_heldout=6, dit_steps=2,
                                 rollout_steps=2, total_steps=2, batch_size=2, n_boot=20,
-                                picture_decoder_steps=2)  # fmt: skip
+                                picture_decoder_steps=2, vae_steps=2)  # fmt: skip
     results = run_forecast_demo(config)
     # no labelled train clip is a held-out clip (the seed streams differ)
     frames = {split: {p.read_bytes() for p in (tmp_path / "demo" / "data" / split / "frames").glob("*_0.png")}
               for split in ("train", "heldout")}  # fmt: skip
     assert len(frames["train"]) == len(frames["heldout"]) == 6 and not frames["train"] & frames["heldout"]
     assert set(results["systems"]) == set(FORECAST_SYSTEMS)
+    assert results["world_model"]["vae_loss_first10"] > 0  # vae_steps=2: the VAE trained before encoding
     assert all(m["n"] == 6 and 0 <= m["accuracy"] <= 1 for m in results["systems"].values())
     assert set(results["paired"]) == {"theworld_rollout_vs_theworld", "theworld_oracle_future_vs_theworld",
                                       "theworld_oracle_future_vs_theworld_rollout"}  # fmt: skip
@@ -46,6 +47,8 @@ def test_bad_sizes_are_refused():
 
 
 def test_validation_split_and_system_subset(tmp_path):
+    with pytest.raises(TheWorldUserError, match="vae_steps must be >= 0, got -1"):
+        ForecastDemoConfig(vae_steps=-1)
     with pytest.raises(TheWorldUserError, match="eval_split"):
         ForecastDemoConfig(eval_split="test")
     with pytest.raises(TheWorldUserError, match="systems"):

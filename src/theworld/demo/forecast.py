@@ -46,9 +46,11 @@ class ForecastDemoConfig:
     n_train: int = 300
     """Labelled clips (a multiple of 6: 3 tasks x 2 answers)."""
     n_heldout: int = 240
+    vae_steps: int = 0
+    """Steps training the VAE to reconstruct the world's frames before anything is encoded (0: untrained)."""
     dit_steps: int = 400
     rollout_steps: int = 10
-    total_steps: int = 1200
+    total_steps: int = 600
     align_fraction: float = 0.25
     batch_size: int = 16
     learning_rate: float = 1e-3
@@ -81,6 +83,8 @@ class ForecastDemoConfig:
             raise TheWorldUserError("forecast demo: total_steps must be >= 2 and align_fraction in [0, 1)")
         if self.rollout_steps < 2:
             raise TheWorldUserError("forecast demo: rollout_steps must be >= 2")
+        if self.vae_steps < 0:
+            raise TheWorldUserError(f"forecast demo: vae_steps must be >= 0, got {self.vae_steps}")
 
     @property
     def align_steps(self) -> int:
@@ -95,14 +99,15 @@ def build_world_model(config: ForecastDemoConfig, out: Path) -> tuple[str, Any, 
 
     study = ForecastStudyConfig(
         output_dir=str(out), seed=config.seed, n_unlabelled=config.n_unlabelled, n_eval=6,
-        dit_steps=config.dit_steps, rollout_steps=config.rollout_steps, threads=config.threads,
+        dit_steps=config.dit_steps, rollout_steps=config.rollout_steps, threads=config.threads, vae_steps=config.vae_steps,
     )  # fmt: skip
     unlabelled, _ = make_data(study)
     pixels = clips_uint8(unlabelled)
     vae = build_vae_repo(study, pixels, out)
     latents = encode(Path(vae["repo"]), pixels, [c.id for c in unlabelled])
     dit = train_dit(study, Path(vae["repo"]), latents, out)
-    return dit["repo"], study, {"dit_parameters": dit["parameters"], "dit_loss_curve": dit["loss_curve"]}
+    facts = {"vae_loss_first10": vae["loss_first10"], "vae_loss_last10": vae["loss_last10"]}  # None: untrained
+    return dit["repo"], study, {**facts, "dit_parameters": dit["parameters"], "dit_loss_curve": dit["loss_curve"]}
 
 
 def write_labelled(config: ForecastDemoConfig, study: Any, out: Path) -> tuple[Path, Path, list[Any]]:
